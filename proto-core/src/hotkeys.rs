@@ -1,0 +1,1 @@
+//! (hotkeys: being written.)
