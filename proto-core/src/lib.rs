@@ -60,7 +60,7 @@ mod time;
 // re-exports: flight
 // re-exports: hotkeys
 // re-exports: limiter
-// re-exports: ring
+pub use ring::{Ring, RingError, RingPosition, RingScheme};
 pub use time::{Duration, Instant, Monotonic};
 
 #[cfg(test)]
