@@ -56,7 +56,7 @@ mod ring;
 mod time;
 
 // re-exports: breaker
-// re-exports: cache
+pub use cache::{Cache, CacheConfig, CacheStats, ENTRY_OVERHEAD, Hit, InsertError, Tier, TierStats};
 // re-exports: flight
 // re-exports: hotkeys
 // re-exports: limiter
