@@ -8,7 +8,7 @@
 //!   with exactly that expiry (the slot plus its expiry act as the generation). A pair that
 //!   outlives its entry and finds a newer entry with the same expiry in the slot still expires
 //!   the right thing. Stale pairs are dropped when popped, and the heap is rebuilt when they
-//!   outnumber live ones, so it stays within twice the expiring entries.
+//!   outnumber live ones, so it stays within 1.5 times the expiring entries.
 
 use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
@@ -23,11 +23,21 @@ use crate::time::Instant;
 /// No entry: the end of the recency list.
 const NIL: u32 = u32::MAX;
 
-/// The heap is rebuilt when it holds more than twice the expiring entries plus this slack.
+/// The heap is rebuilt when it holds more than 1.5 times the expiring entries plus this slack.
 const EXPIRY_HEAP_SLACK: usize = 64;
 
-/// Bytes of bookkeeping charged per cache entry on top of its key and value (see [`crate::Cache`]).
-pub const ENTRY_OVERHEAD: u64 = 128;
+/// Grows a full vector by an eighth (at least 16) instead of doubling it: the slack of a
+/// doubled vector would be up to half of the memory the byte account has to cover. Growth
+/// stays geometric, so pushes stay amortized O(1).
+fn reserve_gently<T>(vec: &mut Vec<T>) {
+    if vec.len() == vec.capacity() {
+        vec.reserve_exact((vec.capacity() / 8).max(16));
+    }
+}
+
+/// Bytes of bookkeeping charged per cache entry on top of its key and value: measured, see
+/// the cache module docs and `tests/cache_memory.rs`.
+pub const ENTRY_OVERHEAD: u64 = 144;
 
 /// What an entry costs against the byte budget.
 pub(crate) fn entry_charge(key_len: usize, value_len: usize) -> u64 {
@@ -147,6 +157,7 @@ impl Lru {
                     .ok()
                     .filter(|&slot| slot != NIL)
                     .expect("the byte budget bounds entries far below 2^32");
+                reserve_gently(&mut self.slots);
                 self.slots.push(Some(entry));
                 slot
             }
@@ -160,8 +171,11 @@ impl Lru {
         self.link_newest(slot);
         if expires_at != Instant::MAX {
             self.expiring += 1;
+            if self.expiry.len() == self.expiry.capacity() {
+                self.expiry.reserve_exact((self.expiry.capacity() / 8).max(16));
+            }
             self.expiry.push(Reverse((expires_at, slot)));
-            if self.expiry.len() > 2 * self.expiring + EXPIRY_HEAP_SLACK {
+            if self.expiry.len() > self.expiring + self.expiring / 2 + EXPIRY_HEAP_SLACK {
                 self.rebuild_expiry();
             }
         }
@@ -235,6 +249,7 @@ impl Lru {
             .find_entry(hash, |&candidate| candidate == slot)
             .expect("every occupied slot is indexed")
             .remove();
+        reserve_gently(&mut self.free_slots);
         self.free_slots.push(slot);
         self.bytes -= entry.charge();
         if entry.expires_at != Instant::MAX {
