@@ -19,18 +19,59 @@
 //!   a panic is a bug in this crate.
 //!
 //! ## The drive loop
-//! Drivers run the same loop around every machine: feed one input, drain the outputs, re-arm
-//! the single timer from `poll_timeout`, wait for the next socket event, command or timer.
+//! Drivers run the same loop around every machine: feed one input, use what it returns or drain
+//! its outputs, re-arm the single timer from `poll_timeout`, and wait for the next socket event,
+//! command or timer. Here is the read-through path of one node built from the pieces, the way
+//! the `Node` state machine composes them (a sketch: no peers, a synchronous source).
 //!
 //! ```no_run
-//! use herdcache_proto::{Cache, CacheConfig, Instant, Tier};
+//! use bytes::Bytes;
+//! use herdcache_proto::*;
 //! # fn clock() -> Instant { Instant::ZERO }
+//! # fn next_request() -> (u64, Bytes) { (1, Bytes::from_static(b"user:42")) }
+//! # fn load(_key: &[u8]) -> Result<Bytes, ()> { Ok(Bytes::from_static(b"value")) }
+//! # fn reply(_request: u64, _value: Result<Bytes, &str>) {}
+//! let now = clock();
+//! let ring = Ring::with_peers(RingScheme::BALANCED, ["node-a", "node-b"]).expect("distinct");
 //! let mut cache = Cache::new(CacheConfig::with_max_bytes(64 << 20));
+//! let mut flights: FlightTable<u64> = FlightTable::new(7, FlightLimits::default());
+//! let mut breaker = Breaker::new(BreakerConfig::default(), now);
+//! let mut limiter = Limiter::new(
+//!     LimiterConfig::new(Rate::per_second(1_000).expect("> 0"), 100).expect("> 0"),
+//!     now,
+//! );
 //! loop {
 //!     let now = clock();
-//!     cache.handle_timeout(now, |_evicted| {});       // reclaim what expired
-//!     let _next_wake_up = cache.poll_timeout();         // arm the one timer
-//!     # break;
+//!     cache.handle_timeout(now); // reclaim what expired, without waiting for a get
+//!     let (request, key) = next_request();
+//!     if let Some(hit) = cache.get(now, &key) {
+//!         reply(request, Ok(hit.value.clone()));
+//!         continue;
+//!     }
+//!     if ring.owner(&key) != Some(&"node-a") {
+//!         continue; // another peer owns it: fetch from that peer (the Node does this)
+//!     }
+//!     let Ok(Begin::Leader(flight)) = flights.begin(&key, request) else {
+//!         continue; // joined a load already under way: its completion answers this request
+//!     };
+//!     let outcome = match (limiter.try_acquire(now, 1), breaker.try_acquire(now)) {
+//!         (Err(_), _) => Err("rate limited"),
+//!         (_, Err(_)) => Err("circuit open"),
+//!         (Ok(()), Ok(permit)) => {
+//!             let loaded = load(&key);
+//!             let call = if loaded.is_ok() { CallOutcome::Success } else { CallOutcome::Failure };
+//!             breaker.record(now, permit, call);
+//!             loaded.map_err(|()| "data source failed")
+//!         }
+//!     };
+//!     let done = flights.complete(flight).expect("this flight is live");
+//!     if let (Ok(value), true) = (&outcome, done.cacheable) {
+//!         let _ = cache.insert(now, Tier::Main, done.key.clone(), value.clone(), None);
+//!     }
+//!     for waiter in done.waiters {
+//!         reply(waiter, outcome.clone());
+//!     }
+//!     let _next_wake_up = [cache.poll_timeout(), breaker.poll_timeout()].into_iter().flatten().min();
 //! }
 //! ```
 //!
@@ -55,11 +96,17 @@ mod limiter;
 mod ring;
 mod time;
 
-// re-exports: breaker
-pub use cache::{Cache, CacheConfig, CacheStats, ENTRY_OVERHEAD, Hit, InsertError, Tier, TierStats};
-// re-exports: flight
-// re-exports: hotkeys
-// re-exports: limiter
+pub use breaker::{
+    Breaker, BreakerConfig, BreakerConfigError, BreakerOpen, BreakerState, CallOutcome, Permit,
+};
+pub use cache::{
+    Cache, CacheConfig, CacheStats, ENTRY_OVERHEAD, Hit, InsertError, Tier, TierStats,
+};
+pub use flight::{
+    Begin, Completed, FlightError, FlightId, FlightLimits, FlightTable, Waiters, WaitersIntoIter,
+};
+pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
+pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
 pub use ring::{Ring, RingError, RingPosition, RingScheme};
 pub use time::{Duration, Instant, Monotonic};
 

@@ -460,7 +460,11 @@ mod tests {
         for line in block.lines().filter(|line| !line.starts_with('#')) {
             if let Some(rest) = line.strip_prefix("owner(\"") {
                 let (key, owner) = rest.split_once("\")=").unwrap();
-                assert_eq!(ring.owner(key.as_bytes()).map(String::as_str), Some(owner), "key {key:?}");
+                assert_eq!(
+                    ring.owner(key.as_bytes()).map(String::as_str),
+                    Some(owner),
+                    "key {key:?}"
+                );
                 checked += 1;
             } else {
                 for fact in line.split_whitespace() {
@@ -478,10 +482,7 @@ mod tests {
     fn groupcache_points_are_crc32_of_itoa_and_peer() {
         let scheme = RingScheme::GROUPCACHE;
         assert_eq!(scheme.hash_point(b"http://127.0.0.1:9001", 0), 2_255_636_814);
-        assert_eq!(
-            scheme.hash_point(b"peer", 49),
-            u64::from(crc32fast::hash(b"49peer"))
-        );
+        assert_eq!(scheme.hash_point(b"peer", 49), u64::from(crc32fast::hash(b"49peer")));
         assert_eq!(itoa_u16(0).as_bytes(), b"0");
         assert_eq!(itoa_u16(65_535).as_bytes(), b"65535");
     }
@@ -525,7 +526,8 @@ mod tests {
 
     /// Share of `keys` keys owned by each peer, as (min, max) fractions of the fair share.
     fn spread(scheme: RingScheme, peer_count: usize, keys: usize) -> (f64, f64) {
-        let peers: Vec<String> = (0..peer_count).map(|i| format!("10.0.0.{}:7000", i + 1)).collect();
+        let peers: Vec<String> =
+            (0..peer_count).map(|i| format!("10.0.0.{}:7000", i + 1)).collect();
         let ring = Ring::with_peers(scheme, peers.clone()).unwrap();
         let mut counts = vec![0usize; peer_count];
         for i in 0..keys {
@@ -541,16 +543,22 @@ mod tests {
     /// Reports the spread of 100k keys over 3 and 10 peers (run with `--nocapture` to see it).
     #[test]
     fn ring_spread_over_100k_keys() {
-        for (name, scheme) in [("groupcache/50", RingScheme::GROUPCACHE), ("balanced/160", RingScheme::BALANCED)] {
+        for (name, scheme) in
+            [("groupcache/50", RingScheme::GROUPCACHE), ("balanced/160", RingScheme::BALANCED)]
+        {
             for peers in [3, 10] {
                 let (min, max) = spread(scheme, peers, 100_000);
                 std::println!(
                     "ring spread {name:>14} {peers:>2} peers: min {:.3} max {:.3} of the fair share",
-                    min, max
+                    min,
+                    max
                 );
                 assert!(min > 0.5 && max < 1.6, "{name} with {peers} peers: {min} .. {max}");
                 if !scheme.is_groupcache() {
-                    assert!(min > 0.8 && max < 1.2, "balanced ring with {peers} peers: {min} .. {max}");
+                    assert!(
+                        min > 0.8 && max < 1.2,
+                        "balanced ring with {peers} peers: {min} .. {max}"
+                    );
                 }
             }
         }

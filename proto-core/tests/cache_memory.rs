@@ -26,7 +26,8 @@ struct Scenario {
 fn fill(scenario: &Scenario) -> (u64, u64, u64) {
     let before = dhat::HeapStats::get().curr_bytes as u64;
     let mut cache = Cache::new(CacheConfig::with_max_bytes(scenario.budget));
-    let capacity = scenario.budget / Cache::charge(&vec![0; scenario.key_len], &vec![0; scenario.value_len]);
+    let capacity =
+        scenario.budget / Cache::charge(&vec![0; scenario.key_len], &vec![0; scenario.value_len]);
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut now = Instant::ZERO;
     for step in 0..capacity * 4 {
@@ -39,7 +40,8 @@ fn fill(scenario: &Scenario) -> (u64, u64, u64) {
         key.truncate(scenario.key_len.max(1));
         let value = vec![(step % 251) as u8; scenario.value_len];
         let tier = if step % 100 < scenario.hot_share { Tier::Hot } else { Tier::Main };
-        let expires_at = scenario.with_ttl.then(|| now + Duration::from_millis(1_000 + state % 100_000));
+        let expires_at =
+            scenario.with_ttl.then(|| now + Duration::from_millis(1_000 + state % 100_000));
         // Exact-size buffers, as a node makes them when it copies a key or value out of a read buffer.
         let (key, value) = (Bytes::copy_from_slice(&key), Bytes::copy_from_slice(&value));
         let _ = cache.insert(now, tier, key, value, expires_at);
@@ -52,7 +54,9 @@ fn fill(scenario: &Scenario) -> (u64, u64, u64) {
     let held = dhat::HeapStats::get().curr_bytes as u64 - before;
     let payload: u64 = [Tier::Main, Tier::Hot]
         .into_iter()
-        .flat_map(|tier| cache.iter(tier).map(|(k, v, _)| (k.len() + v.len()) as u64).collect::<Vec<_>>())
+        .flat_map(|tier| {
+            cache.iter(tier).map(|(k, v, _)| (k.len() + v.len()) as u64).collect::<Vec<_>>()
+        })
         .sum();
     (held, cache.len() as u64, payload)
 }
@@ -71,7 +75,10 @@ fn a_full_cache_allocates_no_more_than_its_budget() {
         }
     }
     println!("ENTRY_OVERHEAD = {ENTRY_OVERHEAD} bytes charged per entry");
-    println!("{:>9} {:>4} {:>5} {:>4} {:>4} {:>8} {:>10} {:>9} {:>8}", "budget", "key", "value", "ttl", "hot%", "items", "heap", "heap/bud", "ovh/item");
+    println!(
+        "{:>9} {:>4} {:>5} {:>4} {:>4} {:>8} {:>10} {:>9} {:>8}",
+        "budget", "key", "value", "ttl", "hot%", "items", "heap", "heap/bud", "ovh/item"
+    );
     let mut worst: f64 = 0.0;
     for scenario in &scenarios {
         let (held, items, payload) = fill(scenario);
@@ -79,10 +86,21 @@ fn a_full_cache_allocates_no_more_than_its_budget() {
         worst = worst.max(per_item);
         println!(
             "{:>9} {:>4} {:>5} {:>4} {:>4} {:>8} {:>10} {:>9.3} {:>8.1}",
-            scenario.budget, scenario.key_len, scenario.value_len, scenario.with_ttl, scenario.hot_share,
-            items, held, held as f64 / scenario.budget as f64, per_item
+            scenario.budget,
+            scenario.key_len,
+            scenario.value_len,
+            scenario.with_ttl,
+            scenario.hot_share,
+            items,
+            held,
+            held as f64 / scenario.budget as f64,
+            per_item
         );
-        assert!(held <= scenario.budget, "the cache holds {held} heap bytes over a budget of {}", scenario.budget);
+        assert!(
+            held <= scenario.budget,
+            "the cache holds {held} heap bytes over a budget of {}",
+            scenario.budget
+        );
     }
     println!("worst measured overhead per item: {worst:.1} bytes");
 }

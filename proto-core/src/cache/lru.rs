@@ -269,7 +269,7 @@ impl Lru {
             .enumerate()
             .filter_map(|(slot, entry)| {
                 let expires_at = entry.as_ref()?.expires_at;
-                (expires_at != Instant::MAX).then(|| Reverse((expires_at, slot as u32)))
+                (expires_at != Instant::MAX).then_some(Reverse((expires_at, slot as u32)))
             })
             .collect();
         self.expiry = BinaryHeap::from(pairs);

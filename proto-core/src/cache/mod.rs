@@ -34,8 +34,8 @@ use core::fmt;
 
 use crate::hash::key_hash_builder;
 use crate::time::{Instant, Monotonic};
-use lru::{Entry, Lru};
 pub use lru::ENTRY_OVERHEAD;
+use lru::{Entry, Lru};
 
 /// Which tier of a [`Cache`] an entry lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -344,7 +344,8 @@ impl Cache {
     fn evict_to_budget(&mut self) -> usize {
         let mut evicted = 0;
         while self.bytes() > self.max_bytes {
-            let victim = if self.hot.bytes() > self.main.bytes() / 8 { Tier::Hot } else { Tier::Main };
+            let victim =
+                if self.hot.bytes() > self.main.bytes() / 8 { Tier::Hot } else { Tier::Main };
             let (lru, counters) = self.tier_mut(victim);
             let popped: Option<Entry> = lru.pop_oldest();
             debug_assert!(popped.is_some(), "a tier holding the excess is not empty");

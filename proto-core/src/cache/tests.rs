@@ -112,7 +112,8 @@ fn a_key_lives_in_one_tier_at_a_time() {
 
 #[test]
 fn hot_tier_is_evicted_while_above_an_eighth_of_main() {
-    let (main_entry, hot_entry) = (Cache::charge(b"key-0", &[0; 100]), Cache::charge(b"key-100", &[0; 100]));
+    let (main_entry, hot_entry) =
+        (Cache::charge(b"key-0", &[0; 100]), Cache::charge(b"key-100", &[0; 100]));
     let mut cache = Cache::new(CacheConfig::with_max_bytes(8 * main_entry + 2 * hot_entry));
     for n in 0..8 {
         cache.insert(at(0), Tier::Main, key(n), value(100, 0), None).unwrap();
