@@ -108,7 +108,7 @@ pub use flight::{
 pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
 pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
 pub use ring::{Ring, RingError, RingPosition, RingScheme};
-pub use time::{Duration, Instant, Monotonic};
+pub use time::{Duration, Instant, Monotonic, UnixTime};
 
 #[cfg(test)]
 pub(crate) mod testing {

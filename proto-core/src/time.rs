@@ -126,6 +126,53 @@ impl fmt::Debug for Instant {
     }
 }
 
+/// A wall-clock time: microseconds since the Unix epoch, as the driver reads it.
+///
+/// Expiry that crosses the wire is wall-clock, because two nodes share no monotonic epoch. A node
+/// converts between its [`Instant`] and `UnixTime` with the pair `(Instant, UnixTime)` its driver
+/// passes in with the current time; clock skew between nodes shifts expiries by the skew.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct UnixTime(u64);
+
+impl UnixTime {
+    /// The Unix epoch.
+    pub const EPOCH: UnixTime = UnixTime(0);
+
+    /// `micros` microseconds after the Unix epoch.
+    #[must_use]
+    pub const fn from_micros(micros: u64) -> Self {
+        UnixTime(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    #[must_use]
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// The instant on a driver's clock that corresponds to `self`, given that `now_instant` and
+    /// `now_unix` are the same moment. Saturates at [`Instant::ZERO`] and [`Instant::MAX`].
+    #[must_use]
+    pub fn to_instant(self, now_instant: Instant, now_unix: UnixTime) -> Instant {
+        if self.0 >= now_unix.0 {
+            now_instant.saturating_add(Duration::from_micros(self.0 - now_unix.0))
+        } else {
+            now_instant.saturating_sub(Duration::from_micros(now_unix.0 - self.0))
+        }
+    }
+
+    /// The wall-clock time of `instant`, given that `now_instant` and `now_unix` are the same
+    /// moment. Saturates at the epoch and at `u64::MAX` microseconds.
+    #[must_use]
+    pub fn from_instant(instant: Instant, now_instant: Instant, now_unix: UnixTime) -> UnixTime {
+        if instant >= now_instant {
+            UnixTime(now_unix.0.saturating_add(instant.as_micros() - now_instant.as_micros()))
+        } else {
+            UnixTime(now_unix.0.saturating_sub(now_instant.as_micros() - instant.as_micros()))
+        }
+    }
+}
+
 /// The latest time a state machine has seen. Feeding every `now` through [`Monotonic::observe`]
 /// is how the core treats a clock that steps backwards as "no time passed".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,6 +248,16 @@ mod tests {
     fn sub_microsecond_durations_round_deadlines_up() {
         assert_eq!(Instant::ZERO + Duration::from_nanos(1), Instant::from_micros(1));
         assert_eq!(Instant::ZERO + Duration::from_nanos(1_000), Instant::from_micros(1));
+    }
+
+    #[test]
+    fn unix_time_converts_through_a_shared_moment() {
+        let (now, unix) = (Instant::from_secs(10), UnixTime::from_micros(1_700_000_000_000_000));
+        let later = UnixTime::from_micros(unix.as_micros() + 5_000_000);
+        assert_eq!(later.to_instant(now, unix), Instant::from_secs(15));
+        assert_eq!(UnixTime::from_instant(Instant::from_secs(15), now, unix), later);
+        assert_eq!(UnixTime::EPOCH.to_instant(now, unix), Instant::ZERO, "saturates");
+        assert_eq!(UnixTime::from_instant(Instant::MAX, now, unix).as_micros(), u64::MAX);
     }
 
     #[test]
