@@ -237,8 +237,11 @@ struct Slot<W> {
 ///   `complete`**: the load is not cancelled, and its result may still be cached — groupcache's
 ///   behaviour, so that the work already paid for is not thrown away and a retry hits.
 /// - [`FlightTable::invalidate`] marks the in-progress flight of a key (if any) as superseded by
-///   a put or delete: its result still answers its waiters but is not cacheable. An invalidate
-///   with no flight for the key has nothing to protect and records nothing.
+///   a put or delete: its result still answers its waiters but is not cacheable, and the flight
+///   is *detached* from the key, so a request that begins after the write starts a new flight
+///   instead of being answered by a load that began before it. A detached flight still counts
+///   against `max_flights` until it completes. At most one *attached* flight exists per key.
+///   An invalidate with no flight for the key has nothing to protect and records nothing.
 /// - A [`FlightId`] carries its slot's generation, so a late or duplicate `complete` of a
 ///   finished flight is rejected with [`FlightError::StaleFlight`] and can never be applied to
 ///   a later flight that reuses the slot.
@@ -409,6 +412,14 @@ impl<W: Copy + Eq> FlightTable<W> {
             .as_mut()
             .expect("the key index only points at live flights");
         flight.key_generation = flight.key_generation.saturating_add(1);
+        // Detach: a request that arrives after the write must not be answered by a load that
+        // began before it, so the next `begin` for the key starts a new flight.
+        match self.index.find_entry(hash, |&s| s == slot) {
+            Ok(entry) => {
+                entry.remove();
+            }
+            Err(_) => debug_assert!(false, "the flight was just found through the index"),
+        }
         true
     }
 
@@ -431,11 +442,14 @@ impl<W: Copy + Eq> FlightTable<W> {
             slot.generation = generation;
             self.free.push(flight.slot);
         }
-        match self.index.find_entry(done.hash, |&s| s == flight.slot) {
-            Ok(entry) => {
-                entry.remove();
+        // An invalidated flight was already detached from the key index.
+        if done.key_generation == 0 {
+            match self.index.find_entry(done.hash, |&s| s == flight.slot) {
+                Ok(entry) => {
+                    entry.remove();
+                }
+                Err(_) => debug_assert!(false, "an attached flight is in the key index"),
             }
-            Err(_) => debug_assert!(false, "a live flight is in the key index"),
         }
         self.len -= 1;
         Ok(Completed {
@@ -581,10 +595,15 @@ mod tests {
         let other = t.begin(b"other", 2).unwrap().id();
         let _ = t.begin(b"k", 3).unwrap();
         assert!(t.invalidate(b"k"));
-        assert!(t.invalidate(b"k"), "repeated invalidates are fine");
+        assert!(!t.invalidate(b"k"), "the detached flight is no longer the key's flight");
+        // A get after the write starts a new flight rather than joining the superseded load.
+        let newer = t.begin(b"k", 4).unwrap();
+        assert!(newer.is_leader());
+        assert_ne!(newer.id(), id);
         let done = t.complete(id).unwrap();
         assert!(!done.cacheable);
         assert_eq!(answered(&done), vec![1, 3], "an invalidated flight still answers");
+        assert!(t.complete(newer.id()).unwrap().cacheable);
         assert!(t.complete(other).unwrap().cacheable, "only the invalidated key is affected");
     }
 
@@ -787,7 +806,7 @@ mod tests {
                         next_waiter += 1;
                         let got = table.begin(&key_of(k), w);
                         let flights = model.len();
-                        match model.iter_mut().find(|m| m.key == k) {
+                        match model.iter_mut().find(|m| m.key == k && !m.invalidated) {
                             Some(m) if m.waiters.len() >= LIMITS.max_waiters => {
                                 prop_assert_eq!(got, Err(FlightError::TooManyWaiters { limit: LIMITS.max_waiters }));
                             }
@@ -821,7 +840,7 @@ mod tests {
                         if expected { left.insert(w); }
                     }
                     Op::Invalidate(k) => {
-                        let expected = match model.iter_mut().find(|m| m.key == k) {
+                        let expected = match model.iter_mut().find(|m| m.key == k && !m.invalidated) {
                             Some(m) => { m.invalidated = true; true }
                             None => false,
                         };
@@ -847,8 +866,8 @@ mod tests {
                 prop_assert_eq!(table.len(), model.len());
                 prop_assert!(table.len() <= LIMITS.max_flights);
                 for k in 0..KEYS {
-                    let live: Vec<&ModelFlight> = model.iter().filter(|m| m.key == k).collect();
-                    prop_assert!(live.len() <= 1, "at most one flight per key");
+                    let live: Vec<&ModelFlight> = model.iter().filter(|m| m.key == k && !m.invalidated).collect();
+                    prop_assert!(live.len() <= 1, "at most one attached flight per key");
                     prop_assert_eq!(table.get(&key_of(k)), live.first().map(|m| m.id));
                 }
                 for m in &model {
