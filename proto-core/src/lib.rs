@@ -93,8 +93,13 @@ mod flight;
 mod hash;
 mod hotkeys;
 mod limiter;
+mod node;
 mod ring;
+#[cfg(any(test, feature = "_sim"))]
+#[doc(hidden)]
+pub mod sim;
 mod time;
+mod wire;
 
 pub use breaker::{
     Breaker, BreakerConfig, BreakerConfigError, BreakerOpen, BreakerState, CallOutcome, Permit,
@@ -107,8 +112,16 @@ pub use flight::{
 };
 pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
 pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
+pub use node::{
+    ConfigError, ConnId, Entry, Error, Event, Input, InputError, KeyspaceConfig, KeyspaceStats,
+    LoadId, LoadResult, Node, NodeConfig, Output, Path, Reply, RequestId, Value,
+};
 pub use ring::{Ring, RingError, RingPosition, RingScheme};
 pub use time::{Duration, Instant, Monotonic, UnixTime};
+pub use wire::{
+    ErrorCode, FRAME_HEADER_LEN, Found, Frame, FrameDecoder, FrameHeader, FrameKind, GetOutcome,
+    KeyRate, Message, PROTOCOL_VERSION, PutEntry, ReplyError, WireError, WireLimits,
+};
 
 #[cfg(test)]
 pub(crate) mod testing {

@@ -1,0 +1,165 @@
+//! How a node and its keyspaces are set up.
+
+use alloc::vec::Vec;
+use bytes::Bytes;
+use core::fmt;
+
+use crate::breaker::BreakerConfig;
+use crate::hotkeys::HotKeysConfig;
+use crate::limiter::LimiterConfig;
+use crate::ring::RingScheme;
+use crate::time::{Duration, UnixTime};
+use crate::wire::WireLimits;
+
+/// How a [`Node`](super::Node) is set up. `NodeConfig::new` gives production defaults.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id: its name on the ring and the address peers connect to.
+    pub node_id: Bytes,
+    /// The cluster label; a peer whose hello carries another label is refused.
+    pub cluster: Bytes,
+    /// How keys are placed on the ring; every node of a cluster must use the same.
+    pub ring: RingScheme,
+    /// Seeds every hash and the jitter, so a run replays exactly.
+    pub seed: u64,
+    /// Wire limits, enforced on every frame received and sent.
+    pub limits: WireLimits,
+    /// Requests one peer may have in progress on one connection; more are answered
+    /// `Overloaded`.
+    pub max_in_flight_per_connection: u32,
+    /// Local and peer requests in progress at once; more are answered `Overloaded`.
+    pub max_pending: usize,
+    /// How long a local request waits when it names no timeout.
+    pub request_timeout: Duration,
+    /// The longest a fetch from the owning peer may take before this node loads the key
+    /// itself (capped at half of the request's remaining time).
+    pub peer_timeout: Duration,
+    /// Waiting before retrying a peer that refused a connection: doubles from this…
+    pub reconnect_backoff_min: Duration,
+    /// …up to this (with seeded jitter).
+    pub reconnect_backoff_max: Duration,
+    /// A value fetched from its owner is mirrored in the hot cache when the owner reports at
+    /// least this many requests per second for the key.
+    pub hot_threshold_per_second: f64,
+    /// The longest a hot copy lives (it is also dropped when its owner says so).
+    pub hot_ttl: Duration,
+    /// Keys one warmup prefetches per keyspace at most.
+    pub warmup_max_keys: usize,
+    /// Warmup loads in progress at once.
+    pub warmup_concurrency: usize,
+    /// The wall-clock time at the `now` passed to `Node::new` (expiries cross the wire as
+    /// wall-clock time).
+    pub unix_time_at_start: UnixTime,
+    /// Keyspaces to create at start.
+    pub keyspaces: Vec<KeyspaceConfig>,
+}
+
+impl NodeConfig {
+    /// Production defaults for a node `node_id` in `cluster`.
+    #[must_use]
+    pub fn new(node_id: impl Into<Bytes>, cluster: impl Into<Bytes>) -> Self {
+        NodeConfig {
+            node_id: node_id.into(),
+            cluster: cluster.into(),
+            ring: RingScheme::BALANCED,
+            seed: 0x6865_7264,
+            limits: WireLimits::default(),
+            max_in_flight_per_connection: 4_096,
+            max_pending: 100_000,
+            request_timeout: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(1),
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(5),
+            hot_threshold_per_second: 10.0,
+            hot_ttl: Duration::from_secs(60),
+            warmup_max_keys: 1_000,
+            warmup_concurrency: 8,
+            unix_time_at_start: UnixTime::EPOCH,
+            keyspaces: Vec::new(),
+        }
+    }
+
+    /// Adds a keyspace created at start.
+    #[must_use]
+    pub fn with_keyspace(mut self, keyspace: KeyspaceConfig) -> Self {
+        self.keyspaces.push(keyspace);
+        self
+    }
+}
+
+/// One keyspace: a name, a budget, expiry and timeouts, and the data source's protection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyspaceConfig {
+    /// The name (at most `WireLimits::max_label` bytes).
+    pub name: Bytes,
+    /// The byte budget of this node's main and hot caches for the keyspace.
+    pub max_bytes: u64,
+    /// Expiry for values stored without one; `None` for never.
+    pub default_ttl: Option<Duration>,
+    /// The longest a data-source call may take before its waiters are answered `TimedOut`.
+    pub read_timeout: Duration,
+    /// The longest a put or delete may take at the owner (including every peer confirming it
+    /// dropped its copy).
+    pub write_timeout: Duration,
+    /// Keys to prefetch when this node comes to own them.
+    pub warm_keys: Vec<Bytes>,
+    /// The data source's rate limit; `None` for unlimited.
+    pub limiter: Option<LimiterConfig>,
+    /// The data source's circuit breaker.
+    pub breaker: BreakerConfig,
+    /// The hot-key tracker (request rates reported to requesters, and warmup candidates).
+    pub hot_keys: HotKeysConfig,
+}
+
+impl KeyspaceConfig {
+    /// A keyspace with a budget and production defaults for the rest.
+    #[must_use]
+    pub fn new(name: impl Into<Bytes>, max_bytes: u64) -> Self {
+        KeyspaceConfig {
+            name: name.into(),
+            max_bytes,
+            default_ttl: None,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(2),
+            warm_keys: Vec::new(),
+            limiter: None,
+            breaker: BreakerConfig::default(),
+            hot_keys: HotKeysConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The node id is empty or longer than `max_label`.
+    BadNodeId,
+    /// The cluster label is longer than `max_label`.
+    BadClusterLabel,
+    /// A keyspace name is empty or longer than `max_label`.
+    BadKeyspaceName,
+    /// Two keyspaces with one name, or creating one that exists.
+    DuplicateKeyspace,
+    /// No keyspace of that name (for update or remove).
+    UnknownKeyspace,
+    /// The hot-key tracker configuration is invalid.
+    BadHotKeys,
+    /// A zero timeout, or a non-finite or negative hot threshold.
+    BadTiming,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigError::BadNodeId => "node id is empty or too long",
+            ConfigError::BadClusterLabel => "cluster label is too long",
+            ConfigError::BadKeyspaceName => "keyspace name is empty or too long",
+            ConfigError::DuplicateKeyspace => "keyspace already exists",
+            ConfigError::UnknownKeyspace => "no such keyspace",
+            ConfigError::BadHotKeys => "invalid hot-key tracker configuration",
+            ConfigError::BadTiming => "invalid timeout or threshold",
+        })
+    }
+}
+
+impl core::error::Error for ConfigError {}

@@ -1,0 +1,2011 @@
+//! The `Node` state machine: one cluster member, with no IO.
+//!
+//! A `Node` composes the foundations — ring, caches, singleflight, breaker, limiter, hot keys —
+//! and the wire protocol into the whole of herdcache's behaviour. It is driven like every
+//! machine in this crate: `handle_input` / `handle_timeout` take input and return no work;
+//! `poll_output` yields [`Output`]s until `None`; `poll_timeout` says when to wake it.
+//!
+//! # The loading process (groupcache's, extended)
+//! 1. A get is answered from the main or hot cache when the value is there and not expired.
+//! 2. Otherwise it joins the key's flight, or starts one (singleflight). The leader's flight
+//!    loads from the data source when this node owns the key — or when the request came from a
+//!    peer: **a peer's request is never forwarded again**, and never waits on a fetch from a
+//!    third node, so rings that briefly disagree cannot chain requests or wait on themselves.
+//! 3. When another peer owns the key the flight fetches it from that peer. If the fetch fails
+//!    (connection, timeout, the peer overloaded or leaving), the flight loads locally instead,
+//!    still as one flight; a not-found or data-source error answered by the owner is final.
+//! 4. The owner reports the key's request rate in its reply; a requester mirrors values whose
+//!    rate is over `hot_threshold_per_second` into its hot cache.
+//!
+//! Puts and deletes go to the key's owner, which applies them, invalidates any flight of the
+//! key (a delete beats an in-flight load: that load's result is not cached, and later gets do
+//! not join it), and tells every other ring member to drop its copy; the write is acknowledged
+//! only when every member confirmed, so no get that starts after the acknowledgement can see the
+//! old value on a node that shares the owner's view of the ring. A member that cannot be
+//! reached fails the write (`Unavailable` or `TimedOut`) instead. Every request gets exactly one answer by its deadline: a value, an error, or
+//! `TimedOut` — never silence.
+//!
+//! # Connections
+//! The driver opens and accepts TCP connections and moves bytes; the node decides everything
+//! else: the hello (cluster label and protocol version must match, or the connection is refused
+//! with an error frame), framing and limits (a malformed frame closes that connection and
+//! nothing else), request ids, in-flight limits, reconnect backoff, and batching (all frames
+//! for a connection since the last drain go out in one [`Output::Transmit`]).
+
+mod config;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use alloc::collections::{BinaryHeap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use bytes::Bytes;
+use core::cmp::Reverse;
+use hashbrown::HashMap;
+
+use crate::breaker::{Breaker, BreakerState, CallOutcome, Permit};
+use crate::cache::{Cache, CacheConfig, CacheStats, InsertError, Tier};
+use crate::flight::{Begin, FlightError, FlightId, FlightLimits, FlightTable};
+use crate::hash::{KeyHashBuilder, key_hash_builder};
+use crate::hotkeys::HotKeys;
+use crate::limiter::{Grant, Limiter};
+use crate::ring::Ring;
+use crate::time::{Duration, Instant, Monotonic, UnixTime};
+use crate::wire::{
+    ErrorCode, Found, FrameDecoder, GetOutcome, KeyRate, Message, PROTOCOL_VERSION, PutEntry,
+    ReplyError,
+};
+
+pub use config::{ConfigError, KeyspaceConfig, NodeConfig};
+pub use types::{
+    ConnId, Entry, Error, Event, Input, InputError, LoadId, LoadResult, Output, Path, Reply,
+    RequestId, Value,
+};
+
+/// Counters of one keyspace, groupcache's names where they exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KeyspaceStats {
+    /// Local gets (each key of a batch counts).
+    pub gets: u64,
+    /// Gets answered from the main cache.
+    pub cache_hits: u64,
+    /// Gets answered from the hot cache.
+    pub hot_hits: u64,
+    /// Values fetched from owning peers.
+    pub peer_loads: u64,
+    /// Fetches from peers that failed (connection, timeout, overload): each fell back to a
+    /// local load.
+    pub peer_errors: u64,
+    /// Gets (local or from peers) that missed the cache.
+    pub loads: u64,
+    /// Misses that started a flight (the rest joined one).
+    pub loads_deduped: u64,
+    /// Data-source calls made.
+    pub local_loads: u64,
+    /// Data-source calls that failed or timed out.
+    pub local_load_errs: u64,
+    /// Gets received from peers.
+    pub server_requests: u64,
+    /// Data-source calls refused by the rate limiter.
+    pub rate_limited: u64,
+    /// Data-source calls refused by the open breaker.
+    pub circuit_open: u64,
+    /// The caches.
+    pub cache: CacheStats,
+    /// The breaker now.
+    pub breaker: Option<BreakerState>,
+}
+
+/// Who waits on a flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiter {
+    /// A pending single get.
+    One(u64),
+    /// Part `index` of a pending batch get.
+    Part(u64, u32),
+    /// A warmup prefetch.
+    Warmup,
+}
+
+/// What a flight is doing now.
+#[derive(Default)]
+struct FlightMeta {
+    load: Option<LoadId>,
+    call: Option<u64>,
+}
+
+struct Keyspace {
+    config: KeyspaceConfig,
+    cache: Cache,
+    flights: FlightTable<Waiter>,
+    meta: HashMap<FlightId, FlightMeta, KeyHashBuilder>,
+    hot: HotKeys,
+    breaker: Breaker,
+    limiter: Option<Limiter>,
+    stats: KeyspaceStats,
+}
+
+/// A value served, with the key's request rate as this node sees it.
+#[derive(Clone, Debug)]
+struct Served {
+    value: Value,
+    rate: f64,
+}
+
+type GetResult = Result<Served, Error>;
+
+enum Origin {
+    Local(RequestId),
+    Peer { conn: ConnId, request_id: u64 },
+}
+
+/// One index of a pending write: how many units still cover it, and the first error.
+#[derive(Clone, Default)]
+struct WriteSlot {
+    waiting: u32,
+    error: Option<Error>,
+}
+
+enum PendingState {
+    Get {
+        keyspace: Bytes,
+        flight: Option<FlightId>,
+    },
+    GetMany {
+        keyspace: Bytes,
+        keys: Vec<Bytes>,
+        parts: Vec<(Option<GetResult>, Option<FlightId>)>,
+        remaining: usize,
+    },
+    Write {
+        slots: Vec<WriteSlot>,
+        many: bool,
+    },
+}
+
+struct Pending {
+    origin: Origin,
+    deadline: Instant,
+    state: PendingState,
+}
+
+enum CallKind {
+    Get {
+        keyspace: Bytes,
+        flight: FlightId,
+    },
+    GetMany {
+        keyspace: Bytes,
+        flights: Vec<FlightId>,
+    },
+    /// A write sent to its owner, covering `indices` of pending write `pending`.
+    Write {
+        pending: u64,
+        indices: Vec<u32>,
+    },
+    /// An owner's "drop your copy" to one peer, covering `indices` of pending write `pending`.
+    DropHot {
+        pending: u64,
+        indices: Vec<u32>,
+    },
+}
+
+/// A request this node sent (or will send) to a peer.
+struct Call {
+    peer: Bytes,
+    conn: Option<ConnId>,
+    deadline: Instant,
+    kind: CallKind,
+    /// The message, until a connection takes it.
+    unsent: Option<Message>,
+}
+
+struct Load {
+    keyspace: Bytes,
+    key: Bytes,
+    /// `None` once the flight finished another way (the load's answer then only feeds the breaker).
+    flight: Option<FlightId>,
+    permit: Option<Permit>,
+    deadline: Instant,
+}
+
+struct Conn {
+    decoder: FrameDecoder,
+    peer: Option<Bytes>,
+    outbound: bool,
+    hello_received: bool,
+    out: Vec<u8>,
+    dirty: bool,
+    in_flight: u32,
+}
+
+#[derive(Default)]
+struct PeerLink {
+    conn: Option<ConnId>,
+    connecting: bool,
+    queued: Vec<u64>,
+    backoff: Duration,
+    retry_at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Pending(u64),
+    Call(u64),
+    Load(LoadId),
+    StartLoad(LoadId),
+}
+
+/// Where a miss that needs the owner's copy goes, collected while a batch is processed so that
+/// one message per owner goes out.
+type FetchPlan = Vec<(Bytes, Bytes, FlightId)>;
+
+/// One herdcache cluster member as a pure state machine. See the module docs.
+pub struct Node {
+    config: NodeConfig,
+    clock: Monotonic,
+    started_at: Instant,
+    ring: Ring<Bytes>,
+    keyspaces: HashMap<Bytes, Keyspace, KeyHashBuilder>,
+    pending: HashMap<u64, Pending, KeyHashBuilder>,
+    local_requests: HashMap<RequestId, u64, KeyHashBuilder>,
+    conns: HashMap<ConnId, Conn, KeyHashBuilder>,
+    peers: HashMap<Bytes, PeerLink, KeyHashBuilder>,
+    calls: HashMap<u64, Call, KeyHashBuilder>,
+    loads: HashMap<LoadId, Load, KeyHashBuilder>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    outputs: VecDeque<Output>,
+    dirty: Vec<ConnId>,
+    warmup: VecDeque<(Bytes, Bytes)>,
+    warmup_active: usize,
+    next_id: u64,
+    rng: u64,
+    leaving: bool,
+    drained: bool,
+}
+
+impl Node {
+    /// A node at `now`, with the keyspaces of `config`. Connect it to its cluster with
+    /// [`Input::SetPeers`]; until then it owns every key.
+    pub fn new(config: NodeConfig, now: Instant) -> Result<Node, ConfigError> {
+        let max_label = config.limits.max_label as usize;
+        if config.node_id.is_empty() || config.node_id.len() > max_label {
+            return Err(ConfigError::BadNodeId);
+        }
+        if config.cluster.len() > max_label {
+            return Err(ConfigError::BadClusterLabel);
+        }
+        if config.request_timeout.is_zero()
+            || config.peer_timeout.is_zero()
+            || !config.hot_threshold_per_second.is_finite()
+            || config.hot_threshold_per_second < 0.0
+        {
+            return Err(ConfigError::BadTiming);
+        }
+        let hasher = key_hash_builder(config.seed);
+        let mut ring = Ring::new(config.ring);
+        ring.add(config.node_id.clone()).expect("an empty ring takes one peer");
+        let mut node = Node {
+            clock: Monotonic::new(now),
+            started_at: now,
+            ring,
+            keyspaces: HashMap::with_hasher(hasher.clone()),
+            pending: HashMap::with_hasher(hasher.clone()),
+            local_requests: HashMap::with_hasher(hasher.clone()),
+            conns: HashMap::with_hasher(hasher.clone()),
+            peers: HashMap::with_hasher(hasher.clone()),
+            calls: HashMap::with_hasher(hasher.clone()),
+            loads: HashMap::with_hasher(hasher),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+            dirty: Vec::new(),
+            warmup: VecDeque::new(),
+            warmup_active: 0,
+            next_id: 1,
+            rng: config.seed | 1,
+            leaving: false,
+            drained: false,
+            config,
+        };
+        for keyspace in core::mem::take(&mut node.config.keyspaces) {
+            node.create_keyspace(keyspace)?;
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> &Bytes {
+        &self.config.node_id
+    }
+
+    /// The current ring.
+    #[must_use]
+    pub fn ring(&self) -> &Ring<Bytes> {
+        &self.ring
+    }
+
+    /// Creates a keyspace.
+    pub fn create_keyspace(&mut self, config: KeyspaceConfig) -> Result<(), ConfigError> {
+        if self.keyspaces.contains_key(&config.name) {
+            return Err(ConfigError::DuplicateKeyspace);
+        }
+        let keyspace = self.build_keyspace(config)?;
+        self.keyspaces.insert(keyspace.config.name.clone(), keyspace);
+        Ok(())
+    }
+
+    /// Changes a keyspace's settings; its cached values stay (evicted down to a smaller budget).
+    pub fn update_keyspace(&mut self, config: KeyspaceConfig) -> Result<(), ConfigError> {
+        let now = self.clock.latest();
+        let Some(keyspace) = self.keyspaces.get_mut(&config.name) else {
+            return Err(ConfigError::UnknownKeyspace);
+        };
+        if config.hot_keys != keyspace.config.hot_keys {
+            keyspace.hot =
+                HotKeys::new(config.hot_keys, now).map_err(|_| ConfigError::BadHotKeys)?;
+        }
+        if config.breaker != keyspace.config.breaker {
+            keyspace.breaker = Breaker::new(config.breaker, now);
+        }
+        if config.limiter != keyspace.config.limiter {
+            keyspace.limiter = config.limiter.map(|limiter| Limiter::new(limiter, now));
+        }
+        keyspace.cache.set_max_bytes(config.max_bytes);
+        keyspace.config = config;
+        Ok(())
+    }
+
+    /// Removes a keyspace and its data; requests waiting on its loads are answered
+    /// `UnknownKeyspace`.
+    pub fn remove_keyspace(&mut self, name: &[u8]) -> Result<(), ConfigError> {
+        let now = self.clock.latest();
+        let Some(keyspace) = self.keyspaces.get(name) else {
+            return Err(ConfigError::UnknownKeyspace);
+        };
+        let name = keyspace.config.name.clone();
+        let flights: Vec<FlightId> = keyspace.meta.keys().copied().collect();
+        for flight in flights {
+            self.complete_flight(now, &name, flight, Err(Error::UnknownKeyspace), None, None);
+        }
+        self.keyspaces.remove(&name);
+        self.after_mutation(now);
+        Ok(())
+    }
+
+    /// The keyspaces' settings.
+    pub fn keyspaces(&self) -> impl Iterator<Item = &KeyspaceConfig> + '_ {
+        self.keyspaces.values().map(|keyspace| &keyspace.config)
+    }
+
+    /// A keyspace's counters.
+    #[must_use]
+    pub fn keyspace_stats(&self, name: &[u8]) -> Option<KeyspaceStats> {
+        let now = self.clock.latest();
+        self.keyspaces.get(name).map(|keyspace| KeyspaceStats {
+            cache: keyspace.cache.stats(),
+            breaker: Some(keyspace.breaker.state(now)),
+            ..keyspace.stats
+        })
+    }
+
+    /// Feeds one input. Drain [`Node::poll_output`] afterwards.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
+        let now = self.clock.observe(now);
+        let result = self.dispatch(now, input);
+        self.after_mutation(now);
+        result
+    }
+
+    /// Fires every deadline at or before `now`. Early or repeated calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.observe(now);
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Pending(id) => self.pending_deadline(now, id),
+                Timer::Call(id) => {
+                    if self.calls.get(&id).is_some_and(|call| call.deadline <= now) {
+                        self.fail_call(now, id);
+                    }
+                }
+                Timer::Load(id) => self.load_deadline(now, id),
+                Timer::StartLoad(id) => self.begin_load(now, id),
+            }
+        }
+        for keyspace in self.keyspaces.values_mut() {
+            keyspace.cache.handle_timeout(now);
+        }
+        self.after_mutation(now);
+    }
+
+    /// The next output, until `None`.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] next has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timers = self.timers.peek().map(|Reverse((at, _))| *at);
+        self.keyspaces
+            .values()
+            .filter_map(|keyspace| keyspace.cache.poll_timeout())
+            .chain(timers)
+            .min()
+    }
+
+    /// Whether nothing is in progress: no request, load or peer call.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.loads.is_empty()
+            && self.calls.is_empty()
+            && self.warmup_active == 0
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inputs
+
+    fn dispatch(&mut self, now: Instant, input: Input<'_>) -> Result<(), InputError> {
+        match input {
+            Input::Get { request, keyspace, key, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                self.start_get(now, pending, keyspace, key, false);
+            }
+            Input::GetMany { request, keyspace, keys, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                self.start_get_many(now, pending, keyspace, keys, false);
+            }
+            Input::Put { request, keyspace, entry, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                self.start_write(now, pending, keyspace, vec![WriteOp::Put(entry)], false, true);
+            }
+            Input::PutMany { request, keyspace, entries, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                let ops = entries.into_iter().map(WriteOp::Put).collect();
+                self.start_write(now, pending, keyspace, ops, true, true);
+            }
+            Input::Delete { request, keyspace, key, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                self.start_write(now, pending, keyspace, vec![WriteOp::Delete(key)], false, true);
+            }
+            Input::DeleteMany { request, keyspace, keys, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                let ops = keys.into_iter().map(WriteOp::Delete).collect();
+                self.start_write(now, pending, keyspace, ops, true, true);
+            }
+            Input::Loaded { load, result } => return self.loaded(now, load, result),
+            Input::SetPeers(members) => self.set_peers(now, members),
+            Input::Leave => self.leave(),
+            Input::Connected { conn, peer } => {
+                if self.conns.contains_key(&conn) {
+                    return Err(InputError::DuplicateConnection(conn));
+                }
+                self.open_conn(conn, Some(peer.clone()), true);
+                let link = self.peers.entry(peer.clone()).or_default();
+                link.connecting = false;
+                link.backoff = Duration::ZERO;
+                link.conn = Some(conn);
+                let hello = self.hello();
+                self.send(conn, 0, &hello);
+                self.flush_queued(&peer, conn);
+            }
+            Input::ConnectFailed { peer } => self.connect_failed(now, &peer),
+            Input::Accepted { conn } => {
+                if self.conns.contains_key(&conn) {
+                    return Err(InputError::DuplicateConnection(conn));
+                }
+                self.open_conn(conn, None, false);
+            }
+            Input::Received { conn, data } => {
+                let Some(state) = self.conns.get_mut(&conn) else {
+                    return Err(InputError::UnknownConnection(conn));
+                };
+                if let Err(error) = state.decoder.push(data) {
+                    self.refuse(conn, error.error_code());
+                    return Ok(());
+                }
+                loop {
+                    let Some(state) = self.conns.get_mut(&conn) else { break };
+                    match state.decoder.next_frame() {
+                        Ok(Some((header, message))) => {
+                            self.handle_frame(now, conn, header.request_id, message)
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            self.refuse(conn, error.error_code());
+                            break;
+                        }
+                    }
+                }
+            }
+            // A close the node asked for is reported back too: nothing left to do then.
+            Input::Closed { conn } => self.drop_conn(now, conn),
+        }
+        Ok(())
+    }
+
+    fn new_local(
+        &mut self,
+        request: RequestId,
+        timeout: Option<Duration>,
+    ) -> Result<u64, InputError> {
+        if self.local_requests.contains_key(&request) {
+            return Err(InputError::DuplicateRequest(request));
+        }
+        let now = self.clock.latest();
+        let deadline = now + timeout.unwrap_or(self.config.request_timeout);
+        let id = self.fresh_id();
+        self.local_requests.insert(request, id);
+        self.pending.insert(
+            id,
+            Pending {
+                origin: Origin::Local(request),
+                deadline,
+                state: PendingState::Write { slots: Vec::new(), many: false },
+            },
+        );
+        self.push_timer(deadline, Timer::Pending(id));
+        Ok(id)
+    }
+
+    fn new_remote(&mut self, now: Instant, conn: ConnId, request_id: u64, timeout_ms: u32) -> u64 {
+        let timeout = match timeout_ms {
+            0 => self.config.request_timeout,
+            ms => Duration::from_millis(u64::from(ms)).min(self.config.request_timeout),
+        };
+        let deadline = now + timeout;
+        let id = self.fresh_id();
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.in_flight += 1;
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                origin: Origin::Peer { conn, request_id },
+                deadline,
+                state: PendingState::Write { slots: Vec::new(), many: false },
+            },
+        );
+        self.push_timer(deadline, Timer::Pending(id));
+        id
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Gets
+
+    fn start_get(
+        &mut self,
+        now: Instant,
+        pending: u64,
+        keyspace: Bytes,
+        key: Bytes,
+        from_peer: bool,
+    ) {
+        let mut plan = FetchPlan::new();
+        let outcome =
+            self.get_key(now, &keyspace, &key, Waiter::One(pending), from_peer, &mut plan);
+        match outcome {
+            Lookup::Done(result) => {
+                if let Some(entry) = self.pending.get_mut(&pending) {
+                    entry.state = PendingState::Get { keyspace, flight: None };
+                }
+                self.answer_get(pending, result);
+            }
+            Lookup::Waiting(flight) => {
+                if let Some(entry) = self.pending.get_mut(&pending) {
+                    entry.state = PendingState::Get { keyspace, flight: Some(flight) };
+                }
+                self.run_plan(now, pending, plan);
+            }
+        }
+    }
+
+    fn start_get_many(
+        &mut self,
+        now: Instant,
+        pending: u64,
+        keyspace: Bytes,
+        keys: Vec<Bytes>,
+        from_peer: bool,
+    ) {
+        let mut plan = FetchPlan::new();
+        let mut parts = Vec::with_capacity(keys.len());
+        let mut remaining = 0;
+        for (index, key) in keys.iter().enumerate() {
+            let waiter = Waiter::Part(pending, index as u32);
+            match self.get_key(now, &keyspace, key, waiter, from_peer, &mut plan) {
+                Lookup::Done(result) => parts.push((Some(result), None)),
+                Lookup::Waiting(flight) => {
+                    remaining += 1;
+                    parts.push((None, Some(flight)));
+                }
+            }
+        }
+        if let Some(entry) = self.pending.get_mut(&pending) {
+            entry.state = PendingState::GetMany { keyspace, keys, parts, remaining };
+        }
+        if remaining == 0 {
+            self.finish_pending(pending);
+        } else {
+            self.run_plan(now, pending, plan);
+        }
+    }
+
+    /// Steps 1–3 of the loading process for one key.
+    fn get_key(
+        &mut self,
+        now: Instant,
+        keyspace_name: &Bytes,
+        key: &Bytes,
+        waiter: Waiter,
+        from_peer: bool,
+        plan: &mut FetchPlan,
+    ) -> Lookup {
+        if self.leaving {
+            return Lookup::Done(Err(Error::ShuttingDown));
+        }
+        if key.len() > self.config.limits.max_key as usize {
+            return Lookup::Done(Err(Error::TooLarge));
+        }
+        let owner = self.owner_of(key);
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else {
+            return Lookup::Done(Err(Error::UnknownKeyspace));
+        };
+        if from_peer {
+            keyspace.stats.server_requests += 1;
+        } else {
+            keyspace.stats.gets += 1;
+        }
+        keyspace.hot.record(now, key);
+        if let Some(hit) = keyspace.cache.get(now, key) {
+            let path = match hit.tier {
+                Tier::Main => {
+                    keyspace.stats.cache_hits += 1;
+                    Path::LocalHit
+                }
+                Tier::Hot => {
+                    keyspace.stats.hot_hits += 1;
+                    Path::HotHit
+                }
+            };
+            let value = Value { bytes: hit.value.clone(), expires_at: hit.expires_at, path };
+            let rate = keyspace.hot.rate(now, key).unwrap_or(0.0);
+            return Lookup::Done(Ok(Served { value, rate }));
+        }
+        keyspace.stats.loads += 1;
+        let flight = match keyspace.flights.begin(key, waiter) {
+            Ok(begin) => begin,
+            Err(FlightError::TooManyFlights { .. } | FlightError::TooManyWaiters { .. }) => {
+                return Lookup::Done(Err(Error::Overloaded));
+            }
+            Err(_) => return Lookup::Done(Err(Error::BadRequest)),
+        };
+        match flight {
+            Begin::Follower(id) => {
+                // A peer's request never waits on a fetch from a third node: load here too.
+                let fetch_only = keyspace.meta.get(&id).is_some_and(|meta| meta.load.is_none());
+                if from_peer && fetch_only {
+                    self.start_load(now, keyspace_name, id);
+                }
+                Lookup::Waiting(id)
+            }
+            Begin::Leader(id) => {
+                keyspace.stats.loads_deduped += 1;
+                keyspace.meta.insert(id, FlightMeta::default());
+                match owner {
+                    Some(owner) if !from_peer => plan.push((owner, key.clone(), id)),
+                    _ => self.start_load(now, keyspace_name, id),
+                }
+                Lookup::Waiting(id)
+            }
+        }
+    }
+
+    /// The owner of `key` when it is another peer; `None` when it is this node.
+    fn owner_of(&self, key: &[u8]) -> Option<Bytes> {
+        self.ring.owner(key).filter(|owner| **owner != self.config.node_id).cloned()
+    }
+
+    /// Sends the fetches a get or batch collected: one message per owner.
+    fn run_plan(&mut self, now: Instant, pending: u64, mut plan: FetchPlan) {
+        if plan.is_empty() {
+            return;
+        }
+        let Some(entry) = self.pending.get(&pending) else { return };
+        let keyspace = match &entry.state {
+            PendingState::Get { keyspace, .. } | PendingState::GetMany { keyspace, .. } => {
+                keyspace.clone()
+            }
+            PendingState::Write { .. } => return,
+        };
+        let remaining = entry.deadline.saturating_duration_since(now);
+        let deadline = now + self.config.peer_timeout.min(remaining / 2);
+        let timeout_ms = u32::try_from((deadline - now).as_millis()).unwrap_or(u32::MAX).max(1);
+        plan.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut start = 0;
+        while start < plan.len() {
+            let owner = plan[start].0.clone();
+            let end = start + plan[start..].iter().take_while(|item| item.0 == owner).count();
+            let group = &plan[start..end];
+            let (message, kind) = if let [(_, key, flight)] = group {
+                (
+                    Message::Get { keyspace: keyspace.clone(), key: key.clone(), timeout_ms },
+                    CallKind::Get { keyspace: keyspace.clone(), flight: *flight },
+                )
+            } else {
+                (
+                    Message::GetMany {
+                        keyspace: keyspace.clone(),
+                        keys: group.iter().map(|item| item.1.clone()).collect(),
+                        timeout_ms,
+                    },
+                    CallKind::GetMany {
+                        keyspace: keyspace.clone(),
+                        flights: group.iter().map(|item| item.2).collect(),
+                    },
+                )
+            };
+            let flights: Vec<FlightId> = group.iter().map(|item| item.2).collect();
+            let call = self.fresh_id();
+            if let Some(state) = self.keyspaces.get_mut(&keyspace) {
+                for flight in flights {
+                    if let Some(meta) = state.meta.get_mut(&flight) {
+                        meta.call = Some(call);
+                    }
+                }
+            }
+            self.send_call(now, call, owner, deadline, kind, message);
+            start = end;
+        }
+    }
+
+    /// Starts the data-source call of a flight, through the rate limiter and the breaker.
+    fn start_load(&mut self, now: Instant, keyspace_name: &Bytes, flight: FlightId) {
+        let load = LoadId(self.fresh_id());
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
+        let Some(key) = keyspace.flights.key(flight).cloned() else { return };
+        let read_timeout = keyspace.config.read_timeout;
+        let start_at =
+            match keyspace.limiter.as_mut().map(|limiter| limiter.acquire(now, 1, read_timeout)) {
+                None | Some(Ok(Grant::Now)) => now,
+                Some(Ok(Grant::At(at))) => at,
+                Some(Err(_)) => {
+                    keyspace.stats.rate_limited += 1;
+                    self.complete_flight(
+                        now,
+                        keyspace_name,
+                        flight,
+                        Err(Error::RateLimited),
+                        None,
+                        None,
+                    );
+                    return;
+                }
+            };
+        if let Some(meta) = keyspace.meta.get_mut(&flight) {
+            meta.load = Some(load);
+        }
+        let deadline = start_at + read_timeout;
+        self.loads.insert(
+            load,
+            Load {
+                keyspace: keyspace_name.clone(),
+                key,
+                flight: Some(flight),
+                permit: None,
+                deadline,
+            },
+        );
+        if start_at <= now {
+            self.begin_load(now, load);
+        } else {
+            self.push_timer(start_at, Timer::StartLoad(load));
+        }
+    }
+
+    fn begin_load(&mut self, now: Instant, id: LoadId) {
+        let Some(load) = self.loads.get_mut(&id) else { return };
+        if load.permit.is_some() {
+            return;
+        }
+        let Some(keyspace) = self.keyspaces.get_mut(&load.keyspace) else {
+            self.loads.remove(&id);
+            return;
+        };
+        match keyspace.breaker.try_acquire(now) {
+            Ok(permit) => {
+                load.permit = Some(permit);
+                keyspace.stats.local_loads += 1;
+                let (keyspace, key, deadline) =
+                    (load.keyspace.clone(), load.key.clone(), load.deadline);
+                self.push_timer(deadline, Timer::Load(id));
+                self.outputs.push_back(Output::Load { load: id, keyspace, key });
+            }
+            Err(_) => {
+                keyspace.stats.circuit_open += 1;
+                let load = self.loads.remove(&id).expect("just looked up");
+                if let Some(flight) = load.flight {
+                    self.complete_flight(
+                        now,
+                        &load.keyspace,
+                        flight,
+                        Err(Error::CircuitOpen),
+                        None,
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn loaded(&mut self, now: Instant, id: LoadId, result: LoadResult) -> Result<(), InputError> {
+        if self.loads.get(&id).is_none_or(|load| load.permit.is_none()) {
+            return Err(InputError::UnknownLoad(id));
+        }
+        let load = self.loads.remove(&id).expect("just looked up");
+        let max_value = self.config.limits.max_value as usize;
+        let Some(keyspace) = self.keyspaces.get_mut(&load.keyspace) else { return Ok(()) };
+        let permit = load.permit.expect("checked above");
+        let result = match result {
+            LoadResult::Value { bytes, expires_at } => {
+                keyspace.breaker.record(now, permit, CallOutcome::Success);
+                let expires_at =
+                    expires_at.or_else(|| keyspace.config.default_ttl.map(|ttl| now + ttl));
+                if bytes.len() > max_value {
+                    Err(Error::TooLarge)
+                } else if expires_at.is_some_and(|at| at <= now) {
+                    Err(Error::DataSource(Bytes::from_static(
+                        b"the data source returned an expired value",
+                    )))
+                } else {
+                    let rate = keyspace.hot.rate(now, &load.key).unwrap_or(0.0);
+                    Ok(Served { value: Value { bytes, expires_at, path: Path::Load }, rate })
+                }
+            }
+            LoadResult::NotFound => {
+                keyspace.breaker.record(now, permit, CallOutcome::Success);
+                Err(Error::NotFound)
+            }
+            LoadResult::Failed(message) => {
+                keyspace.breaker.record(now, permit, CallOutcome::Failure);
+                keyspace.stats.local_load_errs += 1;
+                let cut = message.len().min(self.config.limits.max_message as usize);
+                Err(Error::DataSource(message.slice(..cut)))
+            }
+        };
+        if let Some(flight) = load.flight {
+            self.complete_flight(now, &load.keyspace, flight, result, Some(Tier::Main), Some(id));
+        }
+        Ok(())
+    }
+
+    fn load_deadline(&mut self, now: Instant, id: LoadId) {
+        let Some(load) = self.loads.get(&id) else { return };
+        if load.deadline > now || load.permit.is_none() {
+            return;
+        }
+        let load = self.loads.remove(&id).expect("just looked up");
+        if let Some(keyspace) = self.keyspaces.get_mut(&load.keyspace) {
+            keyspace.breaker.record(now, load.permit.expect("checked"), CallOutcome::Cancelled);
+            keyspace.stats.local_load_errs += 1;
+        }
+        if let Some(flight) = load.flight {
+            self.complete_flight(now, &load.keyspace, flight, Err(Error::TimedOut), None, Some(id));
+        }
+    }
+
+    /// Finishes a flight: caches the value when it may be, and answers every waiter once.
+    fn complete_flight(
+        &mut self,
+        now: Instant,
+        keyspace_name: &Bytes,
+        flight: FlightId,
+        result: GetResult,
+        store: Option<Tier>,
+        finishing_load: Option<LoadId>,
+    ) {
+        let hot_ttl = self.config.hot_ttl;
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
+        let Ok(done) = keyspace.flights.complete(flight) else { return };
+        if let Some(meta) = keyspace.meta.remove(&flight) {
+            // The other half of a flight that both fetched and loaded: its answer is no longer
+            // needed (a load's still feeds the breaker).
+            if let Some(load) = meta.load.filter(|&load| Some(load) != finishing_load) {
+                if let Some(load) = self.loads.get_mut(&load) {
+                    load.flight = None;
+                }
+            }
+            if let Some(call) = meta.call {
+                if let Some(Call { kind: CallKind::Get { .. }, .. }) = self.calls.get(&call) {
+                    self.calls.remove(&call);
+                }
+            }
+        }
+        if let (Ok(served), true, Some(tier)) = (&result, done.cacheable, store) {
+            let expires_at = match tier {
+                Tier::Main => served.value.expires_at,
+                Tier::Hot => {
+                    Some(served.value.expires_at.map_or(now + hot_ttl, |at| at.min(now + hot_ttl)))
+                }
+            };
+            let _ = keyspace.cache.insert(
+                now,
+                tier,
+                done.key.clone(),
+                served.value.bytes.clone(),
+                expires_at,
+            );
+        }
+        for waiter in done.waiters {
+            match waiter {
+                Waiter::One(pending) => self.answer_get(pending, result.clone()),
+                Waiter::Part(pending, index) => self.answer_part(pending, index, result.clone()),
+                Waiter::Warmup => self.warmup_active = self.warmup_active.saturating_sub(1),
+            }
+        }
+    }
+
+    fn answer_get(&mut self, pending: u64, result: GetResult) {
+        let Some(entry) = self.pending.get_mut(&pending) else { return };
+        entry.state = PendingState::Get { keyspace: Bytes::new(), flight: None };
+        self.finish_pending_with(pending, Some(result));
+    }
+
+    fn answer_part(&mut self, pending: u64, index: u32, result: GetResult) {
+        let Some(entry) = self.pending.get_mut(&pending) else { return };
+        let PendingState::GetMany { parts, remaining, .. } = &mut entry.state else { return };
+        let Some(part) = parts.get_mut(index as usize) else { return };
+        if part.0.is_some() {
+            return;
+        }
+        part.0 = Some(result);
+        part.1 = None;
+        *remaining -= 1;
+        if *remaining == 0 && !self.refresh_expired_parts(pending) {
+            self.finish_pending(pending);
+        }
+    }
+
+    /// A batch is answered when its last part is in; a value that came in early may have expired
+    /// meanwhile and is looked up again. Returns whether parts are outstanding again.
+    fn refresh_expired_parts(&mut self, pending: u64) -> bool {
+        let now = self.clock.latest();
+        let Some(entry) = self.pending.get(&pending) else { return false };
+        let PendingState::GetMany { keyspace, parts, .. } = &entry.state else { return false };
+        let expired: Vec<usize> = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, part)| {
+                matches!(&part.0, Some(Ok(served)) if served.value.expires_at.is_some_and(|at| at <= now))
+            })
+            .map(|(index, _)| index)
+            .collect();
+        if expired.is_empty() {
+            return false;
+        }
+        let keyspace = keyspace.clone();
+        let from_peer = matches!(entry.origin, Origin::Peer { .. });
+        let mut plan = FetchPlan::new();
+        let mut waiting = Vec::new();
+        for index in expired {
+            let Some(key) = self.batch_key(pending, index) else { continue };
+            let lookup = self.get_key(
+                now,
+                &keyspace,
+                &key,
+                Waiter::Part(pending, index as u32),
+                from_peer,
+                &mut plan,
+            );
+            waiting.push((index, lookup));
+        }
+        let Some(PendingState::GetMany { parts, remaining, .. }) =
+            self.pending.get_mut(&pending).map(|e| &mut e.state)
+        else {
+            return false;
+        };
+        for (index, lookup) in waiting {
+            match lookup {
+                Lookup::Done(result) => parts[index] = (Some(result), None),
+                Lookup::Waiting(flight) => {
+                    parts[index] = (None, Some(flight));
+                    *remaining += 1;
+                }
+            }
+        }
+        let outstanding = *remaining > 0;
+        self.run_plan(now, pending, plan);
+        outstanding
+    }
+
+    fn batch_key(&self, pending: u64, index: usize) -> Option<Bytes> {
+        match &self.pending.get(&pending)?.state {
+            PendingState::GetMany { keys, .. } => keys.get(index).cloned(),
+            _ => None,
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Writes
+
+    /// Starts a put or delete (or a batch of them). `local` requests go to each key's owner;
+    /// a peer's request is applied here (never forwarded again).
+    fn start_write(
+        &mut self,
+        now: Instant,
+        pending: u64,
+        keyspace_name: Bytes,
+        ops: Vec<WriteOp>,
+        many: bool,
+        local: bool,
+    ) {
+        let mut slots = vec![WriteSlot::default(); ops.len()];
+        let limits = self.config.limits;
+        let known =
+            self.keyspaces.get(&keyspace_name).map(|keyspace| keyspace.config.write_timeout);
+        let mut own: Vec<(u32, WriteOp)> = Vec::new();
+        let mut remote: Vec<(Bytes, u32, WriteOp)> = Vec::new();
+        for (index, op) in ops.into_iter().enumerate() {
+            let slot = &mut slots[index];
+            if self.leaving {
+                slot.error = Some(Error::ShuttingDown);
+            } else if known.is_none() {
+                slot.error = Some(Error::UnknownKeyspace);
+            } else if op.key().len() > limits.max_key as usize
+                || matches!(&op, WriteOp::Put(entry) if entry.value.len() > limits.max_value as usize)
+            {
+                slot.error = Some(Error::TooLarge);
+            } else {
+                match self.owner_of(op.key()).filter(|_| local) {
+                    Some(owner) => remote.push((owner, index as u32, op)),
+                    None => own.push((index as u32, op)),
+                }
+            }
+        }
+        if let (Some(write_timeout), Some(entry)) = (known, self.pending.get_mut(&pending)) {
+            if matches!(entry.origin, Origin::Peer { .. }) {
+                entry.deadline = entry.deadline.min(now + write_timeout);
+                self.timers.push(Reverse((entry.deadline, Timer::Pending(pending))));
+            }
+        }
+        if let Some(entry) = self.pending.get_mut(&pending) {
+            entry.state = PendingState::Write { slots, many };
+        }
+        // Drop our own copies of keys written elsewhere, and keep our flights from caching
+        // what they loaded before the write.
+        if let Some(keyspace) = self.keyspaces.get_mut(&keyspace_name) {
+            for (_, _, op) in &remote {
+                keyspace.flights.invalidate(op.key());
+                keyspace.cache.remove(op.key());
+            }
+        }
+        remote.sort_by(|a, b| a.0.cmp(&b.0));
+        let deadline = self.pending.get(&pending).map_or(now, |entry| entry.deadline);
+        let mut start = 0;
+        while start < remote.len() {
+            let owner = remote[start].0.clone();
+            let end = start + remote[start..].iter().take_while(|item| item.0 == owner).count();
+            let group: Vec<(u32, WriteOp)> =
+                remote[start..end].iter().map(|(_, i, op)| (*i, op.clone())).collect();
+            let indices: Vec<u32> = group.iter().map(|(index, _)| *index).collect();
+            let message = write_message(
+                &keyspace_name,
+                group.into_iter().map(|(_, op)| op).collect(),
+                many,
+                self,
+            );
+            self.cover(pending, &indices);
+            let call = self.fresh_id();
+            self.send_call(
+                now,
+                call,
+                owner,
+                deadline,
+                CallKind::Write { pending, indices },
+                message,
+            );
+            start = end;
+        }
+        if !own.is_empty() {
+            self.owner_write(now, pending, &keyspace_name, own);
+        }
+        self.maybe_finish_write(pending);
+    }
+
+    /// Applies writes this node is the owner for, then asks every other ring member to drop its
+    /// copies; the write completes when all confirmed.
+    fn owner_write(
+        &mut self,
+        now: Instant,
+        pending: u64,
+        keyspace_name: &Bytes,
+        ops: Vec<(u32, WriteOp)>,
+    ) {
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
+        let mut applied: Vec<u32> = Vec::new();
+        let mut keys: Vec<Bytes> = Vec::new();
+        let mut errors: Vec<(u32, Error)> = Vec::new();
+        for (index, op) in ops {
+            keyspace.flights.invalidate(op.key());
+            match op {
+                WriteOp::Put(entry) => {
+                    let expires_at = entry
+                        .expires_at
+                        .or_else(|| keyspace.config.default_ttl.map(|ttl| now + ttl));
+                    let key = Bytes::copy_from_slice(&entry.key);
+                    let value = Bytes::copy_from_slice(&entry.value);
+                    match keyspace.cache.insert(now, Tier::Main, key, value, expires_at) {
+                        Ok(_) | Err(InsertError::AlreadyExpired) => {}
+                        Err(InsertError::TooLarge { .. }) => errors.push((index, Error::TooLarge)),
+                    }
+                    keys.push(entry.key);
+                }
+                WriteOp::Delete(key) => {
+                    keyspace.cache.remove(&key);
+                    keyspace.hot.forget(&key);
+                    keys.push(key);
+                }
+            }
+            applied.push(index);
+        }
+        if let Some(PendingState::Write { slots, .. }) =
+            self.pending.get_mut(&pending).map(|entry| &mut entry.state)
+        {
+            for (index, error) in errors {
+                slots[index as usize].error.get_or_insert(error);
+            }
+        }
+        let deadline = self.pending.get(&pending).map_or(now, |entry| entry.deadline);
+        // Every other ring member must confirm, connected now or not: one whose connection
+        // dropped may still hold a copy it fetched earlier. An unreachable member fails the
+        // write (it is not acknowledged), rather than acknowledge it with a stale copy out there.
+        let targets: Vec<Bytes> = self
+            .ring
+            .peers()
+            .iter()
+            .filter(|member| **member != self.config.node_id)
+            .cloned()
+            .collect();
+        for peer in targets {
+            let message = Message::DropHot { keyspace: keyspace_name.clone(), keys: keys.clone() };
+            self.cover(pending, &applied);
+            let call = self.fresh_id();
+            let kind = CallKind::DropHot { pending, indices: applied.clone() };
+            self.send_call(now, call, peer, deadline, kind, message);
+        }
+    }
+
+    fn cover(&mut self, pending: u64, indices: &[u32]) {
+        if let Some(PendingState::Write { slots, .. }) =
+            self.pending.get_mut(&pending).map(|entry| &mut entry.state)
+        {
+            for &index in indices {
+                slots[index as usize].waiting += 1;
+            }
+        }
+    }
+
+    /// One unit covering `indices` of a pending write finished.
+    fn uncover(&mut self, pending: u64, indices: &[u32], results: &[Result<(), Error>]) {
+        let Some(PendingState::Write { slots, .. }) =
+            self.pending.get_mut(&pending).map(|entry| &mut entry.state)
+        else {
+            return;
+        };
+        for (position, &index) in indices.iter().enumerate() {
+            let Some(slot) = slots.get_mut(index as usize) else { continue };
+            slot.waiting = slot.waiting.saturating_sub(1);
+            let result = results.get(position).or(results.first());
+            if let Some(Err(error)) = result {
+                slot.error.get_or_insert(error.clone());
+            }
+        }
+        self.maybe_finish_write(pending);
+    }
+
+    fn maybe_finish_write(&mut self, pending: u64) {
+        let done = match self.pending.get(&pending).map(|entry| &entry.state) {
+            Some(PendingState::Write { slots, .. }) => slots.iter().all(|slot| slot.waiting == 0),
+            _ => false,
+        };
+        if done {
+            self.finish_pending(pending);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Answers
+
+    fn pending_deadline(&mut self, now: Instant, id: u64) {
+        let Some(entry) = self.pending.get_mut(&id) else { return };
+        if entry.deadline > now {
+            return;
+        }
+        let mut leave: Vec<(Bytes, FlightId, Waiter)> = Vec::new();
+        match &mut entry.state {
+            PendingState::Get { keyspace, flight } => {
+                if let Some(flight) = flight.take() {
+                    leave.push((keyspace.clone(), flight, Waiter::One(id)));
+                }
+                self.finish_pending_with(id, Some(Err(Error::TimedOut)));
+            }
+            PendingState::GetMany { keyspace, parts, remaining, .. } => {
+                for (index, part) in parts.iter_mut().enumerate() {
+                    if part.0.is_none() {
+                        if let Some(flight) = part.1.take() {
+                            leave.push((keyspace.clone(), flight, Waiter::Part(id, index as u32)));
+                        }
+                        part.0 = Some(Err(Error::TimedOut));
+                    }
+                }
+                *remaining = 0;
+                self.finish_pending(id);
+            }
+            PendingState::Write { slots, .. } => {
+                for slot in slots.iter_mut().filter(|slot| slot.waiting > 0) {
+                    slot.waiting = 0;
+                    slot.error.get_or_insert(Error::TimedOut);
+                }
+                self.finish_pending(id);
+            }
+        }
+        for (keyspace, flight, waiter) in leave {
+            if let Some(keyspace) = self.keyspaces.get_mut(&keyspace) {
+                keyspace.flights.leave(flight, waiter);
+            }
+        }
+    }
+
+    fn finish_pending(&mut self, id: u64) {
+        self.finish_pending_with(id, None);
+    }
+
+    /// Removes a pending request and answers its origin. `single` is the result of a single get.
+    fn finish_pending_with(&mut self, id: u64, single: Option<GetResult>) {
+        let Some(entry) = self.pending.remove(&id) else { return };
+        let (reply, message) = match (entry.state, single) {
+            (_, Some(result)) => {
+                let message = Message::GetReply(self.get_outcome(&result));
+                (Reply::Get(result.map(|served| served.value)), message)
+            }
+            (PendingState::GetMany { parts, .. }, None) => {
+                let results: Vec<GetResult> =
+                    parts.into_iter().map(|part| part.0.unwrap_or(Err(Error::TimedOut))).collect();
+                let outcomes = results.iter().map(|result| self.get_outcome(result)).collect();
+                (
+                    Reply::GetMany(
+                        results.into_iter().map(|r| r.map(|served| served.value)).collect(),
+                    ),
+                    Message::GetManyReply(outcomes),
+                )
+            }
+            (PendingState::Write { slots, many }, None) => {
+                let results: Vec<Result<(), Error>> =
+                    slots.into_iter().map(|slot| slot.error.map_or(Ok(()), Err)).collect();
+                if many {
+                    let acks =
+                        results.iter().map(|r| r.clone().map_err(|e| e.to_reply_error())).collect();
+                    (Reply::WriteMany(results), Message::AckMany(acks))
+                } else {
+                    let result = results.into_iter().next().unwrap_or(Err(Error::BadRequest));
+                    let ack = Message::Ack(result.clone().map_err(|e| e.to_reply_error()));
+                    (Reply::Write(result), ack)
+                }
+            }
+            (PendingState::Get { .. }, None) => (
+                Reply::Get(Err(Error::TimedOut)),
+                Message::GetReply(GetOutcome::Failed(Error::TimedOut.to_reply_error())),
+            ),
+        };
+        match entry.origin {
+            Origin::Local(request) => {
+                self.local_requests.remove(&request);
+                self.outputs.push_back(Output::Reply { request, reply });
+            }
+            Origin::Peer { conn, request_id } => {
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.in_flight = state.in_flight.saturating_sub(1);
+                    self.send(conn, request_id, &message);
+                }
+            }
+        }
+    }
+
+    fn get_outcome(&self, result: &GetResult) -> GetOutcome {
+        match result {
+            Ok(served) => GetOutcome::Found(Found {
+                value: served.value.bytes.clone(),
+                expires_at: served.value.expires_at.map(|at| self.unix_of(at)),
+                key_rate: KeyRate::from_per_second(served.rate),
+            }),
+            Err(error) => GetOutcome::Failed(error.to_reply_error()),
+        }
+    }
+
+    fn unix_of(&self, instant: Instant) -> UnixTime {
+        UnixTime::from_instant(instant, self.started_at, self.config.unix_time_at_start)
+    }
+
+    fn instant_of(&self, unix: UnixTime) -> Instant {
+        unix.to_instant(self.started_at, self.config.unix_time_at_start)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Peer calls
+
+    fn send_call(
+        &mut self,
+        now: Instant,
+        id: u64,
+        peer: Bytes,
+        deadline: Instant,
+        kind: CallKind,
+        message: Message,
+    ) {
+        self.calls.insert(
+            id,
+            Call { peer: peer.clone(), conn: None, deadline, kind, unsent: Some(message) },
+        );
+        self.push_timer(deadline, Timer::Call(id));
+        let link = self.peers.entry(peer.clone()).or_default();
+        if let Some(conn) = link.conn {
+            self.transmit_call(id, conn);
+        } else if link.connecting {
+            link.queued.push(id);
+        } else if now >= link.retry_at && !self.leaving {
+            link.connecting = true;
+            link.queued.push(id);
+            self.outputs.push_back(Output::Connect { peer });
+        } else {
+            // The peer refused recently: do not wait for it.
+            self.fail_call(now, id);
+        }
+    }
+
+    fn transmit_call(&mut self, id: u64, conn: ConnId) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(message) = call.unsent.take() else { return };
+        call.conn = Some(conn);
+        self.send(conn, id, &message);
+    }
+
+    fn flush_queued(&mut self, peer: &Bytes, conn: ConnId) {
+        let queued = self
+            .peers
+            .get_mut(peer)
+            .map(|link| core::mem::take(&mut link.queued))
+            .unwrap_or_default();
+        for id in queued {
+            self.transmit_call(id, conn);
+        }
+    }
+
+    fn connect_failed(&mut self, now: Instant, peer: &Bytes) {
+        let (min, max) = (self.config.reconnect_backoff_min, self.config.reconnect_backoff_max);
+        let jitter = self.next_random();
+        let Some(link) = self.peers.get_mut(peer) else { return };
+        link.connecting = false;
+        link.backoff = if link.backoff.is_zero() { min } else { (link.backoff * 2).min(max) };
+        // Up to a quarter of jitter, so peers that lost the same node do not retry in step.
+        let jitter = Duration::from_micros(jitter % (link.backoff.as_micros() as u64 / 4 + 1));
+        link.retry_at = now + link.backoff + jitter;
+        for id in core::mem::take(&mut link.queued) {
+            self.fail_call(now, id);
+        }
+    }
+
+    /// A call failed (connection, timeout, refused): gets fall back to loading here, writes
+    /// report the owner unavailable.
+    fn fail_call(&mut self, now: Instant, id: u64) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        match call.kind {
+            CallKind::Get { keyspace, flight } => self.fetch_failed(now, &keyspace, flight, id),
+            CallKind::GetMany { keyspace, flights } => {
+                for flight in flights {
+                    self.fetch_failed(now, &keyspace, flight, id);
+                }
+            }
+            CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices } => {
+                let error = if call.deadline <= now { Error::TimedOut } else { Error::Unavailable };
+                self.uncover(pending, &indices, &[Err(error)]);
+            }
+        }
+    }
+
+    fn fetch_failed(&mut self, now: Instant, keyspace_name: &Bytes, flight: FlightId, call: u64) {
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
+        let Some(meta) = keyspace.meta.get_mut(&flight) else { return };
+        if meta.call != Some(call) {
+            return;
+        }
+        meta.call = None;
+        keyspace.stats.peer_errors += 1;
+        if meta.load.is_none() {
+            self.start_load(now, keyspace_name, flight);
+        }
+    }
+
+    fn fetched(
+        &mut self,
+        now: Instant,
+        keyspace_name: &Bytes,
+        flight: FlightId,
+        call: u64,
+        outcome: GetOutcome,
+    ) {
+        let threshold = self.config.hot_threshold_per_second;
+        let result = match outcome {
+            GetOutcome::Found(found) => {
+                let expires_at = found.expires_at.map(|unix| self.instant_of(unix));
+                if expires_at.is_some_and(|at| at <= now) {
+                    // It expired on the way (a slow link, or clocks apart): never serve it.
+                    self.fetch_failed(now, keyspace_name, flight, call);
+                    return;
+                }
+                let value = Value {
+                    bytes: Bytes::copy_from_slice(&found.value),
+                    expires_at,
+                    path: Path::PeerFetch,
+                };
+                Ok(Served { value, rate: found.key_rate.as_per_second() })
+            }
+            GetOutcome::Failed(error) => Err(Error::from_reply_error(&error)),
+        };
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
+        if keyspace.meta.get(&flight).is_none_or(|meta| meta.call != Some(call)) {
+            return;
+        }
+        match result {
+            Err(error) if error.is_peer_failure() => {
+                self.fetch_failed(now, keyspace_name, flight, call)
+            }
+            Ok(served) => {
+                keyspace.stats.peer_loads += 1;
+                let store = (served.rate >= threshold).then_some(Tier::Hot);
+                self.complete_flight(now, keyspace_name, flight, Ok(served), store, None);
+            }
+            Err(error) => self.complete_flight(now, keyspace_name, flight, Err(error), None, None),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Connections and frames
+
+    fn hello(&self) -> Message {
+        Message::Hello {
+            protocol_version: u16::from(PROTOCOL_VERSION),
+            cluster: self.config.cluster.clone(),
+            node_id: self.config.node_id.clone(),
+        }
+    }
+
+    fn open_conn(&mut self, conn: ConnId, peer: Option<Bytes>, outbound: bool) {
+        self.conns.insert(
+            conn,
+            Conn {
+                decoder: FrameDecoder::new(self.config.limits),
+                peer,
+                outbound,
+                hello_received: false,
+                out: Vec::new(),
+                dirty: false,
+                in_flight: 0,
+            },
+        );
+    }
+
+    /// Queues a frame on a connection; it goes out with the next drain.
+    fn send(&mut self, conn: ConnId, request_id: u64, message: &Message) {
+        let limits = self.config.limits;
+        let Some(state) = self.conns.get_mut(&conn) else { return };
+        if message.encode(request_id, &mut state.out, &limits).is_err() {
+            // Only a reply can get here (requests are checked before they are built): answer
+            // with an error the peer can decode rather than leave it waiting.
+            let fallback = Message::GetReply(GetOutcome::Failed(Error::TooLarge.to_reply_error()));
+            let _ = fallback.encode(request_id, &mut state.out, &limits);
+        }
+        if !state.dirty {
+            state.dirty = true;
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Sends an error frame and closes the connection (a malformed frame or a hello mismatch).
+    fn refuse(&mut self, conn: ConnId, reason: ErrorCode) {
+        let message = Message::Error(ReplyError { code: reason, message: Bytes::new() });
+        self.send(conn, 0, &message);
+        self.outputs.push_back(Output::Event(Event::ConnectionRefused { conn, reason }));
+        let now = self.clock.latest();
+        self.flush_transmits();
+        self.outputs.push_back(Output::Close { conn });
+        self.drop_conn(now, conn);
+    }
+
+    /// Forgets a connection: its calls fail (gets fall back to local loads), requests that
+    /// came on it are abandoned, and hot copies are dropped (a delete may be missed now).
+    fn drop_conn(&mut self, now: Instant, conn: ConnId) {
+        let Some(state) = self.conns.remove(&conn) else { return };
+        if let Some(peer) = &state.peer {
+            if let Some(link) = self.peers.get_mut(peer) {
+                if link.conn == Some(conn) {
+                    link.conn = None;
+                }
+            }
+            for keyspace in self.keyspaces.values_mut() {
+                keyspace.cache.clear_tier(Tier::Hot);
+            }
+        }
+        let failed: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| call.conn == Some(conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.fail_call(now, id);
+        }
+        let abandoned: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, entry)| matches!(entry.origin, Origin::Peer { conn: c, .. } if c == conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in abandoned {
+            if let Some(entry) = self.pending.get_mut(&id) {
+                // Answer into the void: the deadline path leaves flights and cleans up.
+                entry.deadline = now;
+            }
+            self.pending_deadline(now, id);
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, conn: ConnId, request_id: u64, message: Message) {
+        let Some(state) = self.conns.get_mut(&conn) else { return };
+        if !state.hello_received {
+            let Message::Hello { protocol_version, cluster, node_id } = message else {
+                self.refuse(conn, ErrorCode::Malformed);
+                return;
+            };
+            if protocol_version != u16::from(PROTOCOL_VERSION) {
+                self.refuse(conn, ErrorCode::ProtocolVersion);
+                return;
+            }
+            if cluster != self.config.cluster || node_id == self.config.node_id {
+                self.refuse(conn, ErrorCode::ClusterMismatch);
+                return;
+            }
+            state.hello_received = true;
+            let outbound = state.outbound;
+            let node_id = Bytes::copy_from_slice(&node_id);
+            state.peer = Some(node_id.clone());
+            if !outbound {
+                let hello = self.hello();
+                self.send(conn, 0, &hello);
+                let link = self.peers.entry(node_id.clone()).or_default();
+                if link.conn.is_none() {
+                    link.conn = Some(conn);
+                    link.connecting = false;
+                    self.flush_queued(&node_id, conn);
+                }
+            }
+            self.outputs.push_back(Output::Event(Event::PeerUp { peer: node_id }));
+            return;
+        }
+        let in_flight = state.in_flight;
+        let overloaded = in_flight >= self.config.max_in_flight_per_connection
+            || self.pending.len() >= self.config.max_pending;
+        match message {
+            Message::Hello { .. } => self.refuse(conn, ErrorCode::Malformed),
+            Message::Error(_) => {
+                self.outputs.push_back(Output::Close { conn });
+                self.drop_conn(now, conn);
+            }
+            Message::Ping => self.send(conn, request_id, &Message::Pong),
+            Message::Pong => {}
+            Message::Leaving => {
+                if let Some(peer) = self.conns.get(&conn).and_then(|state| state.peer.clone()) {
+                    let members: Vec<Bytes> = self
+                        .ring
+                        .peers()
+                        .iter()
+                        .filter(|member| **member != peer)
+                        .cloned()
+                        .collect();
+                    self.set_peers(now, members);
+                }
+            }
+            Message::Get { keyspace, key, timeout_ms } => {
+                if overloaded {
+                    let reply =
+                        Message::GetReply(GetOutcome::Failed(Error::Overloaded.to_reply_error()));
+                    self.send(conn, request_id, &reply);
+                    return;
+                }
+                let pending = self.new_remote(now, conn, request_id, timeout_ms);
+                self.start_get(now, pending, keyspace, key, true);
+            }
+            Message::GetMany { keyspace, keys, timeout_ms } => {
+                if overloaded {
+                    let outcome = GetOutcome::Failed(Error::Overloaded.to_reply_error());
+                    self.send(conn, request_id, &Message::GetManyReply(vec![outcome; keys.len()]));
+                    return;
+                }
+                let pending = self.new_remote(now, conn, request_id, timeout_ms);
+                self.start_get_many(now, pending, keyspace, keys, true);
+            }
+            Message::Put { keyspace, entry } => {
+                self.remote_write(
+                    now,
+                    conn,
+                    request_id,
+                    overloaded,
+                    keyspace,
+                    vec![put_op(self, entry)],
+                    false,
+                );
+            }
+            Message::PutMany { keyspace, entries } => {
+                let ops = entries.into_iter().map(|entry| put_op(self, entry)).collect();
+                self.remote_write(now, conn, request_id, overloaded, keyspace, ops, true);
+            }
+            Message::Delete { keyspace, key } => {
+                self.remote_write(
+                    now,
+                    conn,
+                    request_id,
+                    overloaded,
+                    keyspace,
+                    vec![WriteOp::Delete(key)],
+                    false,
+                );
+            }
+            Message::DeleteMany { keyspace, keys } => {
+                let ops = keys.into_iter().map(WriteOp::Delete).collect();
+                self.remote_write(now, conn, request_id, overloaded, keyspace, ops, true);
+            }
+            Message::DropHot { keyspace, keys } => {
+                if let Some(keyspace) = self.keyspaces.get_mut(&keyspace) {
+                    for key in &keys {
+                        keyspace.flights.invalidate(key);
+                        keyspace.cache.remove(key);
+                    }
+                }
+                self.send(conn, request_id, &Message::Ack(Ok(())));
+            }
+            Message::GetReply(outcome) => {
+                self.reply_to_call(now, conn, request_id, CallReply::Get(vec![outcome]))
+            }
+            Message::GetManyReply(outcomes) => {
+                self.reply_to_call(now, conn, request_id, CallReply::Get(outcomes))
+            }
+            Message::Ack(result) => {
+                self.reply_to_call(now, conn, request_id, CallReply::Ack(vec![result]))
+            }
+            Message::AckMany(results) => {
+                self.reply_to_call(now, conn, request_id, CallReply::Ack(results))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remote_write(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request_id: u64,
+        overloaded: bool,
+        keyspace: Bytes,
+        ops: Vec<WriteOp>,
+        many: bool,
+    ) {
+        if overloaded {
+            let error = Error::Overloaded.to_reply_error();
+            let reply = if many {
+                Message::AckMany(vec![Err(error); ops.len()])
+            } else {
+                Message::Ack(Err(error))
+            };
+            self.send(conn, request_id, &reply);
+            return;
+        }
+        let pending = self.new_remote(now, conn, request_id, 0);
+        self.start_write(now, pending, keyspace, ops, many, false);
+    }
+
+    fn reply_to_call(&mut self, now: Instant, conn: ConnId, id: u64, reply: CallReply) {
+        if self.calls.get(&id).is_none_or(|call| call.conn != Some(conn)) {
+            return; // a late answer to a call that already timed out or fell back
+        }
+        let call = self.calls.remove(&id).expect("just looked up");
+        match (call.kind, reply) {
+            (CallKind::Get { keyspace, flight }, CallReply::Get(mut outcomes))
+                if outcomes.len() == 1 =>
+            {
+                let outcome = outcomes.pop().expect("one outcome");
+                self.fetched(now, &keyspace, flight, id, outcome);
+            }
+            (CallKind::GetMany { keyspace, flights }, CallReply::Get(outcomes))
+                if outcomes.len() == flights.len() =>
+            {
+                for (flight, outcome) in flights.into_iter().zip(outcomes) {
+                    self.fetched(now, &keyspace, flight, id, outcome);
+                }
+            }
+            (
+                CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices },
+                CallReply::Ack(results),
+            ) if results.len() == indices.len() || results.len() == 1 => {
+                let results: Vec<Result<(), Error>> = results
+                    .iter()
+                    .map(|r| r.as_ref().map(|_| ()).map_err(Error::from_reply_error))
+                    .collect();
+                self.uncover(pending, &indices, &results);
+            }
+            (kind, _) => {
+                // A reply of the wrong shape: the peer is broken; treat the call as failed.
+                self.calls.insert(
+                    id,
+                    Call {
+                        peer: call.peer,
+                        conn: call.conn,
+                        deadline: call.deadline,
+                        kind,
+                        unsent: None,
+                    },
+                );
+                self.fail_call(now, id);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Membership
+
+    fn set_peers(&mut self, now: Instant, members: Vec<Bytes>) {
+        let mut unique: Vec<Bytes> = Vec::with_capacity(members.len() + 1);
+        for member in members {
+            if !member.is_empty() && !unique.contains(&member) {
+                unique.push(member);
+            }
+        }
+        if !self.leaving && !unique.contains(&self.config.node_id) {
+            unique.push(self.config.node_id.clone());
+        }
+        let Ok(ring) = Ring::with_peers(self.config.ring, unique) else { return };
+        let old = core::mem::replace(&mut self.ring, ring);
+        self.outputs.push_back(Output::Event(Event::RingChanged { members: self.ring.len() }));
+        let me = self.config.node_id.clone();
+        let mut queued = 0;
+        let names: Vec<Bytes> = self.keyspaces.keys().cloned().collect();
+        for name in names {
+            let keyspace = self.keyspaces.get_mut(&name).expect("listed above");
+            // Keys this node no longer owns leave the main cache (the new owner loads them).
+            let moved: Vec<Bytes> = keyspace
+                .cache
+                .iter(Tier::Main)
+                .filter(|(key, _, _)| self.ring.owner(key).is_some_and(|owner| *owner != me))
+                .map(|(key, _, _)| key.clone())
+                .collect();
+            for key in moved {
+                keyspace.cache.remove(&key);
+            }
+            // Warmup: warm keys and tracked hot keys that this node now owns and did not before.
+            let mut candidates: Vec<Bytes> = keyspace.config.warm_keys.clone();
+            candidates.extend(
+                keyspace.hot.top(now, self.config.warmup_max_keys).into_iter().map(|(key, _)| key),
+            );
+            let mut picked = 0;
+            for key in candidates {
+                if picked >= self.config.warmup_max_keys {
+                    break;
+                }
+                let owned_now = self.ring.owner(&key).is_some_and(|owner| *owner == me);
+                let owned_before =
+                    old.owner(&key).is_some_and(|owner| *owner == me) && old.len() > 1;
+                if owned_now
+                    && !owned_before
+                    && !self.warmup.iter().any(|(k, q)| *k == name && *q == key)
+                {
+                    self.warmup.push_back((name.clone(), key));
+                    picked += 1;
+                }
+            }
+            queued += picked;
+        }
+        if queued > 0 {
+            self.outputs.push_back(Output::Event(Event::WarmupStarted { keys: queued }));
+        }
+    }
+
+    fn start_warmups(&mut self, now: Instant) {
+        while self.warmup_active < self.config.warmup_concurrency && !self.leaving {
+            let Some((name, key)) = self.warmup.pop_front() else { break };
+            if self.owner_of(&key).is_some() {
+                continue;
+            }
+            let Some(keyspace) = self.keyspaces.get_mut(&name) else { continue };
+            if keyspace.cache.peek(now, &key).is_some() || keyspace.flights.get(&key).is_some() {
+                continue;
+            }
+            let Ok(Begin::Leader(flight)) = keyspace.flights.begin(&key, Waiter::Warmup) else {
+                continue;
+            };
+            keyspace.meta.insert(flight, FlightMeta::default());
+            self.warmup_active += 1;
+            self.start_load(now, &name, flight);
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        self.warmup.clear();
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, state)| state.hello_received || state.outbound)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            self.send(conn, 0, &Message::Leaving);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Plumbing
+
+    fn after_mutation(&mut self, now: Instant) {
+        self.start_warmups(now);
+        self.flush_transmits();
+        if self.leaving && !self.drained && self.is_idle() {
+            self.drained = true;
+            self.outputs.push_back(Output::Event(Event::Drained));
+        }
+        self.compact_timers();
+    }
+
+    fn flush_transmits(&mut self) {
+        for conn in core::mem::take(&mut self.dirty) {
+            if let Some(state) = self.conns.get_mut(&conn) {
+                state.dirty = false;
+                if !state.out.is_empty() {
+                    let data = core::mem::take(&mut state.out);
+                    self.outputs.push_back(Output::Transmit { conn, data });
+                }
+            }
+        }
+    }
+
+    fn push_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    /// Timers of finished work stay in the heap until they come due; rebuild it when they
+    /// outnumber the live ones, so memory follows the work in progress.
+    fn compact_timers(&mut self) {
+        let live = self.pending.len() + self.calls.len() + 2 * self.loads.len();
+        if self.timers.len() <= 2 * live + 1_024 {
+            return;
+        }
+        let timers = core::mem::take(&mut self.timers).into_vec();
+        let kept: Vec<Reverse<(Instant, Timer)>> = timers
+            .into_iter()
+            .filter(|Reverse((_, timer))| match timer {
+                Timer::Pending(id) => self.pending.contains_key(id),
+                Timer::Call(id) => self.calls.contains_key(id),
+                Timer::Load(id) | Timer::StartLoad(id) => self.loads.contains_key(id),
+            })
+            .collect();
+        self.timers = BinaryHeap::from(kept);
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: seeded from the config, so a run replays exactly.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn build_keyspace(&self, config: KeyspaceConfig) -> Result<Keyspace, ConfigError> {
+        let now = self.clock.latest();
+        if config.name.is_empty() || config.name.len() > self.config.limits.max_label as usize {
+            return Err(ConfigError::BadKeyspaceName);
+        }
+        if config.read_timeout.is_zero() || config.write_timeout.is_zero() {
+            return Err(ConfigError::BadTiming);
+        }
+        let seed = self.config.seed
+            ^ crate::hash::hash_key(&key_hash_builder(self.config.seed), &config.name);
+        let hot =
+            HotKeys::new(config.hot_keys.clone(), now).map_err(|_| ConfigError::BadHotKeys)?;
+        Ok(Keyspace {
+            cache: Cache::new(CacheConfig { max_bytes: config.max_bytes, hash_seed: seed }),
+            flights: FlightTable::new(seed.rotate_left(17), FlightLimits::default()),
+            meta: HashMap::with_hasher(key_hash_builder(seed.rotate_left(29))),
+            hot,
+            breaker: Breaker::new(config.breaker, now),
+            limiter: config.limiter.map(|limiter| Limiter::new(limiter, now)),
+            stats: KeyspaceStats::default(),
+            config,
+        })
+    }
+}
+
+enum Lookup {
+    Done(GetResult),
+    Waiting(FlightId),
+}
+
+enum CallReply {
+    Get(Vec<GetOutcome>),
+    Ack(Vec<Result<(), ReplyError>>),
+}
+
+#[derive(Clone)]
+enum WriteOp {
+    Put(Entry),
+    Delete(Bytes),
+}
+
+impl WriteOp {
+    fn key(&self) -> &Bytes {
+        match self {
+            WriteOp::Put(entry) => &entry.key,
+            WriteOp::Delete(key) => key,
+        }
+    }
+}
+
+fn put_op(node: &Node, entry: PutEntry) -> WriteOp {
+    WriteOp::Put(Entry {
+        key: entry.key,
+        value: entry.value,
+        expires_at: entry.expires_at.map(|unix| node.instant_of(unix)),
+    })
+}
+
+fn write_message(keyspace: &Bytes, ops: Vec<WriteOp>, many: bool, node: &Node) -> Message {
+    let to_entry = |entry: Entry| PutEntry {
+        key: entry.key,
+        value: entry.value,
+        expires_at: entry.expires_at.map(|at| node.unix_of(at)),
+    };
+    let all_puts = ops.iter().all(|op| matches!(op, WriteOp::Put(_)));
+    match (many, ops.len(), all_puts) {
+        (false, 1, true) => {
+            let Some(WriteOp::Put(entry)) = ops.into_iter().next() else { unreachable!("one put") };
+            Message::Put { keyspace: keyspace.clone(), entry: to_entry(entry) }
+        }
+        (false, 1, false) => {
+            Message::Delete { keyspace: keyspace.clone(), key: ops[0].key().clone() }
+        }
+        (_, _, true) => Message::PutMany {
+            keyspace: keyspace.clone(),
+            entries: ops
+                .into_iter()
+                .filter_map(|op| if let WriteOp::Put(e) = op { Some(to_entry(e)) } else { None })
+                .collect(),
+        },
+        (_, _, false) => Message::DeleteMany {
+            keyspace: keyspace.clone(),
+            keys: ops.iter().map(|op| op.key().clone()).collect(),
+        },
+    }
+}

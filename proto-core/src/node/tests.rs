@@ -1,0 +1,464 @@
+//! The Node in the deterministic cluster simulation: named scenarios and a proptest driver.
+
+use super::*;
+use crate::sim::{KEYSPACE, Sim, SimConfig};
+use alloc::format;
+use alloc::string::String;
+use proptest::prelude::*;
+
+const STEPS: u64 = 2_000_000;
+
+fn value_of(reply: Option<&Reply>) -> Option<Bytes> {
+    match reply {
+        Some(Reply::Get(Ok(value))) => Some(value.bytes.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn stampede_loads_once() {
+    let mut sim = Sim::new(SimConfig { nodes: 3, ..SimConfig::default() });
+    let requests: Vec<RequestId> = (0..1_000).map(|i| sim.get(i % 3, "cold-key")).collect();
+    sim.run_until_idle(STEPS).unwrap();
+    assert_eq!(sim.loads("cold-key"), 1, "exactly one data-source load for the whole cluster");
+    let first = value_of(sim.reply(requests[0])).expect("a value");
+    for request in requests {
+        assert_eq!(
+            value_of(sim.reply(request)).as_ref(),
+            Some(&first),
+            "every caller gets the same bytes"
+        );
+    }
+}
+
+#[test]
+fn owner_crash_mid_flight_answers_every_get() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        source_delay: (Duration::from_millis(50), Duration::from_millis(60)),
+        ..SimConfig::default()
+    });
+    let key = "crash-key";
+    let owner = sim.owner(key).unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&n| n != owner).collect();
+    let requests: Vec<RequestId> = (0..30).map(|i| sim.get(survivors[i % 2], key)).collect();
+    sim.advance(Duration::from_millis(20)); // the owner's load is in flight
+    assert_eq!(sim.loads_by(owner), 1);
+    sim.crash(owner);
+    sim.run_until_idle(STEPS).unwrap();
+    for request in &requests {
+        assert!(value_of(sim.reply(*request)).is_some(), "{:?}", sim.reply(*request));
+    }
+    let survivor_loads: u64 = survivors.iter().map(|&n| sim.loads_by(n)).sum();
+    assert!(
+        survivor_loads <= survivors.len() as u64,
+        "{survivor_loads} loads by {} survivors",
+        survivors.len()
+    );
+}
+
+#[test]
+fn split_view_neither_loops_nor_waits_on_itself() {
+    let mut sim = Sim::new(SimConfig { nodes: 3, ..SimConfig::default() });
+    // Node 0 believes the cluster is {0, 1}; node 1 believes {1, 2}; node 2 sees all three.
+    sim.set_members(0, alloc::vec![0, 1]);
+    sim.set_members(1, alloc::vec![1, 2]);
+    let mut requests = Vec::new();
+    for i in 0..60 {
+        requests.push(sim.get(i % 3, &format!("split-{}", i % 20)));
+    }
+    sim.run_until_idle(STEPS).unwrap();
+    for request in requests {
+        assert!(
+            value_of(sim.reply(request)).is_some(),
+            "answered with a value: {:?}",
+            sim.reply(request)
+        );
+    }
+    // Loads are bounded by nodes per key, never a loop.
+    for i in 0..20 {
+        assert!(sim.loads(&format!("split-{i}")) <= 3);
+    }
+}
+
+#[test]
+fn delete_racing_a_load_leaves_no_stale_value() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        source_delay: (Duration::from_millis(40), Duration::from_millis(40)),
+        ..SimConfig::default()
+    });
+    let key = "raced";
+    let early = sim.get(1, key);
+    sim.advance(Duration::from_millis(10)); // the load has started
+    let delete = sim.delete(2, key);
+    sim.run_until_idle(STEPS).unwrap();
+    assert_eq!(sim.reply(delete), Some(&Reply::Write(Ok(()))));
+    let stale = value_of(sim.reply(early)).expect("the early get is answered");
+    let after: Vec<RequestId> = (0..3).map(|n| sim.get(n, key)).collect();
+    sim.run_until_idle(STEPS).unwrap(); // the simulation's invariants check staleness too
+    for request in after {
+        let value = value_of(sim.reply(request)).expect("reloaded");
+        assert_ne!(value, stale, "the load that raced the delete was not cached");
+    }
+}
+
+#[test]
+fn put_then_get_from_every_node_sees_the_put() {
+    let mut sim = Sim::new(SimConfig { nodes: 5, ..SimConfig::default() });
+    for i in 0..20 {
+        let key = format!("put-{i}");
+        let _ = sim.get(i % 5, &key); // something cached first, so the put must replace it
+    }
+    sim.run_until_idle(STEPS).unwrap();
+    let puts: Vec<RequestId> = (0..20).map(|i| sim.put((i + 2) % 5, &format!("put-{i}"))).collect();
+    sim.run_until_idle(STEPS).unwrap();
+    for put in &puts {
+        assert_eq!(sim.reply(*put), Some(&Reply::Write(Ok(()))));
+    }
+    for i in 0..20 {
+        for node in 0..5 {
+            let request = sim.get(node, &format!("put-{i}"));
+            sim.run_until_idle(STEPS).unwrap();
+            let value = value_of(sim.reply(request)).unwrap();
+            assert!(value.as_ref().starts_with(format!("put-{i}=put#").as_bytes()), "{value:?}");
+        }
+    }
+}
+
+#[test]
+fn batch_gets_group_keys_by_owner() {
+    let mut sim = Sim::new(SimConfig { nodes: 3, ..SimConfig::default() });
+    let keys: Vec<String> = (0..30).map(|i| format!("batch-{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let request = sim.get_many(0, &refs);
+    sim.run_until_idle(STEPS).unwrap();
+    let Some(Reply::GetMany(results)) = sim.reply(request) else { panic!("a batch reply") };
+    assert_eq!(results.len(), 30);
+    for (key, result) in keys.iter().zip(results) {
+        assert!(result.as_ref().unwrap().bytes.starts_with(key.as_bytes()));
+        assert_eq!(sim.loads(key), 1);
+    }
+}
+
+#[test]
+fn hot_keys_are_mirrored_by_requesters() {
+    let mut sim =
+        Sim::new(SimConfig { nodes: 3, hot_threshold_per_second: 1.0, ..SimConfig::default() });
+    let key = "hot";
+    let requester = (0..3).find(|&n| Some(n) != sim.owner(key)).unwrap();
+    for _ in 0..200 {
+        let _ = sim.get(requester, key);
+        sim.run_until_idle(STEPS).unwrap();
+        sim.advance(Duration::from_millis(20));
+    }
+    let stats = sim.node(requester).unwrap().keyspace_stats(KEYSPACE).unwrap();
+    assert!(stats.hot_hits > 100, "{stats:?}");
+    assert_eq!(sim.total_loads(), 1);
+}
+
+#[test]
+fn failing_source_opens_the_breaker_and_errors_are_distinct() {
+    let mut sim =
+        Sim::new(SimConfig { nodes: 1, source_failures_per_mille: 1_000, ..SimConfig::default() });
+    let mut errors = Vec::new();
+    for i in 0..10 {
+        let request = sim.get(0, &format!("k{i}"));
+        sim.run_until_idle(STEPS).unwrap();
+        errors.push(sim.reply(request).cloned());
+    }
+    assert!(matches!(errors[0], Some(Reply::Get(Err(Error::DataSource(_))))));
+    assert!(matches!(errors[9], Some(Reply::Get(Err(Error::CircuitOpen)))), "{:?}", errors[9]);
+    assert_eq!(sim.total_loads(), 5, "the breaker opened after 5 consecutive failures");
+}
+
+#[test]
+fn expired_values_are_reloaded() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 2,
+        source_ttl: Some(Duration::from_millis(100)),
+        ..SimConfig::default()
+    });
+    let first = sim.get(0, "ttl");
+    sim.run_until_idle(STEPS).unwrap();
+    sim.advance(Duration::from_millis(150));
+    let second = sim.get(1, "ttl");
+    sim.run_until_idle(STEPS).unwrap();
+    assert_ne!(value_of(sim.reply(first)), value_of(sim.reply(second)));
+    assert_eq!(sim.loads("ttl"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct Node tests: connections, hello, garbage, leave, warmup, limiter.
+
+fn node(id: &str, cluster: &str) -> Node {
+    let config = NodeConfig::new(
+        Bytes::copy_from_slice(id.as_bytes()),
+        Bytes::copy_from_slice(cluster.as_bytes()),
+    )
+    .with_keyspace(KeyspaceConfig::new(KEYSPACE, 1 << 20));
+    Node::new(config, Instant::ZERO).unwrap()
+}
+
+fn drain(node: &mut Node) -> Vec<Output> {
+    core::iter::from_fn(|| node.poll_output()).collect()
+}
+
+#[test]
+fn garbage_on_a_connection_closes_only_that_connection() {
+    let mut n = node("a", "c");
+    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(2) }).unwrap();
+    n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &[0xff; 64] }).unwrap();
+    let outputs = drain(&mut n);
+    assert!(outputs.contains(&Output::Close { conn: ConnId(1) }), "{outputs:?}");
+    assert!(
+        outputs.iter().any(|o| matches!(o, Output::Transmit { conn: ConnId(1), .. })),
+        "an error frame first"
+    );
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Close { conn: ConnId(2) })));
+    // The node keeps serving its own callers.
+    let get = Input::Get {
+        request: RequestId(9),
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: Bytes::from_static(b"k"),
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, get).unwrap();
+    assert!(drain(&mut n).iter().any(|o| matches!(o, Output::Load { .. })));
+}
+
+#[test]
+fn hello_from_another_cluster_is_refused() {
+    let mut client = node("a", "blue");
+    let mut server = node("b", "green");
+    client
+        .handle_input(
+            Instant::ZERO,
+            Input::Connected { conn: ConnId(1), peer: Bytes::from_static(b"b") },
+        )
+        .unwrap();
+    server.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(7) }).unwrap();
+    let hello = drain(&mut client).into_iter().find_map(|o| match o {
+        Output::Transmit { data, .. } => Some(data),
+        _ => None,
+    });
+    server
+        .handle_input(Instant::ZERO, Input::Received { conn: ConnId(7), data: &hello.unwrap() })
+        .unwrap();
+    let outputs = drain(&mut server);
+    assert!(outputs.contains(&Output::Event(Event::ConnectionRefused {
+        conn: ConnId(7),
+        reason: ErrorCode::ClusterMismatch
+    })));
+    assert!(outputs.contains(&Output::Close { conn: ConnId(7) }));
+}
+
+#[test]
+fn duplicate_request_ids_are_refused_without_changing_state() {
+    let mut n = node("a", "c");
+    let get = |request| Input::Get {
+        request,
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: Bytes::from_static(b"k"),
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, get(RequestId(1))).unwrap();
+    assert_eq!(
+        n.handle_input(Instant::ZERO, get(RequestId(1))),
+        Err(InputError::DuplicateRequest(RequestId(1)))
+    );
+    assert_eq!(drain(&mut n).iter().filter(|o| matches!(o, Output::Load { .. })).count(), 1);
+}
+
+#[test]
+fn a_request_whose_load_hangs_is_answered_timed_out() {
+    let mut n = node("a", "c");
+    let get = Input::Get {
+        request: RequestId(1),
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: Bytes::from_static(b"k"),
+        timeout: Some(Duration::from_millis(100)),
+    };
+    n.handle_input(Instant::ZERO, get).unwrap();
+    drain(&mut n);
+    assert_eq!(n.poll_timeout(), Some(Instant::from_millis(100)));
+    n.handle_timeout(Instant::from_millis(100));
+    assert!(drain(&mut n).contains(&Output::Reply {
+        request: RequestId(1),
+        reply: Reply::Get(Err(Error::TimedOut))
+    }));
+}
+
+#[test]
+fn rate_limited_loads_get_their_own_error() {
+    let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
+    config.limiter =
+        Some(crate::LimiterConfig::new(crate::Rate::per_second(1).unwrap(), 1).unwrap());
+    config.read_timeout = Duration::from_millis(10);
+    let mut n = Node::new(NodeConfig::new("a", "c").with_keyspace(config), Instant::ZERO).unwrap();
+    for i in 0..2u64 {
+        let key = Bytes::from(format!("k{i}"));
+        let input = Input::Get {
+            request: RequestId(i),
+            keyspace: Bytes::from_static(KEYSPACE),
+            key,
+            timeout: None,
+        };
+        n.handle_input(Instant::ZERO, input).unwrap();
+    }
+    let outputs = drain(&mut n);
+    assert_eq!(outputs.iter().filter(|o| matches!(o, Output::Load { .. })).count(), 1);
+    assert!(outputs.contains(&Output::Reply {
+        request: RequestId(1),
+        reply: Reply::Get(Err(Error::RateLimited))
+    }));
+}
+
+#[test]
+fn warmup_loads_warm_keys_this_node_comes_to_own() {
+    let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
+    config.warm_keys = (0..50).map(|i| Bytes::from(format!("warm-{i}"))).collect();
+    let mut n = Node::new(NodeConfig::new("a", "c").with_keyspace(config), Instant::ZERO).unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::SetPeers(alloc::vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
+    )
+    .unwrap();
+    let outputs = drain(&mut n);
+    let loads: Vec<&Output> = outputs.iter().filter(|o| matches!(o, Output::Load { .. })).collect();
+    assert_eq!(loads.len(), 8, "bounded by warmup_concurrency");
+    let owned = (0..50)
+        .filter(|i| n.ring().owner(format!("warm-{i}").as_bytes()).is_some_and(|o| o == "a"))
+        .count();
+    assert!(outputs.contains(&Output::Event(Event::WarmupStarted { keys: owned })));
+}
+
+#[test]
+fn leave_tells_peers_and_drains() {
+    let mut n = node("a", "c");
+    n.handle_input(Instant::ZERO, Input::Leave).unwrap();
+    assert!(drain(&mut n).contains(&Output::Event(Event::Drained)));
+    let get = Input::Get {
+        request: RequestId(1),
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: Bytes::from_static(b"k"),
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, get).unwrap();
+    assert!(drain(&mut n).contains(&Output::Reply {
+        request: RequestId(1),
+        reply: Reply::Get(Err(Error::ShuttingDown))
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random operations and faults.
+
+#[derive(Clone, Debug)]
+enum Op {
+    Get { node: usize, key: u8 },
+    GetMany { node: usize, keys: Vec<u8> },
+    Put { node: usize, key: u8 },
+    Delete { node: usize, key: u8 },
+    Advance { ms: u64 },
+    Crash { node: usize },
+    Restart { node: usize },
+    Partition { a: usize, b: usize },
+    Heal,
+    Reset { pick: usize },
+}
+
+fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
+    let nodes = 0usize..4;
+    let key = 0u8..12;
+    let base = prop_oneof![
+        8 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Get { node, key }),
+        2 => (nodes.clone(), proptest::collection::vec(key.clone(), 1..6)).prop_map(|(node, keys)| Op::GetMany { node, keys }),
+        2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Put { node, key }),
+        2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Delete { node, key }),
+        4 => prop_oneof![(0u64..30).prop_map(|ms| Op::Advance { ms }), (0u64..300).prop_map(|ms| Op::Advance { ms })],
+    ];
+    if !faults {
+        return base.boxed();
+    }
+    prop_oneof![
+        16 => base,
+        1 => nodes.clone().prop_map(|node| Op::Crash { node }),
+        1 => nodes.clone().prop_map(|node| Op::Restart { node }),
+        1 => (nodes.clone(), nodes).prop_map(|(a, b)| Op::Partition { a, b }),
+        1 => Just(Op::Heal),
+        1 => any::<usize>().prop_map(|pick| Op::Reset { pick }),
+    ]
+    .boxed()
+}
+
+fn run_ops(seed: u64, ops: &[Op], config: SimConfig) -> Result<Sim, String> {
+    let mut sim = Sim::new(SimConfig { seed, ..config });
+    for op in ops {
+        match *op {
+            Op::Get { node, key } => {
+                sim.get(node, &format!("key-{key}"));
+            }
+            Op::GetMany { node, ref keys } => {
+                let keys: Vec<String> = keys.iter().map(|k| format!("key-{k}")).collect();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                sim.get_many(node, &refs);
+            }
+            Op::Put { node, key } => {
+                sim.put(node, &format!("key-{key}"));
+            }
+            Op::Delete { node, key } => {
+                sim.delete(node, &format!("key-{key}"));
+            }
+            Op::Advance { ms } => sim.advance(Duration::from_millis(ms)),
+            Op::Crash { node } => sim.crash(node),
+            Op::Restart { node } => sim.restart(node),
+            Op::Partition { a, b } if a != b => sim.partition(a, b),
+            Op::Partition { .. } => {}
+            Op::Heal => sim.heal(),
+            Op::Reset { pick } => sim.reset_connection(pick),
+        }
+        sim.check().map_err(|e| format!("seed {seed}: {e}"))?;
+    }
+    sim.heal();
+    sim.run_until_idle(STEPS).map_err(|e| format!("seed {seed}: {e}"))?;
+    Ok(sim)
+}
+
+proptest! {
+    #![proptest_config(crate::testing::model_config())]
+
+    /// Random operations with crashes, restarts, partitions and resets over 4 nodes, a source
+    /// that fails 5 % of the time and expires values: every invariant holds after every step.
+    #[test]
+    fn cluster_invariants_hold_under_faults(seed in any::<u64>(), ops in proptest::collection::vec(op_strategy(true), 1..120)) {
+        let config = SimConfig {
+            nodes: 4,
+            source_failures_per_mille: 50,
+            source_delay: (Duration::from_millis(1), Duration::from_millis(150)),
+            source_ttl: Some(Duration::from_millis(400)),
+            max_bytes: 4_000,
+            // Mirror readily, so that hot copies exist for writes to invalidate.
+            hot_threshold_per_second: 0.5,
+            ..SimConfig::default()
+        };
+        if let Err(error) = run_ops(seed, &ops, config) {
+            return Err(TestCaseError::fail(error));
+        }
+    }
+
+    /// On a stable ring with no faults and no writes, expiry or eviction, each key is loaded
+    /// once however the gets are spread.
+    #[test]
+    fn one_load_per_key_on_a_stable_ring(seed in any::<u64>(), gets in proptest::collection::vec((0usize..4, 0u8..12, 0u64..5), 1..120)) {
+        let ops: Vec<Op> = gets
+            .into_iter()
+            .flat_map(|(node, key, ms)| [Op::Get { node, key }, Op::Advance { ms }])
+            .collect();
+        let sim = run_ops(seed, &ops, SimConfig { nodes: 4, ..SimConfig::default() }).map_err(TestCaseError::fail)?;
+        for key in 0..12 {
+            prop_assert!(sim.loads(&format!("key-{key}")) <= 1, "seed {}: key-{} loaded {} times", seed, key, sim.loads(&format!("key-{key}")));
+        }
+    }
+}

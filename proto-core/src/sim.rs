@@ -1,0 +1,821 @@
+//! A deterministic cluster simulation: N real [`Node`]s, a virtual clock, a seeded network and a
+//! data source that can be slow or fail. Test support (feature `_sim`), not a public API.
+//!
+//! - **Network.** Connections behave like TCP: bytes on one connection arrive in order, after a
+//!   seeded latency; different connections reorder freely. Faults: a partition between two
+//!   nodes stalls their bytes (as TCP retransmitting into a black hole) and refuses new
+//!   connections; a reset closes one connection on both ends; a crash closes every connection
+//!   of a node and loses its state; a restart brings a fresh node back with the same id.
+//! - **Data source.** Every load produces a value that names its key and a unique sequence
+//!   number, after a seeded delay; it can fail with a seeded probability.
+//! - **Invariants**, checked after every step (a violation is recorded, and
+//!   [`Sim::run_until_idle`] / [`Sim::check`] report it):
+//!   - every value returned was produced for that key, by the data source or by a put;
+//!   - no value is returned at or after its expiry;
+//!   - no get that starts after a write was acknowledged returns a value older than that write
+//!     (unless the value is another write's that overlaps it) — checked while all nodes share
+//!     one view of the ring;
+//!   - every request is answered, by its deadline;
+//!   - every node's cache bytes stay within their budget.
+//! - [`Sim::run_until_idle`] is bounded, so a livelock fails instead of hanging.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use bytes::Bytes;
+
+use crate::node::{
+    ConnId, Entry, Error, Input, KeyspaceConfig, LoadId, LoadResult, Node, NodeConfig, Output,
+    Reply, RequestId, Value,
+};
+use crate::time::{Duration, Instant, UnixTime};
+
+/// The keyspace every simulated node serves.
+pub const KEYSPACE: &[u8] = b"ks";
+
+/// How a simulation is set up.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Seeds the network, the data source and every node.
+    pub seed: u64,
+    /// One-way latency range of the network.
+    pub latency: (Duration, Duration),
+    /// The data source's delay range.
+    pub source_delay: (Duration, Duration),
+    /// Chance per load, in thousandths, that the data source fails.
+    pub source_failures_per_mille: u32,
+    /// Expiry the data source gives its values (`None`: never).
+    pub source_ttl: Option<Duration>,
+    /// Each node's cache budget for the keyspace.
+    pub max_bytes: u64,
+    /// How long a request waits.
+    pub request_timeout: Duration,
+    /// Mirror threshold (requests per second) for hot keys.
+    pub hot_threshold_per_second: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 3,
+            seed: 1,
+            latency: (Duration::from_micros(200), Duration::from_millis(2)),
+            source_delay: (Duration::from_millis(5), Duration::from_millis(20)),
+            source_failures_per_mille: 0,
+            source_ttl: None,
+            max_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(2),
+            hot_threshold_per_second: 10.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    /// The next chunk in that connection end's inbox is due.
+    Deliver {
+        node: usize,
+        epoch: u32,
+        conn: ConnId,
+    },
+    Accepted {
+        node: usize,
+        epoch: u32,
+        conn: ConnId,
+    },
+    Connected {
+        node: usize,
+        epoch: u32,
+        conn: ConnId,
+        peer: Bytes,
+    },
+    ConnectFailed {
+        node: usize,
+        epoch: u32,
+        peer: Bytes,
+    },
+    Closed {
+        node: usize,
+        epoch: u32,
+        conn: ConnId,
+    },
+    Loaded {
+        node: usize,
+        epoch: u32,
+        load: LoadId,
+        result: LoadResult,
+    },
+}
+
+/// What was asked, for checking the answer.
+#[derive(Clone, Debug)]
+struct RequestRecord {
+    node: usize,
+    issued: Instant,
+    deadline: Instant,
+    keys: Vec<Bytes>,
+    write: Option<usize>,
+    answered: bool,
+    lost: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Produced {
+    key: Bytes,
+    at: Instant,
+    expires_at: Option<Instant>,
+    put: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+struct WriteRecord {
+    key: Bytes,
+    issued: Instant,
+    /// When the write was acknowledged; `None` while open or after it failed.
+    acked: Option<Instant>,
+    /// When it can no longer take effect: the ack time, or never for a failed write.
+    settled: Option<Instant>,
+}
+
+struct SimNode {
+    id: Bytes,
+    node: Option<Node>,
+    epoch: u32,
+    members: Vec<usize>,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    config: SimConfig,
+    now: Instant,
+    nodes: Vec<SimNode>,
+    events: BTreeMap<(Instant, u64), Event>,
+    sequence: u64,
+    rng: u64,
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    /// Connection ends the node still has open (until their `Closed` is delivered).
+    open_ends: BTreeSet<(usize, ConnId)>,
+    fifo: BTreeMap<(usize, ConnId), Instant>,
+    /// Bytes on their way to each connection end, in order.
+    inbox: BTreeMap<(usize, ConnId), VecDeque<Vec<u8>>>,
+    partitions: BTreeSet<(usize, usize)>,
+    next_conn: u64,
+    next_request: u64,
+    requests: BTreeMap<RequestId, RequestRecord>,
+    replies: BTreeMap<RequestId, Reply>,
+    produced: BTreeMap<Bytes, Produced>,
+    writes: Vec<WriteRecord>,
+    loads_per_key: BTreeMap<Bytes, u64>,
+    loads_per_node: Vec<u64>,
+    violations: Vec<String>,
+    views_agree: bool,
+    /// Steps taken, for the livelock bound and the report.
+    pub steps: u64,
+}
+
+impl Sim {
+    /// A cluster of `config.nodes` nodes that all know each other.
+    #[must_use]
+    pub fn new(config: SimConfig) -> Sim {
+        let mut sim = Sim {
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            events: BTreeMap::new(),
+            sequence: 0,
+            rng: config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            links: BTreeMap::new(),
+            open_ends: BTreeSet::new(),
+            fifo: BTreeMap::new(),
+            inbox: BTreeMap::new(),
+            partitions: BTreeSet::new(),
+            next_conn: 1,
+            next_request: 1,
+            requests: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            produced: BTreeMap::new(),
+            writes: Vec::new(),
+            loads_per_key: BTreeMap::new(),
+            loads_per_node: alloc::vec![0; config.nodes],
+            violations: Vec::new(),
+            views_agree: true,
+            steps: 0,
+            config,
+        };
+        let all: Vec<usize> = (0..sim.config.nodes).collect();
+        for index in 0..sim.config.nodes {
+            sim.nodes.push(SimNode {
+                id: Bytes::from(format!("node-{index}")),
+                node: None,
+                epoch: 0,
+                members: all.clone(),
+            });
+        }
+        for index in 0..sim.config.nodes {
+            sim.boot(index);
+        }
+        sim
+    }
+
+    fn boot(&mut self, index: usize) {
+        let node_config = {
+            let mut keyspace = KeyspaceConfig::new(KEYSPACE, self.config.max_bytes);
+            keyspace.read_timeout = Duration::from_secs(1);
+            keyspace.write_timeout = Duration::from_secs(1);
+            let mut config =
+                NodeConfig::new(self.nodes[index].id.clone(), "sim").with_keyspace(keyspace);
+            config.seed = self.config.seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            config.request_timeout = self.config.request_timeout;
+            config.peer_timeout = Duration::from_millis(300);
+            config.hot_threshold_per_second = self.config.hot_threshold_per_second;
+            config.unix_time_at_start =
+                UnixTime::from_micros(1_700_000_000_000_000 + self.now.as_micros());
+            config
+        };
+        let node = Node::new(node_config, self.now).expect("the simulation's config is valid");
+        self.nodes[index].node = Some(node);
+        let members = self.nodes[index].members.iter().map(|&m| self.nodes[m].id.clone()).collect();
+        self.input(index, Input::SetPeers(members));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Operations
+
+    /// Issues a get of `key` at `node`.
+    pub fn get(&mut self, node: usize, key: &str) -> RequestId {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        let request = self.record(node, alloc::vec![key.clone()], None);
+        let input =
+            Input::Get { request, keyspace: Bytes::from_static(KEYSPACE), key, timeout: None };
+        self.input(node, input);
+        request
+    }
+
+    /// Issues a batch get at `node`.
+    pub fn get_many(&mut self, node: usize, keys: &[&str]) -> RequestId {
+        let keys: Vec<Bytes> =
+            keys.iter().map(|key| Bytes::copy_from_slice(key.as_bytes())).collect();
+        let request = self.record(node, keys.clone(), None);
+        self.input(
+            node,
+            Input::GetMany { request, keyspace: Bytes::from_static(KEYSPACE), keys, timeout: None },
+        );
+        request
+    }
+
+    /// Issues a put of a fresh value for `key` at `node`.
+    pub fn put(&mut self, node: usize, key: &str) -> RequestId {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        let write = self.writes.len();
+        self.writes.push(WriteRecord {
+            key: key.clone(),
+            issued: self.now,
+            acked: None,
+            settled: None,
+        });
+        let request = self.record(node, alloc::vec![key.clone()], Some(write));
+        self.sequence += 1;
+        let value = Bytes::from(format!("{}=put#{}", String::from_utf8_lossy(&key), self.sequence));
+        self.produced.insert(
+            value.clone(),
+            Produced { key: key.clone(), at: self.now, expires_at: None, put: Some(write) },
+        );
+        let entry = Entry { key, value, expires_at: None };
+        self.input(
+            node,
+            Input::Put { request, keyspace: Bytes::from_static(KEYSPACE), entry, timeout: None },
+        );
+        request
+    }
+
+    /// Issues a delete of `key` at `node`.
+    pub fn delete(&mut self, node: usize, key: &str) -> RequestId {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        let write = self.writes.len();
+        self.writes.push(WriteRecord {
+            key: key.clone(),
+            issued: self.now,
+            acked: None,
+            settled: None,
+        });
+        let request = self.record(node, alloc::vec![key.clone()], Some(write));
+        self.input(
+            node,
+            Input::Delete { request, keyspace: Bytes::from_static(KEYSPACE), key, timeout: None },
+        );
+        request
+    }
+
+    /// Crashes `node`: its state is lost, its connections close, its requests are void.
+    pub fn crash(&mut self, index: usize) {
+        if self.nodes[index].node.take().is_none() {
+            return;
+        }
+        self.nodes[index].epoch += 1;
+        self.open_ends.retain(|(node, _)| *node != index);
+        self.inbox.retain(|(node, _), _| *node != index);
+        let conns: Vec<(usize, ConnId)> =
+            self.links.keys().filter(|(n, _)| *n == index).copied().collect();
+        for end in conns {
+            if let Some(other) = self.links.remove(&end) {
+                self.links.remove(&other);
+                let at = self.now + self.latency();
+                let epoch = self.nodes[other.0].epoch;
+                self.schedule(at, Event::Closed { node: other.0, epoch, conn: other.1 });
+            }
+        }
+        for record in self.requests.values_mut().filter(|r| r.node == index && !r.answered) {
+            record.lost = true;
+        }
+    }
+
+    /// Restarts a crashed node with empty caches.
+    pub fn restart(&mut self, index: usize) {
+        if self.nodes[index].node.is_none() {
+            self.boot(index);
+        }
+    }
+
+    /// Stalls traffic between `a` and `b` and refuses their new connections.
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.partitions.insert((a.min(b), a.max(b)));
+    }
+
+    /// Ends every partition.
+    pub fn heal(&mut self) {
+        self.partitions.clear();
+    }
+
+    /// Resets one connection (chosen by `pick`) on both ends.
+    pub fn reset_connection(&mut self, pick: usize) {
+        let mut ends: Vec<(usize, ConnId)> = self.links.keys().copied().collect();
+        ends.sort();
+        if ends.is_empty() {
+            return;
+        }
+        let end = ends[pick % ends.len()];
+        if let Some(other) = self.links.remove(&end) {
+            self.links.remove(&other);
+            for (node, conn) in [end, other] {
+                let epoch = self.nodes[node].epoch;
+                let at = self.now + self.latency();
+                self.schedule(at, Event::Closed { node, epoch, conn });
+            }
+        }
+    }
+
+    /// Gives `node` its own member list (a split view of the cluster).
+    pub fn set_members(&mut self, node: usize, members: Vec<usize>) {
+        self.views_agree = false;
+        self.nodes[node].members = members.clone();
+        let ids = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
+        self.input(node, Input::SetPeers(ids));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Running
+
+    /// Processes the next event or timer. Returns `false` when nothing is left to do.
+    pub fn step(&mut self) -> bool {
+        let next_event = self.events.first_key_value().map(|((at, _), _)| *at);
+        let next_timer = self.nodes.iter().filter_map(|n| n.node.as_ref()?.poll_timeout()).min();
+        let Some(at) = [next_event, next_timer].into_iter().flatten().min() else { return false };
+        self.now = self.now.max(at);
+        self.steps += 1;
+        if next_event == Some(at) {
+            let (_, event) = self.events.pop_first().expect("peeked");
+            self.apply(event);
+        } else {
+            for index in 0..self.nodes.len() {
+                let due = self.nodes[index]
+                    .node
+                    .as_ref()
+                    .and_then(Node::poll_timeout)
+                    .is_some_and(|t| t <= self.now);
+                if due {
+                    let now = self.now;
+                    if let Some(node) = self.nodes[index].node.as_mut() {
+                        node.handle_timeout(now);
+                    }
+                    self.drain(index);
+                }
+            }
+        }
+        self.check_budgets();
+        true
+    }
+
+    /// Runs until nothing is in flight (requests answered, loads and calls done), at most
+    /// `max_steps` steps; then checks that every request was answered.
+    pub fn run_until_idle(&mut self, max_steps: u64) -> Result<(), String> {
+        let start = self.steps;
+        while self.busy() {
+            if self.steps - start > max_steps {
+                return Err(format!(
+                    "livelock: still busy after {max_steps} steps at {:?}",
+                    self.now
+                ));
+            }
+            if !self.step() {
+                break;
+            }
+        }
+        self.check()?;
+        for (id, record) in &self.requests {
+            if !record.answered && !record.lost {
+                return Err(format!("request {id:?} at node {} was never answered", record.node));
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the clock by `duration`, processing everything due meanwhile.
+    pub fn advance(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        loop {
+            let next_event = self.events.first_key_value().map(|((at, _), _)| *at);
+            let next_timer =
+                self.nodes.iter().filter_map(|n| n.node.as_ref()?.poll_timeout()).min();
+            match [next_event, next_timer].into_iter().flatten().min() {
+                Some(at) if at <= until => {
+                    self.step();
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    /// The invariant violations seen so far.
+    pub fn check(&self) -> Result<(), String> {
+        match self.violations.first() {
+            Some(first) => Err(format!("{} violation(s); first: {first}", self.violations.len())),
+            None => Ok(()),
+        }
+    }
+
+    /// The reply to a request, once answered.
+    #[must_use]
+    pub fn reply(&self, request: RequestId) -> Option<&Reply> {
+        self.replies.get(&request)
+    }
+
+    /// Data-source loads of `key` so far, over all nodes.
+    #[must_use]
+    pub fn loads(&self, key: &str) -> u64 {
+        self.loads_per_key.get(key.as_bytes()).copied().unwrap_or(0)
+    }
+
+    /// Data-source loads so far, over all keys and nodes.
+    #[must_use]
+    pub fn total_loads(&self) -> u64 {
+        self.loads_per_key.values().sum()
+    }
+
+    /// Data-source loads made by one node so far.
+    #[must_use]
+    pub fn loads_by(&self, node: usize) -> u64 {
+        self.loads_per_node[node]
+    }
+
+    /// The current virtual time.
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// A node, if it is up.
+    #[must_use]
+    pub fn node(&self, index: usize) -> Option<&Node> {
+        self.nodes[index].node.as_ref()
+    }
+
+    /// The node that owns `key` on node 0's ring.
+    #[must_use]
+    pub fn owner(&self, key: &str) -> Option<usize> {
+        let node = self.nodes.iter().find_map(|n| n.node.as_ref())?;
+        let owner = node.ring().owner(key.as_bytes())?;
+        self.nodes.iter().position(|n| n.id == *owner)
+    }
+
+    fn busy(&self) -> bool {
+        !self.events.is_empty()
+            || self.requests.values().any(|r| !r.answered && !r.lost)
+            || self.nodes.iter().any(|n| n.node.as_ref().is_some_and(|node| !node.is_idle()))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plumbing
+
+    fn record(&mut self, node: usize, keys: Vec<Bytes>, write: Option<usize>) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let lost = self.nodes[node].node.is_none();
+        let deadline = self.now + self.config.request_timeout;
+        self.requests.insert(
+            id,
+            RequestRecord { node, issued: self.now, deadline, keys, write, answered: false, lost },
+        );
+        id
+    }
+
+    fn input(&mut self, index: usize, input: Input<'_>) {
+        let now = self.now;
+        let Some(node) = self.nodes[index].node.as_mut() else { return };
+        if let Err(error) = node.handle_input(now, input) {
+            self.violations.push(format!("node {index} refused an input: {error}"));
+        }
+        self.drain(index);
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.sequence += 1;
+        self.events.insert((at, self.sequence), event);
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn between(&mut self, (low, high): (Duration, Duration)) -> Duration {
+        let span = high.saturating_sub(low).as_micros() as u64;
+        low + Duration::from_micros(self.random() % (span + 1))
+    }
+
+    fn latency(&mut self) -> Duration {
+        self.between(self.config.latency)
+    }
+
+    fn partitioned(&self, a: usize, b: usize) -> bool {
+        self.partitions.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn index_of(&self, id: &[u8]) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    fn apply(&mut self, event: Event) {
+        let live = |sim: &Sim, node: usize, epoch: u32| {
+            sim.nodes[node].epoch == epoch && sim.nodes[node].node.is_some()
+        };
+        match event {
+            Event::Deliver { node, epoch, conn } => {
+                if !live(self, node, epoch) || !self.open_ends.contains(&(node, conn)) {
+                    return;
+                }
+                if let Some(&(from, _)) = self.links.get(&(node, conn)) {
+                    if self.partitioned(node, from) {
+                        // Stalled, not lost: TCP retransmits once the partition heals.
+                        let at = self.now + Duration::from_millis(10);
+                        self.schedule(at, Event::Deliver { node, epoch, conn });
+                        return;
+                    }
+                }
+                let Some(data) = self.inbox.get_mut(&(node, conn)).and_then(VecDeque::pop_front)
+                else {
+                    return;
+                };
+                self.input(node, Input::Received { conn, data: &data });
+            }
+            Event::Accepted { node, epoch, conn } => {
+                if live(self, node, epoch) && self.links.contains_key(&(node, conn)) {
+                    self.open_ends.insert((node, conn));
+                    self.input(node, Input::Accepted { conn });
+                }
+            }
+            Event::Connected { node, epoch, conn, peer } => {
+                if !live(self, node, epoch) {
+                    return;
+                }
+                if self.links.contains_key(&(node, conn)) {
+                    self.open_ends.insert((node, conn));
+                    self.input(node, Input::Connected { conn, peer });
+                } else {
+                    // Reset before it was established: the connect failed.
+                    self.input(node, Input::ConnectFailed { peer });
+                }
+            }
+            Event::ConnectFailed { node, epoch, peer } => {
+                if live(self, node, epoch) {
+                    self.input(node, Input::ConnectFailed { peer });
+                }
+            }
+            Event::Closed { node, epoch, conn } => {
+                if live(self, node, epoch) && self.open_ends.remove(&(node, conn)) {
+                    self.input(node, Input::Closed { conn });
+                }
+            }
+            Event::Loaded { node, epoch, load, result } => {
+                if live(self, node, epoch) {
+                    self.input(node, Input::Loaded { load, result });
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, index: usize) {
+        loop {
+            let Some(node) = self.nodes[index].node.as_mut() else { return };
+            let Some(output) = node.poll_output() else { return };
+            self.handle_output(index, output);
+        }
+    }
+
+    fn handle_output(&mut self, index: usize, output: Output) {
+        let epoch = self.nodes[index].epoch;
+        match output {
+            Output::Reply { request, reply } => self.on_reply(request, reply),
+            Output::Load { load, key, .. } => {
+                *self.loads_per_key.entry(key.clone()).or_default() += 1;
+                self.loads_per_node[index] += 1;
+                let delay = self.between(self.config.source_delay);
+                let fails =
+                    self.random() % 1_000 < u64::from(self.config.source_failures_per_mille);
+                let result = if fails {
+                    LoadResult::Failed(Bytes::from_static(b"source down"))
+                } else {
+                    self.sequence += 1;
+                    let bytes = Bytes::from(format!(
+                        "{}=load#{}",
+                        String::from_utf8_lossy(&key),
+                        self.sequence
+                    ));
+                    let expires_at = self.config.source_ttl.map(|ttl| self.now + ttl);
+                    self.produced.insert(
+                        bytes.clone(),
+                        Produced { key, at: self.now, expires_at, put: None },
+                    );
+                    LoadResult::Value { bytes, expires_at }
+                };
+                let at = self.now + delay;
+                self.schedule(at, Event::Loaded { node: index, epoch, load, result });
+            }
+            Output::Transmit { conn, data } => {
+                let Some(&(to, to_conn)) = self.links.get(&(index, conn)) else { return };
+                let latency = self.latency();
+                let last = self.fifo.get(&(to, to_conn)).copied().unwrap_or(Instant::ZERO);
+                let at = (self.now + latency).max(last);
+                self.fifo.insert((to, to_conn), at);
+                let to_epoch = self.nodes[to].epoch;
+                self.inbox.entry((to, to_conn)).or_default().push_back(data);
+                self.schedule(at, Event::Deliver { node: to, epoch: to_epoch, conn: to_conn });
+            }
+            Output::Connect { peer } => {
+                let latency = self.latency();
+                let target = self
+                    .index_of(&peer)
+                    .filter(|&t| self.nodes[t].node.is_some() && !self.partitioned(index, t));
+                match target {
+                    Some(target) => {
+                        let (mine, theirs) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
+                        self.next_conn += 2;
+                        self.links.insert((index, mine), (target, theirs));
+                        self.links.insert((target, theirs), (index, mine));
+                        let target_epoch = self.nodes[target].epoch;
+                        self.schedule(
+                            self.now + latency,
+                            Event::Accepted { node: target, epoch: target_epoch, conn: theirs },
+                        );
+                        self.schedule(
+                            self.now + latency * 2,
+                            Event::Connected { node: index, epoch, conn: mine, peer },
+                        );
+                    }
+                    None => self.schedule(
+                        self.now + latency * 4,
+                        Event::ConnectFailed { node: index, epoch, peer },
+                    ),
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(other) = self.links.remove(&(index, conn)) {
+                    self.links.remove(&other);
+                    let at = self.now + self.latency();
+                    let other_epoch = self.nodes[other.0].epoch;
+                    // The closing side's queued bytes are delivered first (FIFO), then the close.
+                    let at = at.max(self.fifo.get(&other).copied().unwrap_or(Instant::ZERO));
+                    self.schedule(
+                        at,
+                        Event::Closed { node: other.0, epoch: other_epoch, conn: other.1 },
+                    );
+                }
+                // The driver stops reading at once; the node needs no `Closed` for its own close.
+                self.open_ends.remove(&(index, conn));
+            }
+            Output::Event(crate::node::Event::ConnectionRefused { conn, reason }) => {
+                // Nothing in the simulation sends malformed frames or mismatched hellos.
+                self.violations
+                    .push(format!("node {index} refused connection {conn:?}: {reason:?}"));
+            }
+            Output::Event(_) => {}
+        }
+    }
+
+    fn on_reply(&mut self, request: RequestId, reply: Reply) {
+        let now = self.now;
+        let Some(record) = self.requests.get_mut(&request) else {
+            self.violations.push(format!("reply to an unknown request {request:?}"));
+            return;
+        };
+        if record.answered {
+            self.violations.push(format!("request {request:?} answered twice"));
+            return;
+        }
+        record.answered = true;
+        if now > record.deadline {
+            self.violations.push(format!(
+                "request {request:?} answered at {now:?}, after its deadline {:?}",
+                record.deadline
+            ));
+        }
+        let record = record.clone();
+        match &reply {
+            Reply::Get(result) => self.check_value(&record, 0, result.as_ref().ok()),
+            Reply::GetMany(results) => {
+                if results.len() != record.keys.len() {
+                    self.violations.push(format!(
+                        "batch {request:?}: {} results for {} keys",
+                        results.len(),
+                        record.keys.len()
+                    ));
+                }
+                for (index, result) in results.iter().enumerate() {
+                    self.check_value(&record, index, result.as_ref().ok());
+                }
+            }
+            Reply::Write(result) => {
+                if let Some(write) = record.write {
+                    let ok = result.is_ok();
+                    let entry = &mut self.writes[write];
+                    entry.acked = ok.then_some(now);
+                    entry.settled = ok.then_some(now);
+                }
+            }
+            Reply::WriteMany(_) => {}
+        }
+        if let Reply::Get(Err(Error::BadRequest)) = &reply {
+            self.violations.push(format!("request {request:?} answered BadRequest"));
+        }
+        self.replies.insert(request, reply);
+    }
+
+    fn check_value(&mut self, record: &RequestRecord, index: usize, value: Option<&Value>) {
+        let Some(served) = value else { return };
+        let value = &served.bytes;
+        let key = &record.keys[index];
+        let Some(produced) = self.produced.get(value) else {
+            self.violations.push(format!("a value nobody produced: {value:?} for {key:?}"));
+            return;
+        };
+        if produced.key != *key {
+            self.violations.push(format!("wrong value: {value:?} returned for {key:?}"));
+            return;
+        }
+        if produced.expires_at.is_some_and(|at| self.now >= at) {
+            self.violations.push(format!(
+                "expired value {value:?} (expiring {:?}) returned at {:?} by node {} via {:?}",
+                produced.expires_at, self.now, record.node, served.path
+            ));
+        }
+        if !self.views_agree {
+            return;
+        }
+        for (position, write) in self.writes.iter().enumerate() {
+            let Some(acked) = write.acked else { continue };
+            if write.key != *key || acked >= record.issued || produced.at >= write.issued {
+                continue;
+            }
+            // Another write's value that overlaps this one may legitimately win the race.
+            let overlaps = produced.put.is_some_and(|other| {
+                let other_write = &self.writes[other];
+                other != position
+                    && other_write.issued <= acked
+                    && other_write.settled.is_none_or(|settled| settled >= write.issued)
+            });
+            if !overlaps {
+                self.violations.push(format!(
+                    "stale value {value:?} (produced {:?}) returned for a get issued {:?}, after a write issued {:?} was acknowledged {:?}",
+                    produced.at, record.issued, write.issued, acked
+                ));
+            }
+        }
+    }
+
+    fn check_budgets(&mut self) {
+        for (index, node) in self.nodes.iter().enumerate() {
+            let Some(node) = &node.node else { continue };
+            if let Some(stats) = node.keyspace_stats(KEYSPACE) {
+                let bytes = stats.cache.main.bytes + stats.cache.hot.bytes;
+                if bytes > self.config.max_bytes {
+                    self.violations
+                        .push(format!("node {index} holds {bytes} bytes over its budget"));
+                }
+            }
+        }
+    }
+}

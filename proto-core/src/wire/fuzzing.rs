@@ -1,0 +1,109 @@
+//! `Arbitrary` for the wire types (feature `arbitrary`), for the fuzz targets.
+//!
+//! Byte strings and batches come from arbitrary `Vec`s, so their sizes follow the fuzzer's
+//! input: with libFuzzer's usual input sizes every generated message is within
+//! [`WireLimits::default`](super::WireLimits::default), and a target skips the rare message
+//! whose emit fails on a limit.
+
+use alloc::vec::Vec;
+
+use arbitrary::{Arbitrary, Result, Unstructured};
+use bytes::Bytes;
+
+use super::{ErrorCode, Found, FrameKind, GetOutcome, KeyRate, Message, PutEntry, ReplyError};
+use crate::time::UnixTime;
+
+fn bytes(u: &mut Unstructured<'_>) -> Result<Bytes> {
+    Ok(Bytes::from(Vec::<u8>::arbitrary(u)?))
+}
+
+fn list<'a, T>(
+    u: &mut Unstructured<'a>,
+    mut item: impl FnMut(&mut Unstructured<'a>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut items = Vec::new();
+    u.arbitrary_loop(None, None, |u| {
+        items.push(item(u)?);
+        Ok(core::ops::ControlFlow::Continue(()))
+    })?;
+    Ok(items)
+}
+
+fn expiry(u: &mut Unstructured<'_>) -> Result<Option<UnixTime>> {
+    Ok(Option::<u64>::arbitrary(u)?.map(UnixTime::from_micros))
+}
+
+impl<'a> Arbitrary<'a> for UnixTime {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(UnixTime::from_micros(u.arbitrary()?))
+    }
+}
+
+impl<'a> Arbitrary<'a> for ReplyError {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(ReplyError { code: ErrorCode::arbitrary(u)?, message: bytes(u)? })
+    }
+}
+
+impl<'a> Arbitrary<'a> for Found {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(Found { value: bytes(u)?, expires_at: expiry(u)?, key_rate: KeyRate::arbitrary(u)? })
+    }
+}
+
+impl<'a> Arbitrary<'a> for GetOutcome {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(if u.arbitrary()? {
+            GetOutcome::Found(u.arbitrary()?)
+        } else {
+            GetOutcome::Failed(u.arbitrary()?)
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for PutEntry {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(PutEntry { key: bytes(u)?, value: bytes(u)?, expires_at: expiry(u)? })
+    }
+}
+
+impl<'a> Arbitrary<'a> for Message {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(match FrameKind::arbitrary(u)? {
+            FrameKind::Hello => Message::Hello {
+                protocol_version: u.arbitrary()?,
+                cluster: bytes(u)?,
+                node_id: bytes(u)?,
+            },
+            FrameKind::Error => Message::Error(u.arbitrary()?),
+            FrameKind::Get => {
+                Message::Get { keyspace: bytes(u)?, key: bytes(u)?, timeout_ms: u.arbitrary()? }
+            }
+            FrameKind::GetReply => Message::GetReply(u.arbitrary()?),
+            FrameKind::GetMany => Message::GetMany {
+                keyspace: bytes(u)?,
+                timeout_ms: u.arbitrary()?,
+                keys: list(u, bytes)?,
+            },
+            FrameKind::GetManyReply => Message::GetManyReply(list(u, GetOutcome::arbitrary)?),
+            FrameKind::Put => Message::Put { keyspace: bytes(u)?, entry: u.arbitrary()? },
+            FrameKind::PutMany => {
+                Message::PutMany { keyspace: bytes(u)?, entries: list(u, PutEntry::arbitrary)? }
+            }
+            FrameKind::Delete => Message::Delete { keyspace: bytes(u)?, key: bytes(u)? },
+            FrameKind::DeleteMany => {
+                Message::DeleteMany { keyspace: bytes(u)?, keys: list(u, bytes)? }
+            }
+            FrameKind::Ack => Message::Ack(ack(u)?),
+            FrameKind::AckMany => Message::AckMany(list(u, ack)?),
+            FrameKind::DropHot => Message::DropHot { keyspace: bytes(u)?, keys: list(u, bytes)? },
+            FrameKind::Ping => Message::Ping,
+            FrameKind::Pong => Message::Pong,
+            FrameKind::Leaving => Message::Leaving,
+        })
+    }
+}
+
+fn ack(u: &mut Unstructured<'_>) -> Result<core::result::Result<(), ReplyError>> {
+    Ok(if u.arbitrary()? { Err(u.arbitrary()?) } else { Ok(()) })
+}
