@@ -172,6 +172,8 @@ pub struct Sim {
     loads_per_node: Vec<u64>,
     violations: Vec<String>,
     views_agree: bool,
+    /// Raw bytes were injected: peers may lie, so values and refusals are not judged.
+    tampered: bool,
     /// Steps taken, for the livelock bound and the report.
     pub steps: u64,
 }
@@ -201,6 +203,7 @@ impl Sim {
             loads_per_node: alloc::vec![0; config.nodes],
             violations: Vec::new(),
             views_agree: true,
+            tampered: false,
             steps: 0,
             config,
         };
@@ -364,6 +367,20 @@ impl Sim {
                 self.schedule(at, Event::Closed { node, epoch, conn });
             }
         }
+    }
+
+    /// Delivers raw bytes (garbage, or forged frames) to one open connection end of `node`,
+    /// chosen by `pick`, as if its peer had sent them. From then on values are not judged (a
+    /// forged frame is a lying peer) but every other invariant still is.
+    pub fn inject(&mut self, node: usize, pick: usize, data: &[u8]) {
+        let ends: Vec<ConnId> =
+            self.open_ends.iter().filter(|(n, _)| *n == node).map(|(_, conn)| *conn).collect();
+        if ends.is_empty() || self.nodes[node].node.is_none() {
+            return;
+        }
+        self.tampered = true;
+        let conn = ends[pick % ends.len()];
+        self.input(node, Input::Received { conn, data });
     }
 
     /// Gives `node` its own member list (a split view of the cluster).
@@ -707,7 +724,9 @@ impl Sim {
                 // The driver stops reading at once; the node needs no `Closed` for its own close.
                 self.open_ends.remove(&(index, conn));
             }
-            Output::Event(crate::node::Event::ConnectionRefused { conn, reason }) => {
+            Output::Event(crate::node::Event::ConnectionRefused { conn, reason })
+                if !self.tampered =>
+            {
                 // Nothing in the simulation sends malformed frames or mismatched hellos.
                 self.violations
                     .push(format!("node {index} refused connection {conn:?}: {reason:?}"));
@@ -766,6 +785,15 @@ impl Sim {
 
     fn check_value(&mut self, record: &RequestRecord, index: usize, value: Option<&Value>) {
         let Some(served) = value else { return };
+        if served.expires_at.is_some_and(|at| at <= self.now) {
+            self.violations.push(format!(
+                "value {:?} returned at {:?} past its own expiry",
+                served.bytes, self.now
+            ));
+        }
+        if self.tampered {
+            return;
+        }
         let value = &served.bytes;
         let key = &record.keys[index];
         let Some(produced) = self.produced.get(value) else {

@@ -367,6 +367,7 @@ enum Op {
     Partition { a: usize, b: usize },
     Heal,
     Reset { pick: usize },
+    Inject { node: usize, pick: usize, data: Vec<u8> },
 }
 
 fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
@@ -418,12 +419,52 @@ fn run_ops(seed: u64, ops: &[Op], config: SimConfig) -> Result<Sim, String> {
             Op::Partition { .. } => {}
             Op::Heal => sim.heal(),
             Op::Reset { pick } => sim.reset_connection(pick),
+            Op::Inject { node, pick, ref data } => sim.inject(node, pick, data),
         }
         sim.check().map_err(|e| format!("seed {seed}: {e}"))?;
     }
     sim.heal();
     sim.run_until_idle(STEPS).map_err(|e| format!("seed {seed}: {e}"))?;
     Ok(sim)
+}
+
+/// A well-formed frame a lying or confused peer might send: replies to ids never asked, hellos
+/// mid-stream, writes, drops, pings.
+fn forged_frame() -> impl Strategy<Value = Vec<u8>> {
+    use crate::wire::{Found, GetOutcome, KeyRate, Message, WireLimits};
+    let key = prop_oneof![Just(Bytes::from_static(b"key-1")), Just(Bytes::from_static(b"key-2"))];
+    let message = prop_oneof![
+        (key.clone(), any::<u8>()).prop_map(|(key, n)| Message::Get {
+            keyspace: Bytes::from_static(KEYSPACE),
+            key,
+            timeout_ms: u32::from(n)
+        }),
+        any::<u8>().prop_map(|n| Message::GetReply(GetOutcome::Found(Found {
+            value: Bytes::from(alloc::vec![n; 3]),
+            expires_at: None,
+            key_rate: KeyRate::from_per_second(f64::from(n)),
+        }))),
+        key.clone().prop_map(|key| Message::DropHot {
+            keyspace: Bytes::from_static(KEYSPACE),
+            keys: alloc::vec![key]
+        }),
+        key.prop_map(|key| Message::Delete { keyspace: Bytes::from_static(KEYSPACE), key }),
+        Just(Message::Ping),
+        Just(Message::Leaving),
+        Just(Message::Ack(Ok(()))),
+        Just(Message::Hello {
+            protocol_version: 1,
+            cluster: Bytes::from_static(b"sim"),
+            node_id: Bytes::from_static(b"node-9")
+        }),
+    ];
+    (message, 0u64..40).prop_map(|(message, request_id)| {
+        let mut out = Vec::new();
+        message
+            .encode(request_id, &mut out, &WireLimits::default())
+            .expect("small frames fit the limits");
+        out
+    })
 }
 
 proptest! {
@@ -444,6 +485,23 @@ proptest! {
             ..SimConfig::default()
         };
         if let Err(error) = run_ops(seed, &ops, config) {
+            return Err(TestCaseError::fail(error));
+        }
+    }
+
+    /// Peers that send garbage or forged frames: no node panics, every request is still
+    /// answered by its deadline, budgets hold, and only the offending connections close.
+    #[test]
+    fn nodes_survive_garbage_and_forged_frames(
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(prop_oneof![
+            6 => op_strategy(false),
+            1 => (0usize..4, any::<usize>(), proptest::collection::vec(any::<u8>(), 0..64))
+                .prop_map(|(node, pick, data)| Op::Inject { node, pick, data }),
+            1 => (0usize..4, any::<usize>(), forged_frame()).prop_map(|(node, pick, data)| Op::Inject { node, pick, data }),
+        ], 1..80),
+    ) {
+        if let Err(error) = run_ops(seed, &ops, SimConfig { nodes: 4, ..SimConfig::default() }) {
             return Err(TestCaseError::fail(error));
         }
     }
