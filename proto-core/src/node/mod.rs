@@ -540,6 +540,9 @@ impl Node {
         if self.local_requests.contains_key(&request) {
             return Err(InputError::DuplicateRequest(request));
         }
+        if self.pending.len() >= self.config.max_pending {
+            return Err(InputError::Overloaded(request));
+        }
         let now = self.clock.latest();
         let deadline = now + timeout.unwrap_or(self.config.request_timeout);
         let id = self.fresh_id();
@@ -1537,6 +1540,12 @@ impl Node {
             if let Some(link) = self.peers.get_mut(peer) {
                 if link.conn == Some(conn) {
                     link.conn = None;
+                }
+                // Links to nodes off the ring go with their last connection, so that clients
+                // claiming many node ids cannot grow the table.
+                let idle = link.conn.is_none() && !link.connecting && link.queued.is_empty();
+                if idle && !self.ring.contains(peer) {
+                    self.peers.remove(peer);
                 }
             }
             for keyspace in self.keyspaces.values_mut() {

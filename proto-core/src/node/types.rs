@@ -374,6 +374,9 @@ pub enum Event {
 pub enum InputError {
     /// A local request with this id is still in progress. State unchanged.
     DuplicateRequest(RequestId),
+    /// `max_pending` requests are in progress already: fail this one with
+    /// [`Error::Overloaded`] or retry later. State unchanged.
+    Overloaded(RequestId),
     /// The connection is not known (never accepted, or already closed). State unchanged.
     UnknownConnection(ConnId),
     /// A connection with this id already exists. State unchanged.
@@ -389,6 +392,7 @@ impl fmt::Display for InputError {
             InputError::DuplicateRequest(id) => {
                 write!(f, "request {} is already in progress", id.0)
             }
+            InputError::Overloaded(id) => write!(f, "request {} refused: node overloaded", id.0),
             InputError::UnknownConnection(id) => write!(f, "connection {} is not open", id.0),
             InputError::DuplicateConnection(id) => write!(f, "connection {} already exists", id.0),
             InputError::UnknownLoad(id) => write!(f, "load {} is not in progress", id.0),
