@@ -1,10 +1,11 @@
 //! # herdcache-proto — the sans-IO core of herdcache
 //!
 //! Every decision herdcache makes lives here, as pure state machines and data structures:
-//! the consistent-hash [`Ring`], the byte-bounded LRU [`Cache`] with TTL and its hot tier, the
-//! singleflight [`FlightTable`], the data-source [`Breaker`] and [`Limiter`], and the
-//! [`HotKeys`] tracker. The runtime crates (tokio, async-std/smol, mio) only move bytes and
-//! read clocks.
+//! the [`Node`] — one cluster member, speaking the native wire protocol ([`Message`],
+//! [`FrameDecoder`]) — composed of the consistent-hash [`Ring`], the byte-bounded LRU [`Cache`]
+//! with TTL and its hot tier, the singleflight [`FlightTable`], the data-source [`Breaker`] and
+//! [`Limiter`], and the [`HotKeys`] tracker. The runtime crates (tokio, async-std/smol, mio)
+//! only move bytes and read clocks: they feed [`Input`]s and carry out [`Output`]s.
 //!
 //! ## Contract
 //! - **No IO, no clock, no threads, no randomness of its own.** Time is an argument
@@ -21,8 +22,37 @@
 //! ## The drive loop
 //! Drivers run the same loop around every machine: feed one input, use what it returns or drain
 //! its outputs, re-arm the single timer from `poll_timeout`, and wait for the next socket event,
-//! command or timer. Here is the read-through path of one node built from the pieces, the way
-//! the `Node` state machine composes them (a sketch: no peers, a synchronous source).
+//! command or timer. For a [`Node`]:
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use herdcache_proto::{Input, Instant, KeyspaceConfig, LoadResult, Node, NodeConfig, Output, RequestId};
+//! # fn clock() -> Instant { Instant::ZERO }
+//! let config = NodeConfig::new("10.0.0.1:7000", "prod")
+//!     .with_keyspace(KeyspaceConfig::new("users", 256 << 20));
+//! let mut node = Node::new(config, clock()).expect("valid config");
+//! let get = Input::Get {
+//!     request: RequestId(1),
+//!     keyspace: Bytes::from_static(b"users"),
+//!     key: Bytes::from_static(b"user:42"),
+//!     timeout: None,
+//! };
+//! node.handle_input(clock(), get).expect("a new request id");
+//! while let Some(output) = node.poll_output() {
+//!     match output {
+//!         Output::Load { load, .. } => {
+//!             let result = LoadResult::Value { bytes: Bytes::from_static(b"Ada"), expires_at: None };
+//!             node.handle_input(clock(), Input::Loaded { load, result }).expect("in progress");
+//!         }
+//!         Output::Reply { request, reply } => println!("{request:?}: {reply:?}"),
+//!         _ => {} // Transmit, Connect, Close, Event: the driver's sockets
+//!     }
+//! }
+//! let _wake_at = node.poll_timeout();
+//! ```
+//!
+//! Here is the same read-through path built from the pieces, the way the `Node` composes them
+//! (a sketch: no peers, a synchronous source).
 //!
 //! ```no_run
 //! use bytes::Bytes;
