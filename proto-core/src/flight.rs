@@ -398,6 +398,20 @@ impl<W: Copy + Eq> FlightTable<W> {
         }
     }
 
+    /// Every key was written at once (a whole keyspace deleted): every attached flight is
+    /// invalidated and detached, as by [`FlightTable::invalidate`]. Returns how many.
+    pub fn invalidate_all(&mut self) -> usize {
+        let mut invalidated = 0;
+        for slot in &mut self.slots {
+            if let Some(flight) = slot.flight.as_mut().filter(|flight| flight.key_generation == 0) {
+                flight.key_generation = 1;
+                invalidated += 1;
+            }
+        }
+        self.index.clear();
+        invalidated
+    }
+
     /// A put or delete of `key` happened: the flight in progress for it, if any, still answers
     /// its waiters but its result must not be cached. Returns whether a flight was affected.
     ///
@@ -605,6 +619,22 @@ mod tests {
         assert_eq!(answered(&done), vec![1, 3], "an invalidated flight still answers");
         assert!(t.complete(newer.id()).unwrap().cacheable);
         assert!(t.complete(other).unwrap().cacheable, "only the invalidated key is affected");
+    }
+
+    #[test]
+    fn invalidate_all_detaches_every_flight() {
+        let mut t = table();
+        let a = t.begin(b"a", 1).unwrap().id();
+        let b = t.begin(b"b", 2).unwrap().id();
+        assert_eq!(t.invalidate_all(), 2);
+        assert_eq!(t.invalidate_all(), 0, "already detached");
+        assert!(t.get(b"a").is_none());
+        let fresh = t.begin(b"a", 3).unwrap();
+        assert!(fresh.is_leader());
+        assert!(!t.complete(a).unwrap().cacheable);
+        assert!(!t.complete(b).unwrap().cacheable);
+        assert!(t.complete(fresh.id()).unwrap().cacheable);
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -108,6 +108,10 @@
 //! ## Features
 //! - `std` (default): `From<std::time::Instant>` for [`Instant`] and `Instant::now()`.
 //!   Without it the crate is `no_std` + `alloc`.
+//! - `arbitrary`: `arbitrary::Arbitrary` for [`Message`] and its parts, for the fuzz targets
+//!   in `fuzz/`.
+//! - `_sim` (test support, not an API): the deterministic cluster simulation used by the
+//!   tests and the `node_ops` fuzz target.
 
 #![no_std]
 #![forbid(unsafe_code)]

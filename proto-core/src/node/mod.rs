@@ -512,8 +512,8 @@ impl Node {
                     self.refuse(conn, error.error_code());
                     return Ok(());
                 }
-                loop {
-                    let Some(state) = self.conns.get_mut(&conn) else { break };
+                // Frames until the buffer is drained or the connection was closed meanwhile.
+                while let Some(state) = self.conns.get_mut(&conn) {
                     match state.decoder.next_frame() {
                         Ok(Some((header, message))) => {
                             self.handle_frame(now, conn, header.request_id, message)
@@ -1942,8 +1942,7 @@ impl Node {
         }
         let seed = self.config.seed
             ^ crate::hash::hash_key(&key_hash_builder(self.config.seed), &config.name);
-        let hot =
-            HotKeys::new(config.hot_keys.clone(), now).map_err(|_| ConfigError::BadHotKeys)?;
+        let hot = HotKeys::new(config.hot_keys, now).map_err(|_| ConfigError::BadHotKeys)?;
         Ok(Keyspace {
             cache: Cache::new(CacheConfig { max_bytes: config.max_bytes, hash_seed: seed }),
             flights: FlightTable::new(seed.rotate_left(17), FlightLimits::default()),

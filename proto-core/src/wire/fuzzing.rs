@@ -21,11 +21,11 @@ fn list<'a, T>(
     u: &mut Unstructured<'a>,
     mut item: impl FnMut(&mut Unstructured<'a>) -> Result<T>,
 ) -> Result<Vec<T>> {
+    // One "more?" byte per item, so that the length follows the input (and ends with it).
     let mut items = Vec::new();
-    u.arbitrary_loop(None, None, |u| {
+    while u.arbitrary::<bool>()? {
         items.push(item(u)?);
-        Ok(core::ops::ControlFlow::Continue(()))
-    })?;
+    }
     Ok(items)
 }
 
@@ -106,4 +106,34 @@ impl<'a> Arbitrary<'a> for Message {
 
 fn ack(u: &mut Unstructured<'_>) -> Result<core::result::Result<(), ReplyError>> {
     Ok(if u.arbitrary()? { Err(u.arbitrary()?) } else { Ok(()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzz seed generator: lists built with `arbitrary_loop` drew their length from
+    /// `0..=u32::MAX` and kept pushing empty items after the input ran out (a hang, then OOM).
+    #[test]
+    fn arbitrary_lists_end_with_the_input() {
+        for fill in [0x00, 0x01, 0xFF] {
+            let input = alloc::vec![fill; 4096];
+            let mut u = Unstructured::new(&input);
+            while let Ok(message) = Message::arbitrary(&mut u) {
+                let items = match &message {
+                    Message::GetMany { keys, .. }
+                    | Message::DeleteMany { keys, .. }
+                    | Message::DropHot { keys, .. } => keys.len(),
+                    Message::GetManyReply(outcomes) => outcomes.len(),
+                    Message::PutMany { entries, .. } => entries.len(),
+                    Message::AckMany(results) => results.len(),
+                    _ => 0,
+                };
+                assert!(items <= input.len(), "{} items from {} bytes", items, input.len());
+                if u.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -435,8 +435,12 @@ impl Message {
         let len = self.checked_len(limits)?;
         let start = out.len();
         out.resize(start.saturating_add(len), 0);
-        let frame = out.get_mut(start..).unwrap_or_default();
-        self.write_checked(request_id, frame, limits)
+        let written =
+            self.write_checked(request_id, out.get_mut(start..).unwrap_or_default(), limits);
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written
     }
 
     /// Writes the frame into `frame`, which is exactly [`Message::checked_len`] long.
