@@ -16,6 +16,7 @@ enum Op {
     GetMany { node: u8, keys: Vec<u8> },
     Put { node: u8, key: u8 },
     Delete { node: u8, key: u8 },
+    DeleteKeyspace { node: u8 },
     Advance { ms: u16 },
     Crash { node: u8 },
     Restart { node: u8 },
@@ -68,6 +69,9 @@ fuzz_target!(|input: Input| {
             }
             Op::Delete { node: n, key: k } => {
                 sim.delete(node(*n), &key(*k));
+            }
+            Op::DeleteKeyspace { node: n } => {
+                sim.delete_keyspace(node(*n));
             }
             Op::Advance { ms } => sim.advance(Duration::from_millis(u64::from(*ms % 1_000))),
             Op::Crash { node: n } => sim.crash(node(*n)),

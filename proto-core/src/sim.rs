@@ -132,7 +132,8 @@ struct Produced {
 
 #[derive(Clone, Debug)]
 struct WriteRecord {
-    key: Bytes,
+    /// The key written, or `None` for a whole-keyspace delete.
+    key: Option<Bytes>,
     issued: Instant,
     /// When the write was acknowledged; `None` while open or after it failed.
     acked: Option<Instant>,
@@ -273,7 +274,7 @@ impl Sim {
         let key = Bytes::copy_from_slice(key.as_bytes());
         let write = self.writes.len();
         self.writes.push(WriteRecord {
-            key: key.clone(),
+            key: Some(key.clone()),
             issued: self.now,
             acked: None,
             settled: None,
@@ -298,7 +299,7 @@ impl Sim {
         let key = Bytes::copy_from_slice(key.as_bytes());
         let write = self.writes.len();
         self.writes.push(WriteRecord {
-            key: key.clone(),
+            key: Some(key.clone()),
             issued: self.now,
             acked: None,
             settled: None,
@@ -308,6 +309,16 @@ impl Sim {
             node,
             Input::Delete { request, keyspace: Bytes::from_static(KEYSPACE), key, timeout: None },
         );
+        request
+    }
+
+    /// Deletes the whole keyspace's data, cluster-wide, from `node`.
+    pub fn delete_keyspace(&mut self, node: usize) -> RequestId {
+        let write = self.writes.len();
+        self.writes.push(WriteRecord { key: None, issued: self.now, acked: None, settled: None });
+        let request = self.record(node, Vec::new(), Some(write));
+        let keyspace = Bytes::from_static(KEYSPACE);
+        self.input(node, Input::DeleteKeyspace { request, keyspace, timeout: None });
         request
     }
 
@@ -815,7 +826,8 @@ impl Sim {
         }
         for (position, write) in self.writes.iter().enumerate() {
             let Some(acked) = write.acked else { continue };
-            if write.key != *key || acked >= record.issued || produced.at >= write.issued {
+            let covers = write.key.as_ref().is_none_or(|written| written == key);
+            if !covers || acked >= record.issued || produced.at >= write.issued {
                 continue;
             }
             // Another write's value that overlaps this one may legitimately win the race.

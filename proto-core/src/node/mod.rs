@@ -481,6 +481,10 @@ impl Node {
                 let ops = keys.into_iter().map(WriteOp::Delete).collect();
                 self.start_write(now, pending, keyspace, ops, true, true);
             }
+            Input::DeleteKeyspace { request, keyspace, timeout } => {
+                let pending = self.new_local(request, timeout)?;
+                self.delete_keyspace(now, pending, keyspace);
+            }
             Input::Loaded { load, result } => return self.loaded(now, load, result),
             Input::SetPeers(members) => self.set_peers(now, members),
             Input::Leave => self.leave(),
@@ -1186,6 +1190,48 @@ impl Node {
         }
     }
 
+    /// Clears a keyspace here and on every other ring member; done when all confirmed.
+    fn delete_keyspace(&mut self, now: Instant, pending: u64, keyspace: Bytes) {
+        let error = if self.leaving {
+            Some(Error::ShuttingDown)
+        } else if !self.keyspaces.contains_key(&keyspace) {
+            Some(Error::UnknownKeyspace)
+        } else {
+            None
+        };
+        if let Some(entry) = self.pending.get_mut(&pending) {
+            let slot = WriteSlot { waiting: 0, error: error.clone() };
+            entry.state = PendingState::Write { slots: vec![slot], many: false };
+        }
+        if error.is_none() {
+            self.clear_keyspace(&keyspace);
+            let deadline = self.pending.get(&pending).map_or(now, |entry| entry.deadline);
+            let members: Vec<Bytes> = self
+                .ring
+                .peers()
+                .iter()
+                .filter(|member| **member != self.config.node_id)
+                .cloned()
+                .collect();
+            for peer in members {
+                self.cover(pending, &[0]);
+                let call = self.fresh_id();
+                let kind = CallKind::DropHot { pending, indices: vec![0] };
+                let message = Message::ClearKeyspace { keyspace: keyspace.clone() };
+                self.send_call(now, call, peer, deadline, kind, message);
+            }
+        }
+        self.maybe_finish_write(pending);
+    }
+
+    /// Drops every cached key of a keyspace and keeps loads in flight from being cached.
+    fn clear_keyspace(&mut self, name: &[u8]) {
+        if let Some(keyspace) = self.keyspaces.get_mut(name) {
+            keyspace.cache.clear();
+            keyspace.flights.invalidate_all();
+        }
+    }
+
     fn cover(&mut self, pending: u64, indices: &[u32]) {
         if let Some(PendingState::Write { slots, .. }) =
             self.pending.get_mut(&pending).map(|entry| &mut entry.state)
@@ -1687,6 +1733,10 @@ impl Node {
                         keyspace.cache.remove(key);
                     }
                 }
+                self.send(conn, request_id, &Message::Ack(Ok(())));
+            }
+            Message::ClearKeyspace { keyspace } => {
+                self.clear_keyspace(&keyspace);
                 self.send(conn, request_id, &Message::Ack(Ok(())));
             }
             Message::GetReply(outcome) => {

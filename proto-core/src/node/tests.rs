@@ -127,6 +127,31 @@ fn put_then_get_from_every_node_sees_the_put() {
 }
 
 #[test]
+fn delete_keyspace_clears_every_node() {
+    let mut sim =
+        Sim::new(SimConfig { nodes: 3, hot_threshold_per_second: 0.1, ..SimConfig::default() });
+    for round in 0..3 {
+        for i in 0..10 {
+            sim.get((i + round) % 3, &format!("ks-{i}"));
+        }
+        sim.run_until_idle(STEPS).unwrap();
+    }
+    assert_eq!(sim.total_loads(), 10);
+    let delete = sim.delete_keyspace(1);
+    sim.run_until_idle(STEPS).unwrap();
+    assert_eq!(sim.reply(delete), Some(&Reply::Write(Ok(()))));
+    for node in 0..3 {
+        let stats = sim.node(node).unwrap().keyspace_stats(KEYSPACE).unwrap();
+        assert_eq!(stats.cache.main.items + stats.cache.hot.items, 0, "node {node} kept data");
+    }
+    for i in 0..10 {
+        sim.get(i % 3, &format!("ks-{i}"));
+    }
+    sim.run_until_idle(STEPS).unwrap();
+    assert_eq!(sim.total_loads(), 20, "every key reloaded once");
+}
+
+#[test]
 fn batch_gets_group_keys_by_owner() {
     let mut sim = Sim::new(SimConfig { nodes: 3, ..SimConfig::default() });
     let keys: Vec<String> = (0..30).map(|i| format!("batch-{i}")).collect();
@@ -361,6 +386,7 @@ enum Op {
     GetMany { node: usize, keys: Vec<u8> },
     Put { node: usize, key: u8 },
     Delete { node: usize, key: u8 },
+    DeleteKeyspace { node: usize },
     Advance { ms: u64 },
     Crash { node: usize },
     Restart { node: usize },
@@ -378,6 +404,7 @@ fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
         2 => (nodes.clone(), proptest::collection::vec(key.clone(), 1..6)).prop_map(|(node, keys)| Op::GetMany { node, keys }),
         2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Put { node, key }),
         2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Delete { node, key }),
+        1 => nodes.clone().prop_map(|node| Op::DeleteKeyspace { node }),
         4 => prop_oneof![(0u64..30).prop_map(|ms| Op::Advance { ms }), (0u64..300).prop_map(|ms| Op::Advance { ms })],
     ];
     if !faults {
@@ -411,6 +438,9 @@ fn run_ops(seed: u64, ops: &[Op], config: SimConfig) -> Result<Sim, String> {
             }
             Op::Delete { node, key } => {
                 sim.delete(node, &format!("key-{key}"));
+            }
+            Op::DeleteKeyspace { node } => {
+                sim.delete_keyspace(node);
             }
             Op::Advance { ms } => sim.advance(Duration::from_millis(ms)),
             Op::Crash { node } => sim.crash(node),

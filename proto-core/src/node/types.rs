@@ -150,7 +150,7 @@ pub enum Reply {
     Get(Result<Value, Error>),
     /// To [`Input::GetMany`]: one result per key, in request order.
     GetMany(Vec<Result<Value, Error>>),
-    /// To [`Input::Put`] and [`Input::Delete`].
+    /// To [`Input::Put`], [`Input::Delete`] and [`Input::DeleteKeyspace`].
     Write(Result<(), Error>),
     /// To [`Input::PutMany`] and [`Input::DeleteMany`]: one result per key, in request order.
     WriteMany(Vec<Result<(), Error>>),
@@ -251,6 +251,16 @@ pub enum Input<'a> {
         keyspace: Bytes,
         /// The keys.
         keys: Vec<Bytes>,
+        /// How long the caller waits.
+        timeout: Option<Duration>,
+    },
+    /// Delete every key of a keyspace on every node (the keyspace itself stays); loads in
+    /// flight are not cached. Acknowledged once every ring member confirmed.
+    DeleteKeyspace {
+        /// Answered by a [`Reply::Write`] with this id.
+        request: RequestId,
+        /// The keyspace.
+        keyspace: Bytes,
         /// How long the caller waits.
         timeout: Option<Duration>,
     },

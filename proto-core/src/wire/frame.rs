@@ -41,11 +41,13 @@ pub enum FrameKind {
     Pong = 15,
     /// [`Message::Leaving`](super::Message::Leaving).
     Leaving = 16,
+    /// [`Message::ClearKeyspace`](super::Message::ClearKeyspace).
+    ClearKeyspace = 17,
 }
 
 impl FrameKind {
     /// Every kind, in byte order.
-    pub const ALL: [FrameKind; 16] = [
+    pub const ALL: [FrameKind; 17] = [
         FrameKind::Hello,
         FrameKind::Error,
         FrameKind::Get,
@@ -62,13 +64,14 @@ impl FrameKind {
         FrameKind::Ping,
         FrameKind::Pong,
         FrameKind::Leaving,
+        FrameKind::ClearKeyspace,
     ];
 
     /// The kind whose byte is `byte`, if any.
     #[must_use]
     pub const fn from_u8(byte: u8) -> Option<FrameKind> {
         match byte {
-            1..=16 => Some(Self::ALL[byte as usize - 1]),
+            1..=17 => Some(Self::ALL[byte as usize - 1]),
             _ => None,
         }
     }

@@ -100,6 +100,7 @@ impl<'a> Arbitrary<'a> for Message {
             FrameKind::Ping => Message::Ping,
             FrameKind::Pong => Message::Pong,
             FrameKind::Leaving => Message::Leaving,
+            FrameKind::ClearKeyspace => Message::ClearKeyspace { keyspace: bytes(u)? },
         })
     }
 }

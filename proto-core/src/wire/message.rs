@@ -232,8 +232,8 @@ pub struct PutEntry {
 /// Requests carry a fresh request id and are answered by the reply kind with the same id:
 /// `Get` → `GetReply`, `GetMany` → `GetManyReply` (one outcome per key, in order), `Put` and
 /// `Delete` → `Ack`, `PutMany` and `DeleteMany` → `AckMany` (one result per item, in order),
-/// `Ping` → `Pong` (the id is the nonce). `Hello`, `Error`, `DropHot` and `Leaving` are
-/// one-way and carry id 0.
+/// `DropHot` and `ClearKeyspace` → `Ack` (the owner waits for every peer's), `Ping` → `Pong`
+/// (the id is the nonce). `Hello`, `Error` and `Leaving` are one-way and carry id 0.
 ///
 /// Emit with [`Message::emit`] or [`Message::encode`]; parse with [`Message::parse`] or a
 /// [`FrameDecoder`](super::FrameDecoder).
@@ -306,7 +306,8 @@ pub enum Message {
     /// The answer to [`Message::PutMany`] or [`Message::DeleteMany`]: one result per item,
     /// in the request's order.
     AckMany(Vec<Result<(), ReplyError>>),
-    /// One-way, from a key's owner after a put or delete: drop your hot copies of these keys.
+    /// From a key's owner after a put or delete: drop your copies of these keys, and do not
+    /// cache a load of them already in flight. Answered by [`Message::Ack`].
     DropHot {
         /// The keyspace.
         keyspace: Bytes,
@@ -319,6 +320,12 @@ pub enum Message {
     Pong,
     /// One-way: the sender is leaving the ring (graceful leave).
     Leaving,
+    /// A keyspace's data was deleted cluster-wide: drop every copy of every key in it, and do
+    /// not cache loads already in flight. Answered by [`Message::Ack`].
+    ClearKeyspace {
+        /// The keyspace.
+        keyspace: Bytes,
+    },
 }
 
 /// Smallest encodings of list items, to refuse a count the payload cannot hold before
@@ -351,6 +358,7 @@ impl Message {
             Message::Ping => FrameKind::Ping,
             Message::Pong => FrameKind::Pong,
             Message::Leaving => FrameKind::Leaving,
+            Message::ClearKeyspace { .. } => FrameKind::ClearKeyspace,
         }
     }
 
@@ -507,6 +515,7 @@ impl Message {
                 entries.iter().try_for_each(entry)
             }
             Message::AckMany(results) => batch(results.len()),
+            Message::ClearKeyspace { keyspace: name } => keyspace(name),
             Message::Error(_)
             | Message::Ack(_)
             | Message::Ping
@@ -571,6 +580,7 @@ impl Message {
                     put_ack(s, result, limits);
                 }
             }
+            Message::ClearKeyspace { keyspace } => put_field(s, keyspace),
             Message::Ping | Message::Pong | Message::Leaving => {}
         }
     }
@@ -760,6 +770,9 @@ where
         FrameKind::Ping => Message::Ping,
         FrameKind::Pong => Message::Pong,
         FrameKind::Leaving => Message::Leaving,
+        FrameKind::ClearKeyspace => {
+            Message::ClearKeyspace { keyspace: r.field("keyspace", limits.max_label)? }
+        }
     };
     if r.pos != r.end {
         return Err(WireError::Malformed("bytes left after the payload"));

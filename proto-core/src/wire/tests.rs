@@ -60,6 +60,7 @@ fn samples() -> Vec<Message> {
         Message::Ping,
         Message::Pong,
         Message::Leaving,
+        Message::ClearKeyspace { keyspace: b(b"users") },
     ]
 }
 
@@ -231,8 +232,8 @@ fn unsupported_version_is_refused_when_its_byte_arrives() {
 fn unknown_kind_is_refused_when_its_byte_arrives() {
     let mut decoder = FrameDecoder::new(WireLimits::default());
     decoder.push(&[0, 0, 0, 10, PROTOCOL_VERSION]).unwrap();
-    assert_eq!(decoder.push(&[17, 0, 0]), Err(WireError::UnknownKind(17)));
-    for kind in [0u8, 17, 255] {
+    assert_eq!(decoder.push(&[18, 0, 0]), Err(WireError::UnknownKind(18)));
+    for kind in [0u8, 18, 255] {
         let frame = raw_frame(kind, 1, &[]);
         assert_eq!(parse(&frame, &WireLimits::default()), Err(WireError::UnknownKind(kind)));
     }
@@ -678,6 +679,7 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::Ping),
         Just(Message::Pong),
         Just(Message::Leaving),
+        bytes_upto(12).prop_map(|keyspace| Message::ClearKeyspace { keyspace }),
     ]
 }
 
