@@ -136,6 +136,15 @@ struct Served {
 
 type GetResult = Result<Served, Error>;
 
+/// One key of a batch get.
+#[derive(Default)]
+struct Part {
+    result: Option<GetResult>,
+    flight: Option<FlightId>,
+    /// Looked up again once because its value expired before the batch could be answered.
+    refreshed: bool,
+}
+
 enum Origin {
     Local(RequestId),
     Peer { conn: ConnId, request_id: u64 },
@@ -149,20 +158,9 @@ struct WriteSlot {
 }
 
 enum PendingState {
-    Get {
-        keyspace: Bytes,
-        flight: Option<FlightId>,
-    },
-    GetMany {
-        keyspace: Bytes,
-        keys: Vec<Bytes>,
-        parts: Vec<(Option<GetResult>, Option<FlightId>)>,
-        remaining: usize,
-    },
-    Write {
-        slots: Vec<WriteSlot>,
-        many: bool,
-    },
+    Get { keyspace: Bytes, flight: Option<FlightId> },
+    GetMany { keyspace: Bytes, keys: Vec<Bytes>, parts: Vec<Part>, remaining: usize },
+    Write { slots: Vec<WriteSlot>, many: bool },
 }
 
 struct Pending {
@@ -629,10 +627,12 @@ impl Node {
         for (index, key) in keys.iter().enumerate() {
             let waiter = Waiter::Part(pending, index as u32);
             match self.get_key(now, &keyspace, key, waiter, from_peer, &mut plan) {
-                Lookup::Done(result) => parts.push((Some(result), None)),
+                Lookup::Done(result) => {
+                    parts.push(Part { result: Some(result), ..Part::default() })
+                }
                 Lookup::Waiting(flight) => {
                     remaining += 1;
-                    parts.push((None, Some(flight)));
+                    parts.push(Part { flight: Some(flight), ..Part::default() });
                 }
             }
         }
@@ -970,11 +970,11 @@ impl Node {
         let Some(entry) = self.pending.get_mut(&pending) else { return };
         let PendingState::GetMany { parts, remaining, .. } = &mut entry.state else { return };
         let Some(part) = parts.get_mut(index as usize) else { return };
-        if part.0.is_some() {
+        if part.result.is_some() {
             return;
         }
-        part.0 = Some(result);
-        part.1 = None;
+        part.result = Some(result);
+        part.flight = None;
         *remaining -= 1;
         if *remaining == 0 && !self.refresh_expired_parts(pending) {
             self.finish_pending(pending);
@@ -982,7 +982,9 @@ impl Node {
     }
 
     /// A batch is answered when its last part is in; a value that came in early may have expired
-    /// meanwhile and is looked up again. Returns whether parts are outstanding again.
+    /// meanwhile and is looked up again, once (a part that expires again is answered `TimedOut`
+    /// at delivery, so two slow parts cannot keep expiring each other until the deadline).
+    /// Returns whether parts are outstanding again.
     fn refresh_expired_parts(&mut self, pending: u64) -> bool {
         let now = self.clock.latest();
         let Some(entry) = self.pending.get(&pending) else { return false };
@@ -990,9 +992,7 @@ impl Node {
         let expired: Vec<usize> = parts
             .iter()
             .enumerate()
-            .filter(|(_, part)| {
-                matches!(&part.0, Some(Ok(served)) if served.value.expires_at.is_some_and(|at| at <= now))
-            })
+            .filter(|(_, part)| !part.refreshed && part_expired(part, now))
             .map(|(index, _)| index)
             .collect();
         if expired.is_empty() {
@@ -1021,9 +1021,11 @@ impl Node {
         };
         for (index, lookup) in waiting {
             match lookup {
-                Lookup::Done(result) => parts[index] = (Some(result), None),
+                Lookup::Done(result) => {
+                    parts[index] = Part { result: Some(result), flight: None, refreshed: true };
+                }
                 Lookup::Waiting(flight) => {
-                    parts[index] = (None, Some(flight));
+                    parts[index] = Part { result: None, flight: Some(flight), refreshed: true };
                     *remaining += 1;
                 }
             }
@@ -1288,11 +1290,11 @@ impl Node {
             }
             PendingState::GetMany { keyspace, parts, remaining, .. } => {
                 for (index, part) in parts.iter_mut().enumerate() {
-                    if part.0.is_none() {
-                        if let Some(flight) = part.1.take() {
+                    if part.result.is_none() {
+                        if let Some(flight) = part.flight.take() {
                             leave.push((keyspace.clone(), flight, Waiter::Part(id, index as u32)));
                         }
-                        part.0 = Some(Err(Error::TimedOut));
+                        part.result = Some(Err(Error::TimedOut));
                     }
                 }
                 *remaining = 0;
@@ -1326,8 +1328,15 @@ impl Node {
                 (Reply::Get(result.map(|served| served.value)), message)
             }
             (PendingState::GetMany { parts, .. }, None) => {
-                let results: Vec<GetResult> =
-                    parts.into_iter().map(|part| part.0.unwrap_or(Err(Error::TimedOut))).collect();
+                // Never deliver a value that expired while the rest of the batch came in.
+                let now = self.clock.latest();
+                let results: Vec<GetResult> = parts
+                    .into_iter()
+                    .map(|part| match part.result {
+                        Some(Ok(_)) if part_expired(&part, now) => Err(Error::TimedOut),
+                        result => result.unwrap_or(Err(Error::TimedOut)),
+                    })
+                    .collect();
                 let outcomes = results.iter().map(|result| self.get_outcome(result)).collect();
                 (
                     Reply::GetMany(
@@ -2004,6 +2013,10 @@ impl Node {
             config,
         })
     }
+}
+
+fn part_expired(part: &Part, now: Instant) -> bool {
+    matches!(&part.result, Some(Ok(served)) if served.value.expires_at.is_some_and(|at| at <= now))
 }
 
 enum Lookup {

@@ -213,6 +213,73 @@ fn expired_values_are_reloaded() {
     assert_eq!(sim.loads("ttl"), 2);
 }
 
+/// Found by the simulation: an owner's reply stalled in a partition arrived after the value's
+/// expiry, and the requester served it.
+#[test]
+fn a_value_that_expires_in_transit_is_not_served() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 2,
+        source_ttl: Some(Duration::from_millis(100)),
+        source_delay: (Duration::from_millis(5), Duration::from_millis(5)),
+        ..SimConfig::default()
+    });
+    let key = "in-transit";
+    let owner = sim.owner(key).unwrap();
+    let requester = 1 - owner;
+    let first = sim.get(owner, key);
+    sim.run_until_idle(STEPS).unwrap();
+    sim.advance(Duration::from_millis(50));
+    sim.partition(owner, requester);
+    let late = sim.get(requester, key); // the owner's answer (expiring at 105 ms) stalls
+    sim.advance(Duration::from_millis(100));
+    sim.heal();
+    sim.run_until_idle(STEPS).unwrap();
+    let value = value_of(sim.reply(late)).expect("answered with a fresh load");
+    assert_ne!(Some(value), value_of(sim.reply(first)));
+}
+
+/// Found by the simulation: a batch answered when its last part came in carried an earlier
+/// part whose value had expired meanwhile.
+#[test]
+fn a_batch_part_that_expires_while_the_batch_waits_is_fetched_again() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 1,
+        source_ttl: Some(Duration::from_millis(400)),
+        source_delay: (Duration::from_millis(150), Duration::from_millis(150)),
+        ..SimConfig::default()
+    });
+    let first = sim.get(0, "a"); // loaded at 0, arrives at 150 ms, expires at 400 ms
+    sim.run_until_idle(STEPS).unwrap();
+    sim.advance(Duration::from_millis(150));
+    // At 300 ms "a" hits; "b" arrives at 450 ms, when "a" has expired: "a" is loaded again.
+    let batch = sim.get_many(0, &["a", "b"]);
+    sim.run_until_idle(STEPS).unwrap();
+    let Some(Reply::GetMany(results)) = sim.reply(batch) else { panic!("a batch reply") };
+    let a = results[0].as_ref().unwrap();
+    assert!(a.expires_at.unwrap() > sim.now() - Duration::from_millis(1));
+    assert_ne!(Some(a.bytes.clone()), value_of(sim.reply(first)), "\"a\" was fetched again");
+    assert_eq!(sim.loads("a"), 2);
+}
+
+/// Found by the simulation: when loads are slower than the TTL, two parts of a batch kept
+/// expiring each other until the deadline, which then delivered expired values.
+#[test]
+fn batch_parts_that_keep_expiring_time_out_instead_of_serving_stale_values() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 1,
+        source_ttl: Some(Duration::from_millis(200)),
+        source_delay: (Duration::from_millis(150), Duration::from_millis(150)),
+        ..SimConfig::default()
+    });
+    sim.get(0, "a");
+    sim.run_until_idle(STEPS).unwrap();
+    let batch = sim.get_many(0, &["a", "b"]);
+    sim.run_until_idle(STEPS).unwrap(); // the simulation rejects any expired value delivered
+    let Some(Reply::GetMany(results)) = sim.reply(batch) else { panic!("a batch reply") };
+    assert!(results.iter().any(|r| matches!(r, Err(Error::TimedOut))), "{results:?}");
+    assert!(sim.now() < Instant::from_secs(1), "answered long before the deadline");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Direct Node tests: connections, hello, garbage, leave, warmup, limiter.
 
