@@ -50,6 +50,11 @@ pub struct NodeConfig {
     /// The wall-clock time at the `now` passed to `Node::new` (expiries cross the wire as
     /// wall-clock time).
     pub unix_time_at_start: UnixTime,
+    /// The rate limit of every keyspace's data source unless the keyspace overrides it;
+    /// `None` for unlimited.
+    pub limiter: Option<LimiterConfig>,
+    /// The circuit breaker of every keyspace's data source unless the keyspace overrides it.
+    pub breaker: BreakerConfig,
     /// Keyspaces to create at start.
     pub keyspaces: Vec<KeyspaceConfig>,
 }
@@ -75,6 +80,8 @@ impl NodeConfig {
             warmup_max_keys: 1_000,
             warmup_concurrency: 8,
             unix_time_at_start: UnixTime::EPOCH,
+            limiter: None,
+            breaker: BreakerConfig::default(),
             keyspaces: Vec::new(),
         }
     }
@@ -103,10 +110,12 @@ pub struct KeyspaceConfig {
     pub write_timeout: Duration,
     /// Keys to prefetch when this node comes to own them.
     pub warm_keys: Vec<Bytes>,
-    /// The data source's rate limit; `None` for unlimited.
+    /// The data source's rate limit for this keyspace; `None`: the node's
+    /// [`NodeConfig::limiter`].
     pub limiter: Option<LimiterConfig>,
-    /// The data source's circuit breaker.
-    pub breaker: BreakerConfig,
+    /// The data source's circuit breaker for this keyspace; `None`: the node's
+    /// [`NodeConfig::breaker`].
+    pub breaker: Option<BreakerConfig>,
     /// The hot-key tracker (request rates reported to requesters, and warmup candidates).
     pub hot_keys: HotKeysConfig,
 }
@@ -123,7 +132,7 @@ impl KeyspaceConfig {
             write_timeout: Duration::from_secs(2),
             warm_keys: Vec::new(),
             limiter: None,
-            breaker: BreakerConfig::default(),
+            breaker: None,
             hot_keys: HotKeysConfig::default(),
         }
     }

@@ -346,10 +346,11 @@ impl Node {
                 HotKeys::new(config.hot_keys, now).map_err(|_| ConfigError::BadHotKeys)?;
         }
         if config.breaker != keyspace.config.breaker {
-            keyspace.breaker = Breaker::new(config.breaker, now);
+            keyspace.breaker = Breaker::new(config.breaker.unwrap_or(self.config.breaker), now);
         }
         if config.limiter != keyspace.config.limiter {
-            keyspace.limiter = config.limiter.map(|limiter| Limiter::new(limiter, now));
+            let limiter = config.limiter.or(self.config.limiter);
+            keyspace.limiter = limiter.map(|limiter| Limiter::new(limiter, now));
         }
         keyspace.cache.set_max_bytes(config.max_bytes);
         keyspace.config = config;
@@ -2007,8 +2008,11 @@ impl Node {
             flights: FlightTable::new(seed.rotate_left(17), FlightLimits::default()),
             meta: HashMap::with_hasher(key_hash_builder(seed.rotate_left(29))),
             hot,
-            breaker: Breaker::new(config.breaker, now),
-            limiter: config.limiter.map(|limiter| Limiter::new(limiter, now)),
+            breaker: Breaker::new(config.breaker.unwrap_or(self.config.breaker), now),
+            limiter: config
+                .limiter
+                .or(self.config.limiter)
+                .map(|limiter| Limiter::new(limiter, now)),
             stats: KeyspaceStats::default(),
             config,
         })

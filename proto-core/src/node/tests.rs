@@ -408,6 +408,35 @@ fn rate_limited_loads_get_their_own_error() {
 }
 
 #[test]
+fn keyspaces_inherit_the_node_limiter_unless_they_override_it() {
+    let one_per_second = crate::LimiterConfig::new(crate::Rate::per_second(1).unwrap(), 1).unwrap();
+    let generous = crate::LimiterConfig::new(crate::Rate::per_second(1_000).unwrap(), 100).unwrap();
+    let mut own = KeyspaceConfig::new("own", 1 << 20);
+    own.limiter = Some(generous);
+    let mut config = NodeConfig::new("a", "c")
+        .with_keyspace(KeyspaceConfig::new("inherits", 1 << 20))
+        .with_keyspace(own);
+    config.limiter = Some(one_per_second);
+    let mut n = Node::new(config, Instant::ZERO).unwrap();
+    let mut loads = |keyspace: &'static [u8]| {
+        for i in 0..3u64 {
+            let request = RequestId(i + if keyspace == b"own" { 100 } else { 0 });
+            let key = Bytes::from(format!("k{i}"));
+            let input = Input::Get {
+                request,
+                keyspace: Bytes::from_static(keyspace),
+                key,
+                timeout: Some(Duration::from_millis(10)),
+            };
+            n.handle_input(Instant::ZERO, input).unwrap();
+        }
+        drain(&mut n).iter().filter(|o| matches!(o, Output::Load { .. })).count()
+    };
+    assert_eq!(loads(b"inherits"), 1, "the node's limit of 1/s applies");
+    assert_eq!(loads(b"own"), 3, "the keyspace's own limit applies");
+}
+
+#[test]
 fn warmup_loads_warm_keys_this_node_comes_to_own() {
     let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
     config.warm_keys = (0..50).map(|i| Bytes::from(format!("warm-{i}"))).collect();
