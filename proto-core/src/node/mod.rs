@@ -414,7 +414,7 @@ impl Node {
                     }
                 }
                 Timer::Load(id) => self.load_deadline(now, id),
-                Timer::StartLoad(id) => self.begin_load(now, id),
+                Timer::StartLoad(id) => self.begin_delayed_load(now, id),
             }
         }
         for keyspace in self.keyspaces.values_mut() {
@@ -622,28 +622,48 @@ impl Node {
         keys: Vec<Bytes>,
         from_peer: bool,
     ) {
+        let count = keys.len();
+        // The batch's state is in place before any lookup: an answer can come back before the
+        // lookup that caused it returns (a load refused at once completes its flight).
+        if let Some(entry) = self.pending.get_mut(&pending) {
+            let parts = (0..count).map(|_| Part::default()).collect();
+            entry.state =
+                PendingState::GetMany { keyspace: keyspace.clone(), keys, parts, remaining: count };
+        }
+        if count == 0 {
+            self.finish_pending(pending);
+            return;
+        }
         let mut plan = FetchPlan::new();
-        let mut parts = Vec::with_capacity(keys.len());
-        let mut remaining = 0;
-        for (index, key) in keys.iter().enumerate() {
-            let waiter = Waiter::Part(pending, index as u32);
-            match self.get_key(now, &keyspace, key, waiter, from_peer, &mut plan) {
-                Lookup::Done(result) => {
-                    parts.push(Part { result: Some(result), ..Part::default() })
-                }
-                Lookup::Waiting(flight) => {
-                    remaining += 1;
-                    parts.push(Part { flight: Some(flight), ..Part::default() });
+        for index in 0..count {
+            self.lookup_part(now, pending, &keyspace, index, from_peer, &mut plan);
+        }
+        self.run_plan(now, pending, plan);
+    }
+
+    /// Looks up part `index` of a batch whose state is stored and counts the part outstanding.
+    fn lookup_part(
+        &mut self,
+        now: Instant,
+        pending: u64,
+        keyspace: &Bytes,
+        index: usize,
+        from_peer: bool,
+        plan: &mut FetchPlan,
+    ) {
+        let Some(key) = self.batch_key(pending, index) else { return };
+        let waiter = Waiter::Part(pending, index as u32);
+        match self.get_key(now, keyspace, &key, waiter, from_peer, plan) {
+            Lookup::Done(result) => self.answer_part(pending, index as u32, result),
+            Lookup::Waiting(flight) => {
+                let state = self.pending.get_mut(&pending).map(|entry| &mut entry.state);
+                if let Some(PendingState::GetMany { parts, .. }) = state {
+                    // Unless it was answered already, on the way.
+                    if let Some(part) = parts.get_mut(index).filter(|part| part.result.is_none()) {
+                        part.flight = Some(flight);
+                    }
                 }
             }
-        }
-        if let Some(entry) = self.pending.get_mut(&pending) {
-            entry.state = PendingState::GetMany { keyspace, keys, parts, remaining };
-        }
-        if remaining == 0 {
-            self.finish_pending(pending);
-        } else {
-            self.run_plan(now, pending, plan);
         }
     }
 
@@ -701,7 +721,13 @@ impl Node {
                 // A peer's request never waits on a fetch from a third node: load here too.
                 let fetch_only = keyspace.meta.get(&id).is_some_and(|meta| meta.load.is_none());
                 if from_peer && fetch_only {
-                    self.start_load(now, keyspace_name, id);
+                    if let Err(error) = self.start_load(now, keyspace_name, id) {
+                        // Refused: answer this peer alone; the fetch goes on for the others.
+                        if let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) {
+                            keyspace.flights.leave(id, waiter);
+                        }
+                        return Lookup::Done(Err(error));
+                    }
                 }
                 Lookup::Waiting(id)
             }
@@ -710,7 +736,7 @@ impl Node {
                 keyspace.meta.insert(id, FlightMeta::default());
                 match owner {
                     Some(owner) if !from_peer => plan.push((owner, key.clone(), id)),
-                    _ => self.start_load(now, keyspace_name, id),
+                    _ => self.load_or_fail(now, keyspace_name, id),
                 }
                 Lookup::Waiting(id)
             }
@@ -775,11 +801,17 @@ impl Node {
         }
     }
 
-    /// Starts the data-source call of a flight, through the rate limiter and the breaker.
-    fn start_load(&mut self, now: Instant, keyspace_name: &Bytes, flight: FlightId) {
+    /// Starts the data-source call of a flight, through the rate limiter and the breaker. A
+    /// refusal is returned, not acted on: the caller decides who hears of it.
+    fn start_load(
+        &mut self,
+        now: Instant,
+        keyspace_name: &Bytes,
+        flight: FlightId,
+    ) -> Result<(), Error> {
         let load = LoadId(self.fresh_id());
-        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
-        let Some(key) = keyspace.flights.key(flight).cloned() else { return };
+        let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return Ok(()) };
+        let Some(key) = keyspace.flights.key(flight).cloned() else { return Ok(()) };
         let read_timeout = keyspace.config.read_timeout;
         let start_at =
             match keyspace.limiter.as_mut().map(|limiter| limiter.acquire(now, 1, read_timeout)) {
@@ -787,63 +819,81 @@ impl Node {
                 Some(Ok(Grant::At(at))) => at,
                 Some(Err(_)) => {
                     keyspace.stats.rate_limited += 1;
-                    self.complete_flight(
-                        now,
-                        keyspace_name,
-                        flight,
-                        Err(Error::RateLimited),
-                        None,
-                        None,
-                    );
-                    return;
+                    return Err(Error::RateLimited);
                 }
             };
+        // A load that starts now takes its breaker permit now; a delayed one when it starts.
+        let permit = if start_at <= now {
+            match keyspace.breaker.try_acquire(now) {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    keyspace.stats.circuit_open += 1;
+                    return Err(Error::CircuitOpen);
+                }
+            }
+        } else {
+            None
+        };
         if let Some(meta) = keyspace.meta.get_mut(&flight) {
             meta.load = Some(load);
         }
         let deadline = start_at + read_timeout;
-        self.loads.insert(
-            load,
-            Load {
-                keyspace: keyspace_name.clone(),
-                key,
-                flight: Some(flight),
-                permit: None,
-                deadline,
-            },
-        );
-        if start_at <= now {
-            self.begin_load(now, load);
-        } else {
-            self.push_timer(start_at, Timer::StartLoad(load));
+        let keyspace = keyspace_name.clone();
+        self.loads
+            .insert(load, Load { keyspace, key, flight: Some(flight), permit: None, deadline });
+        match permit {
+            Some(permit) => self.issue_load(load, permit),
+            None => self.push_timer(start_at, Timer::StartLoad(load)),
+        }
+        Ok(())
+    }
+
+    /// Starts a load; on refusal, answers the whole flight with the error.
+    fn load_or_fail(&mut self, now: Instant, keyspace_name: &Bytes, flight: FlightId) {
+        if let Err(error) = self.start_load(now, keyspace_name, flight) {
+            self.complete_flight(now, keyspace_name, flight, Err(error), None, None);
         }
     }
 
-    fn begin_load(&mut self, now: Instant, id: LoadId) {
+    fn issue_load(&mut self, id: LoadId, permit: Permit) {
         let Some(load) = self.loads.get_mut(&id) else { return };
+        load.permit = Some(permit);
+        let (keyspace, key, deadline) = (load.keyspace.clone(), load.key.clone(), load.deadline);
+        if let Some(state) = self.keyspaces.get_mut(&keyspace) {
+            state.stats.local_loads += 1;
+        }
+        self.push_timer(deadline, Timer::Load(id));
+        self.outputs.push_back(Output::Load { load: id, keyspace, key });
+    }
+
+    /// A load the rate limiter delayed may start now.
+    fn begin_delayed_load(&mut self, now: Instant, id: LoadId) {
+        let Some(load) = self.loads.get(&id) else { return };
         if load.permit.is_some() {
             return;
         }
-        let Some(keyspace) = self.keyspaces.get_mut(&load.keyspace) else {
+        let (keyspace_name, flight) = (load.keyspace.clone(), load.flight);
+        let keyspace = self.keyspaces.get_mut(&keyspace_name);
+        let (Some(keyspace), Some(flight)) = (keyspace, flight) else {
+            // Its flight finished another way meanwhile: nothing to load for.
             self.loads.remove(&id);
             return;
         };
         match keyspace.breaker.try_acquire(now) {
-            Ok(permit) => {
-                load.permit = Some(permit);
-                keyspace.stats.local_loads += 1;
-                let (keyspace, key, deadline) =
-                    (load.keyspace.clone(), load.key.clone(), load.deadline);
-                self.push_timer(deadline, Timer::Load(id));
-                self.outputs.push_back(Output::Load { load: id, keyspace, key });
-            }
+            Ok(permit) => self.issue_load(id, permit),
             Err(_) => {
                 keyspace.stats.circuit_open += 1;
-                let load = self.loads.remove(&id).expect("just looked up");
-                if let Some(flight) = load.flight {
+                self.loads.remove(&id);
+                let meta = keyspace.meta.get_mut(&flight);
+                let fetching = meta.is_some_and(|meta| {
+                    meta.load = None;
+                    meta.call.is_some()
+                });
+                // A fetch still under way may yet answer; otherwise the refusal is the answer.
+                if !fetching {
                     self.complete_flight(
                         now,
-                        &load.keyspace,
+                        &keyspace_name,
                         flight,
                         Err(Error::CircuitOpen),
                         None,
@@ -988,52 +1038,31 @@ impl Node {
     /// Returns whether parts are outstanding again.
     fn refresh_expired_parts(&mut self, pending: u64) -> bool {
         let now = self.clock.latest();
-        let Some(entry) = self.pending.get(&pending) else { return false };
-        let PendingState::GetMany { keyspace, parts, .. } = &entry.state else { return false };
-        let expired: Vec<usize> = parts
-            .iter()
-            .enumerate()
-            .filter(|(_, part)| !part.refreshed && part_expired(part, now))
-            .map(|(index, _)| index)
-            .collect();
+        let Some(entry) = self.pending.get_mut(&pending) else { return false };
+        let from_peer = matches!(entry.origin, Origin::Peer { .. });
+        let PendingState::GetMany { keyspace, parts, remaining, .. } = &mut entry.state else {
+            return false;
+        };
+        let mut expired = Vec::new();
+        for (index, part) in parts.iter_mut().enumerate() {
+            if !part.refreshed && part_expired(part, now) {
+                // Outstanding again before its lookup: the answer may come back at once.
+                *part = Part { result: None, flight: None, refreshed: true };
+                *remaining += 1;
+                expired.push(index);
+            }
+        }
         if expired.is_empty() {
             return false;
         }
         let keyspace = keyspace.clone();
-        let from_peer = matches!(entry.origin, Origin::Peer { .. });
         let mut plan = FetchPlan::new();
-        let mut waiting = Vec::new();
         for index in expired {
-            let Some(key) = self.batch_key(pending, index) else { continue };
-            let lookup = self.get_key(
-                now,
-                &keyspace,
-                &key,
-                Waiter::Part(pending, index as u32),
-                from_peer,
-                &mut plan,
-            );
-            waiting.push((index, lookup));
+            self.lookup_part(now, pending, &keyspace, index, from_peer, &mut plan);
         }
-        let Some(PendingState::GetMany { parts, remaining, .. }) =
-            self.pending.get_mut(&pending).map(|e| &mut e.state)
-        else {
-            return false;
-        };
-        for (index, lookup) in waiting {
-            match lookup {
-                Lookup::Done(result) => {
-                    parts[index] = Part { result: Some(result), flight: None, refreshed: true };
-                }
-                Lookup::Waiting(flight) => {
-                    parts[index] = Part { result: None, flight: Some(flight), refreshed: true };
-                    *remaining += 1;
-                }
-            }
-        }
-        let outstanding = *remaining > 0;
         self.run_plan(now, pending, plan);
-        outstanding
+        // The batch is answered by the last part's `answer_part` (possibly already).
+        true
     }
 
     fn batch_key(&self, pending: u64, index: usize) -> Option<Bytes> {
@@ -1488,7 +1517,7 @@ impl Node {
         meta.call = None;
         keyspace.stats.peer_errors += 1;
         if meta.load.is_none() {
-            self.start_load(now, keyspace_name, flight);
+            self.load_or_fail(now, keyspace_name, flight);
         }
     }
 
@@ -1909,7 +1938,7 @@ impl Node {
             };
             keyspace.meta.insert(flight, FlightMeta::default());
             self.warmup_active += 1;
-            self.start_load(now, &name, flight);
+            self.load_or_fail(now, &name, flight);
         }
     }
 

@@ -407,6 +407,38 @@ fn rate_limited_loads_get_their_own_error() {
     }));
 }
 
+/// Found in review: a batch part whose load was refused on the spot was answered before the
+/// batch's state existed, so the batch waited for its deadline instead of answering at once.
+#[test]
+fn a_batch_with_a_refused_load_is_answered_at_once() {
+    let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
+    config.limiter =
+        Some(crate::LimiterConfig::new(crate::Rate::per_second(1).unwrap(), 1).unwrap());
+    config.read_timeout = Duration::from_millis(10);
+    let mut n = Node::new(NodeConfig::new("a", "c").with_keyspace(config), Instant::ZERO).unwrap();
+    let keys = alloc::vec![Bytes::from_static(b"k0"), Bytes::from_static(b"k1")];
+    let input = Input::GetMany {
+        request: RequestId(1),
+        keyspace: Bytes::from_static(KEYSPACE),
+        keys,
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, input).unwrap();
+    let load = drain(&mut n).into_iter().find_map(|o| match o {
+        Output::Load { load, .. } => Some(load),
+        _ => None,
+    });
+    let result = LoadResult::Value { bytes: Bytes::from_static(b"v0"), expires_at: None };
+    n.handle_input(Instant::from_millis(1), Input::Loaded { load: load.unwrap(), result }).unwrap();
+    let reply = drain(&mut n).into_iter().find_map(|o| match o {
+        Output::Reply { reply: Reply::GetMany(results), .. } => Some(results),
+        _ => None,
+    });
+    let results = reply.expect("answered when the one load finished, not at the deadline");
+    assert_eq!(results[0].as_ref().unwrap().bytes, Bytes::from_static(b"v0"));
+    assert_eq!(results[1], Err(Error::RateLimited));
+}
+
 #[test]
 fn keyspaces_inherit_the_node_limiter_unless_they_override_it() {
     let one_per_second = crate::LimiterConfig::new(crate::Rate::per_second(1).unwrap(), 1).unwrap();
