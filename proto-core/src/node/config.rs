@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// The longest a fetch from the owning peer may take before this node loads the key
     /// itself (capped at half of the request's remaining time).
     pub peer_timeout: Duration,
+    /// The longest a connection may take to open (the driver's connect) and to complete its
+    /// hello; then it counts as failed.
+    pub connect_timeout: Duration,
     /// Waiting before retrying a peer that refused a connection: doubles from this…
     pub reconnect_backoff_min: Duration,
     /// …up to this (with seeded jitter).
@@ -73,6 +76,7 @@ impl NodeConfig {
             max_pending: 100_000,
             request_timeout: Duration::from_secs(5),
             peer_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(5),
             hot_threshold_per_second: 10.0,

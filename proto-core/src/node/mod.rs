@@ -223,6 +223,8 @@ struct Conn {
 struct PeerLink {
     conn: Option<ConnId>,
     connecting: bool,
+    /// Names the connection attempt in progress, for its timeout.
+    attempt: u64,
     queued: Vec<u64>,
     backoff: Duration,
     retry_at: Instant,
@@ -234,6 +236,10 @@ enum Timer {
     Call(u64),
     Load(LoadId),
     StartLoad(LoadId),
+    /// A connection attempt (`PeerLink::attempt`) the driver has not reported on.
+    Connect(u64),
+    /// A connection whose hello has not arrived.
+    Hello(ConnId),
 }
 
 /// Where a miss that needs the owner's copy goes, collected while a batch is processed so that
@@ -277,6 +283,7 @@ impl Node {
         }
         if config.request_timeout.is_zero()
             || config.peer_timeout.is_zero()
+            || config.connect_timeout.is_zero()
             || !config.hot_threshold_per_second.is_finite()
             || config.hot_threshold_per_second < 0.0
         {
@@ -415,6 +422,22 @@ impl Node {
                 }
                 Timer::Load(id) => self.load_deadline(now, id),
                 Timer::StartLoad(id) => self.begin_delayed_load(now, id),
+                Timer::Connect(attempt) => {
+                    let peer = self
+                        .peers
+                        .iter()
+                        .find(|(_, link)| link.connecting && link.attempt == attempt)
+                        .map(|(peer, _)| peer.clone());
+                    if let Some(peer) = peer {
+                        self.connect_failed(now, &peer);
+                    }
+                }
+                Timer::Hello(conn) => {
+                    if self.conns.get(&conn).is_some_and(|state| !state.hello_received) {
+                        self.outputs.push_back(Output::Close { conn });
+                        self.drop_conn(now, conn);
+                    }
+                }
             }
         }
         for keyspace in self.keyspaces.values_mut() {
@@ -1443,6 +1466,7 @@ impl Node {
             Call { peer: peer.clone(), conn: None, deadline, kind, unsent: Some(message) },
         );
         self.push_timer(deadline, Timer::Call(id));
+        let attempt = self.fresh_id();
         let link = self.peers.entry(peer.clone()).or_default();
         if let Some(conn) = link.conn {
             self.transmit_call(id, conn);
@@ -1450,8 +1474,10 @@ impl Node {
             link.queued.push(id);
         } else if now >= link.retry_at && !self.leaving {
             link.connecting = true;
+            link.attempt = attempt;
             link.queued.push(id);
             self.outputs.push_back(Output::Connect { peer });
+            self.push_timer(now + self.config.connect_timeout, Timer::Connect(attempt));
         } else {
             // The peer refused recently: do not wait for it.
             self.fail_call(now, id);
@@ -1477,17 +1503,28 @@ impl Node {
     }
 
     fn connect_failed(&mut self, now: Instant, peer: &Bytes) {
+        self.back_off(now, peer);
+        let queued = self.peers.get_mut(peer).map(|link| core::mem::take(&mut link.queued));
+        for id in queued.unwrap_or_default() {
+            self.fail_call(now, id);
+        }
+    }
+
+    /// No new connection to `peer` before a backoff that doubles with each failure.
+    fn back_off(&mut self, now: Instant, peer: &Bytes) {
         let (min, max) = (self.config.reconnect_backoff_min, self.config.reconnect_backoff_max);
         let jitter = self.next_random();
         let Some(link) = self.peers.get_mut(peer) else { return };
         link.connecting = false;
-        link.backoff = if link.backoff.is_zero() { min } else { (link.backoff * 2).min(max) };
+        link.backoff = match link.backoff.checked_mul(2) {
+            _ if link.backoff.is_zero() => min,
+            Some(doubled) => doubled.min(max),
+            None => max,
+        };
         // Up to a quarter of jitter, so peers that lost the same node do not retry in step.
-        let jitter = Duration::from_micros(jitter % (link.backoff.as_micros() as u64 / 4 + 1));
+        let quarter = u64::try_from(link.backoff.as_micros() / 4).unwrap_or(u64::MAX);
+        let jitter = Duration::from_micros(jitter % quarter.saturating_add(1));
         link.retry_at = now + link.backoff + jitter;
-        for id in core::mem::take(&mut link.queued) {
-            self.fail_call(now, id);
-        }
     }
 
     /// A call failed (connection, timeout, refused): gets fall back to loading here, writes
@@ -1576,6 +1613,8 @@ impl Node {
     }
 
     fn open_conn(&mut self, conn: ConnId, peer: Option<Bytes>, outbound: bool) {
+        let hello_by = self.clock.latest() + self.config.connect_timeout;
+        self.push_timer(hello_by, Timer::Hello(conn));
         self.conns.insert(
             conn,
             Conn {
@@ -1621,6 +1660,10 @@ impl Node {
     /// came on it are abandoned, and hot copies are dropped (a delete may be missed now).
     fn drop_conn(&mut self, now: Instant, conn: ConnId) {
         let Some(state) = self.conns.remove(&conn) else { return };
+        if let (true, false, Some(peer)) = (state.outbound, state.hello_received, &state.peer) {
+            // It never got as far as a hello: as good as a failed connect.
+            self.back_off(now, peer);
+        }
         if let Some(peer) = &state.peer {
             if let Some(link) = self.peers.get_mut(peer) {
                 if link.conn == Some(conn) {
@@ -1663,6 +1706,14 @@ impl Node {
 
     fn handle_frame(&mut self, now: Instant, conn: ConnId, request_id: u64, message: Message) {
         let Some(state) = self.conns.get_mut(&conn) else { return };
+        if let Message::Error(error) = &message {
+            // The peer refused us (or gives up): close without answering.
+            let reason = error.code;
+            self.outputs.push_back(Output::Event(Event::ConnectionRefused { conn, reason }));
+            self.outputs.push_back(Output::Close { conn });
+            self.drop_conn(now, conn);
+            return;
+        }
         if !state.hello_received {
             let Message::Hello { protocol_version, cluster, node_id } = message else {
                 self.refuse(conn, ErrorCode::Malformed);
@@ -1672,7 +1723,9 @@ impl Node {
                 self.refuse(conn, ErrorCode::ProtocolVersion);
                 return;
             }
-            if cluster != self.config.cluster || node_id == self.config.node_id {
+            // On a connection this node opened, the peer must be the node it dialled.
+            let unexpected = state.outbound && state.peer.as_ref() != Some(&node_id);
+            if cluster != self.config.cluster || node_id == self.config.node_id || unexpected {
                 self.refuse(conn, ErrorCode::ClusterMismatch);
                 return;
             }
@@ -1698,10 +1751,8 @@ impl Node {
             || self.pending.len() >= self.config.max_pending;
         match message {
             Message::Hello { .. } => self.refuse(conn, ErrorCode::Malformed),
-            Message::Error(_) => {
-                self.outputs.push_back(Output::Close { conn });
-                self.drop_conn(now, conn);
-            }
+            // Handled before the hello check.
+            Message::Error(_) => {}
             Message::Ping => self.send(conn, request_id, &Message::Pong),
             Message::Pong => {}
             Message::Leaving => {
@@ -2002,6 +2053,10 @@ impl Node {
                 Timer::Pending(id) => self.pending.contains_key(id),
                 Timer::Call(id) => self.calls.contains_key(id),
                 Timer::Load(id) | Timer::StartLoad(id) => self.loads.contains_key(id),
+                Timer::Connect(attempt) => {
+                    self.peers.values().any(|link| link.connecting && link.attempt == *attempt)
+                }
+                Timer::Hello(conn) => self.conns.get(conn).is_some_and(|c| !c.hello_received),
             })
             .collect();
         self.timers = BinaryHeap::from(kept);

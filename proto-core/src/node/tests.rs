@@ -346,6 +346,102 @@ fn hello_from_another_cluster_is_refused() {
     assert!(outputs.contains(&Output::Close { conn: ConnId(7) }));
 }
 
+fn hello_from(node_id: &'static str) -> Vec<u8> {
+    use crate::wire::{Message, WireLimits};
+    let hello = Message::Hello {
+        protocol_version: 1,
+        cluster: Bytes::from_static(b"c"),
+        node_id: Bytes::from_static(node_id.as_bytes()),
+    };
+    let mut out = Vec::new();
+    hello.encode(0, &mut out, &WireLimits::default()).unwrap();
+    out
+}
+
+/// Found in review: a hello naming another node than the one dialled took over the link's
+/// identity, and the dialled peer's link pointed at a dead connection forever.
+#[test]
+fn a_dialled_peer_that_answers_as_another_node_is_refused() {
+    let mut n = node("a", "c");
+    n.handle_input(
+        Instant::ZERO,
+        Input::SetPeers(alloc::vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
+    )
+    .unwrap();
+    let owned_by_b: Vec<Bytes> = (0..100u32)
+        .map(|i| Bytes::from(format!("k{i}")))
+        .filter(|k| n.ring().owner(k).is_some_and(|o| o == "b"))
+        .take(2)
+        .collect();
+    let get = |request, key: &Bytes| Input::Get {
+        request: RequestId(request),
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: key.clone(),
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, get(1, &owned_by_b[0])).unwrap();
+    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    n.handle_input(
+        Instant::ZERO,
+        Input::Connected { conn: ConnId(5), peer: Bytes::from_static(b"b") },
+    )
+    .unwrap();
+    drain(&mut n);
+    n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(5), data: &hello_from("z") })
+        .unwrap();
+    let outputs = drain(&mut n);
+    assert!(outputs.contains(&Output::Event(Event::ConnectionRefused {
+        conn: ConnId(5),
+        reason: ErrorCode::ClusterMismatch
+    })));
+    assert!(
+        outputs.iter().any(|o| matches!(o, Output::Load { .. })),
+        "the get fell back to a local load"
+    );
+    // After the backoff, a fetch from "b" dials it again instead of using a dead connection.
+    n.handle_input(Instant::from_secs(1), get(2, &owned_by_b[1])).unwrap();
+    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+}
+
+#[test]
+fn a_connect_the_driver_never_reports_on_times_out() {
+    let mut n = node("a", "c");
+    n.handle_input(
+        Instant::ZERO,
+        Input::SetPeers(alloc::vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]),
+    )
+    .unwrap();
+    let key = (0..100u32)
+        .map(|i| format!("k{i}"))
+        .find(|k| n.ring().owner(k.as_bytes()).is_some_and(|o| o == "b"))
+        .unwrap();
+    let input = Input::Get {
+        request: RequestId(1),
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: Bytes::from(key),
+        timeout: Some(Duration::from_secs(10)),
+    };
+    n.handle_input(Instant::ZERO, input).unwrap();
+    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    // The call's own deadline (300 ms) comes first and falls back to a local load; the connect
+    // attempt itself is abandoned at 2 s, so the link is free to dial again.
+    n.handle_timeout(Instant::from_secs(2));
+    let outputs = drain(&mut n);
+    assert!(outputs.iter().any(|o| matches!(o, Output::Load { .. })));
+}
+
+#[test]
+fn an_accepted_connection_that_never_says_hello_is_closed() {
+    let mut n = node("a", "c");
+    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(3) }).unwrap();
+    n.handle_timeout(Instant::from_secs(2));
+    assert!(drain(&mut n).contains(&Output::Close { conn: ConnId(3) }));
+    assert_eq!(
+        n.handle_input(Instant::from_secs(2), Input::Received { conn: ConnId(3), data: b"x" }),
+        Err(InputError::UnknownConnection(ConnId(3)))
+    );
+}
+
 #[test]
 fn duplicate_request_ids_are_refused_without_changing_state() {
     let mut n = node("a", "c");
