@@ -159,6 +159,9 @@ pub enum ConfigError {
     BadHotKeys,
     /// A zero timeout, or a non-finite or negative hot threshold.
     BadTiming,
+    /// Wire limits that cannot work together: a zero batch, or a frame too small to carry one
+    /// key and one value of the maximum sizes.
+    BadLimits,
 }
 
 impl fmt::Display for ConfigError {
@@ -171,6 +174,7 @@ impl fmt::Display for ConfigError {
             ConfigError::UnknownKeyspace => "no such keyspace",
             ConfigError::BadHotKeys => "invalid hot-key tracker configuration",
             ConfigError::BadTiming => "invalid timeout or threshold",
+            ConfigError::BadLimits => "wire limits do not fit together",
         })
     }
 }

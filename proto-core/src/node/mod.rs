@@ -55,7 +55,7 @@ use crate::ring::Ring;
 use crate::time::{Duration, Instant, Monotonic, UnixTime};
 use crate::wire::{
     ErrorCode, Found, FrameDecoder, GetOutcome, KeyRate, Message, PROTOCOL_VERSION, PutEntry,
-    ReplyError,
+    ReplyError, WireError, WireLimits,
 };
 
 pub use config::{ConfigError, KeyspaceConfig, NodeConfig};
@@ -242,9 +242,9 @@ enum Timer {
     Hello(ConnId),
 }
 
-/// Where a miss that needs the owner's copy goes, collected while a batch is processed so that
-/// one message per owner goes out.
-type FetchPlan = Vec<(Bytes, Bytes, FlightId)>;
+/// Where a miss that needs the owner's copy goes — (owner, (key, flight)) — collected while a
+/// batch is processed so that one message per owner goes out.
+type FetchPlan = Vec<(Bytes, (Bytes, FlightId))>;
 
 /// One herdcache cluster member as a pure state machine. See the module docs.
 pub struct Node {
@@ -288,6 +288,13 @@ impl Node {
             || config.hot_threshold_per_second < 0.0
         {
             return Err(ConfigError::BadTiming);
+        }
+        let limits = config.limits;
+        let largest_item = u64::from(limits.max_key) + u64::from(limits.max_value) + 2 * 1_024;
+        if limits.max_batch == 0
+            || u64::from(limits.max_frame) < largest_item + u64::from(limits.max_label)
+        {
+            return Err(ConfigError::BadLimits);
         }
         let hasher = key_hash_builder(config.seed);
         let mut ring = Ring::new(config.ring);
@@ -520,7 +527,7 @@ impl Node {
                 link.backoff = Duration::ZERO;
                 link.conn = Some(conn);
                 let hello = self.hello();
-                self.send(conn, 0, &hello);
+                let _ = self.send(conn, 0, &hello);
                 self.flush_queued(&peer, conn);
             }
             Input::ConnectFailed { peer } => self.connect_failed(now, &peer),
@@ -758,7 +765,7 @@ impl Node {
                 keyspace.stats.loads_deduped += 1;
                 keyspace.meta.insert(id, FlightMeta::default());
                 match owner {
-                    Some(owner) if !from_peer => plan.push((owner, key.clone(), id)),
+                    Some(owner) if !from_peer => plan.push((owner, (key.clone(), id))),
                     _ => self.load_or_fail(now, keyspace_name, id),
                 }
                 Lookup::Waiting(id)
@@ -772,7 +779,7 @@ impl Node {
     }
 
     /// Sends the fetches a get or batch collected: one message per owner.
-    fn run_plan(&mut self, now: Instant, pending: u64, mut plan: FetchPlan) {
+    fn run_plan(&mut self, now: Instant, pending: u64, plan: FetchPlan) {
         if plan.is_empty() {
             return;
         }
@@ -786,42 +793,39 @@ impl Node {
         let remaining = entry.deadline.saturating_duration_since(now);
         let deadline = now + self.config.peer_timeout.min(remaining / 2);
         let timeout_ms = u32::try_from((deadline - now).as_millis()).unwrap_or(u32::MAX).max(1);
-        plan.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut start = 0;
-        while start < plan.len() {
-            let owner = plan[start].0.clone();
-            let end = start + plan[start..].iter().take_while(|item| item.0 == owner).count();
-            let group = &plan[start..end];
-            let (message, kind) = if let [(_, key, flight)] = group {
-                (
-                    Message::Get { keyspace: keyspace.clone(), key: key.clone(), timeout_ms },
-                    CallKind::Get { keyspace: keyspace.clone(), flight: *flight },
-                )
-            } else {
-                (
-                    Message::GetMany {
-                        keyspace: keyspace.clone(),
-                        keys: group.iter().map(|item| item.1.clone()).collect(),
-                        timeout_ms,
-                    },
-                    CallKind::GetMany {
-                        keyspace: keyspace.clone(),
-                        flights: group.iter().map(|item| item.2).collect(),
-                    },
-                )
-            };
-            let flights: Vec<FlightId> = group.iter().map(|item| item.2).collect();
+        let (max_count, max_bytes) = self.batch_limits();
+        for (owner, batch) in batches_by_owner(plan, max_count, max_bytes, |(key, _)| key.len() + 8)
+        {
             let call = self.fresh_id();
             if let Some(state) = self.keyspaces.get_mut(&keyspace) {
-                for flight in flights {
-                    if let Some(meta) = state.meta.get_mut(&flight) {
+                for (_, flight) in &batch {
+                    if let Some(meta) = state.meta.get_mut(flight) {
                         meta.call = Some(call);
                     }
                 }
             }
+            let (message, kind) = match <[_; 1]>::try_from(batch) {
+                Ok([(key, flight)]) => (
+                    Message::Get { keyspace: keyspace.clone(), key, timeout_ms },
+                    CallKind::Get { keyspace: keyspace.clone(), flight },
+                ),
+                Err(batch) => {
+                    let (keys, flights) = batch.into_iter().unzip();
+                    (
+                        Message::GetMany { keyspace: keyspace.clone(), keys, timeout_ms },
+                        CallKind::GetMany { keyspace: keyspace.clone(), flights },
+                    )
+                }
+            };
             self.send_call(now, call, owner, deadline, kind, message);
-            start = end;
         }
+    }
+
+    /// The most items, and about the most bytes of items, one batch frame may carry.
+    fn batch_limits(&self) -> (usize, usize) {
+        let limits = self.config.limits;
+        let headroom = limits.max_label as usize + 1_024;
+        ((limits.max_batch as usize).max(1), (limits.max_frame as usize).saturating_sub(headroom))
     }
 
     /// Starts the data-source call of a flight, through the rate limiter and the breaker. A
@@ -1114,7 +1118,7 @@ impl Node {
         let known =
             self.keyspaces.get(&keyspace_name).map(|keyspace| keyspace.config.write_timeout);
         let mut own: Vec<(u32, WriteOp)> = Vec::new();
-        let mut remote: Vec<(Bytes, u32, WriteOp)> = Vec::new();
+        let mut remote: Vec<(Bytes, (u32, WriteOp))> = Vec::new();
         for (index, op) in ops.into_iter().enumerate() {
             let slot = &mut slots[index];
             if self.leaving {
@@ -1127,7 +1131,7 @@ impl Node {
                 slot.error = Some(Error::TooLarge);
             } else {
                 match self.owner_of(op.key()).filter(|_| local) {
-                    Some(owner) => remote.push((owner, index as u32, op)),
+                    Some(owner) => remote.push((owner, (index as u32, op))),
                     None => own.push((index as u32, op)),
                 }
             }
@@ -1144,37 +1148,25 @@ impl Node {
         // Drop our own copies of keys written elsewhere, and keep our flights from caching
         // what they loaded before the write.
         if let Some(keyspace) = self.keyspaces.get_mut(&keyspace_name) {
-            for (_, _, op) in &remote {
+            for (_, (_, op)) in &remote {
                 keyspace.flights.invalidate(op.key());
                 keyspace.cache.remove(op.key());
             }
         }
-        remote.sort_by(|a, b| a.0.cmp(&b.0));
         let deadline = self.pending.get(&pending).map_or(now, |entry| entry.deadline);
-        let mut start = 0;
-        while start < remote.len() {
-            let owner = remote[start].0.clone();
-            let end = start + remote[start..].iter().take_while(|item| item.0 == owner).count();
-            let group: Vec<(u32, WriteOp)> =
-                remote[start..end].iter().map(|(_, i, op)| (*i, op.clone())).collect();
+        let (max_count, max_bytes) = self.batch_limits();
+        let entry_size = |(_, op): &(u32, WriteOp)| match op {
+            WriteOp::Put(entry) => entry.key.len() + entry.value.len() + 32,
+            WriteOp::Delete(key) => key.len() + 8,
+        };
+        for (owner, group) in batches_by_owner(remote, max_count, max_bytes, entry_size) {
             let indices: Vec<u32> = group.iter().map(|(index, _)| *index).collect();
-            let message = write_message(
-                &keyspace_name,
-                group.into_iter().map(|(_, op)| op).collect(),
-                many,
-                self,
-            );
+            let ops = group.into_iter().map(|(_, op)| op).collect();
+            let message = write_message(&keyspace_name, ops, many, self);
             self.cover(pending, &indices);
             let call = self.fresh_id();
-            self.send_call(
-                now,
-                call,
-                owner,
-                deadline,
-                CallKind::Write { pending, indices },
-                message,
-            );
-            start = end;
+            let kind = CallKind::Write { pending, indices };
+            self.send_call(now, call, owner, deadline, kind, message);
         }
         if !own.is_empty() {
             self.owner_write(now, pending, &keyspace_name, own);
@@ -1225,23 +1217,40 @@ impl Node {
                 slots[index as usize].error.get_or_insert(error);
             }
         }
+        let (max_count, max_bytes) = self.batch_limits();
+        let no_owner = Bytes::new();
+        let items = applied.into_iter().zip(keys).map(|item| (no_owner.clone(), item)).collect();
+        for (_, batch) in batches_by_owner(items, max_count, max_bytes, |(_, key)| key.len() + 8) {
+            let (indices, keys): (Vec<u32>, Vec<Bytes>) = batch.into_iter().unzip();
+            let message = Message::DropHot { keyspace: keyspace_name.clone(), keys };
+            self.confirm_with_members(now, pending, &indices, &message);
+        }
+    }
+
+    /// Sends `message` to every other ring member as a call covering `indices` of a pending
+    /// write. Every member must confirm, connected now or not: one whose connection dropped may
+    /// still hold a copy it fetched earlier. An unreachable member fails the write (it is not
+    /// acknowledged) rather than leave a stale copy out there.
+    fn confirm_with_members(
+        &mut self,
+        now: Instant,
+        pending: u64,
+        indices: &[u32],
+        message: &Message,
+    ) {
         let deadline = self.pending.get(&pending).map_or(now, |entry| entry.deadline);
-        // Every other ring member must confirm, connected now or not: one whose connection
-        // dropped may still hold a copy it fetched earlier. An unreachable member fails the
-        // write (it is not acknowledged), rather than acknowledge it with a stale copy out there.
-        let targets: Vec<Bytes> = self
+        let members: Vec<Bytes> = self
             .ring
             .peers()
             .iter()
             .filter(|member| **member != self.config.node_id)
             .cloned()
             .collect();
-        for peer in targets {
-            let message = Message::DropHot { keyspace: keyspace_name.clone(), keys: keys.clone() };
-            self.cover(pending, &applied);
+        for peer in members {
+            self.cover(pending, indices);
             let call = self.fresh_id();
-            let kind = CallKind::DropHot { pending, indices: applied.clone() };
-            self.send_call(now, call, peer, deadline, kind, message);
+            let kind = CallKind::DropHot { pending, indices: indices.to_vec() };
+            self.send_call(now, call, peer, deadline, kind, message.clone());
         }
     }
 
@@ -1260,21 +1269,7 @@ impl Node {
         }
         if error.is_none() {
             self.clear_keyspace(&keyspace);
-            let deadline = self.pending.get(&pending).map_or(now, |entry| entry.deadline);
-            let members: Vec<Bytes> = self
-                .ring
-                .peers()
-                .iter()
-                .filter(|member| **member != self.config.node_id)
-                .cloned()
-                .collect();
-            for peer in members {
-                self.cover(pending, &[0]);
-                let call = self.fresh_id();
-                let kind = CallKind::DropHot { pending, indices: vec![0] };
-                let message = Message::ClearKeyspace { keyspace: keyspace.clone() };
-                self.send_call(now, call, peer, deadline, kind, message);
-            }
+            self.confirm_with_members(now, pending, &[0], &Message::ClearKeyspace { keyspace });
         }
         self.maybe_finish_write(pending);
     }
@@ -1424,7 +1419,7 @@ impl Node {
             Origin::Peer { conn, request_id } => {
                 if let Some(state) = self.conns.get_mut(&conn) {
                     state.in_flight = state.in_flight.saturating_sub(1);
-                    self.send(conn, request_id, &message);
+                    self.send_reply(conn, request_id, message);
                 }
             }
         }
@@ -1488,7 +1483,12 @@ impl Node {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let Some(message) = call.unsent.take() else { return };
         call.conn = Some(conn);
-        self.send(conn, id, &message);
+        if self.send(conn, id, &message).is_err() {
+            // Batches are cut to the limits before they are built, so this is a bug guard: the
+            // call fails here (gets load locally), and no frame goes out under its id.
+            let now = self.clock.latest();
+            self.fail_call(now, id);
+        }
     }
 
     fn flush_queued(&mut self, peer: &Bytes, conn: ConnId) {
@@ -1630,25 +1630,44 @@ impl Node {
     }
 
     /// Queues a frame on a connection; it goes out with the next drain.
-    fn send(&mut self, conn: ConnId, request_id: u64, message: &Message) {
+    /// Encodes nothing, and says so, when the frame would break a limit (the peer would refuse
+    /// it). Sending on a connection that is gone is not an error: its calls fail with it.
+    fn send(&mut self, conn: ConnId, request_id: u64, message: &Message) -> Result<(), WireError> {
         let limits = self.config.limits;
-        let Some(state) = self.conns.get_mut(&conn) else { return };
-        if message.encode(request_id, &mut state.out, &limits).is_err() {
-            // Only a reply can get here (requests are checked before they are built): answer
-            // with an error the peer can decode rather than leave it waiting.
-            let fallback = Message::GetReply(GetOutcome::Failed(Error::TooLarge.to_reply_error()));
-            let _ = fallback.encode(request_id, &mut state.out, &limits);
-        }
+        let Some(state) = self.conns.get_mut(&conn) else { return Ok(()) };
+        message.encode(request_id, &mut state.out, &limits)?;
         if !state.dirty {
             state.dirty = true;
             self.dirty.push(conn);
+        }
+        Ok(())
+    }
+
+    /// Sends a reply, shrunk to fit the frame limit if it is a batch that does not: its
+    /// largest values become `Overloaded`, which the requester answers by loading them itself.
+    fn send_reply(&mut self, conn: ConnId, request_id: u64, message: Message) {
+        let limits = self.config.limits;
+        let message = fit_reply(message, &limits);
+        if self.send(conn, request_id, &message).is_err() {
+            // Nothing else can exceed the limits (values over `max_value` are refused before
+            // they are stored): still, answer in the expected shape rather than not at all.
+            let error = Error::Overloaded.to_reply_error();
+            let fallback = match message {
+                Message::GetReply(_) => Message::GetReply(GetOutcome::Failed(error)),
+                Message::GetManyReply(outcomes) => {
+                    Message::GetManyReply(vec![GetOutcome::Failed(error); outcomes.len()])
+                }
+                Message::AckMany(results) => Message::AckMany(vec![Err(error); results.len()]),
+                _ => Message::Ack(Err(error)),
+            };
+            let _ = self.send(conn, request_id, &fallback);
         }
     }
 
     /// Sends an error frame and closes the connection (a malformed frame or a hello mismatch).
     fn refuse(&mut self, conn: ConnId, reason: ErrorCode) {
         let message = Message::Error(ReplyError { code: reason, message: Bytes::new() });
-        self.send(conn, 0, &message);
+        let _ = self.send(conn, 0, &message);
         self.outputs.push_back(Output::Event(Event::ConnectionRefused { conn, reason }));
         let now = self.clock.latest();
         self.flush_transmits();
@@ -1735,7 +1754,7 @@ impl Node {
             state.peer = Some(node_id.clone());
             if !outbound {
                 let hello = self.hello();
-                self.send(conn, 0, &hello);
+                let _ = self.send(conn, 0, &hello);
                 let link = self.peers.entry(node_id.clone()).or_default();
                 if link.conn.is_none() {
                     link.conn = Some(conn);
@@ -1753,7 +1772,7 @@ impl Node {
             Message::Hello { .. } => self.refuse(conn, ErrorCode::Malformed),
             // Handled before the hello check.
             Message::Error(_) => {}
-            Message::Ping => self.send(conn, request_id, &Message::Pong),
+            Message::Ping => self.send_reply(conn, request_id, Message::Pong),
             Message::Pong => {}
             Message::Leaving => {
                 if let Some(peer) = self.conns.get(&conn).and_then(|state| state.peer.clone()) {
@@ -1771,7 +1790,7 @@ impl Node {
                 if overloaded {
                     let reply =
                         Message::GetReply(GetOutcome::Failed(Error::Overloaded.to_reply_error()));
-                    self.send(conn, request_id, &reply);
+                    self.send_reply(conn, request_id, reply);
                     return;
                 }
                 let pending = self.new_remote(now, conn, request_id, timeout_ms);
@@ -1780,7 +1799,11 @@ impl Node {
             Message::GetMany { keyspace, keys, timeout_ms } => {
                 if overloaded {
                     let outcome = GetOutcome::Failed(Error::Overloaded.to_reply_error());
-                    self.send(conn, request_id, &Message::GetManyReply(vec![outcome; keys.len()]));
+                    self.send_reply(
+                        conn,
+                        request_id,
+                        Message::GetManyReply(vec![outcome; keys.len()]),
+                    );
                     return;
                 }
                 let pending = self.new_remote(now, conn, request_id, timeout_ms);
@@ -1823,24 +1846,16 @@ impl Node {
                         keyspace.cache.remove(key);
                     }
                 }
-                self.send(conn, request_id, &Message::Ack(Ok(())));
+                self.send_reply(conn, request_id, Message::Ack(Ok(())));
             }
             Message::ClearKeyspace { keyspace } => {
                 self.clear_keyspace(&keyspace);
-                self.send(conn, request_id, &Message::Ack(Ok(())));
+                self.send_reply(conn, request_id, Message::Ack(Ok(())));
             }
-            Message::GetReply(outcome) => {
-                self.reply_to_call(now, conn, request_id, CallReply::Get(vec![outcome]))
-            }
-            Message::GetManyReply(outcomes) => {
-                self.reply_to_call(now, conn, request_id, CallReply::Get(outcomes))
-            }
-            Message::Ack(result) => {
-                self.reply_to_call(now, conn, request_id, CallReply::Ack(vec![result]))
-            }
-            Message::AckMany(results) => {
-                self.reply_to_call(now, conn, request_id, CallReply::Ack(results))
-            }
+            reply @ (Message::GetReply(_)
+            | Message::GetManyReply(_)
+            | Message::Ack(_)
+            | Message::AckMany(_)) => self.reply_to_call(now, conn, request_id, reply),
         }
     }
 
@@ -1862,41 +1877,46 @@ impl Node {
             } else {
                 Message::Ack(Err(error))
             };
-            self.send(conn, request_id, &reply);
+            self.send_reply(conn, request_id, reply);
             return;
         }
         let pending = self.new_remote(now, conn, request_id, 0);
         self.start_write(now, pending, keyspace, ops, many, false);
     }
 
-    fn reply_to_call(&mut self, now: Instant, conn: ConnId, id: u64, reply: CallReply) {
+    fn reply_to_call(&mut self, now: Instant, conn: ConnId, id: u64, reply: Message) {
         if self.calls.get(&id).is_none_or(|call| call.conn != Some(conn)) {
             return; // a late answer to a call that already timed out or fell back
         }
         let call = self.calls.remove(&id).expect("just looked up");
+        let to_results = |results: Vec<Result<(), ReplyError>>| -> Vec<Result<(), Error>> {
+            results
+                .iter()
+                .map(|r| r.as_ref().map(|_| ()).map_err(Error::from_reply_error))
+                .collect()
+        };
         match (call.kind, reply) {
-            (CallKind::Get { keyspace, flight }, CallReply::Get(mut outcomes))
-                if outcomes.len() == 1 =>
-            {
-                let outcome = outcomes.pop().expect("one outcome");
+            (CallKind::Get { keyspace, flight }, Message::GetReply(outcome)) => {
                 self.fetched(now, &keyspace, flight, id, outcome);
             }
-            (CallKind::GetMany { keyspace, flights }, CallReply::Get(outcomes))
+            (CallKind::GetMany { keyspace, flights }, Message::GetManyReply(outcomes))
                 if outcomes.len() == flights.len() =>
             {
                 for (flight, outcome) in flights.into_iter().zip(outcomes) {
                     self.fetched(now, &keyspace, flight, id, outcome);
                 }
             }
-            (
-                CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices },
-                CallReply::Ack(results),
-            ) if results.len() == indices.len() || results.len() == 1 => {
-                let results: Vec<Result<(), Error>> = results
-                    .iter()
-                    .map(|r| r.as_ref().map(|_| ()).map_err(Error::from_reply_error))
-                    .collect();
-                self.uncover(pending, &indices, &results);
+            (CallKind::Write { pending, indices }, Message::Ack(result)) if indices.len() == 1 => {
+                self.uncover(pending, &indices, &to_results(vec![result]));
+            }
+            (CallKind::Write { pending, indices }, Message::AckMany(results))
+                if results.len() == indices.len() =>
+            {
+                self.uncover(pending, &indices, &to_results(results));
+            }
+            // One confirmation covers every key the drop named.
+            (CallKind::DropHot { pending, indices }, Message::Ack(result)) => {
+                self.uncover(pending, &indices, &to_results(vec![result]));
             }
             (kind, _) => {
                 // A reply of the wrong shape: the peer is broken; treat the call as failed.
@@ -2006,7 +2026,7 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
-            self.send(conn, 0, &Message::Leaving);
+            let _ = self.send(conn, 0, &Message::Leaving);
         }
     }
 
@@ -2103,6 +2123,54 @@ impl Node {
     }
 }
 
+/// Groups `items` by owner and cuts each owner's share into batches of at most `max_count`
+/// items and about `max_bytes` bytes (by `size`), so that no frame breaks a wire limit.
+fn batches_by_owner<T>(
+    mut items: Vec<(Bytes, T)>,
+    max_count: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<(Bytes, Vec<T>)> {
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut batches: Vec<(Bytes, Vec<T>)> = Vec::new();
+    let mut bytes = 0;
+    for (owner, item) in items {
+        let item_size = size(&item);
+        match batches.last_mut() {
+            Some((last, batch))
+                if *last == owner && batch.len() < max_count && bytes + item_size <= max_bytes =>
+            {
+                bytes += item_size;
+                batch.push(item);
+            }
+            _ => {
+                bytes = item_size;
+                batches.push((owner, vec![item]));
+            }
+        }
+    }
+    batches
+}
+
+/// A batch reply over the frame limit loses its largest values, each answered `Overloaded`
+/// instead (a peer failure: the requester loads those keys itself). Other replies are small.
+fn fit_reply(mut message: Message, limits: &WireLimits) -> Message {
+    while matches!(message.checked_len(limits), Err(WireError::FrameTooLarge { .. })) {
+        let Message::GetManyReply(outcomes) = &mut message else { break };
+        let largest = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, outcome)| match outcome {
+                GetOutcome::Found(found) => Some((found.value.len(), index)),
+                GetOutcome::Failed(_) => None,
+            })
+            .max();
+        let Some((_, index)) = largest else { break };
+        outcomes[index] = GetOutcome::Failed(Error::Overloaded.to_reply_error());
+    }
+    message
+}
+
 fn part_expired(part: &Part, now: Instant) -> bool {
     matches!(&part.result, Some(Ok(served)) if served.value.expires_at.is_some_and(|at| at <= now))
 }
@@ -2110,11 +2178,6 @@ fn part_expired(part: &Part, now: Instant) -> bool {
 enum Lookup {
     Done(GetResult),
     Waiting(FlightId),
-}
-
-enum CallReply {
-    Get(Vec<GetOutcome>),
-    Ack(Vec<Result<(), ReplyError>>),
 }
 
 #[derive(Clone)]

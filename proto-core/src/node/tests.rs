@@ -166,6 +166,44 @@ fn batch_gets_group_keys_by_owner() {
     }
 }
 
+/// Found in review: a batch over `max_batch` keys for one owner could not be encoded, and a
+/// made-up reply went out under the call's id. Batches are now cut to the wire limits.
+#[test]
+fn batches_larger_than_the_wire_limit_are_split() {
+    let mut sim = Sim::new(SimConfig { nodes: 2, ..SimConfig::default() });
+    let keys: Vec<String> = (0..3_000).map(|i| format!("many-{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let request = sim.get_many(0, &refs);
+    sim.run_until_idle(STEPS).unwrap(); // a refused frame would be a violation
+    let Some(Reply::GetMany(results)) = sim.reply(request) else { panic!("a batch reply") };
+    assert_eq!(results.len(), 3_000);
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(sim.total_loads(), 3_000);
+    let stats = sim.node(0).unwrap().keyspace_stats(KEYSPACE).unwrap();
+    assert_eq!(stats.peer_errors, 0, "no fetch failed: every part was fetched from its owner");
+}
+
+#[test]
+fn an_oversized_batch_reply_sheds_its_largest_values_as_overloaded() {
+    use crate::wire::{Found, GetOutcome, KeyRate, Message, WireLimits};
+    let limits = WireLimits { max_frame: 1_000, max_value: 600, ..WireLimits::default() };
+    let found = |len| {
+        GetOutcome::Found(Found {
+            value: Bytes::from(alloc::vec![7; len]),
+            expires_at: None,
+            key_rate: KeyRate::ZERO,
+        })
+    };
+    let reply = Message::GetManyReply(alloc::vec![found(500), found(100), found(450)]);
+    let Message::GetManyReply(outcomes) = super::fit_reply(reply, &limits) else {
+        panic!("same kind")
+    };
+    assert!(matches!(&outcomes[0], GetOutcome::Failed(e) if e.code == ErrorCode::Overloaded));
+    assert!(matches!(outcomes[1], GetOutcome::Found(_)));
+    assert!(matches!(outcomes[2], GetOutcome::Found(_)), "only as many as needed are shed");
+    assert!(Message::GetManyReply(outcomes).checked_len(&limits).is_ok());
+}
+
 #[test]
 fn hot_keys_are_mirrored_by_requesters() {
     let mut sim =
