@@ -148,6 +148,37 @@ struct SimNode {
     members: Vec<usize>,
 }
 
+/// One step of a random run, for proptest strategies and the `node_ops` fuzz target. Node
+/// numbers are taken modulo the cluster's size; keys are `key-{n}`.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// A get.
+    Get { node: usize, key: u8 },
+    /// A batch get (at most 8 keys are used).
+    GetMany { node: usize, keys: Vec<u8> },
+    /// A put of a fresh value.
+    Put { node: usize, key: u8 },
+    /// A delete.
+    Delete { node: usize, key: u8 },
+    /// A cluster-wide delete of the keyspace's data.
+    DeleteKeyspace { node: usize },
+    /// The clock moves (at most a second).
+    Advance { ms: u16 },
+    /// A node crashes.
+    Crash { node: usize },
+    /// A crashed node comes back, empty.
+    Restart { node: usize },
+    /// Two nodes stop hearing each other.
+    Partition { a: usize, b: usize },
+    /// Every partition ends.
+    Heal,
+    /// One connection resets.
+    Reset { pick: usize },
+    /// Raw bytes arrive on one of a node's connections.
+    Inject { node: usize, pick: usize, data: Vec<u8> },
+}
+
 /// The simulated cluster.
 pub struct Sim {
     config: SimConfig,
@@ -272,51 +303,30 @@ impl Sim {
     /// Issues a put of a fresh value for `key` at `node`.
     pub fn put(&mut self, node: usize, key: &str) -> RequestId {
         let key = Bytes::copy_from_slice(key.as_bytes());
-        let write = self.writes.len();
-        self.writes.push(WriteRecord {
-            key: Some(key.clone()),
-            issued: self.now,
-            acked: None,
-            settled: None,
-        });
-        let request = self.record(node, alloc::vec![key.clone()], Some(write));
+        let (request, write) = self.record_write(node, Some(key.clone()));
         self.sequence += 1;
         let value = Bytes::from(format!("{}=put#{}", String::from_utf8_lossy(&key), self.sequence));
-        self.produced.insert(
-            value.clone(),
-            Produced { key: key.clone(), at: self.now, expires_at: None, put: Some(write) },
-        );
+        let produced =
+            Produced { key: key.clone(), at: self.now, expires_at: None, put: Some(write) };
+        self.produced.insert(value.clone(), produced);
         let entry = Entry { key, value, expires_at: None };
-        self.input(
-            node,
-            Input::Put { request, keyspace: Bytes::from_static(KEYSPACE), entry, timeout: None },
-        );
+        let keyspace = Bytes::from_static(KEYSPACE);
+        self.input(node, Input::Put { request, keyspace, entry, timeout: None });
         request
     }
 
     /// Issues a delete of `key` at `node`.
     pub fn delete(&mut self, node: usize, key: &str) -> RequestId {
         let key = Bytes::copy_from_slice(key.as_bytes());
-        let write = self.writes.len();
-        self.writes.push(WriteRecord {
-            key: Some(key.clone()),
-            issued: self.now,
-            acked: None,
-            settled: None,
-        });
-        let request = self.record(node, alloc::vec![key.clone()], Some(write));
-        self.input(
-            node,
-            Input::Delete { request, keyspace: Bytes::from_static(KEYSPACE), key, timeout: None },
-        );
+        let (request, _) = self.record_write(node, Some(key.clone()));
+        let keyspace = Bytes::from_static(KEYSPACE);
+        self.input(node, Input::Delete { request, keyspace, key, timeout: None });
         request
     }
 
     /// Deletes the whole keyspace's data, cluster-wide, from `node`.
     pub fn delete_keyspace(&mut self, node: usize) -> RequestId {
-        let write = self.writes.len();
-        self.writes.push(WriteRecord { key: None, issued: self.now, acked: None, settled: None });
-        let request = self.record(node, Vec::new(), Some(write));
+        let (request, _) = self.record_write(node, None);
         let keyspace = Bytes::from_static(KEYSPACE);
         self.input(node, Input::DeleteKeyspace { request, keyspace, timeout: None });
         request
@@ -402,6 +412,41 @@ impl Sim {
         self.input(node, Input::SetPeers(ids));
     }
 
+    /// Applies one [`Op`].
+    pub fn apply(&mut self, op: &Op) {
+        let nodes = self.nodes.len();
+        let key = |k: &u8| format!("key-{k}");
+        match op {
+            Op::Get { node, key: k } => {
+                self.get(node % nodes, &key(k));
+            }
+            Op::GetMany { node, keys } => {
+                let keys: Vec<String> = keys.iter().take(8).map(key).collect();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.get_many(node % nodes, &refs);
+            }
+            Op::Put { node, key: k } => {
+                self.put(node % nodes, &key(k));
+            }
+            Op::Delete { node, key: k } => {
+                self.delete(node % nodes, &key(k));
+            }
+            Op::DeleteKeyspace { node } => {
+                self.delete_keyspace(node % nodes);
+            }
+            Op::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms % 1_001))),
+            Op::Crash { node } => self.crash(node % nodes),
+            Op::Restart { node } => self.restart(node % nodes),
+            Op::Partition { a, b } if a % nodes != b % nodes => {
+                self.partition(a % nodes, b % nodes)
+            }
+            Op::Partition { .. } => {}
+            Op::Heal => self.heal(),
+            Op::Reset { pick } => self.reset_connection(*pick),
+            Op::Inject { node, pick, data } => self.inject(node % nodes, *pick, data),
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Running
 
@@ -414,7 +459,7 @@ impl Sim {
         self.steps += 1;
         if next_event == Some(at) {
             let (_, event) = self.events.pop_first().expect("peeked");
-            self.apply(event);
+            self.deliver(event);
         } else {
             for index in 0..self.nodes.len() {
                 let due = self.nodes[index]
@@ -537,6 +582,18 @@ impl Sim {
     // -----------------------------------------------------------------------------------------
     // Plumbing
 
+    /// Records a write of `key` (`None`: the whole keyspace); returns its request and record.
+    fn record_write(&mut self, node: usize, key: Option<Bytes>) -> (RequestId, usize) {
+        let write = self.writes.len();
+        self.writes.push(WriteRecord {
+            key: key.clone(),
+            issued: self.now,
+            acked: None,
+            settled: None,
+        });
+        (self.record(node, key.into_iter().collect(), Some(write)), write)
+    }
+
     fn record(&mut self, node: usize, keys: Vec<Bytes>, write: Option<usize>) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
@@ -587,7 +644,7 @@ impl Sim {
         self.nodes.iter().position(|n| n.id == id)
     }
 
-    fn apply(&mut self, event: Event) {
+    fn deliver(&mut self, event: Event) {
         let live = |sim: &Sim, node: usize, epoch: u32| {
             sim.nodes[node].epoch == epoch && sim.nodes[node].node.is_some()
         };

@@ -1,7 +1,7 @@
 //! The Node in the deterministic cluster simulation: named scenarios and a proptest driver.
 
 use super::*;
-use crate::sim::{KEYSPACE, Sim, SimConfig};
+use crate::sim::{KEYSPACE, Op, Sim, SimConfig};
 use alloc::format;
 use alloc::string::String;
 use proptest::prelude::*;
@@ -642,22 +642,6 @@ fn leave_tells_peers_and_drains() {
 // ---------------------------------------------------------------------------------------------
 // Random operations and faults.
 
-#[derive(Clone, Debug)]
-enum Op {
-    Get { node: usize, key: u8 },
-    GetMany { node: usize, keys: Vec<u8> },
-    Put { node: usize, key: u8 },
-    Delete { node: usize, key: u8 },
-    DeleteKeyspace { node: usize },
-    Advance { ms: u64 },
-    Crash { node: usize },
-    Restart { node: usize },
-    Partition { a: usize, b: usize },
-    Heal,
-    Reset { pick: usize },
-    Inject { node: usize, pick: usize, data: Vec<u8> },
-}
-
 fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
     let nodes = 0usize..4;
     let key = 0u8..12;
@@ -667,7 +651,7 @@ fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
         2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Put { node, key }),
         2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Delete { node, key }),
         1 => nodes.clone().prop_map(|node| Op::DeleteKeyspace { node }),
-        4 => prop_oneof![(0u64..30).prop_map(|ms| Op::Advance { ms }), (0u64..300).prop_map(|ms| Op::Advance { ms })],
+        4 => prop_oneof![(0u16..30).prop_map(|ms| Op::Advance { ms }), (0u16..300).prop_map(|ms| Op::Advance { ms })],
     ];
     if !faults {
         return base.boxed();
@@ -686,33 +670,7 @@ fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
 fn run_ops(seed: u64, ops: &[Op], config: SimConfig) -> Result<Sim, String> {
     let mut sim = Sim::new(SimConfig { seed, ..config });
     for op in ops {
-        match *op {
-            Op::Get { node, key } => {
-                sim.get(node, &format!("key-{key}"));
-            }
-            Op::GetMany { node, ref keys } => {
-                let keys: Vec<String> = keys.iter().map(|k| format!("key-{k}")).collect();
-                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                sim.get_many(node, &refs);
-            }
-            Op::Put { node, key } => {
-                sim.put(node, &format!("key-{key}"));
-            }
-            Op::Delete { node, key } => {
-                sim.delete(node, &format!("key-{key}"));
-            }
-            Op::DeleteKeyspace { node } => {
-                sim.delete_keyspace(node);
-            }
-            Op::Advance { ms } => sim.advance(Duration::from_millis(ms)),
-            Op::Crash { node } => sim.crash(node),
-            Op::Restart { node } => sim.restart(node),
-            Op::Partition { a, b } if a != b => sim.partition(a, b),
-            Op::Partition { .. } => {}
-            Op::Heal => sim.heal(),
-            Op::Reset { pick } => sim.reset_connection(pick),
-            Op::Inject { node, pick, ref data } => sim.inject(node, pick, data),
-        }
+        sim.apply(op);
         sim.check().map_err(|e| format!("seed {seed}: {e}"))?;
     }
     sim.heal();
@@ -804,7 +762,7 @@ proptest! {
     fn one_load_per_key_on_a_stable_ring(seed in any::<u64>(), gets in proptest::collection::vec((0usize..4, 0u8..12, 0u64..5), 1..120)) {
         let ops: Vec<Op> = gets
             .into_iter()
-            .flat_map(|(node, key, ms)| [Op::Get { node, key }, Op::Advance { ms }])
+            .flat_map(|(node, key, ms)| [Op::Get { node, key }, Op::Advance { ms: ms as u16 }])
             .collect();
         let sim = run_ops(seed, &ops, SimConfig { nodes: 4, ..SimConfig::default() }).map_err(TestCaseError::fail)?;
         for key in 0..12 {
