@@ -47,6 +47,7 @@ fn samples() -> Vec<(u64, Message)> {
         (7, Message::Ping),
         (7, Message::Pong),
         (0, Message::Leaving),
+        (8, Message::ClearKeyspace { keyspace: b(b"users") }),
     ]
 }
 
