@@ -11,7 +11,8 @@
 //!   added later wins. A herdcache node with the same peer list (base URLs, in the same order)
 //!   picks the same owner as the Go peers. The only order dependence is that tie on equal
 //!   points, exactly as in Go.
-//! - [`RingScheme::balanced`] is for all-herdcache clusters: a stable 64-bit hash and more points
+//! - [`RingScheme::balanced`] is for all-herdcache clusters: a stable 64-bit hash (`words64`,
+//!   specified in this module and pinned by test vectors) and more points
 //!   per peer, so shares are closer to equal; ties go to the greater peer name, so the ring does
 //!   not depend on insertion order at all.
 //! - Lookups are O(1) for most keys (a prefix table maps the top bits of a hash straight to its
@@ -35,8 +36,8 @@ pub struct RingScheme {
 enum RingHashFn {
     /// CRC-32 (IEEE) over `itoa(i) + peer` and over the key: golang/groupcache.
     GroupcacheCrc32,
-    /// FNV-1a 64 finished by murmur3's 64-bit avalanche (`fmix64`), for keys and points.
-    Fnv1aFmix64,
+    /// [`words64`]: 8 bytes per step, finished by murmur3's 64-bit avalanche (`fmix64`).
+    Words64,
 }
 
 impl RingScheme {
@@ -55,7 +56,7 @@ impl RingScheme {
     /// A ring on a 64-bit hash with `replicas` points per peer; more points, better balance.
     #[must_use]
     pub const fn balanced(replicas: NonZeroU16) -> Self {
-        RingScheme { hash: RingHashFn::Fnv1aFmix64, replicas }
+        RingScheme { hash: RingHashFn::Words64, replicas }
     }
 
     /// Points per peer.
@@ -75,7 +76,7 @@ impl RingScheme {
     pub fn hash_key(&self, key: &[u8]) -> RingPosition {
         match self.hash {
             RingHashFn::GroupcacheCrc32 => RingPosition(u64::from(crc32fast::hash(key))),
-            RingHashFn::Fnv1aFmix64 => RingPosition(fmix64(fnv1a64(FNV_OFFSET, key))),
+            RingHashFn::Words64 => RingPosition(words64(key)),
         }
     }
 
@@ -88,8 +89,8 @@ impl RingScheme {
                 hasher.update(peer);
                 u64::from(hasher.finalize())
             }
-            RingHashFn::Fnv1aFmix64 => {
-                let peer_hash = fnv1a64(FNV_OFFSET, peer);
+            RingHashFn::Words64 => {
+                let peer_hash = words64(peer);
                 // fmix64 is a bijection, so the points of one peer are all distinct.
                 fmix64(peer_hash ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             }
@@ -100,7 +101,7 @@ impl RingScheme {
     const fn hash_bits(&self) -> u32 {
         match self.hash {
             RingHashFn::GroupcacheCrc32 => 32,
-            RingHashFn::Fnv1aFmix64 => 64,
+            RingHashFn::Words64 => 64,
         }
     }
 }
@@ -314,7 +315,7 @@ impl<P: AsRef<[u8]>> Ring<P> {
                 // golang/groupcache: the peer added last overwrites the point.
                 RingHashFn::GroupcacheCrc32 => b.1.cmp(&a.1),
                 // Order-independent: the greater name wins.
-                RingHashFn::Fnv1aFmix64 => {
+                RingHashFn::Words64 => {
                     peers[usize::from(b.1)].as_ref().cmp(peers[usize::from(a.1)].as_ref())
                 }
             })
@@ -365,15 +366,26 @@ impl<P: fmt::Debug> fmt::Debug for Ring<P> {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv1a64(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
+/// The balanced scheme's hash of a key or peer name: part of the cluster protocol, so it is
+/// specified here and pinned by test vectors. Little-endian 8-byte words (the last one padded
+/// with zeros) are folded in one at a time — `h = fmix64(h ^ word).wrapping_mul(K)` — starting
+/// from the length, and the result is finished with `fmix64`. One multiply-and-mix per 8 bytes
+/// instead of one per byte; every input bit reaches every output bit through `fmix64`.
+fn words64(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut hash = (bytes.len() as u64).wrapping_mul(K) ^ 0x6865_7264_6361_6368;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks_exact gives 8 bytes"));
+        hash = fmix64(hash ^ word).wrapping_mul(K);
     }
-    hash
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut padded = [0u8; 8];
+        padded[..rest.len()].copy_from_slice(rest);
+        hash = fmix64(hash ^ u64::from_le_bytes(padded)).wrapping_mul(K);
+    }
+    fmix64(hash)
 }
 
 /// murmur3's 64-bit finalizer: a bijection that spreads every input bit over the output.
@@ -442,7 +454,7 @@ mod tests {
         let best = |candidates: Vec<(u64, usize)>| {
             candidates.into_iter().max_by(|a, b| match scheme.hash {
                 RingHashFn::GroupcacheCrc32 => a.1.cmp(&b.1),
-                RingHashFn::Fnv1aFmix64 => peers[a.1].cmp(&peers[b.1]),
+                RingHashFn::Words64 => peers[a.1].cmp(&peers[b.1]),
             })
         };
         let at_or_after = points.iter().filter(|p| p.0 >= hash).map(|p| p.0).min();
@@ -501,6 +513,26 @@ mod tests {
         let mut ring = ab;
         assert_eq!(ring.add(a), Err(RingError::DuplicatePeer));
         assert_eq!(ring.len(), 2);
+    }
+
+    /// Computed independently (Python, from the specification in `words64`'s docs).
+    const PINNED: [u64; 4] =
+        [0xe41443026eba105e, 0xf67c381c48b230ee, 0x5900857bbf7669d6, 0x010a33239cee41dc];
+
+    #[test]
+    fn balanced_hash_is_pinned() {
+        // The balanced scheme's placement is part of the cluster protocol: these values must
+        // never change, or nodes of different versions would disagree on owners.
+        let vectors: [(&[u8], u64); 4] = [
+            (b"", PINNED[0]),
+            (b"a", PINNED[1]),
+            (b"user:42", PINNED[2]),
+            (b"a key longer than sixteen bytes", PINNED[3]),
+        ];
+        for (input, expected) in vectors {
+            assert_eq!(words64(input), expected, "{input:?}");
+        }
+        assert_ne!(words64(b"ab"), words64(b"ab\0"), "the length is part of the hash");
     }
 
     #[test]
