@@ -207,9 +207,10 @@ struct Flight<W> {
     key: Bytes,
     hash: u64,
     waiters: WaiterList<W>,
-    /// The key's generation relative to the flight's begin: bumped by every `invalidate` of the
-    /// key while the flight is in progress (saturating). Cacheable iff still zero.
-    key_generation: u32,
+    /// Whether the flight is still the key's (not invalidated by a put or delete since it
+    /// began): only then is its result cacheable. Invalidation detaches it, so it never
+    /// comes back.
+    attached: bool,
 }
 
 struct Slot<W> {
@@ -327,7 +328,9 @@ impl<W: Copy + Eq> FlightTable<W> {
 
     /// `waiter` wants `key`: joins the flight in progress for it, or creates one.
     ///
-    /// O(1) expected to find the flight, plus O(waiters) to refuse a duplicate waiter.
+    /// O(1) expected to find the flight, plus O(waiters) to refuse a duplicate waiter. Waiter
+    /// ids must be unique among all flights in progress (the Node's are): a duplicate is caught
+    /// only within the key's attached flight, not in one a write detached.
     ///
     /// # Errors
     /// [`FlightError::TooManyFlights`], [`FlightError::TooManyWaiters`] or
@@ -369,7 +372,7 @@ impl<W: Copy + Eq> FlightTable<W> {
         let entry = &mut self.slots[slot as usize];
         debug_assert!(entry.flight.is_none(), "free slots are empty");
         entry.flight =
-            Some(Flight { key: Bytes::copy_from_slice(key), hash, waiters, key_generation: 0 });
+            Some(Flight { key: Bytes::copy_from_slice(key), hash, waiters, attached: true });
         let id = FlightId { slot, generation: entry.generation };
         let slots = &self.slots;
         self.index.insert_unique(hash, slot, |&s| {
@@ -403,8 +406,8 @@ impl<W: Copy + Eq> FlightTable<W> {
     pub fn invalidate_all(&mut self) -> usize {
         let mut invalidated = 0;
         for slot in &mut self.slots {
-            if let Some(flight) = slot.flight.as_mut().filter(|flight| flight.key_generation == 0) {
-                flight.key_generation = 1;
+            if let Some(flight) = slot.flight.as_mut().filter(|flight| flight.attached) {
+                flight.attached = false;
                 invalidated += 1;
             }
         }
@@ -425,7 +428,7 @@ impl<W: Copy + Eq> FlightTable<W> {
             .flight
             .as_mut()
             .expect("the key index only points at live flights");
-        flight.key_generation = flight.key_generation.saturating_add(1);
+        flight.attached = false;
         // Detach: a request that arrives after the write must not be answered by a load that
         // began before it, so the next `begin` for the key starts a new flight.
         match self.index.find_entry(hash, |&s| s == slot) {
@@ -457,7 +460,7 @@ impl<W: Copy + Eq> FlightTable<W> {
             self.free.push(flight.slot);
         }
         // An invalidated flight was already detached from the key index.
-        if done.key_generation == 0 {
+        if done.attached {
             match self.index.find_entry(done.hash, |&s| s == flight.slot) {
                 Ok(entry) => {
                     entry.remove();
@@ -466,11 +469,7 @@ impl<W: Copy + Eq> FlightTable<W> {
             }
         }
         self.len -= 1;
-        Ok(Completed {
-            key: done.key,
-            waiters: Waiters(done.waiters),
-            cacheable: done.key_generation == 0,
-        })
+        Ok(Completed { key: done.key, waiters: Waiters(done.waiters), cacheable: done.attached })
     }
 
     /// The flight in progress for `key`, if any.

@@ -194,9 +194,16 @@ impl<P: AsRef<[u8]>> Ring<P> {
         peers: impl IntoIterator<Item = P>,
     ) -> Result<Self, RingError> {
         let mut ring = Ring::new(scheme);
-        for peer in peers {
-            ring.check_can_add(peer.as_ref())?;
-            ring.peers.push(peer);
+        ring.peers = peers.into_iter().collect();
+        if ring.peers.len() > Self::MAX_PEERS {
+            return Err(RingError::TooManyPeers);
+        }
+        // Duplicates by sorting names, not by a scan per peer: a long list from discovery
+        // must not cost quadratic time.
+        let mut names: Vec<&[u8]> = ring.peers.iter().map(AsRef::as_ref).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(RingError::DuplicatePeer);
         }
         ring.rebuild();
         Ok(ring)

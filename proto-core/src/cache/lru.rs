@@ -7,8 +7,11 @@
 //!   entry leaves its pair behind, and a pair is acted on only if its slot still holds an entry
 //!   with exactly that expiry (the slot plus its expiry act as the generation). A pair that
 //!   outlives its entry and finds a newer entry with the same expiry in the slot still expires
-//!   the right thing. Stale pairs are dropped when popped, and the heap is rebuilt when they
-//!   outnumber live ones, so it stays within 1.5 times the expiring entries.
+//!   the right thing. Stale pairs are dropped when popped, and the heap is compacted from its
+//!   own pairs whenever it exceeds 1.5 times the expiring entries plus a slack of 64 (checked
+//!   after every insert and removal), so it stays within that bound. Each compaction costs
+//!   O(heap) and removes at least a third of it, so it is amortized O(1) per operation, however
+//!   many entries never expire.
 
 use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
@@ -175,9 +178,7 @@ impl Lru {
                 self.expiry.reserve_exact((self.expiry.capacity() / 8).max(16));
             }
             self.expiry.push(Reverse((expires_at, slot)));
-            if self.expiry.len() > self.expiring + self.expiring / 2 + EXPIRY_HEAP_SLACK {
-                self.rebuild_expiry();
-            }
+            self.maybe_compact_expiry();
         }
         replaced
     }
@@ -255,23 +256,24 @@ impl Lru {
         if entry.expires_at != Instant::MAX {
             self.expiring -= 1;
         }
-        if self.index.is_empty() {
-            // Nothing left to expire: drop the stale pairs now rather than one pop at a time.
-            self.expiry.clear();
-        }
+        self.maybe_compact_expiry();
         entry
     }
 
-    fn rebuild_expiry(&mut self) {
-        let pairs: Vec<Reverse<(Instant, u32)>> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, entry)| {
-                let expires_at = entry.as_ref()?.expires_at;
-                (expires_at != Instant::MAX).then_some(Reverse((expires_at, slot as u32)))
-            })
-            .collect();
+    /// Drops stale pairs once they outnumber the bound, working from the heap's own pairs (never
+    /// the whole slab, which may hold many entries that do not expire).
+    fn maybe_compact_expiry(&mut self) {
+        if self.expiry.len() <= self.expiring + self.expiring / 2 + EXPIRY_HEAP_SLACK {
+            return;
+        }
+        let mut pairs = core::mem::take(&mut self.expiry).into_vec();
+        let slots = &self.slots;
+        pairs.retain(|Reverse((expires_at, slot))| {
+            slots[*slot as usize].as_ref().is_some_and(|entry| entry.expires_at == *expires_at)
+        });
+        // A slot reused with the same expiry can leave two live-looking pairs: keep one.
+        pairs.sort_unstable();
+        pairs.dedup();
         self.expiry = BinaryHeap::from(pairs);
     }
 

@@ -160,6 +160,33 @@ fn expiry_heap_stays_bounded_under_churn() {
     assert!(cache.main.expiry_len() <= 15 + 64, "stale expiry pairs are compacted");
 }
 
+#[test]
+fn expiry_heap_sheds_pairs_of_entries_that_no_longer_expire() {
+    let mut cache = Cache::new(CacheConfig::with_max_bytes(1 << 24));
+    for n in 0..1_000 {
+        cache.insert(at(0), Tier::Main, key(n), value(1, 0), Some(at(3_600_000))).unwrap();
+    }
+    for n in 0..1_000 {
+        cache.insert(at(0), Tier::Main, key(n), value(1, 0), None).unwrap();
+    }
+    assert!(cache.main.expiry_len() <= 64, "{} stale pairs kept", cache.main.expiry_len());
+}
+
+#[test]
+fn expiry_compaction_does_not_scan_entries_that_never_expire() {
+    // 50k entries without expiry, one key re-inserted with one: the heap stays tiny, and the
+    // work per insert does not grow with the 50k (compaction reads the heap, not the slab).
+    let mut cache = Cache::new(CacheConfig::with_max_bytes(1 << 30));
+    for n in 0..50_000 {
+        cache.insert(at(0), Tier::Main, key(n), value(1, 0), None).unwrap();
+    }
+    for round in 0..10_000u64 {
+        cache.insert(at(0), Tier::Main, key(0), value(1, 0), Some(at(1_000 + round))).unwrap();
+        assert!(cache.main.expiry_len() <= 1 + 64);
+    }
+    assert_eq!(cache.handle_timeout(at(20_000)), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Model test: the cache against two recency-ordered `Vec`s.
 
