@@ -878,6 +878,9 @@ impl Sim {
                 produced.expires_at, self.now, record.node, served.path
             ));
         }
+        // Staleness is judged only while every node shares one ring view: with split views a
+        // node outside the owner's view is never told to drop its copy, which no protocol can
+        // avoid without a membership agreement the nodes do not have.
         if !self.views_agree {
             return;
         }
