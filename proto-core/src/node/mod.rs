@@ -713,7 +713,6 @@ impl Node {
         if key.len() > self.config.limits.max_key as usize {
             return Lookup::Done(Err(Error::TooLarge));
         }
-        let owner = self.owner_of(key);
         let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else {
             return Lookup::Done(Err(Error::UnknownKeyspace));
         };
@@ -735,7 +734,8 @@ impl Node {
                 }
             };
             let value = Value { bytes: hit.value.clone(), expires_at: hit.expires_at, path };
-            let rate = keyspace.hot.rate(now, key).unwrap_or(0.0);
+            // Only a peer's reply carries the key's rate; a local hit does not pay for it.
+            let rate = if from_peer { keyspace.hot.rate(now, key).unwrap_or(0.0) } else { 0.0 };
             return Lookup::Done(Ok(Served { value, rate }));
         }
         keyspace.stats.loads += 1;
@@ -764,7 +764,9 @@ impl Node {
             Begin::Leader(id) => {
                 keyspace.stats.loads_deduped += 1;
                 keyspace.meta.insert(id, FlightMeta::default());
-                match owner {
+                // The ring is consulted only on a miss, never on the hit path.
+                let owner = self.ring.owner(key).filter(|owner| **owner != self.config.node_id);
+                match owner.cloned() {
                     Some(owner) if !from_peer => plan.push((owner, (key.clone(), id))),
                     _ => self.load_or_fail(now, keyspace_name, id),
                 }
