@@ -124,6 +124,8 @@ extern crate std;
 mod breaker;
 mod cache;
 mod flight;
+#[cfg(feature = "std")]
+pub mod front;
 mod hash;
 mod hotkeys;
 mod limiter;
