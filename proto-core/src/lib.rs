@@ -141,7 +141,8 @@ pub use breaker::{
     Breaker, BreakerConfig, BreakerConfigError, BreakerOpen, BreakerState, CallOutcome, Permit,
 };
 pub use cache::{
-    Cache, CacheConfig, CacheStats, ENTRY_OVERHEAD, Hit, InsertError, Tier, TierStats,
+    Cache, CacheConfig, CacheStats, ENTRY_OVERHEAD, Hit, InsertError, LruStores, Store,
+    StoreFactory, Stored, Tier, TierStats,
 };
 pub use flight::{
     Begin, Completed, FlightError, FlightId, FlightLimits, FlightTable, Waiters, WaitersIntoIter,

@@ -28,6 +28,7 @@
 //! - Time going backwards counts as no time passing.
 
 mod lru;
+mod store;
 
 use bytes::Bytes;
 use core::fmt;
@@ -36,6 +37,7 @@ use crate::hash::key_hash_builder;
 use crate::time::{Instant, Monotonic};
 pub use lru::ENTRY_OVERHEAD;
 use lru::{Entry, Lru};
+pub use store::{LruStores, Store, StoreFactory, Stored};
 
 /// Which tier of a [`Cache`] an entry lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -38,6 +38,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use alloc::boxed::Box;
 use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -46,7 +47,7 @@ use core::cmp::Reverse;
 use hashbrown::HashMap;
 
 use crate::breaker::{Breaker, BreakerState, CallOutcome, Permit};
-use crate::cache::{Cache, CacheConfig, CacheStats, InsertError, Tier};
+use crate::cache::{CacheConfig, CacheStats, InsertError, LruStores, Store, StoreFactory, Tier};
 use crate::flight::{Begin, FlightError, FlightId, FlightLimits, FlightTable};
 use crate::hash::{KeyHashBuilder, key_hash_builder};
 use crate::hotkeys::HotKeys;
@@ -118,7 +119,7 @@ struct FlightMeta {
 
 struct Keyspace {
     config: KeyspaceConfig,
-    cache: Cache,
+    cache: Box<dyn Store>,
     flights: FlightTable<Waiter>,
     meta: HashMap<FlightId, FlightMeta, KeyHashBuilder>,
     hot: HotKeys,
@@ -249,6 +250,7 @@ type FetchPlan = Vec<(Bytes, (Bytes, FlightId))>;
 /// One herdcache cluster member as a pure state machine. See the module docs.
 pub struct Node {
     config: NodeConfig,
+    stores: Box<dyn StoreFactory>,
     clock: Monotonic,
     started_at: Instant,
     ring: Ring<Bytes>,
@@ -274,6 +276,16 @@ impl Node {
     /// A node at `now`, with the keyspaces of `config`. Connect it to its cluster with
     /// [`Input::SetPeers`]; until then it owns every key.
     pub fn new(config: NodeConfig, now: Instant) -> Result<Node, ConfigError> {
+        Node::with_stores(config, now, Box::new(LruStores))
+    }
+
+    /// A node whose keyspaces keep their entries in stores made by `stores` (the concurrent
+    /// front's sharded store, for one).
+    pub fn with_stores(
+        config: NodeConfig,
+        now: Instant,
+        stores: Box<dyn StoreFactory>,
+    ) -> Result<Node, ConfigError> {
         let max_label = config.limits.max_label as usize;
         if config.node_id.is_empty() || config.node_id.len() > max_label {
             return Err(ConfigError::BadNodeId);
@@ -300,6 +312,7 @@ impl Node {
         let mut ring = Ring::new(config.ring);
         ring.add(config.node_id.clone()).expect("an empty ring takes one peer");
         let mut node = Node {
+            stores,
             clock: Monotonic::new(now),
             started_at: now,
             ring,
@@ -344,7 +357,8 @@ impl Node {
         if self.keyspaces.contains_key(&config.name) {
             return Err(ConfigError::DuplicateKeyspace);
         }
-        let keyspace = self.build_keyspace(config)?;
+        let now = self.clock.latest();
+        let keyspace = build_keyspace(&self.config, now, self.stores.as_mut(), config)?;
         self.keyspaces.insert(keyspace.config.name.clone(), keyspace);
         Ok(())
     }
@@ -733,7 +747,7 @@ impl Node {
                     Path::HotHit
                 }
             };
-            let value = Value { bytes: hit.value.clone(), expires_at: hit.expires_at, path };
+            let value = Value { bytes: hit.value, expires_at: hit.expires_at, path };
             // Only a peer's reply carries the key's rate; a local hit does not pay for it.
             let rate = if from_peer { keyspace.hot.rate(now, key).unwrap_or(0.0) } else { 0.0 };
             return Lookup::Done(Ok(Served { value, rate }));
@@ -1961,9 +1975,9 @@ impl Node {
             // Keys this node no longer owns leave the main cache (the new owner loads them).
             let moved: Vec<Bytes> = keyspace
                 .cache
-                .iter(Tier::Main)
-                .filter(|(key, _, _)| self.ring.owner(key).is_some_and(|owner| *owner != me))
-                .map(|(key, _, _)| key.clone())
+                .keys(Tier::Main)
+                .into_iter()
+                .filter(|key| self.ring.owner(key).is_some_and(|owner| *owner != me))
                 .collect();
             for key in moved {
                 keyspace.cache.remove(&key);
@@ -2003,7 +2017,7 @@ impl Node {
                 continue;
             }
             let Some(keyspace) = self.keyspaces.get_mut(&name) else { continue };
-            if keyspace.cache.peek(now, &key).is_some() || keyspace.flights.get(&key).is_some() {
+            if keyspace.cache.contains(now, &key) || keyspace.flights.get(&key).is_some() {
                 continue;
             }
             let Ok(Begin::Leader(flight)) = keyspace.flights.begin(&key, Waiter::Warmup) else {
@@ -2097,32 +2111,35 @@ impl Node {
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
 
-    fn build_keyspace(&self, config: KeyspaceConfig) -> Result<Keyspace, ConfigError> {
-        let now = self.clock.latest();
-        if config.name.is_empty() || config.name.len() > self.config.limits.max_label as usize {
-            return Err(ConfigError::BadKeyspaceName);
-        }
-        if config.read_timeout.is_zero() || config.write_timeout.is_zero() {
-            return Err(ConfigError::BadTiming);
-        }
-        let seed = self.config.seed
-            ^ crate::hash::hash_key(&key_hash_builder(self.config.seed), &config.name);
-        let hot = HotKeys::new(config.hot_keys, now).map_err(|_| ConfigError::BadHotKeys)?;
-        Ok(Keyspace {
-            cache: Cache::new(CacheConfig { max_bytes: config.max_bytes, hash_seed: seed }),
-            flights: FlightTable::new(seed.rotate_left(17), FlightLimits::default()),
-            meta: HashMap::with_hasher(key_hash_builder(seed.rotate_left(29))),
-            hot,
-            breaker: Breaker::new(config.breaker.unwrap_or(self.config.breaker), now),
-            limiter: config
-                .limiter
-                .or(self.config.limiter)
-                .map(|limiter| Limiter::new(limiter, now)),
-            stats: KeyspaceStats::default(),
-            config,
-        })
+/// A keyspace of a node configured by `node`, its store made by `stores` once the settings
+/// are known to be valid.
+fn build_keyspace(
+    node: &NodeConfig,
+    now: Instant,
+    stores: &mut dyn StoreFactory,
+    config: KeyspaceConfig,
+) -> Result<Keyspace, ConfigError> {
+    if config.name.is_empty() || config.name.len() > node.limits.max_label as usize {
+        return Err(ConfigError::BadKeyspaceName);
     }
+    if config.read_timeout.is_zero() || config.write_timeout.is_zero() {
+        return Err(ConfigError::BadTiming);
+    }
+    let seed = node.seed ^ crate::hash::hash_key(&key_hash_builder(node.seed), &config.name);
+    let hot = HotKeys::new(config.hot_keys, now).map_err(|_| ConfigError::BadHotKeys)?;
+    Ok(Keyspace {
+        cache: stores
+            .create(&config.name, CacheConfig { max_bytes: config.max_bytes, hash_seed: seed }),
+        flights: FlightTable::new(seed.rotate_left(17), FlightLimits::default()),
+        meta: HashMap::with_hasher(key_hash_builder(seed.rotate_left(29))),
+        hot,
+        breaker: Breaker::new(config.breaker.unwrap_or(node.breaker), now),
+        limiter: config.limiter.or(node.limiter).map(|limiter| Limiter::new(limiter, now)),
+        stats: KeyspaceStats::default(),
+        config,
+    })
 }
 
 /// Groups `items` by owner and cuts each owner's share into batches of at most `max_count`
