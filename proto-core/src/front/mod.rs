@@ -1,178 +1,554 @@
-//! The concurrent front of a [`Node`](crate::Node): many threads, one node (feature `std`).
+//! The concurrent front of a [`Node`]: many threads, one node (feature `std`).
 //!
-//! (API skeleton: bodies land in the next commit.)
+//! The node is `&mut self` everywhere; the front is the shape around it that every runtime
+//! crate shares, so that no driver has to invent one:
+//!
+//! - **Hits never reach the node.** Each keyspace's entries live in a sharded store
+//!   (`store.rs`) that the node writes and any thread reads under one shard's read lock. A hit
+//!   passes through no channel, no task and no lock but that shard's; hits on different keys
+//!   proceed in parallel.
+//! - **Everything else goes through the node**, behind one mutex held only for an
+//!   `handle_input` and the drain that follows: misses (which join the node's singleflight),
+//!   writes, membership, and the driver's network and data-source events.
+//! - **Replies go straight to the caller.** The front drains the node's outputs itself: a
+//!   [`Reply`](crate::Reply) completes the caller's [`Pending`] (a future, or a blocking wait),
+//!   everything else is queued as an [`Action`] for the driver. When a user thread queued
+//!   actions, or moved the node's next deadline earlier than the one the driver is sleeping
+//!   towards, the front calls the driver's [`WakeDriver`] once; the driver then drains with
+//!   [`Front::drain_actions`] and re-arms its timer from [`Front::poll_timeout_in`].
+//! - **Lock order**: node mutex, then the keyspace registry, then one shard; a completion's
+//!   waker runs after every lock is released.
+//! - [`Front::close`] answers every waiting request `ShuttingDown` and refuses new ones; a
+//!   driver calls it when it exits, so no caller waits forever.
+//!
+//! What stays per runtime: sockets, timers, spawning data-source calls.
+//!
+//! Hot-key tracking sees misses and peers' requests, not local hits (those never reach the
+//! node); warmup candidates and the rates sent to peers come from those.
 
-#![allow(missing_docs, unused)]
+mod pending;
+mod store;
+mod sync;
 
-extern crate std;
+#[cfg(all(test, herdcache_loom))]
+mod loom_tests;
+#[cfg(all(test, not(herdcache_loom)))]
+mod tests;
 
-use alloc::sync::Arc;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use bytes::Bytes;
-use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll};
+use hashbrown::HashMap;
 
+pub use pending::{Answer, Pending};
+use pending::{Outcome, Slot};
+use store::{SharedStore, StoreWriter};
+use sync::{Arc, Mutex, MutexGuard, RwLock, unpoison};
+
+use crate::cache::{CacheConfig, Store, StoreFactory, Tier};
+use crate::hash::{KeyHashBuilder, key_hash_builder};
 use crate::node::{
     ConfigError, ConnId, Entry, Error, Event, Input, InputError, KeyspaceConfig, KeyspaceStats,
-    LoadId, NodeConfig, Value,
+    LoadId, Node, NodeConfig, Output, Path, RequestId, Value,
 };
 use crate::time::Instant;
 
-/// Work for the driver: every [`Output`](crate::Output) except replies, which the front
-/// delivers itself.
+/// Work for the driver: every [`Output`] except replies, which the front delivers itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    Load { load: LoadId, keyspace: Bytes, key: Bytes },
-    Transmit { conn: ConnId, data: Vec<u8> },
-    Connect { peer: Bytes },
-    Close { conn: ConnId },
+    /// Call the keyspace's data source for the key, then feed [`Input::Loaded`].
+    Load {
+        /// Name of this call.
+        load: LoadId,
+        /// The keyspace.
+        keyspace: Bytes,
+        /// The key.
+        key: Bytes,
+    },
+    /// Write these bytes to the connection, after what was written before.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Open a connection to the peer (its node id is its address), then feed
+    /// [`Input::Connected`] or [`Input::ConnectFailed`].
+    Connect {
+        /// The peer.
+        peer: Bytes,
+    },
+    /// Close the connection after writing what was transmitted, then feed [`Input::Closed`].
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Something observers may want to know.
     Event(Event),
 }
 
-/// How the front wakes its driver when actions are queued from a user thread.
-pub type WakeDriver = Arc<dyn Fn() + Send + Sync>;
+/// How the front wakes its driver when a user thread queued actions or moved the next
+/// deadline: called outside every front lock, at most once until the driver drains.
+pub type WakeDriver = alloc::sync::Arc<dyn Fn() + Send + Sync>;
 
-/// The clock the front reads: the core's `Instant`.
-pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+/// The clock the front reads for the node and for expiry checks on hits.
+pub type Clock = alloc::sync::Arc<dyn Fn() -> Instant + Send + Sync>;
 
+/// The concurrent front of one node. Cloning is cheap (a reference count); every clone is the
+/// same node. See the module docs.
 #[derive(Clone)]
-pub struct Front {}
-
-#[derive(Clone)]
-pub struct KeyspaceFront {}
-
-pub struct Pending<T> {
-    _t: core::marker::PhantomData<T>,
+pub struct Front {
+    inner: Arc<Inner>,
 }
 
-impl<T> Unpin for Pending<T> {}
+struct Inner {
+    core: Mutex<Core>,
+    registry: Arc<Registry>,
+    wake: WakeDriver,
+    clock: Clock,
+    node_id: Bytes,
+}
 
-impl<T> Future for Pending<T> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
-        todo!()
+/// The keyspaces' stores, as readers find them.
+type Registry = RwLock<HashMap<Bytes, Arc<SharedStore>, KeyHashBuilder>>;
+
+struct Core {
+    node: Node,
+    waiting: HashMap<u64, Arc<Slot>, KeyHashBuilder>,
+    actions: VecDeque<Action>,
+    next_request: u64,
+    closed: bool,
+    /// The driver was woken and has not drained since.
+    woken: bool,
+    /// The deadline the driver last read; a user call that moves the node's next deadline
+    /// earlier wakes it.
+    armed: Option<Instant>,
+}
+
+/// Makes each keyspace's sharded store and lists it in the registry.
+struct SharedStores {
+    registry: Arc<Registry>,
+}
+
+impl StoreFactory for SharedStores {
+    fn create(&mut self, name: &Bytes, config: CacheConfig) -> Box<dyn Store> {
+        let writer = StoreWriter::new(config);
+        unpoison(self.registry.write()).insert(name.clone(), writer.shared());
+        Box::new(writer)
     }
 }
 
-impl<T> Pending<T> {
-    /// Blocks this thread until the answer is there.
-    pub fn wait(self) -> T {
-        todo!()
-    }
-    /// Blocks until the answer is there or `deadline` passes (then gives `self` back).
-    pub fn wait_until(self, _deadline: std::time::Instant) -> Result<T, Self> {
-        todo!()
-    }
-    /// The answer if it is there already.
-    pub fn try_take(&mut self) -> Option<T> {
-        todo!()
-    }
+/// A cheap handle on one keyspace of a [`Front`]: its gets skip the keyspace lookup. After
+/// the keyspace is removed it only misses (and the node answers `UnknownKeyspace`).
+#[derive(Clone)]
+pub struct KeyspaceFront {
+    name: Bytes,
+    store: Arc<SharedStore>,
+    front: Front,
 }
 
 impl KeyspaceFront {
+    /// The keyspace's name.
+    #[must_use]
     pub fn name(&self) -> &Bytes {
-        todo!()
+        &self.name
     }
-    pub fn get(&self, _key: &[u8]) -> Pending<Result<Value, Error>> {
-        todo!()
+
+    /// Gets `key`: ready at once on a hit, else the node's answer when it comes.
+    pub fn get(&self, key: &[u8]) -> Pending<Result<Value, Error>> {
+        match self.front.hit(&self.store, key) {
+            Some(value) => Pending::ready(Ok(value)),
+            None => self.front.miss(&self.name, key),
+        }
     }
-    /// A hit without touching the value's reference count: `read` sees the bytes in place.
-    pub fn peek_with<R>(&self, _key: &[u8], _read: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        todo!()
+
+    /// A hit without touching the value's reference count: `read` sees the bytes in place,
+    /// under the shard's read lock (keep it short). `None` on a miss, which this does not
+    /// load.
+    pub fn peek_with<R>(&self, key: &[u8], read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let clock = &self.front.inner.clock;
+        self.store.read(key, || clock(), |_, value, _| read(value))
+    }
+}
+
+impl core::fmt::Debug for KeyspaceFront {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyspaceFront").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl core::fmt::Debug for Front {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Front").field("node_id", &self.inner.node_id).finish_non_exhaustive()
+    }
+}
+
+fn path_of(tier: Tier) -> Path {
+    match tier {
+        Tier::Main => Path::LocalHit,
+        Tier::Hot => Path::HotHit,
     }
 }
 
 impl Front {
-    pub fn new(_config: NodeConfig, _wake: WakeDriver) -> Result<Front, ConfigError> {
-        todo!()
+    /// A front for a new node, on the process's monotonic clock ([`Instant::now`]).
+    pub fn new(config: NodeConfig, wake: WakeDriver) -> Result<Front, ConfigError> {
+        Front::with_clock(config, wake, alloc::sync::Arc::new(Instant::now))
     }
+
+    /// A front for a new node, reading `clock`.
     pub fn with_clock(
-        _config: NodeConfig,
-        _wake: WakeDriver,
-        _clock: Clock,
+        config: NodeConfig,
+        wake: WakeDriver,
+        clock: Clock,
     ) -> Result<Front, ConfigError> {
-        todo!()
+        let registry: Arc<Registry> =
+            Arc::new(RwLock::new(HashMap::with_hasher(key_hash_builder(config.seed))));
+        let node_id = config.node_id.clone();
+        let hasher = key_hash_builder(config.seed);
+        let factory = SharedStores { registry: registry.clone() };
+        let node = Node::with_stores(config, clock(), Box::new(factory))?;
+        let core = Core {
+            node,
+            waiting: HashMap::with_hasher(hasher),
+            actions: VecDeque::new(),
+            next_request: 1,
+            closed: false,
+            woken: false,
+            armed: None,
+        };
+        Ok(Front {
+            inner: Arc::new(Inner { core: Mutex::new(core), registry, wake, clock, node_id }),
+        })
     }
+
+    /// The node's id.
+    #[must_use]
     pub fn node_id(&self) -> Bytes {
-        todo!()
+        self.inner.node_id.clone()
     }
+
+    /// The front's clock now.
+    #[must_use]
     pub fn now(&self) -> Instant {
-        todo!()
+        (self.inner.clock)()
     }
-    pub fn keyspace(&self, _name: &[u8]) -> Option<KeyspaceFront> {
-        todo!()
+
+    /// A handle on one keyspace, for gets without the keyspace lookup.
+    #[must_use]
+    pub fn keyspace(&self, name: &[u8]) -> Option<KeyspaceFront> {
+        let registry = unpoison(self.inner.registry.read());
+        let (name, store) = registry.get_key_value(name)?;
+        Some(KeyspaceFront { name: name.clone(), store: store.clone(), front: self.clone() })
     }
-    pub fn get(&self, _keyspace: &[u8], _key: &[u8]) -> Pending<Result<Value, Error>> {
-        todo!()
+
+    /// Gets `key`: ready at once on a hit, else the node's answer when it comes.
+    pub fn get(&self, keyspace: &[u8], key: &[u8]) -> Pending<Result<Value, Error>> {
+        let hit = {
+            let registry = unpoison(self.inner.registry.read());
+            match registry.get(keyspace) {
+                Some(store) => self.hit(store, key),
+                None => return Pending::failed(Error::UnknownKeyspace, 1),
+            }
+        };
+        match hit {
+            Some(value) => Pending::ready(Ok(value)),
+            None => self.miss(keyspace, key),
+        }
     }
+
+    fn hit(&self, store: &SharedStore, key: &[u8]) -> Option<Value> {
+        let clock = &self.inner.clock;
+        store.read(
+            key,
+            || clock(),
+            |tier, bytes, expires_at| Value {
+                bytes: bytes.clone(),
+                expires_at,
+                path: path_of(tier),
+            },
+        )
+    }
+
+    fn miss(&self, keyspace: &[u8], key: &[u8]) -> Pending<Result<Value, Error>> {
+        let (keyspace, key) = (Bytes::copy_from_slice(keyspace), Bytes::copy_from_slice(key));
+        self.request(1, |request| Input::Get { request, keyspace, key, timeout: None })
+    }
+
+    /// Gets several keys of one keyspace; one result per key, in order. Hits are served from
+    /// the node's store too (a batch goes to the node in one piece, so its misses are grouped
+    /// by owner).
     pub fn get_many(
         &self,
-        _keyspace: &[u8],
-        _keys: Vec<Bytes>,
+        keyspace: &[u8],
+        keys: Vec<Bytes>,
     ) -> Pending<Vec<Result<Value, Error>>> {
-        todo!()
+        let keyspace = Bytes::copy_from_slice(keyspace);
+        self.request(keys.len(), |request| Input::GetMany {
+            request,
+            keyspace,
+            keys,
+            timeout: None,
+        })
     }
-    pub fn put(&self, _keyspace: &[u8], _entry: Entry) -> Pending<Result<(), Error>> {
-        todo!()
+
+    /// Stores a value at the key's owner, which tells every peer to drop its copy.
+    pub fn put(&self, keyspace: &[u8], entry: Entry) -> Pending<Result<(), Error>> {
+        let keyspace = Bytes::copy_from_slice(keyspace);
+        self.request(1, |request| Input::Put { request, keyspace, entry, timeout: None })
     }
+
+    /// Stores several values; one result per entry, in order.
     pub fn put_many(
         &self,
-        _keyspace: &[u8],
-        _entries: Vec<Entry>,
+        keyspace: &[u8],
+        entries: Vec<Entry>,
     ) -> Pending<Vec<Result<(), Error>>> {
-        todo!()
+        let keyspace = Bytes::copy_from_slice(keyspace);
+        self.request(entries.len(), |request| Input::PutMany {
+            request,
+            keyspace,
+            entries,
+            timeout: None,
+        })
     }
-    pub fn delete(&self, _keyspace: &[u8], _key: Bytes) -> Pending<Result<(), Error>> {
-        todo!()
+
+    /// Removes a key everywhere; a load of it already in flight is not cached.
+    pub fn delete(&self, keyspace: &[u8], key: Bytes) -> Pending<Result<(), Error>> {
+        let keyspace = Bytes::copy_from_slice(keyspace);
+        self.request(1, |request| Input::Delete { request, keyspace, key, timeout: None })
     }
+
+    /// Removes several keys everywhere; one result per key, in order.
     pub fn delete_many(
         &self,
-        _keyspace: &[u8],
-        _keys: Vec<Bytes>,
+        keyspace: &[u8],
+        keys: Vec<Bytes>,
     ) -> Pending<Vec<Result<(), Error>>> {
-        todo!()
+        let keyspace = Bytes::copy_from_slice(keyspace);
+        self.request(keys.len(), |request| Input::DeleteMany {
+            request,
+            keyspace,
+            keys,
+            timeout: None,
+        })
     }
-    pub fn delete_keyspace(&self, _keyspace: &[u8]) -> Pending<Result<(), Error>> {
-        todo!()
+
+    /// Deletes every key of the keyspace on every node (the keyspace stays).
+    pub fn delete_keyspace(&self, keyspace: &[u8]) -> Pending<Result<(), Error>> {
+        let keyspace = Bytes::copy_from_slice(keyspace);
+        self.request(1, |request| Input::DeleteKeyspace { request, keyspace, timeout: None })
     }
-    pub fn create_keyspace(&self, _config: KeyspaceConfig) -> Result<(), ConfigError> {
-        todo!()
+
+    /// Creates a keyspace on this node.
+    pub fn create_keyspace(&self, config: KeyspaceConfig) -> Result<(), ConfigError> {
+        self.with_node(|node| node.create_keyspace(config))
     }
-    pub fn update_keyspace(&self, _config: KeyspaceConfig) -> Result<(), ConfigError> {
-        todo!()
+
+    /// Changes a keyspace's settings on this node.
+    pub fn update_keyspace(&self, config: KeyspaceConfig) -> Result<(), ConfigError> {
+        self.with_node(|node| node.update_keyspace(config))
     }
-    pub fn remove_keyspace(&self, _name: &[u8]) -> Result<(), ConfigError> {
-        todo!()
+
+    /// Removes a keyspace and its data from this node.
+    pub fn remove_keyspace(&self, name: &[u8]) -> Result<(), ConfigError> {
+        self.with_node(|node| node.remove_keyspace(name))?;
+        unpoison(self.inner.registry.write()).remove(name);
+        Ok(())
     }
+
+    /// The keyspaces' settings.
+    #[must_use]
     pub fn keyspaces(&self) -> Vec<KeyspaceConfig> {
-        todo!()
+        self.with_node(|node| node.keyspaces().cloned().collect())
     }
-    pub fn stats(&self, _keyspace: &[u8]) -> Option<KeyspaceStats> {
-        todo!()
+
+    /// A keyspace's counters, hits served by the front included.
+    #[must_use]
+    pub fn stats(&self, keyspace: &[u8]) -> Option<KeyspaceStats> {
+        let mut stats = self.with_node(|node| node.keyspace_stats(keyspace))?;
+        // The store counts every hit; the node only those that reached it.
+        let front_main = stats.cache.main.hits.saturating_sub(stats.cache_hits);
+        let front_hot = stats.cache.hot.hits.saturating_sub(stats.hot_hits);
+        stats.gets += front_main + front_hot;
+        stats.cache_hits += front_main;
+        stats.hot_hits += front_hot;
+        Some(stats)
     }
-    pub fn set_peers(&self, _peers: Vec<Bytes>) {
-        todo!()
+
+    /// Replaces the cluster's members (node ids; this node's own included or not).
+    pub fn set_peers(&self, peers: Vec<Bytes>) {
+        let now = self.now();
+        self.with_node(|node| node.handle_input(now, Input::SetPeers(peers)))
+            .unwrap_or_else(|_| unreachable!("SetPeers is always accepted"));
     }
+
+    /// Leaves the cluster gracefully: peers are told, new requests refused, what is in
+    /// progress finishes, then the driver sees [`Event::Drained`].
     pub fn leave(&self) {
-        todo!()
+        let now = self.now();
+        self.with_node(|node| node.handle_input(now, Input::Leave))
+            .unwrap_or_else(|_| unreachable!("Leave is always accepted"));
     }
+
+    /// Answers every waiting request `ShuttingDown` and refuses new ones. Drivers call it when
+    /// they stop, so that no caller waits forever.
     pub fn close(&self) {
-        todo!()
+        let mut core = self.lock();
+        core.closed = true;
+        let waiting: Vec<Arc<Slot>> = core.waiting.drain().map(|(_, slot)| slot).collect();
+        drop(core);
+        for slot in waiting {
+            slot.complete(Err(Error::ShuttingDown));
+        }
     }
-    pub fn handle_input(&self, _input: Input<'_>) -> Result<(), InputError> {
-        todo!()
+
+    /// Whether [`Front::close`] was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
+
+    /// Feeds the driver's input (network, data source) to the node. Drain
+    /// [`Front::drain_actions`] afterwards.
+    pub fn handle_input(&self, input: Input<'_>) -> Result<(), InputError> {
+        let now = self.now();
+        let mut core = self.lock();
+        let result = core.node.handle_input(now, input);
+        let completions = core.drain();
+        drop(core);
+        complete(completions);
+        result
+    }
+
+    /// Lets the node act on the passing of time. Drain [`Front::drain_actions`] afterwards.
     pub fn handle_timeout(&self) {
-        todo!()
+        let now = self.now();
+        let mut core = self.lock();
+        core.node.handle_timeout(now);
+        let completions = core.drain();
+        drop(core);
+        complete(completions);
     }
+
+    /// When [`Front::handle_timeout`] is next due; reading it re-arms the driver's timer, so
+    /// the front wakes the driver if a user call moves it earlier.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let mut core = self.lock();
+        let at = core.node.poll_timeout();
+        core.armed = at;
+        at
     }
+
+    /// How long from now until [`Front::handle_timeout`] is due (zero when overdue); `None`
+    /// when no timer is pending.
     pub fn poll_timeout_in(&self) -> Option<core::time::Duration> {
-        todo!()
+        let at = self.poll_timeout()?;
+        Some(at.saturating_duration_since(self.now()))
     }
-    pub fn drain_actions(&self, _out: &mut Vec<Action>) {
-        todo!()
+
+    /// Moves every queued action to `out`.
+    pub fn drain_actions(&self, out: &mut Vec<Action>) {
+        let mut core = self.lock();
+        core.woken = false;
+        out.extend(core.actions.drain(..));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        unpoison(self.inner.core.lock())
+    }
+
+    /// Runs `f` on the node, then delivers what it replied and wakes the driver if needed.
+    fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> R {
+        let mut core = self.lock();
+        let result = f(&mut core.node);
+        let completions = core.drain();
+        let wake = core.needs_wake();
+        drop(core);
+        complete(completions);
+        if wake {
+            (self.inner.wake)();
+        }
+        result
+    }
+
+    /// Sends a request to the node; its answer completes the returned [`Pending`].
+    fn request<T: Answer>(
+        &self,
+        parts: usize,
+        input: impl FnOnce(RequestId) -> Input<'static>,
+    ) -> Pending<T> {
+        let now = self.now();
+        let mut core = self.lock();
+        if core.closed {
+            return Pending::failed(Error::ShuttingDown, parts);
+        }
+        let id = core.next_request;
+        core.next_request += 1;
+        match core.node.handle_input(now, input(RequestId(id))) {
+            Ok(()) => {}
+            Err(InputError::Overloaded(_)) => return Pending::failed(Error::Overloaded, parts),
+            Err(_) => return Pending::failed(Error::BadRequest, parts),
+        }
+        let slot = Slot::new();
+        core.waiting.insert(id, slot.clone());
+        let completions = core.drain();
+        let wake = core.needs_wake();
+        drop(core);
+        complete(completions);
+        if wake {
+            (self.inner.wake)();
+        }
+        Pending::waiting(slot, parts)
+    }
+}
+
+fn complete(completions: Vec<(Arc<Slot>, Outcome)>) {
+    for (slot, outcome) in completions {
+        slot.complete(outcome);
+    }
+}
+
+impl Core {
+    /// Drains the node: replies become completions (delivered after the lock is released),
+    /// the rest queue for the driver.
+    fn drain(&mut self) -> Vec<(Arc<Slot>, Outcome)> {
+        let mut completions = Vec::new();
+        while let Some(output) = self.node.poll_output() {
+            let action = match output {
+                Output::Reply { request, reply } => {
+                    if let Some(slot) = self.waiting.remove(&request.0) {
+                        completions.push((slot, Ok(reply)));
+                    }
+                    continue;
+                }
+                Output::Load { load, keyspace, key } => Action::Load { load, keyspace, key },
+                Output::Transmit { conn, data } => Action::Transmit { conn, data },
+                Output::Connect { peer } => Action::Connect { peer },
+                Output::Close { conn } => Action::Close { conn },
+                Output::Event(event) => Action::Event(event),
+            };
+            self.actions.push_back(action);
+        }
+        completions
+    }
+
+    /// Whether a user call left work the driver does not know of: queued actions, or a
+    /// deadline earlier than the one it sleeps towards. Marks the driver woken.
+    fn needs_wake(&mut self) -> bool {
+        if self.woken {
+            return false;
+        }
+        let earlier = match (self.node.poll_timeout(), self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if self.actions.is_empty() && !earlier {
+            return false;
+        }
+        self.woken = true;
+        true
     }
 }

@@ -1,0 +1,220 @@
+//! The front on real threads: hits beside the node, misses through it, the driver's wake-ups.
+
+use alloc::sync::Arc as StdArc;
+use alloc::vec;
+use alloc::vec::Vec;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::node::{LoadResult, NodeConfig};
+
+struct Harness {
+    front: Front,
+    wakes: StdArc<AtomicUsize>,
+    now: StdArc<std::sync::Mutex<Instant>>,
+}
+
+fn harness(max_bytes: u64) -> Harness {
+    let wakes = StdArc::new(AtomicUsize::new(0));
+    let now = StdArc::new(std::sync::Mutex::new(Instant::from_secs(1)));
+    let counter = wakes.clone();
+    let clock = now.clone();
+    let config = NodeConfig::new("n1", "test").with_keyspace(KeyspaceConfig::new("ks", max_bytes));
+    let front = Front::with_clock(
+        config,
+        StdArc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }),
+        StdArc::new(move || *clock.lock().expect("clock")),
+    )
+    .expect("valid config");
+    Harness { front, wakes, now }
+}
+
+impl Harness {
+    /// Answers every queued load with `value_of(key)`; returns how many loads there were.
+    fn answer_loads(&self, value_of: impl Fn(&Bytes) -> LoadResult) -> usize {
+        let mut loads = 0;
+        loop {
+            let mut actions = Vec::new();
+            self.front.drain_actions(&mut actions);
+            if actions.is_empty() {
+                return loads;
+            }
+            for action in actions {
+                if let Action::Load { load, key, .. } = action {
+                    loads += 1;
+                    self.front
+                        .handle_input(Input::Loaded { load, result: value_of(&key) })
+                        .expect("load in progress");
+                }
+            }
+        }
+    }
+
+    fn advance(&self, by: core::time::Duration) {
+        let mut now = self.now.lock().expect("clock");
+        *now += by;
+    }
+}
+
+fn value(bytes: &'static [u8]) -> impl Fn(&Bytes) -> LoadResult {
+    move |_| LoadResult::Value { bytes: Bytes::from_static(bytes), expires_at: None }
+}
+
+#[test]
+fn a_miss_goes_through_the_node_and_the_next_get_is_a_ready_hit() {
+    let h = harness(1 << 20);
+    let mut first = h.front.get(b"ks", b"k");
+    assert!(!first.is_ready());
+    assert_eq!(h.wakes.load(Ordering::SeqCst), 1, "the load woke the driver");
+    assert_eq!(h.answer_loads(value(b"v")), 1);
+    let answer = first.try_take().expect("answered").expect("loaded");
+    assert_eq!((answer.bytes.as_ref(), answer.path), (&b"v"[..], Path::Load));
+    let mut second = h.front.get(b"ks", b"k");
+    assert!(second.is_ready());
+    assert_eq!(second.try_take().expect("ready").expect("hit").path, Path::LocalHit);
+    let ks = h.front.keyspace(b"ks").expect("exists");
+    assert_eq!(ks.peek_with(b"k", <[u8]>::to_vec), Some(b"v".to_vec()));
+    let stats = h.front.stats(b"ks").expect("exists");
+    // The get that missed, the hit and the peek: the front's hits count as gets.
+    assert_eq!((stats.gets, stats.cache_hits, stats.local_loads), (3, 2, 1));
+    assert_eq!(stats.cache.main.hits, 2);
+}
+
+#[test]
+fn concurrent_misses_of_one_key_make_one_load_and_all_are_answered() {
+    let h = harness(1 << 20);
+    let pendings: Vec<_> = (0..8).map(|_| h.front.get(b"ks", b"k")).collect();
+    assert_eq!(h.wakes.load(Ordering::SeqCst), 1, "woken once until it drains");
+    assert_eq!(h.answer_loads(value(b"v")), 1);
+    for mut pending in pendings {
+        assert_eq!(pending.try_take().expect("answered").expect("value").bytes, "v");
+    }
+}
+
+#[test]
+fn blocking_waiters_on_threads_are_woken_by_the_driver() {
+    let h = harness(1 << 20);
+    let front = h.front.clone();
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let front = front.clone();
+            std::thread::spawn(move || front.get(b"ks", b"k").wait())
+        })
+        .collect();
+    let mut loads = 0;
+    while waiters.iter().any(|w| !w.is_finished()) {
+        loads += h.answer_loads(value(b"v"));
+        std::thread::yield_now();
+    }
+    assert_eq!(loads, 1);
+    for waiter in waiters {
+        assert_eq!(waiter.join().expect("no panic").expect("value").bytes, "v");
+    }
+}
+
+#[test]
+fn a_dropped_waiter_does_not_stop_the_load_from_filling_the_cache() {
+    let h = harness(1 << 20);
+    drop(h.front.get(b"ks", b"k"));
+    assert_eq!(h.answer_loads(value(b"v")), 1);
+    assert!(h.front.get(b"ks", b"k").is_ready());
+}
+
+#[test]
+fn a_delete_beats_a_load_in_flight() {
+    let h = harness(1 << 20);
+    let mut get = h.front.get(b"ks", b"k");
+    let mut delete = h.front.delete(b"ks", Bytes::from_static(b"k"));
+    assert_eq!(delete.try_take(), Some(Ok(())), "a lone node deletes at once");
+    assert_eq!(h.answer_loads(value(b"stale")), 1);
+    assert!(get.try_take().is_some());
+    assert!(!h.front.get(b"ks", b"k").is_ready(), "the stale value was not cached");
+}
+
+#[test]
+fn puts_are_seen_by_hits_and_expire_on_the_front_clock() {
+    let h = harness(1 << 20);
+    let entry = Entry {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+        expires_at: Some(h.front.now() + core::time::Duration::from_secs(5)),
+    };
+    assert_eq!(h.front.put(b"ks", entry).try_take(), Some(Ok(())));
+    assert!(h.front.get(b"ks", b"k").is_ready());
+    h.advance(core::time::Duration::from_secs(5));
+    assert!(!h.front.get(b"ks", b"k").is_ready(), "expired at its deadline");
+    assert_eq!(h.front.poll_timeout_in(), Some(core::time::Duration::ZERO));
+}
+
+#[test]
+fn the_budget_holds_and_clock_keeps_what_is_read() {
+    let charge = crate::cache::Cache::charge(b"key-000", &[0; 100]);
+    let h = harness(charge * 64);
+    let ks = h.front.keyspace(b"ks").expect("exists");
+    for i in 0..64 {
+        let entry = Entry {
+            key: Bytes::from(std::format!("key-{i:03}")),
+            value: Bytes::from(vec![0; 100]),
+            expires_at: None,
+        };
+        assert_eq!(h.front.put(b"ks", entry).try_take(), Some(Ok(())));
+    }
+    for _ in 0..3 {
+        assert!(ks.get(b"key-007").is_ready());
+    }
+    for i in 64..200 {
+        let entry = Entry {
+            key: Bytes::from(std::format!("key-{i:03}")),
+            value: Bytes::from(vec![0; 100]),
+            expires_at: None,
+        };
+        assert_eq!(h.front.put(b"ks", entry).try_take(), Some(Ok(())));
+        // Keep reading one key: CLOCK's second chance keeps it.
+        assert!(ks.get(b"key-007").is_ready(), "read key evicted at insert {i}");
+    }
+    let stats = h.front.stats(b"ks").expect("exists");
+    assert!(stats.cache.main.bytes <= charge * 64);
+    assert_eq!(stats.cache.main.items, 64);
+    assert_eq!(stats.cache.main.evictions, 136);
+}
+
+#[test]
+fn close_answers_every_waiter_and_refuses_new_requests() {
+    let h = harness(1 << 20);
+    let mut get = h.front.get(b"ks", b"k");
+    let mut many =
+        h.front.get_many(b"ks", vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+    h.front.close();
+    assert_eq!(get.try_take(), Some(Err(Error::ShuttingDown)));
+    assert_eq!(many.try_take(), Some(vec![Err(Error::ShuttingDown), Err(Error::ShuttingDown)]));
+    assert_eq!(h.front.get(b"ks", b"x").try_take(), Some(Err(Error::ShuttingDown)));
+}
+
+#[test]
+fn a_removed_keyspace_only_misses_through_an_old_handle() {
+    let h = harness(1 << 20);
+    let entry =
+        Entry { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v"), expires_at: None };
+    assert_eq!(h.front.put(b"ks", entry).try_take(), Some(Ok(())));
+    let ks = h.front.keyspace(b"ks").expect("exists");
+    h.front.remove_keyspace(b"ks").expect("exists");
+    assert_eq!(ks.get(b"k").try_take(), Some(Err(Error::UnknownKeyspace)));
+    assert_eq!(h.front.get(b"ks", b"k").try_take(), Some(Err(Error::UnknownKeyspace)));
+}
+
+#[test]
+fn a_user_request_that_sets_an_earlier_deadline_wakes_the_driver() {
+    let h = harness(1 << 20);
+    assert_eq!(h.front.poll_timeout(), None);
+    let _get = h.front.get(b"ks", b"k");
+    assert_eq!(h.wakes.load(Ordering::SeqCst), 1);
+    let mut actions = Vec::new();
+    h.front.drain_actions(&mut actions);
+    assert!(h.front.poll_timeout().is_some(), "the request's timeout is armed");
+    // Joining the flight queues nothing and moves no deadline earlier: no wake-up.
+    let _again = h.front.get(b"ks", b"k");
+    assert_eq!(h.wakes.load(Ordering::SeqCst), 1);
+}
