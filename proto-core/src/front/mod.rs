@@ -110,8 +110,68 @@ struct Inner {
     node_id: Bytes,
 }
 
-/// The keyspaces' stores, as readers find them.
-type Registry = RwLock<HashMap<Bytes, Arc<SharedStore>, KeyHashBuilder>>;
+/// The keyspaces' stores, as readers find them: one copy per stripe, each behind its own
+/// lock on its own cache lines, and each thread reads the copy of its stripe, so that gets on
+/// two threads do not both write one lock word. Creating or removing a keyspace (rare) writes
+/// every copy.
+struct Registry {
+    stripes: Box<[RegistryStripe]>,
+}
+
+#[repr(align(128))]
+struct RegistryStripe(RwLock<HashMap<Bytes, Arc<SharedStore>, KeyHashBuilder>>);
+
+#[cfg(not(herdcache_loom))]
+const REGISTRY_STRIPES: usize = 16;
+#[cfg(herdcache_loom)]
+const REGISTRY_STRIPES: usize = 2;
+
+impl Registry {
+    fn new(seed: u64) -> Registry {
+        let stripes = (0..REGISTRY_STRIPES)
+            .map(|_| RegistryStripe(RwLock::new(HashMap::with_hasher(key_hash_builder(seed)))))
+            .collect();
+        Registry { stripes }
+    }
+
+    /// Runs `read` on this thread's copy.
+    fn with<R>(
+        &self,
+        read: impl FnOnce(&HashMap<Bytes, Arc<SharedStore>, KeyHashBuilder>) -> R,
+    ) -> R {
+        let copy = unpoison(self.stripes[this_thread_stripe()].0.read());
+        read(&copy)
+    }
+
+    fn insert(&self, name: &Bytes, store: &Arc<SharedStore>) {
+        for stripe in self.stripes.iter() {
+            unpoison(stripe.0.write()).insert(name.clone(), store.clone());
+        }
+    }
+
+    fn remove(&self, name: &[u8]) {
+        for stripe in self.stripes.iter() {
+            unpoison(stripe.0.write()).remove(name);
+        }
+    }
+}
+
+/// The registry stripe of the calling thread: threads take stripes round-robin as they first
+/// ask.
+#[cfg(not(herdcache_loom))]
+fn this_thread_stripe() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % REGISTRY_STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
+#[cfg(herdcache_loom)]
+fn this_thread_stripe() -> usize {
+    0
+}
 
 struct Core {
     node: Node,
@@ -134,7 +194,7 @@ struct SharedStores {
 impl StoreFactory for SharedStores {
     fn create(&mut self, name: &Bytes, config: CacheConfig) -> Box<dyn Store> {
         let writer = StoreWriter::new(config);
-        unpoison(self.registry.write()).insert(name.clone(), writer.shared());
+        self.registry.insert(name, &writer.shared());
         Box::new(writer)
     }
 }
@@ -203,8 +263,7 @@ impl Front {
         wake: WakeDriver,
         clock: Clock,
     ) -> Result<Front, ConfigError> {
-        let registry: Arc<Registry> =
-            Arc::new(RwLock::new(HashMap::with_hasher(key_hash_builder(config.seed))));
+        let registry = Arc::new(Registry::new(config.seed));
         let node_id = config.node_id.clone();
         let hasher = key_hash_builder(config.seed);
         let factory = SharedStores { registry: registry.clone() };
@@ -238,23 +297,22 @@ impl Front {
     /// A handle on one keyspace, for gets without the keyspace lookup.
     #[must_use]
     pub fn keyspace(&self, name: &[u8]) -> Option<KeyspaceFront> {
-        let registry = unpoison(self.inner.registry.read());
-        let (name, store) = registry.get_key_value(name)?;
-        Some(KeyspaceFront { name: name.clone(), store: store.clone(), front: self.clone() })
+        let (name, store) = self.inner.registry.with(|registry| {
+            registry.get_key_value(name).map(|(name, store)| (name.clone(), store.clone()))
+        })?;
+        Some(KeyspaceFront { name, store, front: self.clone() })
     }
 
     /// Gets `key`: ready at once on a hit, else the node's answer when it comes.
     pub fn get(&self, keyspace: &[u8], key: &[u8]) -> Pending<Result<Value, Error>> {
-        let hit = {
-            let registry = unpoison(self.inner.registry.read());
-            match registry.get(keyspace) {
-                Some(store) => self.hit(store, key),
-                None => return Pending::failed(Error::UnknownKeyspace, 1),
-            }
-        };
+        let hit = self
+            .inner
+            .registry
+            .with(|registry| registry.get(keyspace).map(|store| self.hit(store, key)));
         match hit {
-            Some(value) => Pending::ready(Ok(value)),
-            None => self.miss(keyspace, key),
+            Some(Some(value)) => Pending::ready(Ok(value)),
+            Some(None) => self.miss(keyspace, key),
+            None => Pending::failed(Error::UnknownKeyspace, 1),
         }
     }
 
@@ -354,7 +412,7 @@ impl Front {
     /// Removes a keyspace and its data from this node.
     pub fn remove_keyspace(&self, name: &[u8]) -> Result<(), ConfigError> {
         self.with_node(|node| node.remove_keyspace(name))?;
-        unpoison(self.inner.registry.write()).remove(name);
+        self.inner.registry.remove(name);
         Ok(())
     }
 
