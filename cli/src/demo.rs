@@ -313,6 +313,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
     print!("{}", latency_table(&first.tally).render());
     println!();
+    println!(
+        "Latency is timed around each get by client tasks that share the runtime's worker \
+         threads with the nodes, so the tail includes time a task or thread waited to run."
+    );
+    println!();
     println!("### Per node (keyspace stats)");
     println!();
     print!("{}", node_table(&handles).render());
@@ -334,6 +339,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
             leaving.stop().await;
             started.elapsed()
         };
+        let peer_errors_before = peer_errors(&handles);
         let (second, stop_took) = tokio::join!(
             run_phase("phase 2", &workload, survivors, args.concurrency, phase2, 2),
             stop
@@ -369,11 +375,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         );
         if second.loads_max() > 1 {
             let twice = second.loads.values().filter(|&&n| n > 1).count();
+            let fell_back = peer_errors(&handles).saturating_sub(peer_errors_before);
             println!(
-                "{twice} key(s) were loaded more than once in this phase: a survivor that asked \
-                 the leaving node before it heard of the leave was refused (ShuttingDown, counted \
-                 in peer_errors below) and loaded the key itself, as groupcache does, while the \
-                 key's new owner loaded it too."
+                "{twice} key(s) were loaded more than once in this phase. During the leave, \
+                 {fell_back} fetch(es) from a survivor to the leaving node failed (peer_errors: \
+                 refused with ShuttingDown or cut off before the survivor heard of the leave); \
+                 each was loaded locally instead, as groupcache does, while the key's new owner \
+                 loaded it too."
             );
         }
         println!();
@@ -527,7 +535,7 @@ async fn progress(
         let filled = (fraction * 24.0).round() as usize;
         let hits = requests.saturating_sub(fetches);
         let line = format!(
-            "{label} [{}{}] {:>5.1}/{:.0} s  {:>11} requests  {:>9} req/s  hit {:>8}",
+            "{label} [{}{}] {:>5.1}/{} s  {:>11} requests  {:>9} req/s  hit {:>8}",
             "#".repeat(filled),
             ".".repeat(24 - filled),
             elapsed.as_secs_f64().min(duration.as_secs_f64()),
@@ -553,6 +561,11 @@ async fn progress(
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The failed peer fetches of these nodes, summed.
+fn peer_errors(handles: &[Handle]) -> u64 {
+    handles.iter().filter_map(|handle| handle.keyspace_stats(KEYSPACE)).map(|s| s.peer_errors).sum()
 }
 
 fn error_list(tally: &Tally) -> String {
