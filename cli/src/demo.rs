@@ -13,7 +13,7 @@ use herdcache_tokio::{Bytes, Error, Handle, KeyspaceConfig, KeyspaceHandle, Node
 use tokio::task::JoinSet;
 
 use crate::histogram::Histogram;
-use crate::source::{LoadCounts, SlowSource, looks_right};
+use crate::source::{LoadCounts, LoadMap, SlowSource, looks_right};
 use crate::table::{Table, micros, percent, thousands};
 use crate::zipf::{XorShift, Zipf};
 
@@ -203,9 +203,25 @@ struct Workload {
 struct PhaseResult {
     elapsed: Duration,
     tally: Tally,
-    /// Data-source calls during the phase, per key.
-    loads: HashMap<Bytes, u32>,
+    /// Data-source calls during the phase, per node and key.
+    loads: LoadMap,
     distinct_requested: usize,
+}
+
+/// Data-source calls per key, over some of the nodes.
+#[derive(Debug, Default)]
+struct PerKey {
+    total: u64,
+    keys: usize,
+    max: u32,
+    /// Keys loaded more than once.
+    repeated: usize,
+}
+
+impl PerKey {
+    fn mean(&self) -> f64 {
+        if self.keys == 0 { 0.0 } else { self.total as f64 / self.keys as f64 }
+    }
 }
 
 impl PhaseResult {
@@ -213,15 +229,20 @@ impl PhaseResult {
         self.loads.values().map(|&n| u64::from(n)).sum()
     }
 
-    fn loads_max(&self) -> u32 {
-        self.loads.values().copied().max().unwrap_or(0)
-    }
-
-    fn loads_mean(&self) -> f64 {
-        if self.loads.is_empty() {
-            return 0.0;
+    /// The calls made by the nodes `which` picks, added up per key.
+    fn per_key(&self, which: impl Fn(usize) -> bool) -> PerKey {
+        let mut by_key: HashMap<&Bytes, u32> = HashMap::new();
+        for ((node, key), &n) in &self.loads {
+            if which(*node) {
+                *by_key.entry(key).or_insert(0) += n;
+            }
         }
-        self.loads_total() as f64 / self.loads.len() as f64
+        PerKey {
+            total: by_key.values().map(|&n| u64::from(n)).sum(),
+            keys: by_key.len(),
+            max: by_key.values().copied().max().unwrap_or(0),
+            repeated: by_key.values().filter(|&&n| n > 1).count(),
+        }
     }
 
     fn rate(&self) -> f64 {
@@ -262,16 +283,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
     // The cluster.
     let counts = Arc::new(LoadCounts::default());
-    let source = SlowSource::new(delay, Arc::clone(&counts));
     // Room for every value on every node (main and hot copies), so that nothing is evicted
     // and "one load per key" is the cache's doing, not luck.
     let budget = (u64::from(args.keys) * 1100).max(16 << 20);
     let mut handles: Vec<Handle> = Vec::with_capacity(nodes);
-    for _ in 0..nodes {
+    for node in 0..nodes {
+        let source = SlowSource::new(node, delay, Arc::clone(&counts));
         let handle = Node::builder()
             .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .cluster("herdcache-demo")
-            .keyspace(KeyspaceConfig::new(KEYSPACE, budget), source.clone())
+            .keyspace(KeyspaceConfig::new(KEYSPACE, budget), source)
             .stop_timeout(Duration::from_secs(5))
             .start()
             .await
@@ -301,12 +322,20 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     drop(keyspaces);
     println!("## Phase 1: {nodes} node(s), {:.1} s", first.elapsed.as_secs_f64());
     println!();
-    print!("{}", summary_table(&first, true).render());
+    let per_key = first.per_key(|_| true);
+    let mut table = summary_table(&first);
+    table.row(["distinct keys requested".to_owned(), thousands(first.distinct_requested as u64)]);
+    table.row(["distinct keys loaded".to_owned(), thousands(per_key.keys as u64)]);
+    table.row([
+        "loads per key (max / mean)".to_owned(),
+        format!("{} / {:.2}", per_key.max, per_key.mean()),
+    ]);
+    print!("{}", table.render());
     println!();
     println!(
         "loads per key: max {}, mean {:.2}  (1 = each key loaded once in the whole cluster)",
-        first.loads_max(),
-        first.loads_mean()
+        per_key.max,
+        per_key.mean()
     );
     println!();
     println!("### Latency by path (as seen by the caller)");
@@ -350,7 +379,20 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
             second.elapsed.as_secs_f64()
         );
         println!();
-        let mut table = summary_table(&second, false);
+        let leaving_index = handles.len();
+        let by_leaver = second.per_key(|node| node == leaving_index);
+        let by_survivors = second.per_key(|node| node != leaving_index);
+        let mut table = summary_table(&second);
+        table.row(["… by the leaving node, before it left".to_owned(), thousands(by_leaver.total)]);
+        table.row(["… by the survivors".to_owned(), thousands(by_survivors.total)]);
+        table.row([
+            "distinct keys loaded by the survivors".to_owned(),
+            thousands(by_survivors.keys as u64),
+        ]);
+        table.row([
+            "survivors' loads per key (max / mean)".to_owned(),
+            format!("{} / {:.2}", by_survivors.max, by_survivors.mean()),
+        ]);
         table.row(["graceful stop took".to_owned(), micros(nanos(stop_took))]);
         print!("{}", table.render());
         println!();
@@ -368,20 +410,20 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
             );
         }
         println!(
-            "phase 2 loads per key: max {}, mean {:.2}  (the keys the leaving node owned are \
-             loaded again, by their new owner)",
-            second.loads_max(),
-            second.loads_mean()
+            "phase 2 loads per key by the survivors: max {}, mean {:.2}  (the keys the leaving \
+             node owned move to the survivors, which load each once; one the leaving node \
+             loaded just before it left is loaded again by its new owner)",
+            by_survivors.max,
+            by_survivors.mean()
         );
-        if second.loads_max() > 1 {
-            let twice = second.loads.values().filter(|&&n| n > 1).count();
+        if by_survivors.max > 1 {
+            let twice = by_survivors.repeated;
             let fell_back = peer_errors(&handles).saturating_sub(peer_errors_before);
             println!(
-                "{twice} key(s) were loaded more than once in this phase. During the leave, \
+                "{twice} key(s) were loaded more than once by the survivors. During the leave, \
                  {fell_back} fetch(es) from a survivor to the leaving node failed (peer_errors: \
-                 refused with ShuttingDown or cut off before the survivor heard of the leave); \
-                 each was loaded locally instead, as groupcache does, while the key's new owner \
-                 loaded it too."
+                 refused or cut off before the survivor heard of the leave) and were loaded \
+                 locally instead, as groupcache does, while the key's new owner loaded it too."
             );
         }
         println!();
@@ -577,7 +619,7 @@ fn error_list(tally: &Tally) -> String {
     if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
 }
 
-fn summary_table(phase: &PhaseResult, with_keys: bool) -> Table {
+fn summary_table(phase: &PhaseResult) -> Table {
     let tally = &phase.tally;
     let local_hits = tally.by_path[0].count() + tally.by_path[1].count();
     let loads = phase.loads_total();
@@ -594,17 +636,6 @@ fn summary_table(phase: &PhaseResult, with_keys: bool) -> Table {
         percent(local_hits, tally.requests),
     ]);
     table.row(["data-source loads".to_owned(), thousands(loads)]);
-    if with_keys {
-        table.row([
-            "distinct keys requested".to_owned(),
-            thousands(phase.distinct_requested as u64),
-        ]);
-    }
-    table.row(["distinct keys loaded".to_owned(), thousands(phase.loads.len() as u64)]);
-    table.row([
-        "loads per key (max / mean)".to_owned(),
-        format!("{} / {:.2}", phase.loads_max(), phase.loads_mean()),
-    ]);
     table
 }
 

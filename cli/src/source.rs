@@ -55,18 +55,21 @@ fn last_byte(key: &[u8]) -> u8 {
     b'a' + (key_hash(key) >> 40) as u8 % 26
 }
 
-/// How often the source was called, per key and in all.
+/// Which node called the source for which key, and how often.
+pub(crate) type LoadMap = HashMap<(usize, Bytes), u32>;
+
+/// How often the source was called, per node and key, and in all.
 #[derive(Debug, Default)]
 pub(crate) struct LoadCounts {
-    per_key: Mutex<HashMap<Bytes, u32>>,
+    per_key: Mutex<LoadMap>,
     total: AtomicU64,
 }
 
 impl LoadCounts {
-    fn count(&self, key: &Bytes) {
+    fn count(&self, node: usize, key: &Bytes) {
         self.total.fetch_add(1, Ordering::Relaxed);
         let mut per_key = self.per_key.lock().unwrap_or_else(PoisonError::into_inner);
-        *per_key.entry(key.clone()).or_insert(0) += 1;
+        *per_key.entry((node, key.clone())).or_insert(0) += 1;
     }
 
     /// Data-source calls so far.
@@ -74,24 +77,25 @@ impl LoadCounts {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// A copy of the calls per key so far.
-    pub(crate) fn snapshot(&self) -> HashMap<Bytes, u32> {
+    /// A copy of the calls per node and key so far.
+    pub(crate) fn snapshot(&self) -> LoadMap {
         self.per_key.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
 /// A slow source: each fetch sleeps about `delay` (⅔ to 4⁄3 of it, by key) and answers
-/// [`value_of`] the key.
+/// [`value_of`] the key. One per node, all counting into one [`LoadCounts`].
 #[derive(Clone, Debug)]
 pub(crate) struct SlowSource {
+    node: usize,
     delay: Duration,
     counts: Arc<LoadCounts>,
 }
 
 impl SlowSource {
-    /// A source sleeping about `delay` per fetch and counting into `counts`.
-    pub(crate) fn new(delay: Duration, counts: Arc<LoadCounts>) -> Self {
-        SlowSource { delay, counts }
+    /// Node `node`'s source, sleeping about `delay` per fetch and counting into `counts`.
+    pub(crate) fn new(node: usize, delay: Duration, counts: Arc<LoadCounts>) -> Self {
+        SlowSource { node, delay, counts }
     }
 
     fn delay_for(&self, key: &[u8]) -> Duration {
@@ -105,7 +109,7 @@ impl DataSource for SlowSource {
     type Error = Infallible;
 
     async fn fetch(&self, key: Bytes) -> Result<Bytes, Infallible> {
-        self.counts.count(&key);
+        self.counts.count(self.node, &key);
         let delay = self.delay_for(&key);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -132,7 +136,7 @@ mod tests {
 
     #[test]
     fn delays_stay_near_the_setting() {
-        let source = SlowSource::new(Duration::from_millis(3), Arc::default());
+        let source = SlowSource::new(0, Duration::from_millis(3), Arc::default());
         for i in 0..1000 {
             let delay = source.delay_for(format!("key-{i}").as_bytes());
             assert!(delay >= Duration::from_millis(2) && delay <= Duration::from_millis(4));
