@@ -14,8 +14,15 @@ use tokio::task::JoinSet;
 
 use crate::histogram::Histogram;
 use crate::source::{LoadCounts, LoadMap, SlowSource, looks_right};
-use crate::table::{Table, micros, percent, thousands};
+use crate::table::{Table, micros, percent, thousands, wrap};
 use crate::zipf::{XorShift, Zipf};
+
+/// Prints a paragraph wrapped for a terminal (and still a markdown paragraph).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        print!("{}", wrap(&format!($($arg)*), 96))
+    };
+}
 
 /// The keyspace every demo node serves.
 const KEYSPACE: &str = "demo";
@@ -259,26 +266,28 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
     println!("# herdcache demo");
     println!();
-    println!(
+    let then = if nodes > 1 && !phase2.is_zero() {
+        format!(
+            " Then one node leaves gracefully while the load goes on over the others for \
+             {:.1} s: every get must still be answered.",
+            phase2.as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
+    say!(
         "{nodes} herdcache-tokio node(s) in this process, on loopback TCP, share one keyspace of \
          {} keys over a consistent-hash ring. Behind them a deliberately slow data source \
          sleeps about {} ms per fetch and counts every fetch per key. {} client tasks, spread \
          over the nodes, request keys drawn from a Zipf distribution (s = {}) for {:.1} s. \
          A miss is loaded once in the whole cluster (by the key's owner) and every other \
-         caller waits for that load; hot keys are mirrored to the nodes that ask for them.",
+         caller waits for that load; hot keys are mirrored to the nodes that ask for them.{then}",
         thousands(u64::from(args.keys)),
         args.source_delay_ms,
         args.concurrency,
         args.skew,
         phase1.as_secs_f64(),
     );
-    if nodes > 1 && !phase2.is_zero() {
-        println!(
-            "Then one node leaves gracefully while the load goes on over the others for {:.1} s: \
-             every get must still be answered.",
-            phase2.as_secs_f64()
-        );
-    }
     println!();
 
     // The cluster.
@@ -342,7 +351,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
     print!("{}", latency_table(&first.tally).render());
     println!();
-    println!(
+    say!(
         "Latency is timed around each get by client tasks that share the runtime's worker \
          threads with the nodes, so the tail includes time a task or thread waited to run."
     );
@@ -354,8 +363,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let mut wrong = first.tally.wrong_values;
 
     // Phase 2: one node leaves while the others serve.
-    if nodes > 1 && !phase2.is_zero() {
-        let leaving = handles.pop().ok_or(DemoError::NoKeyspace)?;
+    let leaving = if nodes > 1 && !phase2.is_zero() { handles.pop() } else { None };
+    if let Some(leaving) = leaving {
         let leaving_id = leaving.node_id().to_owned();
         let survivors = handles
             .iter()
@@ -409,7 +418,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 error_list(&second.tally)
             );
         }
-        println!(
+        println!();
+        say!(
             "phase 2 loads per key by the survivors: max {}, mean {:.2}  (the keys the leaving \
              node owned move to the survivors, which load each once; one the leaving node \
              loaded just before it left is loaded again by its new owner)",
@@ -417,9 +427,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
             by_survivors.mean()
         );
         if by_survivors.max > 1 {
+            println!();
             let twice = by_survivors.repeated;
             let fell_back = peer_errors(&handles).saturating_sub(peer_errors_before);
-            println!(
+            say!(
                 "{twice} key(s) were loaded more than once by the survivors. During the leave, \
                  {fell_back} fetch(es) from a survivor to the leaving node failed (peer_errors: \
                  refused or cut off before the survivor heard of the leave) and were loaded \

@@ -63,6 +63,27 @@ impl Table {
     }
 }
 
+/// `text` wrapped at word boundaries to lines of at most `width` characters (a longer word
+/// stays whole), ending with a newline. A markdown paragraph still, and readable in a terminal.
+pub(crate) fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut line_len = 0;
+    for word in text.split_whitespace() {
+        let len = word.chars().count();
+        if line_len > 0 && line_len + 1 + len > width {
+            out.push('\n');
+            line_len = 0;
+        } else if line_len > 0 {
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += len;
+    }
+    out.push('\n');
+    out
+}
+
 /// `1234567` → `1,234,567`.
 pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -111,6 +132,13 @@ mod tests {
             table.render(),
             "| what     |     n |\n| -------- | ----: |\n| requests | 1,000 |\n| x        |     5 |\n"
         );
+    }
+
+    #[test]
+    fn wraps_words() {
+        assert_eq!(wrap("a bb ccc dddd", 6), "a bb\nccc\ndddd\n");
+        assert_eq!(wrap("  x  ", 6), "x\n");
+        assert_eq!(wrap("longerword y", 4), "longerword\ny\n");
     }
 
     #[test]
