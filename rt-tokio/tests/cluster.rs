@@ -163,3 +163,35 @@ async fn a_killed_peer_is_loaded_around() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_keys_many_callers_one_load_each() {
+    let source = Counting::new(Duration::from_millis(1));
+    let nodes = start_cluster(3, &source).await;
+    let mut gets = Vec::new();
+    for i in 0..3000usize {
+        let node = nodes[i % 3].clone();
+        let key = format!("m-{}", (i * 7) % 500);
+        gets.push(tokio::spawn(async move {
+            let value = node.get(KEYSPACE, &key).await;
+            (key, value)
+        }));
+    }
+    for get in gets {
+        let (key, value) = within("get", get).await.expect("task ran");
+        assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+    }
+    assert_eq!(source.calls(), 500, "one load per key");
+
+    let keys: Vec<String> = (0..500).map(|i| format!("m-{i}")).collect();
+    for node in &nodes {
+        let values = within("get_many", node.get_many(KEYSPACE, &keys)).await;
+        for (key, value) in keys.iter().zip(values) {
+            assert_eq!(value.map(|v| v.bytes), Ok(Bytes::from(format!("v:{key}"))));
+        }
+    }
+    assert_eq!(source.calls(), 500, "batches are served from the caches");
+    for node in nodes {
+        node.stop().await;
+    }
+}
