@@ -131,6 +131,8 @@ impl Driver {
         let shared = Arc::clone(&self.shared);
         let timer = tokio::time::sleep(FAR_FUTURE);
         tokio::pin!(timer);
+        // The core deadline the timer is set to; `None` after it fired.
+        let mut armed_at = None;
         loop {
             // Expiry is checked against the clock, not only by the timer future.
             if self.front.poll_timeout_in() == Some(Duration::ZERO) {
@@ -140,13 +142,14 @@ impl Driver {
             if self.drained {
                 break;
             }
-            let armed = match self.front.poll_timeout_in() {
-                Some(wait) => {
-                    timer.as_mut().reset(deadline_in(wait));
-                    true
-                }
-                None => false,
-            };
+            // Re-armed only when the deadline moved: no timer-wheel churn per event.
+            let next = self.front.poll_timeout();
+            if let Some(at) = next.filter(|at| armed_at != Some(*at)) {
+                let wait = at.saturating_duration_since(self.front.now());
+                timer.as_mut().reset(deadline_in(wait));
+            }
+            armed_at = next;
+            let armed = next.is_some();
             tokio::select! {
                 () = shared.stop_now.notified() => break,
                 () = shared.wake.notified() => {}
@@ -161,7 +164,10 @@ impl Driver {
                 Some(done) = self.jobs.join_next_with_id(), if !self.jobs.is_empty() => {
                     self.on_job(done);
                 }
-                () = &mut timer, if armed => self.front.handle_timeout(),
+                () = &mut timer, if armed => {
+                    armed_at = None;
+                    self.front.handle_timeout();
+                }
             }
         }
         self.shut_down().await;
@@ -350,6 +356,13 @@ impl Driver {
         self.front.close();
         self.front.drain_actions(&mut self.actions);
         tracing::debug!(node = self.shared.node_id.as_str(), "driver stopped");
+    }
+}
+
+impl Drop for Driver {
+    /// However the driver ends (a stop, an abort, a panic), no caller waits forever.
+    fn drop(&mut self) {
+        self.front.close();
     }
 }
 

@@ -139,3 +139,17 @@ async fn a_peer_of_another_cluster_is_refused() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_source_times_out_on_the_node_timer() {
+    let source = Counting::new(Duration::from_secs(30));
+    let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
+    config.read_timeout = Duration::from_millis(200);
+    let node = Node::builder().keyspace(config, source.clone()).start().await.expect("starts");
+    let started = std::time::Instant::now();
+    assert_eq!(within("get", node.get(KEYSPACE, "slow")).await, Err(Error::TimedOut));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(190) && waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(source.calls(), 1);
+    node.stop().await;
+}
