@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use herdcache_proto::{ConnId, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
@@ -128,8 +128,8 @@ pub(crate) async fn write_loop(
 }
 
 /// Writes every byte of `chunks` (emptying it), with vectored writes that may be partial.
-async fn write_all_vectored(
-    socket: &mut OwnedWriteHalf,
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    socket: &mut W,
     chunks: &mut VecDeque<Vec<u8>>,
 ) -> io::Result<()> {
     // Bytes of the front chunk already written.
@@ -159,4 +159,84 @@ async fn write_all_vectored(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket that takes at most `step` bytes per write, across the slices it is given.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            let mut room = self.step;
+            let mut taken = 0;
+            for buf in bufs {
+                let n = buf.len().min(room);
+                self.written.extend_from_slice(&buf[..n]);
+                room -= n;
+                taken += n;
+            }
+            Poll::Ready(Ok(taken))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_vectored_writes_keep_every_byte_in_order() {
+        for step in [1, 2, 3, 5, 7, 64, 1000] {
+            let chunks: Vec<Vec<u8>> =
+                vec![b"hello".to_vec(), Vec::new(), b" ".to_vec(), b"world, again".to_vec()];
+            let expected: Vec<u8> = chunks.concat();
+            let mut queue: VecDeque<Vec<u8>> = chunks.into();
+            let mut socket = Trickle { written: Vec::new(), step, calls: 0 };
+            write_all_vectored(&mut socket, &mut queue).await.expect("written");
+            assert_eq!(socket.written, expected, "step {step}");
+            assert!(queue.is_empty());
+            assert_eq!(
+                socket.calls,
+                expected.len().div_ceil(step),
+                "step {step}: one call per step"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_nothing_is_an_error() {
+        let mut queue: VecDeque<Vec<u8>> = vec![b"x".to_vec()].into();
+        let mut socket = Trickle { written: Vec::new(), step: 0, calls: 0 };
+        let error = write_all_vectored(&mut socket, &mut queue).await.expect_err("write zero");
+        assert_eq!(error.kind(), io::ErrorKind::WriteZero);
+    }
 }

@@ -342,6 +342,12 @@ impl KeyspaceHandle {
         self.front.get(key.as_ref()).await.map(|value| value.bytes)
     }
 
+    /// A local hit read in place, without touching the value's reference count: `read` sees
+    /// the bytes; `None` on a miss (nothing is loaded or fetched then).
+    pub fn peek_with<R>(&self, key: impl AsRef<[u8]>, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.front.peek_with(key.as_ref(), read)
+    }
+
     /// Like [`KeyspaceHandle::get`], with the value's expiry and path.
     ///
     /// # Errors

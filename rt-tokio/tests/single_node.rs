@@ -21,6 +21,8 @@ async fn get_loads_once_then_hits() {
 
     let fast = node.keyspace(KEYSPACE).expect("keyspace exists");
     assert_eq!(within("fast get", fast.get("a")).await.expect("hit"), first.bytes);
+    assert_eq!(fast.peek_with("a", <[u8]>::len), Some(3));
+    assert_eq!(fast.peek_with("never-loaded", <[u8]>::len), None);
     assert_eq!(source.calls(), 1);
     node.stop().await;
 }
