@@ -1,0 +1,242 @@
+//! One TCP connection: a reader task and a writer task. Transport only: every byte read goes
+//! to the driver, every byte written comes from the node.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use herdcache_proto::{ConnId, Instant};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use crate::driver::IoEvent;
+
+/// Bytes asked of one read (the buffer grows to this when it has less room).
+const READ_CHUNK: usize = 64 * 1024;
+/// The most queued chunks one vectored write gathers.
+const MAX_GATHER: usize = 64;
+/// How long a closing connection may take to flush what the node transmitted before.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// When the connection last moved bytes either way (microseconds on the core's clock), for the
+/// idle timeout.
+#[derive(Debug, Default)]
+pub(crate) struct Activity(AtomicU64);
+
+impl Activity {
+    pub(crate) fn touch(&self) {
+        self.0.store(Instant::now().as_micros(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Instant::from_micros(self.0.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(last)
+    }
+}
+
+/// Reads until EOF, an error, or `idle` without traffic either way, handing every chunk to the
+/// driver; then reports [`IoEvent::ReaderDone`].
+///
+/// The buffer is reused: each chunk is split off and frozen, and once the driver has dropped
+/// it, `reserve` reclaims the same allocation. The event channel is bounded, so a slow driver
+/// stops this reader and TCP pushes back on the peer.
+pub(crate) async fn read_loop(
+    conn: ConnId,
+    mut socket: OwnedReadHalf,
+    events: mpsc::Sender<IoEvent>,
+    activity: Arc<Activity>,
+    idle: Option<Duration>,
+) {
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buffer.reserve(READ_CHUNK);
+        let read = match idle {
+            None => socket.read_buf(&mut buffer).await,
+            Some(idle) => {
+                let wait = idle.saturating_sub(activity.idle_for());
+                match tokio::time::timeout(wait, socket.read_buf(&mut buffer)).await {
+                    Ok(read) => read,
+                    Err(_elapsed) if activity.idle_for() >= idle => {
+                        tracing::debug!(conn = conn.0, "closing idle connection");
+                        break;
+                    }
+                    // The writer moved bytes meanwhile: wait for the rest of the window.
+                    Err(_elapsed) => continue,
+                }
+            }
+        };
+        match read {
+            Ok(0) => break,
+            Ok(_) => {
+                activity.touch();
+                let data = buffer.split().freeze();
+                if events.send(IoEvent::Received { conn, data }).await.is_err() {
+                    return; // the driver is gone
+                }
+            }
+            Err(error) => {
+                tracing::debug!(conn = conn.0, %error, "read failed");
+                break;
+            }
+        }
+    }
+    let _ = events.send(IoEvent::ReaderDone { conn }).await;
+}
+
+/// Writes every chunk the driver queues, in order, gathering what is queued into one vectored
+/// write. When the driver drops its sender (the node closed the connection), writes what is
+/// left, shuts the socket down and reports [`IoEvent::WriterDone`]; a write error reports it
+/// at once.
+///
+/// The queue is unbounded on purpose: the driver must never wait on one peer's socket (two
+/// nodes writing to each other would deadlock), and the core bounds what it queues — a peer
+/// has at most `max_in_flight_per_connection` requests in progress on a connection, this
+/// node at most `max_pending`, each frame at most `max_frame` bytes.
+pub(crate) async fn write_loop(
+    conn: ConnId,
+    mut socket: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::Sender<IoEvent>,
+    activity: Arc<Activity>,
+) {
+    let mut chunks = VecDeque::new();
+    let result = loop {
+        let Some(first) = queue.recv().await else { break Ok(()) };
+        chunks.push_back(first);
+        while chunks.len() < MAX_GATHER {
+            match queue.try_recv() {
+                Ok(chunk) => chunks.push_back(chunk),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = write_all_vectored(&mut socket, &mut chunks).await {
+            break Err(error);
+        }
+        activity.touch();
+    };
+    match result {
+        Ok(()) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, socket.shutdown()).await;
+        }
+        Err(error) => tracing::debug!(conn = conn.0, %error, "write failed"),
+    }
+    let _ = events.send(IoEvent::WriterDone { conn }).await;
+}
+
+/// Writes every byte of `chunks` (emptying it), with vectored writes that may be partial.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    chunks: &mut VecDeque<Vec<u8>>,
+) -> io::Result<()> {
+    // Bytes of the front chunk already written.
+    let mut offset = 0;
+    while let Some(front) = chunks.front() {
+        if front.len() == offset {
+            chunks.pop_front();
+            offset = 0;
+            continue;
+        }
+        let mut slices = Vec::with_capacity(chunks.len().min(MAX_GATHER));
+        slices.push(IoSlice::new(&front[offset..]));
+        slices.extend(chunks.iter().skip(1).take(MAX_GATHER - 1).map(|c| IoSlice::new(c)));
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while let Some(front) = chunks.front() {
+            let left = front.len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            offset = 0;
+            chunks.pop_front();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket that takes at most `step` bytes per write, across the slices it is given.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            let mut room = self.step;
+            let mut taken = 0;
+            for buf in bufs {
+                let n = buf.len().min(room);
+                self.written.extend_from_slice(&buf[..n]);
+                room -= n;
+                taken += n;
+            }
+            Poll::Ready(Ok(taken))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_vectored_writes_keep_every_byte_in_order() {
+        for step in [1, 2, 3, 5, 7, 64, 1000] {
+            let chunks: Vec<Vec<u8>> =
+                vec![b"hello".to_vec(), Vec::new(), b" ".to_vec(), b"world, again".to_vec()];
+            let expected: Vec<u8> = chunks.concat();
+            let mut queue: VecDeque<Vec<u8>> = chunks.into();
+            let mut socket = Trickle { written: Vec::new(), step, calls: 0 };
+            write_all_vectored(&mut socket, &mut queue).await.expect("written");
+            assert_eq!(socket.written, expected, "step {step}");
+            assert!(queue.is_empty());
+            assert_eq!(
+                socket.calls,
+                expected.len().div_ceil(step),
+                "step {step}: one call per step"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_nothing_is_an_error() {
+        let mut queue: VecDeque<Vec<u8>> = vec![b"x".to_vec()].into();
+        let mut socket = Trickle { written: Vec::new(), step: 0, calls: 0 };
+        let error = write_all_vectored(&mut socket, &mut queue).await.expect_err("write zero");
+        assert_eq!(error.kind(), io::ErrorKind::WriteZero);
+    }
+}

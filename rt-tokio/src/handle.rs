@@ -1,0 +1,358 @@
+//! The user's side of a running node.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herdcache_proto::front::KeyspaceFront;
+use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
+use tokio::task::JoinHandle;
+
+use crate::conn::CLOSE_GRACE;
+use crate::driver::Shared;
+use crate::source::{DataSource, erase};
+
+/// A running node: the cache API and the node's lifecycle. Cheap to clone; every clone talks
+/// to the same node.
+///
+/// The node runs until [`Handle::stop`] or [`Handle::kill`], or until the last `Handle` (and
+/// [`KeyspaceHandle`]) is dropped, which kills it.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+    stop_timeout: Duration,
+}
+
+impl Inner {
+    fn take_driver(&self) -> Option<JoinHandle<()>> {
+        self.driver.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(driver) = self.take_driver() {
+            driver.abort();
+        }
+        self.shared.front.close();
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("node_id", &self.inner.shared.node_id)
+            .field("local_addr", &self.inner.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bytes_of(data: impl AsRef<[u8]>) -> Bytes {
+    Bytes::copy_from_slice(data.as_ref())
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>, driver: JoinHandle<()>, stop_timeout: Duration) -> Self {
+        Handle { inner: Arc::new(Inner { shared, driver: Mutex::new(Some(driver)), stop_timeout }) }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// This node's id: its advertised address.
+    #[must_use]
+    pub fn node_id(&self) -> &str {
+        &self.shared().node_id
+    }
+
+    /// The address the node listens on.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().local_addr
+    }
+
+    /// The value of `key`: from this node's caches, from the owning peer, or loaded from the
+    /// keyspace's data source (once in the cluster, however many callers).
+    ///
+    /// # Errors
+    /// Any [`Error`]: `NotFound`, `DataSource(message)`, `TimedOut`, `UnknownKeyspace`, …
+    pub async fn get(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Bytes, Error> {
+        self.get_value(keyspace, key).await.map(|value| value.bytes)
+    }
+
+    /// Like [`Handle::get`], with the value's expiry and the [`Path`](crate::Path) it took.
+    ///
+    /// # Errors
+    /// As [`Handle::get`].
+    pub async fn get_value(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Value, Error> {
+        self.shared().front.get(keyspace.as_ref(), key.as_ref()).await
+    }
+
+    /// The values of several keys of one keyspace, in order; keys are grouped by owner and
+    /// fetched with one message per peer.
+    pub async fn get_many<I, K>(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        keys: I,
+    ) -> Vec<Result<Value, Error>>
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        let keys = keys.into_iter().map(bytes_of).collect();
+        self.shared().front.get_many(keyspace.as_ref(), keys).await
+    }
+
+    /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
+    /// tells every peer to drop its copy.
+    ///
+    /// # Errors
+    /// `TooLarge`, `Unavailable` (the owner could not be reached), `UnknownKeyspace`, …
+    pub async fn put(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
+        self.shared().front.put(keyspace.as_ref(), entry).await
+    }
+
+    /// Like [`Handle::put`], expiring `ttl` from now.
+    ///
+    /// # Errors
+    /// As [`Handle::put`].
+    pub async fn put_with_ttl(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let front = &self.shared().front;
+        let expires_at = Some(front.now().saturating_add(ttl));
+        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
+        front.put(keyspace.as_ref(), entry).await
+    }
+
+    /// Stores several entries; one result per entry, in order. An entry's `expires_at` is on
+    /// the node's clock ([`Handle::now`]); `None` takes the keyspace's default TTL.
+    pub async fn put_many(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Vec<Result<(), Error>> {
+        let entries = entries.into_iter().collect();
+        self.shared().front.put_many(keyspace.as_ref(), entries).await
+    }
+
+    /// Removes `key` at its owner and from every peer's hot cache; a load of the key already
+    /// in flight is not cached.
+    ///
+    /// # Errors
+    /// `Unavailable` (the owner could not be reached), `UnknownKeyspace`, …
+    pub async fn delete(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
+        self.shared().front.delete(keyspace.as_ref(), bytes_of(key)).await
+    }
+
+    /// Removes several keys; one result per key, in order.
+    pub async fn delete_many<I, K>(
+        &self,
+        keyspace: impl AsRef<[u8]>,
+        keys: I,
+    ) -> Vec<Result<(), Error>>
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        let keys = keys.into_iter().map(bytes_of).collect();
+        self.shared().front.delete_many(keyspace.as_ref(), keys).await
+    }
+
+    /// Removes every key of a keyspace on every member (the keyspace itself stays).
+    ///
+    /// # Errors
+    /// `Unavailable` when a member did not confirm, `UnknownKeyspace`, …
+    pub async fn delete_keyspace(&self, keyspace: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.shared().front.delete_keyspace(keyspace.as_ref()).await
+    }
+
+    /// Creates a keyspace on this node, with the data source its misses load from. Create it
+    /// on every member, with the same configuration.
+    ///
+    /// # Errors
+    /// `DuplicateKeyspace`, `BadKeyspaceName`, … ; nothing changed then.
+    pub fn create_keyspace(
+        &self,
+        config: KeyspaceConfig,
+        source: impl DataSource,
+    ) -> Result<(), ConfigError> {
+        let shared = self.shared();
+        let name = config.name.clone();
+        // Held across the creation, so that a load of the new keyspace finds its source and a
+        // refused creation leaves the existing source in place.
+        let mut sources = shared.sources.write().unwrap_or_else(PoisonError::into_inner);
+        shared.front.create_keyspace(config)?;
+        sources.insert(name, erase(source));
+        Ok(())
+    }
+
+    /// Changes a keyspace's configuration (budget, TTL, timeouts, limiter, breaker, …); its
+    /// data source stays.
+    ///
+    /// # Errors
+    /// `UnknownKeyspace`, … ; nothing changed then.
+    pub fn update_keyspace(&self, config: KeyspaceConfig) -> Result<(), ConfigError> {
+        self.shared().front.update_keyspace(config)
+    }
+
+    /// Removes a keyspace from this node, with its cached values and its data source.
+    ///
+    /// # Errors
+    /// `UnknownKeyspace`; nothing changed then.
+    pub fn remove_keyspace(&self, name: impl AsRef<[u8]>) -> Result<(), ConfigError> {
+        let shared = self.shared();
+        let mut sources = shared.sources.write().unwrap_or_else(PoisonError::into_inner);
+        shared.front.remove_keyspace(name.as_ref())?;
+        sources.remove(name.as_ref());
+        Ok(())
+    }
+
+    /// The configuration of every keyspace.
+    #[must_use]
+    pub fn keyspaces(&self) -> Vec<KeyspaceConfig> {
+        self.shared().front.keyspaces()
+    }
+
+    /// The statistics of every keyspace, by name.
+    #[must_use]
+    pub fn stats(&self) -> Vec<(Bytes, KeyspaceStats)> {
+        let front = &self.shared().front;
+        front
+            .keyspaces()
+            .into_iter()
+            .filter_map(|config| front.stats(&config.name).map(|stats| (config.name, stats)))
+            .collect()
+    }
+
+    /// The statistics of one keyspace.
+    #[must_use]
+    pub fn keyspace_stats(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceStats> {
+        self.shared().front.stats(name.as_ref())
+    }
+
+    /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
+    #[must_use]
+    pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {
+        let front = self.shared().front.keyspace(name.as_ref())?;
+        Some(KeyspaceHandle { front, _node: Arc::clone(&self.inner) })
+    }
+
+    /// Replaces the cluster's member list (advertised addresses; this node's own may be among
+    /// them) while serving: the ring is rebuilt and keys move to their new owners.
+    pub fn set_peers<I, S>(&self, peers: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let peers = peers.into_iter().map(|peer| Bytes::from(peer.into())).collect();
+        self.shared().front.set_peers(peers);
+    }
+
+    /// The node's clock, on which [`Entry::expires_at`] counts.
+    #[must_use]
+    pub fn now(&self) -> herdcache_proto::Instant {
+        self.shared().front.now()
+    }
+
+    /// Leaves the cluster gracefully: tells the peers, refuses new requests, finishes what is
+    /// in progress (up to the builder's stop timeout), then closes every connection. Calls
+    /// still waiting then fail with [`Error::ShuttingDown`].
+    pub async fn stop(self) {
+        let Some(mut driver) = self.inner.take_driver() else { return };
+        let shared = &self.inner.shared;
+        shared.front.leave();
+        if tokio::time::timeout(self.inner.stop_timeout, &mut driver).await.is_err() {
+            tracing::warn!(node = shared.node_id.as_str(), "not drained in time: closing");
+            shared.stop_now.notify_one();
+            if tokio::time::timeout(CLOSE_GRACE * 2, &mut driver).await.is_err() {
+                driver.abort();
+            }
+        }
+        shared.front.close();
+    }
+
+    /// Stops the node abruptly, as a crash would: aborts every task and drops every socket
+    /// without telling the peers. Calls still waiting fail with [`Error::ShuttingDown`]. For
+    /// fault-injection tests.
+    pub fn kill(&self) {
+        if let Some(driver) = self.inner.take_driver() {
+            driver.abort();
+        }
+        self.inner.shared.front.close();
+    }
+}
+
+/// One keyspace of a running node; `get` skips the keyspace lookup. Cheap to clone; keeps the
+/// node running like a [`Handle`].
+#[derive(Clone)]
+pub struct KeyspaceHandle {
+    front: KeyspaceFront,
+    _node: Arc<Inner>,
+}
+
+impl fmt::Debug for KeyspaceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyspaceHandle").field("name", self.front.name()).finish_non_exhaustive()
+    }
+}
+
+impl KeyspaceHandle {
+    /// The keyspace's name.
+    #[must_use]
+    pub fn name(&self) -> &Bytes {
+        self.front.name()
+    }
+
+    /// The value of `key`, as [`Handle::get`]. A hit completes without waiting.
+    ///
+    /// # Errors
+    /// As [`Handle::get`].
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Bytes, Error> {
+        self.front.get(key.as_ref()).await.map(|value| value.bytes)
+    }
+
+    /// A local hit read in place, without touching the value's reference count: `read` sees
+    /// the bytes; `None` on a miss (nothing is loaded or fetched then).
+    pub fn peek_with<R>(&self, key: impl AsRef<[u8]>, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.front.peek_with(key.as_ref(), read)
+    }
+
+    /// Like [`KeyspaceHandle::get`], with the value's expiry and path.
+    ///
+    /// # Errors
+    /// As [`Handle::get`].
+    pub async fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Value, Error> {
+        self.front.get(key.as_ref()).await
+    }
+}

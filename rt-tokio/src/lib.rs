@@ -1,0 +1,86 @@
+//! # herdcache-tokio — herdcache on tokio
+//!
+//! A herdcache node in a tokio program: a member of a ring of peers that shard keys by
+//! consistent hashing, load each missing key once in the whole cluster from your
+//! [`DataSource`], and mirror hot keys. Every decision is the sans-IO core's
+//! ([`herdcache_proto`]); this crate only moves bytes, reads clocks and calls your source.
+//!
+//! ```no_run
+//! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let users = source_fn(|key: Bytes| async move {
+//!     // Look the key up in the database…
+//!     Ok::<_, std::io::Error>(Bytes::from(format!("user {}", String::from_utf8_lossy(&key))))
+//! });
+//! let node = Node::builder()
+//!     .listen("127.0.0.1:7001".parse()?)
+//!     .peers(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"])
+//!     .keyspace(KeyspaceConfig::new("users", 64 << 20), users)
+//!     .start()
+//!     .await?;
+//! let ada = node.get("users", "user:42").await?;
+//! node.put("users", "user:43", "Grace").await?;
+//! node.stop().await;
+//! # let _ = ada;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Tasks and threads
+//! - **Callers** ([`Handle`], [`KeyspaceHandle`]) run on their own tasks, on any thread. A
+//!   cache hit is served right there by the core's concurrent front
+//!   ([`herdcache_proto::front::Front`]): a sharded store behind short locks, no channel, no
+//!   hop to another task. Everything else the front queues as work for the driver and wakes it.
+//! - **The driver** is one task per node. It owns the front's driver side and runs the loop
+//!   every herdcache runtime runs: drain the front's actions and execute them, re-arm the one
+//!   timer from `poll_timeout_in`, then wait on (a) the front's wake-up (a `Notify`), (b) the
+//!   bounded channel of IO events, (c) finished jobs, (d) the timer; feed what came, repeat.
+//!   It checks expiry against the clock as well as the timer, and handles at most 64 IO
+//!   events per wake-up before it looks at the rest again.
+//! - **Per connection** a reader task (reads into a reused buffer, sends the bytes to the
+//!   driver; EOF, an error or the idle timeout ends it) and a writer task (gathers every
+//!   queued chunk into one vectored write; after a close it flushes and shuts the socket
+//!   down). One accept task. TCP_NODELAY on every socket.
+//! - **Jobs**: one task per data-source call ([`DataSource::fetch`]) and per dial (bounded by
+//!   `NodeConfig::connect_timeout`). A panicking source fails its load; it does not take the
+//!   node down.
+//!
+//! ## The driver's contract
+//! - It makes **no protocol decision**. It executes the front's actions: `Load` → call the
+//!   keyspace's source (or answer "no data source" when it has none), feed `Loaded`;
+//!   `Transmit` → queue the bytes on that connection's writer, in order; `Connect` → dial the
+//!   peer's address (its node id), feed `Connected` or `ConnectFailed`; `Close` → flush what
+//!   was transmitted before, close, feed `Closed`; `Event` → a `tracing` record
+//!   (`Event::Drained` ends a graceful stop). Malformed frames, wire limits, timeouts of
+//!   requests, loads and hellos, reconnect backoff: all the core's.
+//! - Connection ids are allocated here, unique for the node's lifetime.
+//! - The idle timeout (no traffic either way on a connection) is a transport concern and
+//!   lives here; it is off unless [`Builder::idle_timeout`] sets it.
+//! - Every channel is bounded except each connection's transmit queue, which the core bounds
+//!   (requests in flight per connection and in total, frame sizes), so that the driver never
+//!   waits on one peer's socket.
+//!
+//! ## Stopping
+//! [`Handle::stop`] leaves gracefully: the node tells its peers, refuses new requests,
+//! finishes what is in progress and emits `Drained` (or the stop timeout passes); then the
+//! driver closes the listener and every connection and fails what is left with
+//! [`Error::ShuttingDown`]. [`Handle::kill`] (and dropping the last handle) aborts every task
+//! and drops every socket at once, as a crash would.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod builder;
+mod conn;
+mod driver;
+mod handle;
+mod source;
+
+pub use builder::{Builder, Node, StartError};
+pub use bytes::Bytes;
+pub use handle::{Handle, KeyspaceHandle};
+pub use herdcache_proto::{
+    ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
+};
+pub use source::{DataSource, SourceFn, source_fn};

@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use herdcache_tokio::{Bytes, DataSource, Handle, KeyspaceConfig, Node};
+
+/// A data source that counts its calls, sleeps a little, and answers `v:<key>`; keys starting
+/// with `missing` are not found, keys starting with `fail` fail.
+#[derive(Clone, Default)]
+pub struct Counting {
+    pub calls: Arc<AtomicUsize>,
+    pub delay: Duration,
+}
+
+impl Counting {
+    pub fn new(delay: Duration) -> Self {
+        Counting { calls: Arc::default(), delay }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+pub enum SourceError {
+    Missing,
+    Broken(String),
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::Missing => f.write_str("missing"),
+            SourceError::Broken(why) => write!(f, "broken: {why}"),
+        }
+    }
+}
+
+impl DataSource for Counting {
+    type Error = SourceError;
+
+    async fn fetch(&self, key: Bytes) -> Result<Bytes, SourceError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        if key.starts_with(b"missing") {
+            return Err(SourceError::Missing);
+        }
+        if key.starts_with(b"fail") {
+            return Err(SourceError::Broken("database down".into()));
+        }
+        let mut value = b"v:".to_vec();
+        value.extend_from_slice(&key);
+        Ok(value.into())
+    }
+
+    fn is_not_found(&self, error: &SourceError) -> bool {
+        matches!(error, SourceError::Missing)
+    }
+}
+
+pub const KEYSPACE: &str = "ks";
+
+/// Starts one node on a free loopback port with the keyspace `ks` backed by `source`.
+pub async fn start_node(source: Counting) -> Handle {
+    Node::builder()
+        .cluster("test")
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source)
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Starts `n` nodes sharing `source`, each with every node (itself included) as its peers.
+pub async fn start_cluster(n: usize, source: &Counting) -> Vec<Handle> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(start_node(source.clone()).await);
+    }
+    let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(ids.clone());
+    }
+    nodes
+}
+
+/// Fails the test instead of hanging.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: timed out"),
+    }
+}
