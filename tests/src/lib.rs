@@ -11,9 +11,12 @@
 //!   configurable delay, values [`value_of`]`(key, version)`).
 //! - [`Cluster`] starts N nodes from a [`ClusterSpec`] (one runtime per node), knows each key's
 //!   owner, and kills, stops and restarts members on their addresses.
+//! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
+//!   way of building a cluster, as `tests/tokio.rs` does.
 
 mod harness;
 mod rt_tokio;
+pub mod scenarios;
 mod source;
 
 pub use harness::{
@@ -27,4 +30,71 @@ pub use source::{Source, value_of};
 #[must_use]
 pub fn tokio_cluster(n: usize) -> ClusterSpec {
     vec![&TOKIO as &'static dyn Runtime; n]
+}
+
+/// Every scenario as a `#[test]`, on clusters built by `$cluster: fn(usize) -> ClusterSpec`
+/// (3 and 5 nodes each).
+#[macro_export]
+macro_rules! scenario_tests {
+    ($cluster:path) => {
+        #[test]
+        fn one_cold_key_stampede_loads_once_3_nodes() {
+            $crate::scenarios::one_cold_key_stampede(&$cluster(3));
+        }
+
+        #[test]
+        fn one_cold_key_stampede_loads_once_5_nodes() {
+            $crate::scenarios::one_cold_key_stampede(&$cluster(5));
+        }
+
+        #[test]
+        fn keys_spread_put_and_delete_seen_everywhere_3_nodes() {
+            $crate::scenarios::keys_spread_put_and_delete(&$cluster(3));
+        }
+
+        #[test]
+        fn keys_spread_put_and_delete_seen_everywhere_5_nodes() {
+            $crate::scenarios::keys_spread_put_and_delete(&$cluster(5));
+        }
+
+        #[test]
+        fn node_killed_mid_load_survivors_answer_3_nodes() {
+            $crate::scenarios::node_killed_mid_load(&$cluster(3));
+        }
+
+        #[test]
+        fn node_killed_mid_load_survivors_answer_5_nodes() {
+            $crate::scenarios::node_killed_mid_load(&$cluster(5));
+        }
+
+        #[test]
+        fn garbage_on_the_peer_port_closes_only_that_connection_3_nodes() {
+            $crate::scenarios::garbage_on_the_peer_port(&$cluster(3));
+        }
+
+        #[test]
+        fn garbage_on_the_peer_port_closes_only_that_connection_5_nodes() {
+            $crate::scenarios::garbage_on_the_peer_port(&$cluster(5));
+        }
+
+        #[test]
+        fn killed_node_restarts_and_rejoins_3_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(3), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn killed_node_restarts_and_rejoins_5_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(5), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn stopped_node_restarts_and_rejoins_3_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(3), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn stopped_node_restarts_and_rejoins_5_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(5), $crate::Down::Stop);
+        }
+    };
 }
