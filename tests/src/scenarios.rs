@@ -157,8 +157,50 @@ pub fn keys_spread_put_and_delete(spec: &ClusterSpec) {
             assert_eq!(cluster.loads_of(key), 2, "{key}: loaded again once after the delete");
         }
         let Ok(cluster) = std::sync::Arc::try_unwrap(cluster) else { panic!("every task is done") };
+        hot_keys_put_and_delete(&cluster).await;
         cluster.shutdown().await;
     });
+}
+
+/// Keys read often enough that the other members mirror them in their hot caches: a put and
+/// a delete must still be seen by every member (the owner drops every hot copy before it
+/// acknowledges the write).
+async fn hot_keys_put_and_delete(cluster: &Cluster) {
+    let n = cluster.len();
+    let keys: Vec<String> =
+        (0..n).flat_map(|owner| cluster.keys_owned_by(owner, "hot", 1)).collect();
+    let mut hot_hits = 0;
+    for round in 0..3 {
+        let version = cluster.version();
+        for _ in 0..40 {
+            for key in &keys {
+                for i in 0..n {
+                    let value = get(cluster, i, key).await.expect("a value");
+                    assert_eq!(value.bytes, value_of(key, version), "{key} from node {i}");
+                    hot_hits += usize::from(value.path == Path::HotHit);
+                }
+            }
+        }
+        for (k, key) in keys.iter().enumerate() {
+            let owner = cluster.owner(key);
+            let through = (owner + 1 + k) % n;
+            let put = Bytes::from(format!("put:{key}:{round}"));
+            let stored =
+                within(CALL_LIMIT, "put", cluster.node(through).put(key, put.clone())).await;
+            assert_eq!(stored, Ok(()), "put {key} through node {through}");
+            expect_everywhere(cluster, key, &put, "after a put of a hot key").await;
+        }
+        let version = cluster.bump_version();
+        for (k, key) in keys.iter().enumerate() {
+            let through = (cluster.owner(key) + 2 + k) % n;
+            let deleted = within(CALL_LIMIT, "delete", cluster.node(through).delete(key)).await;
+            assert_eq!(deleted, Ok(()), "delete {key} through node {through}");
+            expect_everywhere(cluster, key, &value_of(key, version), "after a delete of a hot key")
+                .await;
+        }
+    }
+    eprintln!("hot keys ({n} nodes): {hot_hits} hot hits");
+    assert!(hot_hits > 0, "the members mirror hot keys");
 }
 
 /// A member killed while loads of its keys (and others') are in flight, the source taking
@@ -382,7 +424,33 @@ pub fn restarted_node_rejoins(spec: &ClusterSpec, how: Down) {
             }
         }
 
+        // Keep asking for its keys for a while, so that the others' reconnect backoff grows.
+        let backoff = cluster.keys_owned_by(victim, "backoff", 20);
+        let until = Instant::now() + Duration::from_secs(1);
+        for key in backoff.iter().cycle() {
+            if Instant::now() >= until {
+                break;
+            }
+            for i in 1..n {
+                let bytes = get(&cluster, i, key).await.map(|value| value.bytes);
+                assert_eq!(
+                    bytes,
+                    Ok(value_of(key, 0)),
+                    "{key} from node {i} while node {victim} is down"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
         cluster.restart(victim, how).await;
+        // The others route the victim's keys to it again: they dial it (after their reconnect
+        // backoff) before it has any reason to dial them.
+        for i in 1..n {
+            let took = until_fetched_from(&cluster, i, victim, "rejoin").await;
+            eprintln!(
+                "restart after {how:?} ({n} nodes): node {i} fetches from the restarted node after {took:?}"
+            );
+        }
         // Through the restarted node: its own keys (it loads them) and the others' (fetched).
         for key in cluster.keys_owned_by(victim, "own", 5) {
             let value = get(&cluster, victim, &key).await.expect("a value");
@@ -398,13 +466,6 @@ pub fn restarted_node_rejoins(spec: &ClusterSpec, how: Down) {
                 );
                 assert_eq!(cluster.source(owner).loads_of(&key), 1, "{key}: loaded by its owner");
             }
-        }
-        // The others route the victim's keys to it again.
-        for i in 1..n {
-            let took = until_fetched_from(&cluster, i, victim, "rejoin").await;
-            eprintln!(
-                "restart after {how:?} ({n} nodes): node {i} fetches from the restarted node after {took:?}"
-            );
         }
         // Writes reach every member: a put of a key the others loaded while the victim was
         // down is seen everywhere, as is a delete.
