@@ -59,12 +59,22 @@ macro_rules! scenario_tests {
 
         #[test]
         fn node_killed_mid_load_survivors_answer_3_nodes() {
-            $crate::scenarios::node_killed_mid_load(&$cluster(3));
+            $crate::scenarios::node_down_mid_load(&$cluster(3), $crate::Down::Kill);
         }
 
         #[test]
         fn node_killed_mid_load_survivors_answer_5_nodes() {
-            $crate::scenarios::node_killed_mid_load(&$cluster(5));
+            $crate::scenarios::node_down_mid_load(&$cluster(5), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn node_stopped_mid_load_survivors_answer_3_nodes() {
+            $crate::scenarios::node_down_mid_load(&$cluster(3), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn node_stopped_mid_load_survivors_answer_5_nodes() {
+            $crate::scenarios::node_down_mid_load(&$cluster(5), $crate::Down::Stop);
         }
 
         #[test]

@@ -203,10 +203,11 @@ async fn hot_keys_put_and_delete(cluster: &Cluster) {
     assert!(hot_hits > 0, "the members mirror hot keys");
 }
 
-/// A member killed while loads of its keys (and others') are in flight, the source taking
-/// 300 ms: every get on every surviving member is answered within the request timeout, with
-/// the right value (fetches from the dead owner fall back to a local load).
-pub fn node_killed_mid_load(spec: &ClusterSpec) {
+/// A member taken down (`how`: killed, or stopped gracefully) while loads of its keys (and
+/// others') are in flight, the source taking 300 ms: every get on every surviving member is
+/// answered within the request timeout, with the right value (fetches from a dead owner fall
+/// back to a local load; a leaving owner finishes what it started).
+pub fn node_down_mid_load(spec: &ClusterSpec, how: Down) {
     drive(async {
         let cluster = Cluster::start(spec, Duration::from_millis(300), default_tune).await;
         let n = cluster.len();
@@ -230,13 +231,19 @@ pub fn node_killed_mid_load(spec: &ClusterSpec) {
         // Loads are under way at every owner (they take 300 ms); then the victim dies.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(cluster.source(victim).loads() > 0, "the victim is loading when it dies");
-        cluster.take_down(victim, Down::Kill).await;
+        cluster.take_down(victim, how).await;
 
         let (mut answered, mut values, mut errors) = (0, 0, Vec::new());
         for (i, key, get) in gets {
             let (result, elapsed) = join("get around a killed node", get).await;
             if i == victim {
-                continue; // Its callers get an answer too (`join` checked), most likely ShuttingDown.
+                // Its callers get an answer too (`join` checked): after a kill most likely
+                // `ShuttingDown`; a graceful stop finishes the gets it had started.
+                if how == Down::Stop {
+                    let bytes = result.map(|value| value.bytes);
+                    assert_eq!(bytes, Ok(value_of(&key, 0)), "{key} from the stopping node {i}");
+                }
+                continue;
             }
             answered += 1;
             assert!(
@@ -255,7 +262,7 @@ pub fn node_killed_mid_load(spec: &ClusterSpec) {
             }
         }
         eprintln!(
-            "killed mid-load ({n} nodes): {answered} gets on survivors answered, {values} with values, {} errors",
+            "{how:?} mid-load ({n} nodes): {answered} gets on survivors answered, {values} with values, {} errors",
             errors.len()
         );
         assert!(errors.is_empty(), "survivors answer every get with a value: {errors:#?}");
@@ -268,7 +275,9 @@ pub fn node_killed_mid_load(spec: &ClusterSpec) {
                     .sum::<usize>()
             })
             .sum();
-        assert!(fallbacks > 0, "the survivors loaded the dead owner's keys themselves");
+        if how == Down::Kill {
+            assert!(fallbacks > 0, "the survivors loaded the dead owner's keys themselves");
+        }
 
         // The survivors keep serving every key.
         for i in (0..n).filter(|&i| i != victim) {
