@@ -63,9 +63,22 @@ pub(crate) enum IoEvent {
 
 /// What a one-shot job (a dial or a data-source call) ends with.
 enum Job {
-    Connected { peer: Bytes, stream: TcpStream },
-    ConnectFailed { peer: Bytes },
-    Loaded { load: LoadId, result: LoadResult },
+    Connected {
+        peer: Bytes,
+        stream: TcpStream,
+    },
+    ConnectFailed {
+        peer: Bytes,
+    },
+    Loaded {
+        load: LoadId,
+        result: LoadResult,
+    },
+    /// A closing connection's grace period ended: if its writer is still flushing (the peer
+    /// does not read), it is cut.
+    CloseGraceOver {
+        conn: ConnId,
+    },
 }
 
 /// A connection's tasks. `queue` is `None` once the node closed it: the writer is flushing.
@@ -232,9 +245,13 @@ impl Driver {
             Action::Close { conn } => {
                 if let Some(state) = self.conns.get_mut(&conn) {
                     // Dropping the queue lets the writer flush, shut down and report back;
-                    // `Closed` is fed then.
+                    // `Closed` is fed then, or when the grace period ends, whichever is first.
                     state.queue = None;
                     state.reader.abort();
+                    self.jobs.spawn(async move {
+                        tokio::time::sleep(CLOSE_GRACE).await;
+                        Job::CloseGraceOver { conn }
+                    });
                 }
             }
             Action::Event(event) => self.log_event(event),
@@ -286,6 +303,7 @@ impl Driver {
                     }
                     Job::ConnectFailed { peer } => self.feed(Input::ConnectFailed { peer }),
                     Job::Loaded { load, result } => self.feed(Input::Loaded { load, result }),
+                    Job::CloseGraceOver { conn } => self.forget(conn),
                 }
             }
             Err(error) => {

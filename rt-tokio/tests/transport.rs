@@ -12,9 +12,12 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_cross_the_wire_intact() {
+    const LEN: usize = 3 << 20;
     let source = source_fn(|key: Bytes| async move {
         let seed = key.last().copied().unwrap_or(0);
-        let value: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8 ^ seed).collect();
+        let period: Vec<u8> = (0..251u8).map(|b| b ^ seed).collect();
+        let mut value = period.repeat(LEN / period.len() + 1);
+        value.truncate(LEN);
         Ok::<_, String>(Bytes::from(value))
     });
     let mut nodes = Vec::new();
@@ -22,6 +25,12 @@ async fn large_values_cross_the_wire_intact() {
         let node = Node::builder()
             .cluster("big")
             .keyspace(KeyspaceConfig::new("blobs", 256 << 20), source.clone())
+            // Generous, so that a slow machine still fetches from the owner rather than
+            // falling back to a local load.
+            .config(|config| {
+                config.peer_timeout = Duration::from_secs(15);
+                config.request_timeout = Duration::from_secs(30);
+            })
             .start()
             .await
             .expect("starts");
@@ -42,8 +51,11 @@ async fn large_values_cross_the_wire_intact() {
     for get in gets {
         let (i, value) = within("get", get).await.expect("task ran");
         let value = value.expect("value");
-        assert_eq!(value.bytes.len(), 3 << 20);
-        assert!(value.bytes.iter().enumerate().all(|(n, b)| *b == (n as u32 % 251) as u8 ^ i));
+        assert_eq!(value.bytes.len(), LEN);
+        let intact = value.bytes.chunks(251).all(|chunk| {
+            chunk.iter().enumerate().all(|(n, b)| *b == u8::try_from(n).expect("< 251") ^ i)
+        });
+        assert!(intact, "value {i} intact");
         fetched += usize::from(value.path == Path::PeerFetch);
     }
     assert!(fetched > 0, "some values came from the other node");

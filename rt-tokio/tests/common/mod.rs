@@ -69,6 +69,9 @@ pub async fn start_node(source: Counting) -> Handle {
     Node::builder()
         .cluster("test")
         .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source)
+        // "One load per key" holds while owners answer within the peer timeout: generous,
+        // for slow CI machines.
+        .config(|config| config.peer_timeout = Duration::from_secs(10))
         .start()
         .await
         .expect("node starts")
