@@ -227,6 +227,14 @@ impl Cluster {
             .collect()
     }
 
+    /// Changes every member's source delay (for loads that start from now on; a restarted
+    /// member's new source takes the cluster's initial delay).
+    pub fn set_delay(&self, delay: Duration) {
+        for member in &self.members {
+            member.source.set_delay(delay);
+        }
+    }
+
     /// The version the sources answer with now.
     #[must_use]
     pub fn version(&self) -> u64 {
