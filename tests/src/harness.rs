@@ -17,6 +17,9 @@ use crate::source::Source;
 /// A boxed future that any executor can drive.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// The cluster label of every test node.
+pub const CLUSTER: &str = "herdcache-tests";
+
 /// The one keyspace every test node serves.
 pub const KEYSPACE: &str = "ks";
 

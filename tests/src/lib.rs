@@ -20,8 +20,8 @@ pub mod scenarios;
 mod source;
 
 pub use harness::{
-    BoxFuture, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime, TestNode,
-    default_tune, drive, within,
+    BoxFuture, CLUSTER, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime,
+    TestNode, default_tune, drive, within,
 };
 pub use rt_tokio::{TOKIO, Tokio};
 pub use source::{Source, value_of};

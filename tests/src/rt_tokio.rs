@@ -9,7 +9,7 @@ use bytes::Bytes;
 use herdcache_proto::{Error, KeyspaceConfig, KeyspaceStats, Value};
 use herdcache_tokio::{DataSource, Handle, Node, StartError};
 
-use crate::harness::{BoxFuture, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime, TestNode};
+use crate::harness::{BoxFuture, CLUSTER, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime, TestNode};
 use crate::source::Source;
 
 /// The tokio runtime crate: every node gets a one-worker multi-thread tokio runtime of its
@@ -48,7 +48,7 @@ impl Runtime for Tokio {
                 .enable_all()
                 .build()?;
             let builder = Node::builder()
-                .cluster("herdcache-tests")
+                .cluster(CLUSTER)
                 .listen(spec.listen)
                 .peers(spec.peers)
                 .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), TokioSource(spec.source))

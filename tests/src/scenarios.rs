@@ -7,12 +7,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::{Error, Path, Value};
+use herdcache_proto::{
+    Error, FRAME_HEADER_LEN, Frame, Message, PROTOCOL_VERSION, Path, Value, WireLimits,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::harness::{Cluster, ClusterSpec, Down, default_tune, drive, within};
+use crate::harness::{CLUSTER, Cluster, ClusterSpec, Down, default_tune, drive, within};
 use crate::source::value_of;
 
 /// The longest a single call may take before the test fails: well above the nodes' request
@@ -306,21 +308,22 @@ fn garbage(len: usize) -> Vec<u8> {
 }
 
 /// Connects to `addr`, writes `bytes` (a write the node cuts short counts as closed), and
-/// returns how long the node took to close the connection.
-async fn intrude(addr: std::net::SocketAddr, bytes: &[u8]) -> Duration {
+/// returns how long the node took to close the connection, and what it sent before.
+async fn intrude(addr: std::net::SocketAddr, bytes: &[u8]) -> (Duration, Vec<u8>) {
     let started = Instant::now();
     let mut stream = within(CALL_LIMIT, "intruder connects", TcpStream::connect(addr))
         .await
         .expect("the peer port accepts");
+    let mut received = Vec::new();
     if stream.write_all(bytes).await.is_err() {
-        return started.elapsed();
+        return (started.elapsed(), received);
     }
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         let mut buffer = [0u8; 4096];
         loop {
             match stream.read(&mut buffer).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {} // An error frame may precede the close.
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
             }
         }
     })
@@ -330,10 +333,27 @@ async fn intrude(addr: std::net::SocketAddr, bytes: &[u8]) -> Duration {
         "the node closes a connection that sent {} bytes of garbage",
         bytes.len()
     );
-    started.elapsed()
+    (started.elapsed(), received)
 }
 
-/// Garbage on a member's peer port (random bytes, an HTTP request, a stalled half header):
+/// The messages in `bytes`, as far as they parse.
+fn messages(bytes: &[u8]) -> Vec<Message> {
+    let limits = WireLimits::default();
+    let mut bytes = Bytes::copy_from_slice(bytes);
+    let mut messages = Vec::new();
+    while let Ok(frame) = Frame::new_checked(bytes.clone(), &limits) {
+        let len = frame.frame_len();
+        match Message::parse(&frame, &limits) {
+            Ok(message) => messages.push(message),
+            Err(_) => break,
+        }
+        bytes = bytes.slice(len..);
+    }
+    messages
+}
+
+/// Garbage on a member's peer port (random bytes, an HTTP request, a stalled half header, a
+/// valid hello followed by garbage):
 /// the node closes that connection within a few seconds, and every member keeps serving,
 /// including the fetches that go through the attacked member.
 pub fn garbage_on_the_peer_port(spec: &ClusterSpec) {
@@ -350,10 +370,40 @@ pub fn garbage_on_the_peer_port(spec: &ClusterSpec) {
 
         let addr = cluster.node(target).addr();
         let http = b"GET /_groupcache/ks/key HTTP/1.1\r\nHost: herdcache\r\nConnection: keep-alive\r\n\r\n";
+        // A stranger that speaks the protocol's hello (in this cluster, under an id no member
+        // knows) before it turns to garbage.
+        let mut hello_then_garbage = Vec::new();
+        let hello = Message::Hello {
+            protocol_version: u16::from(PROTOCOL_VERSION),
+            cluster: Bytes::from_static(CLUSTER.as_bytes()),
+            node_id: Bytes::from_static(b"127.0.0.1:9"),
+        };
+        hello.encode(0, &mut hello_then_garbage, &WireLimits::default()).expect("a hello encodes");
+        let mut hello_then_bad_frames = hello_then_garbage.clone();
+        hello_then_garbage.extend_from_slice(&garbage(4096));
+        // …or to frames that are framed right but do not parse: a get whose payload is junk.
+        let get = Message::Get {
+            keyspace: Bytes::from_static(b"ks"),
+            key: Bytes::from_static(b"some-key"),
+            timeout_ms: 1000,
+        };
+        let start = hello_then_bad_frames.len();
+        get.encode(7, &mut hello_then_bad_frames, &WireLimits::default()).expect("a get encodes");
+        for byte in &mut hello_then_bad_frames[start + FRAME_HEADER_LEN..] {
+            *byte = 0xff;
+        }
         let intruders = [
             ("random bytes", tokio::spawn(async move { intrude(addr, &garbage(64 << 10)).await })),
             ("an HTTP request", tokio::spawn(async move { intrude(addr, http).await })),
             ("half a header", tokio::spawn(async move { intrude(addr, &[0, 0]).await })),
+            (
+                "a hello, then garbage",
+                tokio::spawn(async move { intrude(addr, &hello_then_garbage).await }),
+            ),
+            (
+                "a hello, then a junk get",
+                tokio::spawn(async move { intrude(addr, &hello_then_bad_frames).await }),
+            ),
         ];
         // Meanwhile the cluster serves, through the target too.
         let during: Vec<String> =
@@ -362,8 +412,15 @@ pub fn garbage_on_the_peer_port(spec: &ClusterSpec) {
             expect_everywhere(&cluster, key, &value_of(key, 0), "while under garbage").await;
         }
         for (what, intruder) in intruders {
-            let took = join(what, intruder).await;
-            eprintln!("garbage ({n} nodes): {what} closed after {took:?}");
+            let (took, received) = join(what, intruder).await;
+            let answers = messages(&received);
+            eprintln!("garbage ({n} nodes): {what} closed after {took:?}, answered {answers:?}");
+            if what.starts_with("a hello") {
+                assert!(
+                    matches!(answers.first(), Some(Message::Hello { .. })),
+                    "the node accepted the hello: {answers:?}"
+                );
+            }
         }
 
         // And afterwards: keys of every owner, from every member (the target fetches from the
