@@ -464,7 +464,7 @@ async fn until_fetched_from(cluster: &Cluster, from: usize, owner: usize, tag: &
 }
 
 /// A member taken down (`how`) and restarted on the same address with the same peers: while
-/// it is down the others answer its keys; once back it serves its own keys and the others',
+/// it is down the others answer its keys (and agree on writes made meanwhile); once back it serves its own keys and the others',
 /// the others fetch its keys from it again (after their reconnect backoff), and writes reach
 /// every member.
 pub fn restarted_node_rejoins(spec: &ClusterSpec, how: Down) {
@@ -492,6 +492,32 @@ pub fn restarted_node_rejoins(spec: &ClusterSpec, how: Down) {
             }
         }
 
+        // A write while a member is down. After a stop the member is off every ring and the
+        // write succeeds; after a kill it is still on the rings, the owner cannot make it drop
+        // its copy, and the write may fail (`Unavailable`), applied or not: the survivors
+        // agree on the value either way.
+        for owner in 1..n {
+            for key in cluster.keys_owned_by(owner, "write-down", 1) {
+                let written = Bytes::from(format!("put:{key}"));
+                let put = cluster.node(1).put(&key, written.clone());
+                let result = within(CALL_LIMIT, "put while down", put).await;
+                match (how, &result) {
+                    (Down::Stop, Ok(())) | (Down::Kill, Ok(()) | Err(Error::Unavailable)) => {}
+                    _ => panic!("put {key} while node {victim} is down ({how:?}): {result:?}"),
+                }
+                let mut seen = Vec::new();
+                for i in 1..n {
+                    seen.push(get(&cluster, i, &key).await.map(|value| value.bytes));
+                }
+                assert!(
+                    seen.iter().all(|value| *value == seen[0]),
+                    "{key}: the survivors disagree: {seen:?}"
+                );
+                if result.is_ok() {
+                    assert_eq!(seen[0], Ok(written), "{key}: a write that succeeded is seen");
+                }
+            }
+        }
         // Keep asking for its keys for a while, so that the others' reconnect backoff grows.
         let backoff = cluster.keys_owned_by(victim, "backoff", 20);
         let until = Instant::now() + Duration::from_secs(1);
