@@ -48,6 +48,26 @@ macro_rules! scenario_tests {
         }
 
         #[test]
+        fn one_cold_key_stampede_owner_killed_3_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(3), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_killed_5_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(5), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_stopped_3_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(3), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_stopped_5_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(5), $crate::Down::Stop);
+        }
+
+        #[test]
         fn keys_spread_put_and_delete_seen_everywhere_3_nodes() {
             $crate::scenarios::keys_spread_put_and_delete(&$cluster(3));
         }

@@ -70,6 +70,48 @@ pub fn one_cold_key_stampede(spec: &ClusterSpec) {
     });
 }
 
+/// The same stampede (the source taking 300 ms), with the key's owner taken down (`how`)
+/// while it loads: every get on the other members still answers the value. A killed owner's
+/// fetchers each fall back to one load of their own (one per member, not one per caller); an
+/// owner that leaves gracefully finishes its load, so the cluster loads once.
+pub fn one_cold_key_stampede_owner_down(spec: &ClusterSpec, how: Down) {
+    drive(async {
+        let cluster = Cluster::start(spec, Duration::from_millis(300), default_tune).await;
+        let n = cluster.len();
+        let key = "cold";
+        let owner = cluster.owner(key);
+        let gets: Vec<_> =
+            (0..1000).map(|i| (i % n, tokio::spawn(cluster.node(i % n).get(key)))).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(cluster.source(owner).loads_of(key), 1, "the owner is loading");
+        cluster.take_down(owner, how).await;
+        let expected = value_of(key, 0);
+        for (i, get) in gets {
+            let result = join("stampede get", get).await;
+            if i == owner && how == Down::Kill {
+                continue; // Answered (`join` checked), most likely `ShuttingDown`.
+            }
+            let bytes = result.map(|value| value.bytes);
+            assert_eq!(
+                bytes.as_ref(),
+                Ok(&expected),
+                "get from node {i} (owner {owner} down: {how:?})"
+            );
+        }
+        let loads: Vec<usize> = (0..n).map(|i| cluster.source(i).loads_of(key)).collect();
+        match how {
+            Down::Kill => assert!(
+                loads.iter().all(|&loads| loads <= 1),
+                "at most one load per member: {loads:?}"
+            ),
+            Down::Stop => {
+                assert_eq!(cluster.total_loads(), 1, "one load in the cluster: {loads:?}")
+            }
+        }
+        cluster.shutdown().await;
+    });
+}
+
 /// 200 keys spread over their owners: each loaded once, by its owner, so every member loads
 /// some; a put through one member is then seen by every member, and a delete through another
 /// makes every member see the value reloaded from the source.
