@@ -92,9 +92,12 @@ pub trait TestNode: Send + Sync + 'static {
 
 /// The configuration every scenario's nodes use unless a scenario says otherwise: the
 /// defaults, with a reconnect backoff capped at 500 ms so that a restarted peer is retried
-/// within a test's few seconds.
+/// within a test's few seconds, and a peer timeout as long as the request timeout allows
+/// (half of it), so that a slow fetch on a loaded machine does not turn into a second load
+/// (a dead peer still fails fast: its connection closes).
 pub fn default_tune(config: &mut NodeConfig) {
     config.reconnect_backoff_max = Duration::from_millis(500);
+    config.peer_timeout = config.request_timeout / 2;
 }
 
 /// What a scenario's cluster is made of: one runtime per node (a mixed cluster is a list of

@@ -38,6 +38,27 @@ async fn expect_everywhere(cluster: &Cluster, key: &str, expected: &Bytes, when:
     }
 }
 
+/// Waits (bounded) until `condition` holds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    within(CALL_LIMIT, what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+/// Waits (bounded) until member `i` counted `issued[i]` gets: they are in progress there.
+async fn until_gets_started(cluster: &Cluster, issued: &[usize]) {
+    until("every get reaches its node", || {
+        issued.iter().enumerate().all(|(i, &issued)| {
+            let gets = cluster.node(i).stats().map_or(0, |stats| stats.gets);
+            gets >= u64::try_from(issued).unwrap_or(u64::MAX)
+        })
+    })
+    .await;
+}
+
 /// Awaits a spawned task, bounded; a panic in it fails the test.
 async fn join<T>(what: &str, task: JoinHandle<T>) -> T {
     within(CALL_LIMIT, what, task).await.unwrap_or_else(|error| panic!("{what}: {error}"))
@@ -82,8 +103,10 @@ pub fn one_cold_key_stampede_owner_down(spec: &ClusterSpec, how: Down) {
         let owner = cluster.owner(key);
         let gets: Vec<_> =
             (0..1000).map(|i| (i % n, tokio::spawn(cluster.node(i % n).get(key)))).collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(cluster.source(owner).loads_of(key), 1, "the owner is loading");
+        // Every get reached its node, the owner is loading (300 ms), and then it goes down.
+        let issued: Vec<usize> = (0..n).map(|i| (0..1000).filter(|j| j % n == i).count()).collect();
+        until_gets_started(&cluster, &issued).await;
+        until("the owner starts loading", || cluster.source(owner).loads_of(key) > 0).await;
         cluster.take_down(owner, how).await;
         let expected = value_of(key, 0);
         for (i, get) in gets {
@@ -272,9 +295,10 @@ pub fn node_down_mid_load(spec: &ClusterSpec, how: Down) {
                 ));
             }
         }
-        // Loads are under way at every owner (they take 300 ms); then the victim dies.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(cluster.source(victim).loads() > 0, "the victim is loading when it dies");
+        // Every get reached its node and loads are under way (they take 300 ms); then the
+        // victim goes down.
+        until_gets_started(&cluster, &vec![keys.len(); n]).await;
+        until("the victim starts loading", || cluster.source(victim).loads() > 0).await;
         cluster.take_down(victim, how).await;
 
         let (mut answered, mut values, mut errors) = (0, 0, Vec::new());
