@@ -13,6 +13,12 @@
 //!   owner, and kills, stops and restarts members on their addresses.
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
+//!
+//! Adding a runtime crate: implement [`Runtime`] and [`TestNode`] for it in a module beside
+//! `rt_tokio` (its data source wraps [`Source`], sleeping on the runtime's own timer), export a
+//! static like [`TOKIO`], and add `tests/<runtime>.rs` with
+//! a `fn(usize) -> ClusterSpec` like [`tokio_cluster`] passed to [`scenario_tests!`]. A mixed
+//! cluster is [`mixed`] over several runtimes.
 
 mod harness;
 mod rt_tokio;
@@ -30,6 +36,13 @@ pub use source::{Source, value_of};
 #[must_use]
 pub fn tokio_cluster(n: usize) -> ClusterSpec {
     vec![&TOKIO as &'static dyn Runtime; n]
+}
+
+/// A cluster of `n` nodes taking `runtimes` in turn (node `i` runs on `runtimes[i % len]`).
+#[must_use]
+pub fn mixed(runtimes: &[&'static dyn Runtime], n: usize) -> ClusterSpec {
+    assert!(!runtimes.is_empty(), "a mixed cluster needs at least one runtime");
+    (0..n).map(|i| runtimes[i % runtimes.len()]).collect()
 }
 
 /// Every scenario as a `#[test]`, on clusters built by `$cluster: fn(usize) -> ClusterSpec`
