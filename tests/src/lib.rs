@@ -1,0 +1,143 @@
+//! # herdcache-tests — the cross-crate suite
+//!
+//! Real nodes over loopback TCP, driven through a runtime-agnostic harness so that every
+//! scenario has **one body**, run on each runtime and on mixed clusters:
+//!
+//! - [`Runtime`] starts a node of one runtime crate; [`TestNode`] is a running node (get, put,
+//!   delete, set_peers, stats, graceful stop, abrupt kill). Their futures run on any executor:
+//!   a node runs on its runtime's own threads, the test drives it from its own tokio runtime
+//!   ([`drive`]).
+//! - [`Source`] is the counting data source each node loads from (per-key counters, a
+//!   configurable delay, values [`value_of`]`(key, version)`).
+//! - [`Cluster`] starts N nodes from a [`ClusterSpec`] (one runtime per node), knows each key's
+//!   owner, and kills, stops and restarts members on their addresses.
+//! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
+//!   way of building a cluster, as `tests/tokio.rs` does.
+//!
+//! Adding a runtime crate: implement [`Runtime`] and [`TestNode`] for it in a module beside
+//! `rt_tokio` (its data source wraps [`Source`], sleeping on the runtime's own timer), export a
+//! static like [`TOKIO`], and add `tests/<runtime>.rs` with
+//! a `fn(usize) -> ClusterSpec` like [`tokio_cluster`] passed to [`scenario_tests!`]. A mixed
+//! cluster is [`mixed`] over several runtimes.
+
+mod harness;
+mod rt_tokio;
+pub mod scenarios;
+mod source;
+
+pub use harness::{
+    BoxFuture, CLUSTER, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime,
+    TestNode, default_tune, drive, within,
+};
+pub use rt_tokio::{TOKIO, Tokio};
+pub use source::{Source, value_of};
+
+/// A cluster of `n` tokio nodes.
+#[must_use]
+pub fn tokio_cluster(n: usize) -> ClusterSpec {
+    vec![&TOKIO as &'static dyn Runtime; n]
+}
+
+/// A cluster of `n` nodes taking `runtimes` in turn (node `i` runs on `runtimes[i % len]`).
+#[must_use]
+pub fn mixed(runtimes: &[&'static dyn Runtime], n: usize) -> ClusterSpec {
+    assert!(!runtimes.is_empty(), "a mixed cluster needs at least one runtime");
+    (0..n).map(|i| runtimes[i % runtimes.len()]).collect()
+}
+
+/// Every scenario as a `#[test]`, on clusters built by `$cluster: fn(usize) -> ClusterSpec`
+/// (3 and 5 nodes each).
+#[macro_export]
+macro_rules! scenario_tests {
+    ($cluster:path) => {
+        #[test]
+        fn one_cold_key_stampede_loads_once_3_nodes() {
+            $crate::scenarios::one_cold_key_stampede(&$cluster(3));
+        }
+
+        #[test]
+        fn one_cold_key_stampede_loads_once_5_nodes() {
+            $crate::scenarios::one_cold_key_stampede(&$cluster(5));
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_killed_3_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(3), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_killed_5_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(5), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_stopped_3_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(3), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn one_cold_key_stampede_owner_stopped_5_nodes() {
+            $crate::scenarios::one_cold_key_stampede_owner_down(&$cluster(5), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn keys_spread_put_and_delete_seen_everywhere_3_nodes() {
+            $crate::scenarios::keys_spread_put_and_delete(&$cluster(3));
+        }
+
+        #[test]
+        fn keys_spread_put_and_delete_seen_everywhere_5_nodes() {
+            $crate::scenarios::keys_spread_put_and_delete(&$cluster(5));
+        }
+
+        #[test]
+        fn node_killed_mid_load_survivors_answer_3_nodes() {
+            $crate::scenarios::node_down_mid_load(&$cluster(3), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn node_killed_mid_load_survivors_answer_5_nodes() {
+            $crate::scenarios::node_down_mid_load(&$cluster(5), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn node_stopped_mid_load_survivors_answer_3_nodes() {
+            $crate::scenarios::node_down_mid_load(&$cluster(3), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn node_stopped_mid_load_survivors_answer_5_nodes() {
+            $crate::scenarios::node_down_mid_load(&$cluster(5), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn garbage_on_the_peer_port_closes_only_that_connection_3_nodes() {
+            $crate::scenarios::garbage_on_the_peer_port(&$cluster(3));
+        }
+
+        #[test]
+        fn garbage_on_the_peer_port_closes_only_that_connection_5_nodes() {
+            $crate::scenarios::garbage_on_the_peer_port(&$cluster(5));
+        }
+
+        #[test]
+        fn killed_node_restarts_and_rejoins_3_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(3), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn killed_node_restarts_and_rejoins_5_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(5), $crate::Down::Kill);
+        }
+
+        #[test]
+        fn stopped_node_restarts_and_rejoins_3_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(3), $crate::Down::Stop);
+        }
+
+        #[test]
+        fn stopped_node_restarts_and_rejoins_5_nodes() {
+            $crate::scenarios::restarted_node_rejoins(&$cluster(5), $crate::Down::Stop);
+        }
+    };
+}
