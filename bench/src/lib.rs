@@ -43,11 +43,21 @@ pub struct Options {
     pub threads: Vec<usize>,
     /// Run the miss-heavy comparison too.
     pub misses: bool,
+    /// Only the contenders whose name contains one of these comma-separated parts (e.g. for a
+    /// profiler).
+    pub only: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { keys: 100_000, secs: 1.0, trials: 5, threads: vec![1, 2], misses: true }
+        Options {
+            keys: 100_000,
+            secs: 1.0,
+            trials: 5,
+            threads: vec![1, 2],
+            misses: true,
+            only: None,
+        }
     }
 }
 
@@ -56,7 +66,7 @@ impl Options {
     /// `--bench` that `cargo bench` passes. `Err` carries the usage text.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         const USAGE: &str = "usage: hits [--keys N] [--secs S] [--trials T] [--threads 1,2] \
-                             [--quick] [--no-miss]";
+                             [--quick] [--no-miss] [--only NAME,…]";
         let mut opts = Options::default();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -81,6 +91,7 @@ impl Options {
                     opts.trials = 1;
                 }
                 "--no-miss" => opts.misses = false,
+                "--only" => opts.only = Some(value("--only")?),
                 "--bench" => {}
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -118,38 +129,47 @@ pub fn run(opts: &Options) -> String {
     );
     let _ = writeln!(
         report,
-        "Capacity: moka `max_capacity({n})` and quick_cache `Cache::new({n})` count entries; \
-         herdcache `max_bytes` = {HIT_BUDGET_FACTOR} × Σ(key + value + ENTRY_OVERHEAD {ENTRY_OVERHEAD}) \
-         = {} bytes on the hit run, 1 × ({entry_bytes}) on the miss run. Default hashers \
-         (moka SipHash, quick_cache ahash, herdcache foldhash).",
+        "Capacity, hit run: big enough for every key in all three, {HIT_BUDGET_FACTOR}× the key set \
+         (moka `max_capacity({n2})` and quick_cache `Cache::new({n2})` count entries; herdcache \
+         `max_bytes` = {HIT_BUDGET_FACTOR} × Σ(key + value + ENTRY_OVERHEAD {ENTRY_OVERHEAD}) = {} \
+         bytes). Miss run: 1× (moka and quick_cache {n} entries, herdcache {entry_bytes} bytes), \
+         filled before timing, so every insert evicts. Default hashers (moka SipHash, quick_cache \
+         ahash, herdcache foldhash).",
         entry_bytes * HIT_BUDGET_FACTOR,
         n = opts.keys,
+        n2 = opts.keys as u64 * HIT_BUDGET_FACTOR,
     );
 
     // The hit run.
     let stream = zipf::stream(opts.keys, ZIPF_S, STREAM_LEN, 0x5eed_0001);
-    let herd = Herd::new(entry_bytes * HIT_BUDGET_FACTOR, true);
-    let moka = moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(opts.keys as u64).build();
-    let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(opts.keys);
+    let want = |name: &str| {
+        opts.only.as_ref().is_none_or(|only| only.split(',').any(|part| name.contains(part)))
+    };
+    let herd = want("herdcache").then(|| Herd::new(entry_bytes * HIT_BUDGET_FACTOR, true));
+    let capacity = opts.keys * HIT_BUDGET_FACTOR as usize;
+    let moka = moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(capacity as u64).build();
+    let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(capacity);
+    let hits = |name: &str, found: usize| {
+        assert_eq!(found, keys.len(), "{name}: not every key is cached after warm-up");
+    };
     eprintln!("warming {} keys…", opts.keys);
-    herd.warm(&keys, &value);
+    if let Some(herd) = &herd {
+        herd.warm(&keys, &value);
+        hits("herdcache", keys.iter().filter(|k| herd.ks.peek_with(k, |_| ()).is_some()).count());
+    }
     for key in &keys {
         moka.insert(key.clone(), value.clone());
         quick.insert(key.clone(), value.clone());
     }
     moka.run_pending_tasks();
-    let hits = |name: &str, found: usize| {
-        assert_eq!(found, keys.len(), "{name}: not every key is cached after warm-up");
-    };
-    hits("herdcache", keys.iter().filter(|k| herd.ks.peek_with(k, |_| ()).is_some()).count());
     hits("moka", keys.iter().filter(|k| moka.contains_key(*k)).count());
     hits("quick_cache", keys.iter().filter(|k| quick.get(*k).is_some()).count());
 
-    let hit_ops: Vec<Contender<'_>> = vec![
+    let mut hit_ops: Vec<Contender<'_>> = vec![
         (
             "herdcache `KeyspaceFront::get`",
             Box::new(|threads, secs| {
-                let ks = &herd.ks;
+                let ks = &herd.as_ref().expect("built when selected").ks;
                 measure_hits(threads, secs, &stream, &keys, |k| {
                     ks.get(k).try_take().map_or(0, |r| r.map_or(0, |v| v.bytes.len()))
                 })
@@ -158,7 +178,7 @@ pub fn run(opts: &Options) -> String {
         (
             "herdcache `KeyspaceFront::peek_with`",
             Box::new(|threads, secs| {
-                let ks = &herd.ks;
+                let ks = &herd.as_ref().expect("built when selected").ks;
                 measure_hits(threads, secs, &stream, &keys, |k| {
                     ks.peek_with(k, <[u8]>::len).unwrap_or(0)
                 })
@@ -167,7 +187,7 @@ pub fn run(opts: &Options) -> String {
         (
             "herdcache `Front::get`",
             Box::new(|threads, secs| {
-                let front = &herd.front;
+                let front = &herd.as_ref().expect("built when selected").front;
                 measure_hits(threads, secs, &stream, &keys, |k| {
                     front.get(KEYSPACE, k).try_take().map_or(0, |r| r.map_or(0, |v| v.bytes.len()))
                 })
@@ -186,32 +206,46 @@ pub fn run(opts: &Options) -> String {
             }),
         ),
     ];
+    hit_ops.retain(|(name, _)| want(name));
     let _ = writeln!(report, "\n### Hits (100 % after warm-up)\n");
     let results = compare(opts, &hit_ops);
-    table(&mut report, opts, &hit_ops, &results, &[(0, 3), (0, 4), (1, 3), (1, 4), (2, 3)]);
+    table(
+        &mut report,
+        opts,
+        &hit_ops,
+        &results,
+        &[
+            ("herdcache `KeyspaceFront::get`", "quick_cache"),
+            ("herdcache `KeyspaceFront::get`", "moka"),
+            ("herdcache `KeyspaceFront::peek_with`", "quick_cache"),
+            ("herdcache `KeyspaceFront::peek_with`", "moka"),
+            ("herdcache `Front::get`", "quick_cache"),
+        ],
+    );
     drop(hit_ops);
     drop(herd);
 
     if opts.misses {
-        let herd_inline = Herd::new(entry_bytes, false);
-        let herd_driven = Herd::new(entry_bytes, true);
+        let herd_inline = want("herdcache").then(|| Herd::new(entry_bytes, false));
+        let herd_driven = want("herdcache").then(|| Herd::new(entry_bytes, true));
         let moka =
             moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(opts.keys as u64).build();
         let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(opts.keys);
         eprintln!("filling the miss-run caches…");
-        herd_inline.warm(&keys, &value);
-        herd_driven.warm(&keys, &value);
+        for herd in herd_inline.iter().chain(&herd_driven) {
+            herd.warm(&keys, &value);
+        }
         for key in &keys {
             moka.insert(key.clone(), value.clone());
             quick.insert(key.clone(), value.clone());
         }
         moka.run_pending_tasks();
         let (value, moka, quick) = (&value, &moka, &quick);
-        let miss_ops: Vec<Contender<'_>> = vec![
+        let mut miss_ops: Vec<Contender<'_>> = vec![
             (
                 "herdcache `get` + load, inline driver",
                 Box::new(|threads, secs| {
-                    let h = &herd_inline;
+                    let h = herd_inline.as_ref().expect("built when selected");
                     measure_misses(threads, secs, |t| {
                         let mut actions = Vec::new();
                         let mut key = MissKey::new(t);
@@ -231,7 +265,7 @@ pub fn run(opts: &Options) -> String {
             (
                 "herdcache `get` + load, driver thread",
                 Box::new(|threads, secs| {
-                    let h = &herd_driven;
+                    let h = herd_driven.as_ref().expect("built when selected");
                     measure_misses(threads, secs, |t| {
                         let mut key = MissKey::new(t);
                         move || h.ks.get(key.next()).wait().map_or(0, |v| v.bytes.len())
@@ -269,8 +303,19 @@ pub fn run(opts: &Options) -> String {
             report,
             "\n### Misses (every get a fresh key; instant data source; caches full from the start)\n"
         );
+        miss_ops.retain(|(name, _)| want(name));
         let results = compare(opts, &miss_ops);
-        table(&mut report, opts, &miss_ops, &results, &[(0, 2), (0, 3), (1, 2)]);
+        table(
+            &mut report,
+            opts,
+            &miss_ops,
+            &results,
+            &[
+                ("herdcache `get` + load, inline", "quick_cache"),
+                ("herdcache `get` + load, inline", "moka"),
+                ("herdcache `get` + load, driver", "quick_cache"),
+            ],
+        );
     }
     report
 }
@@ -314,13 +359,14 @@ fn fmt_ops(ops: f64) -> String {
 }
 
 /// Appends a markdown table: one row per contender, one column per thread count, then the
-/// ratios `(numerator, denominator)` of the medians.
+/// ratios of the medians `(numerator, denominator)`, each the first contender whose name starts
+/// with it (skipped when either is not there).
 fn table(
     report: &mut String,
     opts: &Options,
     contenders: &[Contender<'_>],
     results: &[Vec<Vec<f64>>],
-    ratios: &[(usize, usize)],
+    ratios: &[(&str, &str)],
 ) {
     let mut medians = vec![vec![0.0; contenders.len()]; opts.threads.len()];
     let _ = write!(report, "| ops/s |");
@@ -348,6 +394,8 @@ fn table(
         let _ = writeln!(report);
     }
     for &(a, b) in ratios {
+        let find = |prefix: &str| contenders.iter().position(|(name, _)| name.starts_with(prefix));
+        let (Some(a), Some(b)) = (find(a), find(b)) else { continue };
         let short = |name: &str| name.split(',').next().unwrap_or(name).to_string();
         let _ = write!(report, "| ratio {} / {} |", short(contenders[a].0), short(contenders[b].0));
         for m in &medians {
