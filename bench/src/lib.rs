@@ -396,8 +396,7 @@ fn table(
     for &(a, b) in ratios {
         let find = |prefix: &str| contenders.iter().position(|(name, _)| name.starts_with(prefix));
         let (Some(a), Some(b)) = (find(a), find(b)) else { continue };
-        let short = |name: &str| name.split(',').next().unwrap_or(name).to_string();
-        let _ = write!(report, "| ratio {} / {} |", short(contenders[a].0), short(contenders[b].0));
+        let _ = write!(report, "| ratio {} / {} |", contenders[a].0, contenders[b].0);
         for m in &medians {
             let _ = write!(report, " **{:.2}×** |", m[a] / m[b]);
         }
