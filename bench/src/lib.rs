@@ -27,6 +27,15 @@ pub const ZIPF_S: f64 = 1.0;
 const STREAM_LEN: usize = 1 << 20;
 /// Operations between two looks at the stop flag.
 const BATCH: u64 = 256;
+/// The herdcache contenders of the hit run.
+const HERD_HITS: [&str; 3] = [
+    "herdcache `KeyspaceFront::get`",
+    "herdcache `KeyspaceFront::peek_with`",
+    "herdcache `Front::get`",
+];
+/// The herdcache contenders of the miss run.
+const HERD_MISSES: [&str; 2] =
+    ["herdcache `get` + load, inline driver", "herdcache `get` + load, driver thread"];
 /// herdcache's byte budget over the bytes the key set needs, on the hit run.
 const HIT_BUDGET_FACTOR: u64 = 2;
 
@@ -145,7 +154,10 @@ pub fn run(opts: &Options) -> String {
     let want = |name: &str| {
         opts.only.as_ref().is_none_or(|only| only.split(',').any(|part| name.contains(part)))
     };
-    let herd = want("herdcache").then(|| Herd::new(entry_bytes * HIT_BUDGET_FACTOR, true));
+    let herd = HERD_HITS
+        .iter()
+        .any(|name| want(name))
+        .then(|| Herd::new(entry_bytes * HIT_BUDGET_FACTOR, true));
     let capacity = opts.keys * HIT_BUDGET_FACTOR as usize;
     let moka = moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(capacity as u64).build();
     let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(capacity);
@@ -167,7 +179,7 @@ pub fn run(opts: &Options) -> String {
 
     let mut hit_ops: Vec<Contender<'_>> = vec![
         (
-            "herdcache `KeyspaceFront::get`",
+            HERD_HITS[0],
             Box::new(|threads, secs| {
                 let ks = &herd.as_ref().expect("built when selected").ks;
                 measure_hits(threads, secs, &stream, &keys, |k| {
@@ -176,7 +188,7 @@ pub fn run(opts: &Options) -> String {
             }),
         ),
         (
-            "herdcache `KeyspaceFront::peek_with`",
+            HERD_HITS[1],
             Box::new(|threads, secs| {
                 let ks = &herd.as_ref().expect("built when selected").ks;
                 measure_hits(threads, secs, &stream, &keys, |k| {
@@ -185,7 +197,7 @@ pub fn run(opts: &Options) -> String {
             }),
         ),
         (
-            "herdcache `Front::get`",
+            HERD_HITS[2],
             Box::new(|threads, secs| {
                 let front = &herd.as_ref().expect("built when selected").front;
                 measure_hits(threads, secs, &stream, &keys, |k| {
@@ -226,8 +238,8 @@ pub fn run(opts: &Options) -> String {
     drop(herd);
 
     if opts.misses {
-        let herd_inline = want("herdcache").then(|| Herd::new(entry_bytes, false));
-        let herd_driven = want("herdcache").then(|| Herd::new(entry_bytes, true));
+        let herd_inline = want(HERD_MISSES[0]).then(|| Herd::new(entry_bytes, false));
+        let herd_driven = want(HERD_MISSES[1]).then(|| Herd::new(entry_bytes, true));
         let moka =
             moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(opts.keys as u64).build();
         let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(opts.keys);
@@ -243,7 +255,7 @@ pub fn run(opts: &Options) -> String {
         let (value, moka, quick) = (&value, &moka, &quick);
         let mut miss_ops: Vec<Contender<'_>> = vec![
             (
-                "herdcache `get` + load, inline driver",
+                HERD_MISSES[0],
                 Box::new(|threads, secs| {
                     let h = herd_inline.as_ref().expect("built when selected");
                     measure_misses(threads, secs, |t| {
@@ -263,7 +275,7 @@ pub fn run(opts: &Options) -> String {
                 }),
             ),
             (
-                "herdcache `get` + load, driver thread",
+                HERD_MISSES[1],
                 Box::new(|threads, secs| {
                     let h = herd_driven.as_ref().expect("built when selected");
                     measure_misses(threads, secs, |t| {
