@@ -134,8 +134,12 @@ pub fn run(opts: &Options) -> String {
     let _ = writeln!(
         report,
         "herdcache-bench hits: {} keys, {VALUE_LEN}-byte values, Zipf s = {ZIPF_S}, {} trial(s) \
-         × {} s per contender, interleaved; median ops/s (min–max over trials).",
-        opts.keys, opts.trials, opts.secs
+         × {} s per contender, interleaved (order rotated each trial); median ops/s (min–max over trials); ratios are \
+         medians of the per-trial ratios. Load average before: {}.",
+        opts.keys,
+        opts.trials,
+        opts.secs,
+        load_average()
     );
     let _ = writeln!(
         report,
@@ -332,7 +336,16 @@ pub fn run(opts: &Options) -> String {
             ],
         );
     }
+    let _ = writeln!(report, "\nLoad average after: {}.", load_average());
     report
+}
+
+/// The machine's load averages (1, 5, 15 minutes), where the OS tells them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_string(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
 }
 
 /// One contender: a name and a measurement `(threads, secs) -> ops/s`.
@@ -374,8 +387,9 @@ fn fmt_ops(ops: f64) -> String {
 }
 
 /// Appends a markdown table: one row per contender, one column per thread count, then the
-/// ratios of the medians `(numerator, denominator)`, each the first contender whose name starts
-/// with it (skipped when either is not there).
+/// ratios `(numerator, denominator)`, each the first contender whose name starts with it
+/// (skipped when either is not there): the median over trials of the ratio within a trial, so
+/// that a burst of load from elsewhere, which hits one trial, skews no ratio.
 fn table(
     report: &mut String,
     opts: &Options,
@@ -383,7 +397,6 @@ fn table(
     results: &[Vec<Vec<f64>>],
     ratios: &[(&str, &str)],
 ) {
-    let mut medians = vec![vec![0.0; contenders.len()]; opts.threads.len()];
     let _ = write!(report, "| ops/s |");
     for t in &opts.threads {
         let _ = write!(report, " {t} thread{} |", if *t == 1 { "" } else { "s" });
@@ -395,10 +408,9 @@ fn table(
     let _ = writeln!(report);
     for (c, (name, _)) in contenders.iter().enumerate() {
         let _ = write!(report, "| {name} |");
-        for (ti, per_thread) in results.iter().enumerate() {
+        for per_thread in results {
             let mut xs = per_thread[c].clone();
             let m = median(&mut xs);
-            medians[ti][c] = m;
             let (lo, hi) = (xs[0], xs[xs.len() - 1]);
             if xs.len() > 1 {
                 let _ = write!(report, " {} ({}–{}) |", fmt_ops(m), fmt_ops(lo), fmt_ops(hi));
@@ -412,8 +424,10 @@ fn table(
         let find = |prefix: &str| contenders.iter().position(|(name, _)| name.starts_with(prefix));
         let (Some(a), Some(b)) = (find(a), find(b)) else { continue };
         let _ = write!(report, "| ratio {} / {} |", contenders[a].0, contenders[b].0);
-        for m in &medians {
-            let _ = write!(report, " **{:.2}×** |", m[a] / m[b]);
+        for per_thread in results {
+            let mut pairs: Vec<f64> =
+                per_thread[a].iter().zip(&per_thread[b]).map(|(x, y)| x / y).collect();
+            let _ = write!(report, " **{:.2}×** |", median(&mut pairs));
         }
         let _ = writeln!(report);
     }
