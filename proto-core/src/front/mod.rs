@@ -312,6 +312,7 @@ impl Front {
         match hit {
             Some(Some(value)) => Pending::ready(Ok(value)),
             Some(None) => self.miss(keyspace, key),
+            None if self.is_closed() => Pending::failed(Error::ShuttingDown, 1),
             None => Pending::failed(Error::UnknownKeyspace, 1),
         }
     }
@@ -450,12 +451,21 @@ impl Front {
             .unwrap_or_else(|_| unreachable!("Leave is always accepted"));
     }
 
-    /// Answers every waiting request `ShuttingDown` and refuses new ones. Drivers call it when
-    /// they stop, so that no caller waits forever.
+    /// Answers every waiting request `ShuttingDown`, refuses new ones, and empties the stores
+    /// (a node that no longer hears of writes must not serve hits). Drivers call it when they
+    /// stop, so that no caller waits forever.
     pub fn close(&self) {
         let mut core = self.lock();
         core.closed = true;
         let waiting: Vec<Arc<Slot>> = core.waiting.drain().map(|(_, slot)| slot).collect();
+        let names: Vec<Bytes> = core.node.keyspaces().map(|config| config.name.clone()).collect();
+        for name in names {
+            // Dropping the keyspace drops its store writer, which empties the shards.
+            let _ = core.node.remove_keyspace(&name);
+            self.inner.registry.remove(&name);
+        }
+        // Its flights were answered `UnknownKeyspace` to nobody: every waiter is gone already.
+        let _ = core.drain();
         drop(core);
         for slot in waiting {
             slot.complete(Err(Error::ShuttingDown));

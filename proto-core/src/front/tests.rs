@@ -184,6 +184,13 @@ fn the_budget_holds_and_clock_keeps_what_is_read() {
 #[test]
 fn close_answers_every_waiter_and_refuses_new_requests() {
     let h = harness(1 << 20);
+    let entry = Entry {
+        key: Bytes::from_static(b"hit"),
+        value: Bytes::from_static(b"v"),
+        expires_at: None,
+    };
+    assert_eq!(h.front.put(b"ks", entry).try_take(), Some(Ok(())));
+    let ks = h.front.keyspace(b"ks").expect("exists");
     let mut get = h.front.get(b"ks", b"k");
     let mut many =
         h.front.get_many(b"ks", vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
@@ -191,6 +198,11 @@ fn close_answers_every_waiter_and_refuses_new_requests() {
     assert_eq!(get.try_take(), Some(Err(Error::ShuttingDown)));
     assert_eq!(many.try_take(), Some(vec![Err(Error::ShuttingDown), Err(Error::ShuttingDown)]));
     assert_eq!(h.front.get(b"ks", b"x").try_take(), Some(Err(Error::ShuttingDown)));
+    assert_eq!(
+        ks.get(b"hit").try_take(),
+        Some(Err(Error::ShuttingDown)),
+        "no stale hit after close"
+    );
 }
 
 #[test]

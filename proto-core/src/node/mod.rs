@@ -721,7 +721,9 @@ impl Node {
         from_peer: bool,
         plan: &mut FetchPlan,
     ) -> Lookup {
-        if self.leaving {
+        // A leaving node still answers peers from its cache (a refusal would make the asker
+        // load the key itself while its new owner loads it too), but starts nothing new.
+        if self.leaving && !from_peer {
             return Lookup::Done(Err(Error::ShuttingDown));
         }
         if key.len() > self.config.limits.max_key as usize {
@@ -751,6 +753,9 @@ impl Node {
             // Only a peer's reply carries the key's rate; a local hit does not pay for it.
             let rate = if from_peer { keyspace.hot.rate(now, key).unwrap_or(0.0) } else { 0.0 };
             return Lookup::Done(Ok(Served { value, rate }));
+        }
+        if self.leaving {
+            return Lookup::Done(Err(Error::ShuttingDown));
         }
         keyspace.stats.loads += 1;
         let flight = match keyspace.flights.begin(key, waiter) {
