@@ -230,3 +230,119 @@ fn a_user_request_that_sets_an_earlier_deadline_wakes_the_driver() {
     let _again = h.front.get(b"ks", b"k");
     assert_eq!(h.wakes.load(Ordering::SeqCst), 1);
 }
+
+/// The sharded store against a model: CLOCK may evict other entries than LRU would, so the
+/// model checks what every eviction order must keep — what is present is exactly what was
+/// stored last (or nothing), nothing expired is returned, the byte and item accounts are exact,
+/// the budget holds after every operation, and a store that fits is never refused.
+mod store_model {
+    use super::*;
+    use crate::cache::{Cache, CacheConfig, InsertError, Store, Tier};
+    use proptest::prelude::*;
+    use std::collections::HashMap as StdHashMap;
+    use store::StoreWriter;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert { tier: Tier, key: u8, len: u16, ttl_ms: Option<u16> },
+        Get { key: u8 },
+        Remove { key: u8 },
+        Advance { ms: u16 },
+        Timeout,
+        ClearHot,
+        SetMax { max: u32 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (prop_oneof![3 => Just(Tier::Main), 1 => Just(Tier::Hot)], 0u8..40, 0u16..600, proptest::option::of(1u16..500))
+                .prop_map(|(tier, key, len, ttl_ms)| Op::Insert { tier, key, len, ttl_ms }),
+            4 => (0u8..40).prop_map(|key| Op::Get { key }),
+            1 => (0u8..40).prop_map(|key| Op::Remove { key }),
+            1 => (1u16..300).prop_map(|ms| Op::Advance { ms }),
+            1 => Just(Op::Timeout),
+            1 => Just(Op::ClearHot),
+            1 => (0u32..8_000).prop_map(|max| Op::SetMax { max }),
+        ]
+    }
+
+    fn key(n: u8) -> Bytes {
+        Bytes::from(std::format!("key-{n}"))
+    }
+
+    proptest! {
+        #![proptest_config(crate::testing::model_config())]
+        #[test]
+        fn the_sharded_store_keeps_the_cache_contract(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut max = 4_000u64;
+            let mut store = StoreWriter::new(CacheConfig::with_max_bytes(max));
+            // What was stored last per key: (tier, value, expiry); an entry may since have been
+            // evicted, never changed.
+            let mut model: StdHashMap<u8, (Tier, Bytes, Instant)> = StdHashMap::new();
+            let mut now = Instant::from_secs(1);
+            for op in ops {
+                match op {
+                    Op::Insert { tier, key: k, len, ttl_ms } => {
+                        let value = Bytes::from(alloc::vec![k; len as usize]);
+                        let expires = ttl_ms.map(|ms| now + core::time::Duration::from_millis(u64::from(ms)));
+                        let charge = Cache::charge(&key(k), &value);
+                        let result = store.insert(now, tier, key(k), value.clone(), expires);
+                        model.remove(&k);
+                        if charge > max {
+                            let too_large = matches!(result, Err(InsertError::TooLarge { .. }));
+                            prop_assert!(too_large, "{:?}", result);
+                        } else {
+                            prop_assert!(result.is_ok(), "{result:?}");
+                            model.insert(k, (tier, value, expires.unwrap_or(Instant::MAX)));
+                        }
+                    }
+                    Op::Get { key: k } => {
+                        let found = store.get(now, &key(k));
+                        if let Some(found) = found {
+                            let (tier, value, expires) = model.get(&k).expect("only stored keys are found");
+                            prop_assert_eq!((found.tier, &found.value), (*tier, value));
+                            prop_assert!(*expires > now, "expired entry returned");
+                        }
+                    }
+                    Op::Remove { key: k } => {
+                        store.remove(&key(k));
+                        model.remove(&k);
+                        prop_assert!(store.get(now, &key(k)).is_none());
+                    }
+                    Op::Advance { ms } => now += core::time::Duration::from_millis(u64::from(ms)),
+                    Op::Timeout => {
+                        store.handle_timeout(now);
+                        model.retain(|_, (_, _, expires)| *expires > now);
+                        if let Some(next) = store.poll_timeout() {
+                            prop_assert!(next > now, "handle_timeout left due work");
+                        }
+                    }
+                    Op::ClearHot => {
+                        store.clear_tier(Tier::Hot);
+                        model.retain(|_, (tier, _, _)| *tier == Tier::Main);
+                    }
+                    Op::SetMax { max: new } => {
+                        max = u64::from(new);
+                        store.set_max_bytes(max);
+                    }
+                }
+                // The accounts match what is present, and the budget holds.
+                let stats = store.stats();
+                let mut present = [(0u64, 0u64); 2];
+                for tier in [Tier::Main, Tier::Hot] {
+                    for k in store.keys(tier) {
+                        let n: u8 = core::str::from_utf8(&k[4..]).expect("ascii").parse().expect("number");
+                        let (model_tier, value, _) = model.get(&n).expect("only stored keys are present");
+                        prop_assert_eq!(*model_tier, tier);
+                        let index = usize::from(tier == Tier::Hot);
+                        present[index].0 += 1;
+                        present[index].1 += Cache::charge(&k, value);
+                    }
+                }
+                prop_assert_eq!((stats.main.items, stats.main.bytes), present[0]);
+                prop_assert_eq!((stats.hot.items, stats.hot.bytes), present[1]);
+                prop_assert!(stats.main.bytes + stats.hot.bytes <= max);
+            }
+        }
+    }
+}
