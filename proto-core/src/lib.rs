@@ -160,11 +160,6 @@ pub use wire::{
     KeyRate, Message, PROTOCOL_VERSION, PutEntry, ReplyError, WireError, WireLimits,
 };
 
-/// The README's Rust examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
-
 #[cfg(test)]
 pub(crate) mod testing {
     //! Shared settings for the model tests.

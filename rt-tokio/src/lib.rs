@@ -84,3 +84,8 @@ pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
 pub use source::{DataSource, SourceFn, source_fn};
+
+/// The README's Rust examples (the core's and this crate's), compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
