@@ -131,6 +131,8 @@ mod hotkeys;
 mod limiter;
 mod node;
 mod ring;
+#[cfg(feature = "std")]
+pub mod runtime;
 #[cfg(any(test, feature = "_sim"))]
 #[doc(hidden)]
 pub mod sim;

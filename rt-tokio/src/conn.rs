@@ -1,42 +1,19 @@
 //! One TCP connection: a reader task and a writer task. Transport only: every byte read goes
 //! to the driver, every byte written comes from the node.
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use herdcache_proto::{ConnId, Instant};
+use herdcache_proto::ConnId;
+use herdcache_proto::runtime::{Activity, CLOSE_GRACE, MAX_GATHER, READ_CHUNK, WriteQueue};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use crate::driver::IoEvent;
-
-/// Bytes asked of one read (the buffer grows to this when it has less room).
-const READ_CHUNK: usize = 64 * 1024;
-/// The most queued chunks one vectored write gathers.
-const MAX_GATHER: usize = 64;
-/// How long a closing connection may take to flush what the node transmitted before.
-pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// When the connection last moved bytes either way (microseconds on the core's clock), for the
-/// idle timeout.
-#[derive(Debug, Default)]
-pub(crate) struct Activity(AtomicU64);
-
-impl Activity {
-    pub(crate) fn touch(&self) {
-        self.0.store(Instant::now().as_micros(), Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Instant::from_micros(self.0.load(Ordering::Relaxed));
-        Instant::now().saturating_duration_since(last)
-    }
-}
 
 /// Reads until EOF, an error, or `idle` without traffic either way, handing every chunk to the
 /// driver; then reports [`IoEvent::ReaderDone`].
@@ -103,17 +80,17 @@ pub(crate) async fn write_loop(
     events: mpsc::Sender<IoEvent>,
     activity: Arc<Activity>,
 ) {
-    let mut chunks = VecDeque::new();
+    let mut pending = WriteQueue::new();
     let result = loop {
         let Some(first) = queue.recv().await else { break Ok(()) };
-        chunks.push_back(first);
-        while chunks.len() < MAX_GATHER {
+        pending.push(first);
+        while pending.len() < MAX_GATHER {
             match queue.try_recv() {
-                Ok(chunk) => chunks.push_back(chunk),
+                Ok(chunk) => pending.push(chunk),
                 Err(_) => break,
             }
         }
-        if let Err(error) = write_all_vectored(&mut socket, &mut chunks).await {
+        if let Err(error) = write_all_vectored(&mut socket, &mut pending).await {
             break Err(error);
         }
         activity.touch();
@@ -127,51 +104,28 @@ pub(crate) async fn write_loop(
     let _ = events.send(IoEvent::WriterDone { conn }).await;
 }
 
-/// Writes every byte of `chunks` (emptying it), with vectored writes that may be partial.
+/// Writes every byte of `pending` (emptying it), with vectored writes that may be partial.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     socket: &mut W,
-    chunks: &mut VecDeque<Vec<u8>>,
+    pending: &mut WriteQueue,
 ) -> io::Result<()> {
-    // Bytes of the front chunk already written.
-    let mut offset = 0;
-    while let Some(front) = chunks.front() {
-        if front.len() == offset {
-            chunks.pop_front();
-            offset = 0;
-            continue;
-        }
-        let mut slices = Vec::with_capacity(chunks.len().min(MAX_GATHER));
-        slices.push(IoSlice::new(&front[offset..]));
-        slices.extend(chunks.iter().skip(1).take(MAX_GATHER - 1).map(|c| IoSlice::new(c)));
-        let mut written = socket.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while let Some(front) = chunks.front() {
-            let left = front.len() - offset;
-            if written < left {
-                offset += written;
-                break;
-            }
-            written -= left;
-            offset = 0;
-            chunks.pop_front();
-        }
-    }
-    Ok(())
+    std::future::poll_fn(|cx| {
+        pending
+            .poll_write_all(cx, |cx, slices| Pin::new(&mut *socket).poll_write_vectored(cx, slices))
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
+    use std::io::IoSlice;
     use std::task::{Context, Poll};
 
     /// A socket that takes at most `step` bytes per write, across the slices it is given.
     struct Trickle {
         written: Vec<u8>,
         step: usize,
-        calls: usize,
     }
 
     impl AsyncWrite for Trickle {
@@ -188,7 +142,6 @@ mod tests {
             _cx: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            self.calls += 1;
             let mut room = self.step;
             let mut taken = 0;
             for buf in bufs {
@@ -214,29 +167,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn partial_vectored_writes_keep_every_byte_in_order() {
-        for step in [1, 2, 3, 5, 7, 64, 1000] {
-            let chunks: Vec<Vec<u8>> =
-                vec![b"hello".to_vec(), Vec::new(), b" ".to_vec(), b"world, again".to_vec()];
-            let expected: Vec<u8> = chunks.concat();
-            let mut queue: VecDeque<Vec<u8>> = chunks.into();
-            let mut socket = Trickle { written: Vec::new(), step, calls: 0 };
-            write_all_vectored(&mut socket, &mut queue).await.expect("written");
-            assert_eq!(socket.written, expected, "step {step}");
-            assert!(queue.is_empty());
-            assert_eq!(
-                socket.calls,
-                expected.len().div_ceil(step),
-                "step {step}: one call per step"
-            );
-        }
+    async fn a_trickling_socket_gets_every_byte_in_order() {
+        let mut pending = WriteQueue::new();
+        pending.push(b"hello".to_vec());
+        pending.push(b" world".to_vec());
+        let mut socket = Trickle { written: Vec::new(), step: 3 };
+        write_all_vectored(&mut socket, &mut pending).await.expect("written");
+        assert_eq!(socket.written, b"hello world");
+        assert!(pending.is_empty());
     }
 
     #[tokio::test]
     async fn a_socket_that_takes_nothing_is_an_error() {
-        let mut queue: VecDeque<Vec<u8>> = vec![b"x".to_vec()].into();
-        let mut socket = Trickle { written: Vec::new(), step: 0, calls: 0 };
-        let error = write_all_vectored(&mut socket, &mut queue).await.expect_err("write zero");
+        let mut pending = WriteQueue::new();
+        pending.push(b"x".to_vec());
+        let mut socket = Trickle { written: Vec::new(), step: 0 };
+        let error = write_all_vectored(&mut socket, &mut pending).await.expect_err("write zero");
         assert_eq!(error.kind(), io::ErrorKind::WriteZero);
     }
 }

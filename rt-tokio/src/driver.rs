@@ -4,19 +4,18 @@
 //! and the front, open or close a socket, call a data source, read the clock, log an event.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::front::{Action, Front};
+use herdcache_proto::runtime::{CLOSE_GRACE, Shared};
 use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
-use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::task::{AbortHandle, JoinSet};
 
-use crate::conn::{self, Activity, CLOSE_GRACE};
-use crate::source::SharedSource;
+use crate::conn;
 
 /// Capacity of the channel from the IO tasks to the driver. When it is full, readers wait, and
 /// TCP pushes back on the peers.
@@ -26,27 +25,12 @@ const EVENTS_PER_WAKE: usize = 64;
 /// A timer this far away stands for "no timer".
 const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// What the node shares between its [`Handle`](crate::Handle)s and its driver task.
-pub(crate) struct Shared {
-    /// The concurrent front of the node.
-    pub(crate) front: Front,
-    /// The data source of each keyspace.
-    pub(crate) sources: RwLock<HashMap<Bytes, SharedSource>>,
+/// How the handles and the front reach the driver task.
+pub(crate) struct Signals {
     /// Signalled by the front when a user call queued actions.
     pub(crate) wake: Arc<Notify>,
     /// Signalled to end the driver now (after a graceful stop's deadline).
     pub(crate) stop_now: Notify,
-    /// This node's id: its advertised address.
-    pub(crate) node_id: String,
-    /// The address the listener is bound to.
-    pub(crate) local_addr: SocketAddr,
-}
-
-impl Shared {
-    pub(crate) fn source(&self, keyspace: &[u8]) -> Option<SharedSource> {
-        let sources = self.sources.read().unwrap_or_else(PoisonError::into_inner);
-        sources.get(keyspace).cloned()
-    }
 }
 
 /// What an IO task tells the driver.
@@ -98,6 +82,7 @@ pub(crate) struct DriverConfig {
 /// aborted) aborts them all.
 pub(crate) struct Driver {
     shared: Arc<Shared>,
+    signals: Arc<Signals>,
     front: Front,
     config: DriverConfig,
     events_tx: mpsc::Sender<IoEvent>,
@@ -109,20 +94,24 @@ pub(crate) struct Driver {
     accept: AbortHandle,
     /// Dials and data-source calls.
     jobs: JoinSet<Job>,
-    /// The load each data-source job answers, to fail it if the source panics.
-    loads: HashMap<tokio::task::Id, LoadId>,
     actions: Vec<Action>,
     drained: bool,
 }
 
 impl Driver {
-    pub(crate) fn new(shared: Arc<Shared>, listener: TcpListener, config: DriverConfig) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        signals: Arc<Signals>,
+        listener: TcpListener,
+        config: DriverConfig,
+    ) -> Self {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut io = JoinSet::new();
         let accept = io.spawn(accept_loop(listener, events_tx.clone()));
         Driver {
-            front: shared.front.clone(),
+            front: shared.front().clone(),
             shared,
+            signals,
             config,
             events_tx,
             events_rx,
@@ -131,7 +120,6 @@ impl Driver {
             io,
             accept,
             jobs: JoinSet::new(),
-            loads: HashMap::new(),
             actions: Vec::new(),
             drained: false,
         }
@@ -141,7 +129,7 @@ impl Driver {
     /// finished job or the timer; repeat until the node drained after a leave or is told to
     /// stop. Then closes every connection and the front.
     pub(crate) async fn run(mut self) {
-        let shared = Arc::clone(&self.shared);
+        let signals = Arc::clone(&self.signals);
         let timer = tokio::time::sleep(FAR_FUTURE);
         tokio::pin!(timer);
         // The core deadline the timer is set to; `None` after it fired.
@@ -164,8 +152,8 @@ impl Driver {
             armed_at = next;
             let armed = next.is_some();
             tokio::select! {
-                () = shared.stop_now.notified() => break,
-                () = shared.wake.notified() => {}
+                () = signals.stop_now.notified() => break,
+                () = signals.wake.notified() => {}
                 Some(event) = self.events_rx.recv() => {
                     self.on_io(event);
                     for _ in 1..EVENTS_PER_WAKE {
@@ -174,8 +162,12 @@ impl Driver {
                         self.on_io(event);
                     }
                 }
-                Some(done) = self.jobs.join_next_with_id(), if !self.jobs.is_empty() => {
-                    self.on_job(done);
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    // Jobs do not panic (a source's panic fails its load); an aborted job
+                    // has nothing to report.
+                    if let Ok(job) = done {
+                        self.on_job(job);
+                    }
                 }
                 () = &mut timer, if armed => {
                     armed_at = None;
@@ -207,11 +199,10 @@ impl Driver {
         match action {
             Action::Load { load, keyspace, key } => match self.shared.source(&keyspace) {
                 Some(source) => {
-                    let job = self.jobs.spawn(async move {
+                    self.jobs.spawn(async move {
                         let result = source.load(key).await;
                         Job::Loaded { load, result }
                     });
-                    self.loads.insert(job.id(), load);
                 }
                 None => {
                     let result = LoadResult::Failed(Bytes::from_static(b"no data source"));
@@ -259,7 +250,7 @@ impl Driver {
     }
 
     fn log_event(&mut self, event: Event) {
-        let node = self.shared.node_id.as_str();
+        let node = self.shared.node_id();
         match event {
             Event::Drained => {
                 tracing::info!(node, "drained");
@@ -292,27 +283,15 @@ impl Driver {
         }
     }
 
-    fn on_job(&mut self, done: Result<(tokio::task::Id, Job), JoinError>) {
-        match done {
-            Ok((id, job)) => {
-                self.loads.remove(&id);
-                match job {
-                    Job::Connected { peer, stream } => {
-                        let conn = self.open(stream);
-                        self.feed(Input::Connected { conn, peer });
-                    }
-                    Job::ConnectFailed { peer } => self.feed(Input::ConnectFailed { peer }),
-                    Job::Loaded { load, result } => self.feed(Input::Loaded { load, result }),
-                    Job::CloseGraceOver { conn } => self.forget(conn),
-                }
+    fn on_job(&mut self, job: Job) {
+        match job {
+            Job::Connected { peer, stream } => {
+                let conn = self.open(stream);
+                self.feed(Input::Connected { conn, peer });
             }
-            Err(error) => {
-                if let Some(load) = self.loads.remove(&error.id()) {
-                    tracing::error!(load = load.0, %error, "data source panicked");
-                    let result = LoadResult::Failed(Bytes::from_static(b"data source panicked"));
-                    self.feed(Input::Loaded { load, result });
-                }
-            }
+            Job::ConnectFailed { peer } => self.feed(Input::ConnectFailed { peer }),
+            Job::Loaded { load, result } => self.feed(Input::Loaded { load, result }),
+            Job::CloseGraceOver { conn } => self.forget(conn),
         }
     }
 
@@ -325,7 +304,7 @@ impl Driver {
         }
         let (read_half, write_half) = stream.into_split();
         let (queue, queued) = mpsc::unbounded_channel();
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(herdcache_proto::runtime::Activity::default());
         activity.touch();
         let events = self.events_tx.clone();
         let idle = self.config.idle_timeout;
@@ -373,7 +352,7 @@ impl Driver {
         let _ = tokio::time::timeout(CLOSE_GRACE, flushed).await;
         self.front.close();
         self.front.drain_actions(&mut self.actions);
-        tracing::debug!(node = self.shared.node_id.as_str(), "driver stopped");
+        tracing::debug!(node = self.shared.node_id(), "driver stopped");
     }
 }
 

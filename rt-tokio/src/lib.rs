@@ -46,6 +46,10 @@
 //!   `NodeConfig::connect_timeout`). A panicking source fails its load; it does not take the
 //!   node down.
 //!
+//! The builder, the handle, the data source and the errors are the core's
+//! ([`herdcache_proto::runtime`]), shared by every async runtime crate: switching runtime is
+//! changing this crate's name in the imports. This crate adds the driver.
+//!
 //! ## The driver's contract
 //! - It makes **no protocol decision**. It executes the front's actions: `Load` → call the
 //!   keyspace's source (or answer "no data source" when it has none), feed `Loaded`;
@@ -74,16 +78,15 @@
 mod builder;
 mod conn;
 mod driver;
-mod handle;
-mod source;
 
-pub use builder::{Builder, Node, StartError};
+pub use builder::{Builder, Node, Starting, Tokio};
 pub use bytes::Bytes;
-pub use handle::{Handle, KeyspaceHandle};
+pub use herdcache_proto::runtime::{
+    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, source_fn,
+};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
-pub use source::{DataSource, SourceFn, source_fn};
 
 /// The README's Rust examples (the core's and this crate's), compiled and run as doctests.
 #[cfg(doctest)]

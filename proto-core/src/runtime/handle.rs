@@ -1,24 +1,136 @@
-//! The user's side of a running node.
+//! The user's side of a running node: the handle every async runtime crate hands out, and the
+//! state it shares with the node's driver.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
-use herdcache_proto::front::KeyspaceFront;
-use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
-use tokio::task::JoinHandle;
 
-use crate::conn::CLOSE_GRACE;
-use crate::driver::Shared;
-use crate::source::{DataSource, erase};
+use super::source::{DataSource, SharedSource, erase};
+use crate::front::{Front, KeyspaceFront};
+use crate::node::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
+use crate::time::Instant;
+
+/// What a node's handles and its driver share: the front, the data source of each keyspace,
+/// the node's id and address. `S` is what a data source is (a [`SharedSource`] for the async
+/// runtimes).
+pub struct Shared<S = SharedSource> {
+    front: Front,
+    sources: RwLock<HashMap<Bytes, S>>,
+    node_id: String,
+    local_addr: SocketAddr,
+}
+
+impl<S> fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("node_id", &self.node_id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Shared<S> {
+    pub(super) fn new(
+        front: Front,
+        sources: HashMap<Bytes, S>,
+        node_id: String,
+        local_addr: SocketAddr,
+    ) -> Self {
+        Shared { front, sources: RwLock::new(sources), node_id, local_addr }
+    }
+}
+
+impl<S: Clone> Shared<S> {
+    /// The node's concurrent front.
+    #[must_use]
+    pub fn front(&self) -> &Front {
+        &self.front
+    }
+
+    /// This node's id: its advertised address.
+    #[must_use]
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The address the listener is bound to.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The data source of `keyspace`, for an `Action::Load` (`None`: the keyspace has none,
+    /// answer the load failed).
+    #[must_use]
+    pub fn source(&self, keyspace: &[u8]) -> Option<S> {
+        let sources = self.sources.read().unwrap_or_else(PoisonError::into_inner);
+        sources.get(keyspace).cloned()
+    }
+
+    /// Creates a keyspace with its source. The source table is locked across the creation,
+    /// so that a load of the new keyspace finds its source and a refused creation leaves the
+    /// existing source in place.
+    ///
+    /// # Errors
+    /// As [`Front::create_keyspace`]; nothing changed then.
+    pub fn create_keyspace(&self, config: KeyspaceConfig, source: S) -> Result<(), ConfigError> {
+        let name = config.name.clone();
+        let mut sources = self.sources.write().unwrap_or_else(PoisonError::into_inner);
+        self.front.create_keyspace(config)?;
+        sources.insert(name, source);
+        Ok(())
+    }
+
+    /// Removes a keyspace, its cached values and its source.
+    ///
+    /// # Errors
+    /// As [`Front::remove_keyspace`]; nothing changed then.
+    pub fn remove_keyspace(&self, name: &[u8]) -> Result<(), ConfigError> {
+        let mut sources = self.sources.write().unwrap_or_else(PoisonError::into_inner);
+        self.front.remove_keyspace(name)?;
+        sources.remove(name);
+        Ok(())
+    }
+
+    /// The statistics of every keyspace, by name.
+    #[must_use]
+    pub fn stats(&self) -> Vec<(Bytes, KeyspaceStats)> {
+        let front = &self.front;
+        front
+            .keyspaces()
+            .into_iter()
+            .filter_map(|config| front.stats(&config.name).map(|stats| (config.name, stats)))
+            .collect()
+    }
+}
+
+/// How a [`Handle`] ends the driver of a runtime crate.
+pub trait Control: Send + Sync + 'static {
+    /// Called after the front was told to leave: waits up to `timeout` for the driver to end
+    /// by itself (it does once the node drained), else makes it close every connection now
+    /// (with a bounded grace for flushing), and aborts it if even that hangs.
+    fn stop(self: Box<Self>, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Aborts the driver and every task and socket of the node at once, as a crash would.
+    fn kill(self: Box<Self>);
+}
 
 /// A running node: the cache API and the node's lifecycle. Cheap to clone; every clone talks
 /// to the same node.
 ///
 /// The node runs until [`Handle::stop`] or [`Handle::kill`], or until the last `Handle` (and
-/// [`KeyspaceHandle`]) is dropped, which kills it.
+/// [`KeyspaceHandle`]) is dropped, which kills it. Its futures complete on any executor: a
+/// hit is answered in the call, anything else by the node's driver waking the caller.
 #[derive(Clone)]
 pub struct Handle {
     inner: Arc<Inner>,
@@ -26,20 +138,20 @@ pub struct Handle {
 
 struct Inner {
     shared: Arc<Shared>,
-    driver: Mutex<Option<JoinHandle<()>>>,
+    control: Mutex<Option<Box<dyn Control>>>,
     stop_timeout: Duration,
 }
 
 impl Inner {
-    fn take_driver(&self) -> Option<JoinHandle<()>> {
-        self.driver.lock().unwrap_or_else(PoisonError::into_inner).take()
+    fn take_control(&self) -> Option<Box<dyn Control>> {
+        self.control.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(driver) = self.take_driver() {
-            driver.abort();
+        if let Some(control) = self.take_control() {
+            control.kill();
         }
         self.shared.front.close();
     }
@@ -59,12 +171,20 @@ fn bytes_of(data: impl AsRef<[u8]>) -> Bytes {
 }
 
 impl Handle {
-    pub(crate) fn new(shared: Arc<Shared>, driver: JoinHandle<()>, stop_timeout: Duration) -> Self {
-        Handle { inner: Arc::new(Inner { shared, driver: Mutex::new(Some(driver)), stop_timeout }) }
+    /// The handle of a node whose driver a runtime crate started; `control` ends it.
+    #[must_use]
+    pub fn new(shared: Arc<Shared>, control: Box<dyn Control>, stop_timeout: Duration) -> Self {
+        Handle {
+            inner: Arc::new(Inner { shared, control: Mutex::new(Some(control)), stop_timeout }),
+        }
     }
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    fn front(&self) -> &Front {
+        &self.inner.shared.front
     }
 
     /// This node's id: its advertised address.
@@ -101,7 +221,7 @@ impl Handle {
         keyspace: impl AsRef<[u8]>,
         key: impl AsRef<[u8]>,
     ) -> Result<Value, Error> {
-        self.shared().front.get(keyspace.as_ref(), key.as_ref()).await
+        self.front().get(keyspace.as_ref(), key.as_ref()).await
     }
 
     /// The values of several keys of one keyspace, in order; keys are grouped by owner and
@@ -116,7 +236,7 @@ impl Handle {
         K: AsRef<[u8]>,
     {
         let keys = keys.into_iter().map(bytes_of).collect();
-        self.shared().front.get_many(keyspace.as_ref(), keys).await
+        self.front().get_many(keyspace.as_ref(), keys).await
     }
 
     /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
@@ -131,7 +251,7 @@ impl Handle {
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
         let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
-        self.shared().front.put(keyspace.as_ref(), entry).await
+        self.front().put(keyspace.as_ref(), entry).await
     }
 
     /// Like [`Handle::put`], expiring `ttl` from now.
@@ -145,7 +265,7 @@ impl Handle {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let front = &self.shared().front;
+        let front = self.front();
         let expires_at = Some(front.now().saturating_add(ttl));
         let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
         front.put(keyspace.as_ref(), entry).await
@@ -159,7 +279,7 @@ impl Handle {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Vec<Result<(), Error>> {
         let entries = entries.into_iter().collect();
-        self.shared().front.put_many(keyspace.as_ref(), entries).await
+        self.front().put_many(keyspace.as_ref(), entries).await
     }
 
     /// Removes `key` at its owner and from every peer's hot cache; a load of the key already
@@ -172,7 +292,7 @@ impl Handle {
         keyspace: impl AsRef<[u8]>,
         key: impl AsRef<[u8]>,
     ) -> Result<(), Error> {
-        self.shared().front.delete(keyspace.as_ref(), bytes_of(key)).await
+        self.front().delete(keyspace.as_ref(), bytes_of(key)).await
     }
 
     /// Removes several keys; one result per key, in order.
@@ -186,7 +306,7 @@ impl Handle {
         K: AsRef<[u8]>,
     {
         let keys = keys.into_iter().map(bytes_of).collect();
-        self.shared().front.delete_many(keyspace.as_ref(), keys).await
+        self.front().delete_many(keyspace.as_ref(), keys).await
     }
 
     /// Removes every key of a keyspace on every member (the keyspace itself stays).
@@ -194,7 +314,7 @@ impl Handle {
     /// # Errors
     /// `Unavailable` when a member did not confirm, `UnknownKeyspace`, …
     pub async fn delete_keyspace(&self, keyspace: impl AsRef<[u8]>) -> Result<(), Error> {
-        self.shared().front.delete_keyspace(keyspace.as_ref()).await
+        self.front().delete_keyspace(keyspace.as_ref()).await
     }
 
     /// Creates a keyspace on this node, with the data source its misses load from. Create it
@@ -207,14 +327,7 @@ impl Handle {
         config: KeyspaceConfig,
         source: impl DataSource,
     ) -> Result<(), ConfigError> {
-        let shared = self.shared();
-        let name = config.name.clone();
-        // Held across the creation, so that a load of the new keyspace finds its source and a
-        // refused creation leaves the existing source in place.
-        let mut sources = shared.sources.write().unwrap_or_else(PoisonError::into_inner);
-        shared.front.create_keyspace(config)?;
-        sources.insert(name, erase(source));
-        Ok(())
+        self.shared().create_keyspace(config, erase(source))
     }
 
     /// Changes a keyspace's configuration (budget, TTL, timeouts, limiter, breaker, …); its
@@ -223,7 +336,7 @@ impl Handle {
     /// # Errors
     /// `UnknownKeyspace`, … ; nothing changed then.
     pub fn update_keyspace(&self, config: KeyspaceConfig) -> Result<(), ConfigError> {
-        self.shared().front.update_keyspace(config)
+        self.front().update_keyspace(config)
     }
 
     /// Removes a keyspace from this node, with its cached values and its data source.
@@ -231,40 +344,31 @@ impl Handle {
     /// # Errors
     /// `UnknownKeyspace`; nothing changed then.
     pub fn remove_keyspace(&self, name: impl AsRef<[u8]>) -> Result<(), ConfigError> {
-        let shared = self.shared();
-        let mut sources = shared.sources.write().unwrap_or_else(PoisonError::into_inner);
-        shared.front.remove_keyspace(name.as_ref())?;
-        sources.remove(name.as_ref());
-        Ok(())
+        self.shared().remove_keyspace(name.as_ref())
     }
 
     /// The configuration of every keyspace.
     #[must_use]
     pub fn keyspaces(&self) -> Vec<KeyspaceConfig> {
-        self.shared().front.keyspaces()
+        self.front().keyspaces()
     }
 
     /// The statistics of every keyspace, by name.
     #[must_use]
     pub fn stats(&self) -> Vec<(Bytes, KeyspaceStats)> {
-        let front = &self.shared().front;
-        front
-            .keyspaces()
-            .into_iter()
-            .filter_map(|config| front.stats(&config.name).map(|stats| (config.name, stats)))
-            .collect()
+        self.shared().stats()
     }
 
     /// The statistics of one keyspace.
     #[must_use]
     pub fn keyspace_stats(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceStats> {
-        self.shared().front.stats(name.as_ref())
+        self.front().stats(name.as_ref())
     }
 
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
     #[must_use]
     pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {
-        let front = self.shared().front.keyspace(name.as_ref())?;
+        let front = self.front().keyspace(name.as_ref())?;
         Some(KeyspaceHandle { front, _node: Arc::clone(&self.inner) })
     }
 
@@ -276,40 +380,33 @@ impl Handle {
         S: Into<String>,
     {
         let peers = peers.into_iter().map(|peer| Bytes::from(peer.into())).collect();
-        self.shared().front.set_peers(peers);
+        self.front().set_peers(peers);
     }
 
     /// The node's clock, on which [`Entry::expires_at`] counts.
     #[must_use]
-    pub fn now(&self) -> herdcache_proto::Instant {
-        self.shared().front.now()
+    pub fn now(&self) -> Instant {
+        self.front().now()
     }
 
     /// Leaves the cluster gracefully: tells the peers, refuses new requests, finishes what is
     /// in progress (up to the builder's stop timeout), then closes every connection. Calls
     /// still waiting then fail with [`Error::ShuttingDown`].
     pub async fn stop(self) {
-        let Some(mut driver) = self.inner.take_driver() else { return };
-        let shared = &self.inner.shared;
-        shared.front.leave();
-        if tokio::time::timeout(self.inner.stop_timeout, &mut driver).await.is_err() {
-            tracing::warn!(node = shared.node_id.as_str(), "not drained in time: closing");
-            shared.stop_now.notify_one();
-            if tokio::time::timeout(CLOSE_GRACE * 2, &mut driver).await.is_err() {
-                driver.abort();
-            }
-        }
-        shared.front.close();
+        let Some(control) = self.inner.take_control() else { return };
+        self.front().leave();
+        control.stop(self.inner.stop_timeout).await;
+        self.front().close();
     }
 
     /// Stops the node abruptly, as a crash would: aborts every task and drops every socket
     /// without telling the peers. Calls still waiting fail with [`Error::ShuttingDown`]. For
     /// fault-injection tests.
     pub fn kill(&self) {
-        if let Some(driver) = self.inner.take_driver() {
-            driver.abort();
+        if let Some(control) = self.inner.take_control() {
+            control.kill();
         }
-        self.inner.shared.front.close();
+        self.front().close();
     }
 }
 

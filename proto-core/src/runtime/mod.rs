@@ -1,0 +1,31 @@
+//! What the async runtime crates share (feature `std`): everything of a node that is not
+//! tied to one runtime's sockets, timers or tasks.
+//!
+//! - [`DataSource`] (the async loader of a keyspace), [`source_fn`], and its type-erased form
+//!   [`SharedSource`], whose [`Load`] maps the outcome to the core's
+//!   [`LoadResult`](crate::LoadResult) and turns a panic into a failed load.
+//! - [`Builder`] (generic over the runtime crate's [`Runtime`], which each crate names
+//!   `Builder`), the [`Setup`] it collects, and [`Setup::assemble`], which makes the node's
+//!   configuration, front and source table once the listener is bound. [`StartError`].
+//! - [`Handle`] and [`KeyspaceHandle`]: the whole cache API over the front, the same type
+//!   whatever the runtime; the runtime plugs in how its driver is stopped or killed
+//!   ([`Control`]). [`Shared`] is what the handles and the driver share.
+//! - Transport pieces: [`WriteQueue`] (partial vectored writes), [`Activity`] (idle timeout),
+//!   the read size and close grace every driver uses.
+//!
+//! A runtime crate adds only its driver: the loop that executes the front's actions on its
+//! sockets, timers and tasks (see the front's module docs for the contract). [`Setup`],
+//! [`Shared`], [`StartError`], [`unix_now`], [`load_result`], [`WriteQueue`] and [`Activity`]
+//! are generic enough for a runtime with a blocking API and synchronous sources.
+
+mod handle;
+mod setup;
+mod source;
+mod transport;
+
+pub use handle::{Control, Handle, KeyspaceHandle, Shared};
+pub use setup::{Assembled, Builder, Runtime, Setup, StartError, unix_now};
+pub use source::{
+    DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
+};
+pub use transport::{Activity, CLOSE_GRACE, MAX_GATHER, READ_CHUNK, WriteQueue};

@@ -1,0 +1,336 @@
+//! Setting a node up: the builder every async runtime crate offers, and what it assembles.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::net::{Ipv4Addr, SocketAddr};
+use core::time::Duration;
+use std::collections::HashMap;
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::handle::Shared;
+use super::source::{DataSource, SharedSource, erase};
+use crate::front::{Front, WakeDriver};
+use crate::node::{ConfigError, KeyspaceConfig, NodeConfig};
+use crate::time::UnixTime;
+
+/// A runtime crate, as its [`Builder`] sees it: how a [`Setup`] becomes a running node.
+pub trait Runtime: 'static {
+    /// What [`Builder::start`] returns: for an async runtime, a future of the node's handle.
+    type Started;
+
+    /// Binds the listener (at [`Setup::listen_addr`]), assembles the node
+    /// ([`Setup::assemble`]) and starts its driver.
+    fn start(setup: Setup) -> Self::Started;
+}
+
+type ConfigureFn = Box<dyn FnOnce(&mut NodeConfig) + Send>;
+
+/// Everything a [`Builder`] was told, for the runtime crate to start the node from. Generic
+/// over what a keyspace's data source is (`S`), so that a runtime with another kind of source
+/// (a blocking one) assembles nodes the same way.
+pub struct Setup<S = SharedSource> {
+    listen: SocketAddr,
+    advertise: Option<String>,
+    cluster: Bytes,
+    peers: Vec<String>,
+    keyspaces: Vec<(KeyspaceConfig, S)>,
+    configure: Vec<ConfigureFn>,
+    idle_timeout: Option<Duration>,
+    stop_timeout: Duration,
+}
+
+impl<S> fmt::Debug for Setup<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Setup")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("cluster", &self.cluster)
+            .field("peers", &self.peers)
+            .field("keyspaces", &self.keyspaces.iter().map(|(c, _)| &c.name).collect::<Vec<_>>())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("stop_timeout", &self.stop_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Default for Setup<S> {
+    fn default() -> Self {
+        Setup::new()
+    }
+}
+
+/// What [`Setup::assemble`] made: the node's shared state (its front included) and the
+/// transport settings its driver needs.
+#[derive(Debug)]
+pub struct Assembled<S = SharedSource> {
+    /// What the node's handles and its driver share.
+    pub shared: Arc<Shared<S>>,
+    /// How long a dial may take ([`NodeConfig::connect_timeout`]).
+    pub connect_timeout: Duration,
+    /// Close connections without traffic for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// How long a graceful stop may take before everything is closed.
+    pub stop_timeout: Duration,
+}
+
+impl<S> Setup<S> {
+    /// The defaults of [`Builder::new`].
+    #[must_use]
+    pub fn new() -> Self {
+        Setup {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            advertise: None,
+            cluster: Bytes::from_static(b"herdcache"),
+            peers: Vec::new(),
+            keyspaces: Vec::new(),
+            configure: Vec::new(),
+            idle_timeout: None,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The address to bind the listener to.
+    #[must_use]
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Sets the listen address ([`Builder::listen`]).
+    pub fn set_listen(&mut self, address: SocketAddr) {
+        self.listen = address;
+    }
+
+    /// Sets the advertised address ([`Builder::advertise`]).
+    pub fn set_advertise(&mut self, address: String) {
+        self.advertise = Some(address);
+    }
+
+    /// Sets the cluster label ([`Builder::cluster`]).
+    pub fn set_cluster(&mut self, label: Bytes) {
+        self.cluster = label;
+    }
+
+    /// Sets the member list ([`Builder::peers`]).
+    pub fn set_peers(&mut self, peers: Vec<String>) {
+        self.peers = peers;
+    }
+
+    /// Adds a keyspace and its source ([`Builder::keyspace`]).
+    pub fn add_keyspace(&mut self, config: KeyspaceConfig, source: S) {
+        self.keyspaces.push((config, source));
+    }
+
+    /// Adds a configuration step ([`Builder::config`]).
+    pub fn add_config(&mut self, configure: impl FnOnce(&mut NodeConfig) + Send + 'static) {
+        self.configure.push(Box::new(configure));
+    }
+
+    /// Sets the idle timeout ([`Builder::idle_timeout`]).
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle_timeout = Some(idle);
+    }
+
+    /// Sets the stop timeout ([`Builder::stop_timeout`]).
+    pub fn set_stop_timeout(&mut self, timeout: Duration) {
+        self.stop_timeout = timeout;
+    }
+
+    /// Builds the node once the listener is bound at `local_addr`: the configuration (node
+    /// id: the advertised address, else `local_addr`; the cluster label; the keyspaces; the
+    /// wall-clock time now; then the caller's adjustments in order), the front (which calls
+    /// `wake` when it has work for the driver) with the initial member list, and the table of
+    /// sources.
+    ///
+    /// # Errors
+    /// [`StartError::DuplicateKeyspace`] when two keyspaces share a name,
+    /// [`StartError::Config`] when the core refuses the configuration.
+    pub fn assemble(
+        self,
+        local_addr: SocketAddr,
+        wake: WakeDriver,
+    ) -> Result<Assembled<S>, StartError> {
+        let node_id = self.advertise.unwrap_or_else(|| local_addr.to_string());
+        let mut config = NodeConfig::new(Bytes::from(node_id.clone()), self.cluster);
+        let mut sources = HashMap::new();
+        for (keyspace, source) in self.keyspaces {
+            if sources.insert(keyspace.name.clone(), source).is_some() {
+                let name = String::from_utf8_lossy(&keyspace.name).into_owned();
+                return Err(StartError::DuplicateKeyspace(name));
+            }
+            config.keyspaces.push(keyspace);
+        }
+        config.unix_time_at_start = unix_now();
+        for configure in self.configure {
+            configure(&mut config);
+        }
+        let connect_timeout = config.connect_timeout;
+        let front = Front::new(config, wake).map_err(StartError::Config)?;
+        if !self.peers.is_empty() {
+            front.set_peers(self.peers.into_iter().map(Bytes::from).collect());
+        }
+        let shared = Arc::new(Shared::new(front, sources, node_id, local_addr));
+        Ok(Assembled {
+            shared,
+            connect_timeout,
+            idle_timeout: self.idle_timeout,
+            stop_timeout: self.stop_timeout,
+        })
+    }
+}
+
+/// Sets a node up: where it listens, who its peers are, its keyspaces and limits. A runtime
+/// crate names it `Builder` (`herdcache_tokio::Builder` is `Builder<Tokio>`); its `start`
+/// starts the node on that runtime.
+pub struct Builder<R> {
+    setup: Setup,
+    runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Builder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Builder").field(&self.setup).finish()
+    }
+}
+
+impl<R: Runtime> Default for Builder<R> {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl<R: Runtime> Builder<R> {
+    /// Defaults: listen on `127.0.0.1:0` (a free port), advertise the bound address, cluster
+    /// `"herdcache"`, no peers (a ring of one), no keyspaces, no idle timeout, a 10 s deadline
+    /// for a graceful stop, and [`NodeConfig::new`]'s limits and timeouts.
+    #[must_use]
+    pub fn new() -> Self {
+        Builder { setup: Setup::new(), runtime: PhantomData }
+    }
+
+    /// The address to listen on for peers; port 0 picks a free one.
+    #[must_use]
+    pub fn listen(mut self, address: SocketAddr) -> Self {
+        self.setup.set_listen(address);
+        self
+    }
+
+    /// The address peers reach this node at, which is also its node id (default: the bound
+    /// address, so port 0 works; set it when listening on an unspecified address such as
+    /// `0.0.0.0`). Every member must name this node the same way in its peer list.
+    #[must_use]
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.setup.set_advertise(address.into());
+        self
+    }
+
+    /// The cluster label: peers with another label are refused.
+    #[must_use]
+    pub fn cluster(mut self, label: impl Into<Bytes>) -> Self {
+        self.setup.set_cluster(label.into());
+        self
+    }
+
+    /// The cluster's members by advertised address (static discovery); this node's own may
+    /// be among them. Replace the list at run time with
+    /// [`Handle::set_peers`](super::Handle::set_peers).
+    #[must_use]
+    pub fn peers<I, S>(mut self, peers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.setup.set_peers(peers.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Adds a keyspace and the data source its misses load from.
+    #[must_use]
+    pub fn keyspace(mut self, config: KeyspaceConfig, source: impl DataSource) -> Self {
+        self.setup.add_keyspace(config, erase(source));
+        self
+    }
+
+    /// Adjusts the node's configuration (limits, timeouts, ring scheme, seed, breaker, …)
+    /// after the builder filled in the node id, the cluster label, the keyspaces and the
+    /// wall-clock time at start. Several calls apply in order.
+    #[must_use]
+    pub fn config(mut self, configure: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
+        self.setup.add_config(configure);
+        self
+    }
+
+    /// Closes a connection with no traffic either way for this long (default: never; the
+    /// node reconnects when it next needs the peer).
+    #[must_use]
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.setup.set_idle_timeout(idle);
+        self
+    }
+
+    /// How long [`Handle::stop`](super::Handle::stop) waits for the node to finish what is in
+    /// progress before it closes everything (default 10 s).
+    #[must_use]
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.setup.set_stop_timeout(timeout);
+        self
+    }
+
+    /// Binds the listener, builds the node and starts its driver on the runtime `R`; for an
+    /// async runtime, await the result.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] when the address cannot be bound, [`StartError::DuplicateKeyspace`]
+    /// when two keyspaces share a name, [`StartError::Config`] when the core refuses the
+    /// configuration. Nothing was started then.
+    pub fn start(self) -> R::Started {
+        R::start(self.setup)
+    }
+}
+
+/// The wall-clock time now, as the core counts it.
+#[must_use]
+pub fn unix_now() -> UnixTime {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    UnixTime::from_micros(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Why starting a node failed. Nothing was started.
+#[derive(Debug)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    Bind(io::Error),
+    /// Two keyspaces with this name.
+    DuplicateKeyspace(String),
+    /// The core refused the configuration.
+    Config(ConfigError),
+    /// The runtime could not start the node's thread or task.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind(error) => write!(f, "cannot bind the listen address: {error}"),
+            StartError::DuplicateKeyspace(name) => write!(f, "keyspace {name:?} added twice"),
+            StartError::Config(error) => write!(f, "invalid configuration: {error}"),
+            StartError::Spawn(error) => write!(f, "cannot start the node: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind(error) | StartError::Spawn(error) => Some(error),
+            StartError::Config(error) => Some(error),
+            StartError::DuplicateKeyspace(_) => None,
+        }
+    }
+}
