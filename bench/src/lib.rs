@@ -15,14 +15,17 @@ use bytes::Bytes;
 use herdcache_proto::front::{Action, Front, KeyspaceFront};
 use herdcache_proto::{ENTRY_OVERHEAD, Input, KeyspaceConfig, LoadResult, NodeConfig};
 
+mod handles;
 pub mod zipf;
 
+use handles::RuntimeNode;
+
 /// The keyspace every herdcache contender uses.
-const KEYSPACE: &[u8] = b"bench";
+pub(crate) const KEYSPACE: &[u8] = b"bench";
 /// The size of every value.
 pub const VALUE_LEN: usize = 100;
 /// What every value holds.
-const VALUE: [u8; VALUE_LEN] = [b'v'; VALUE_LEN];
+pub(crate) const VALUE: [u8; VALUE_LEN] = [b'v'; VALUE_LEN];
 /// The Zipf exponent of the hit stream.
 pub const ZIPF_S: f64 = 1.0;
 /// Length of the precomputed key-index stream (a power of two: walked with a mask).
@@ -35,6 +38,10 @@ const HERD_HITS: [&str; 3] = [
     "herdcache `KeyspaceFront::peek_with`",
     "herdcache `Front::get`",
 ];
+/// The hit path through each runtime crate's `KeyspaceHandle::get` (a real node, a ring of
+/// one): async-std/smol, tokio.
+const HANDLE_HITS: [&str; 2] =
+    ["herdcache-async-std `KeyspaceHandle::get`", "herdcache-tokio `KeyspaceHandle::get`"];
 /// The herdcache contenders of the miss run.
 const HERD_MISSES: [&str; 2] =
     ["herdcache `get` + load, inline driver", "herdcache `get` + load, driver thread"];
@@ -170,6 +177,15 @@ pub fn run(opts: &Options) -> String {
         assert_eq!(found, keys.len(), "{name}: not every key is cached after warm-up");
     };
     eprintln!("warming {} keys…", opts.keys);
+    let budget = entry_bytes * HIT_BUDGET_FACTOR;
+    let async_std_node = want(HANDLE_HITS[0]).then(|| RuntimeNode::async_std(budget, &keys));
+    let tokio_node = want(HANDLE_HITS[1]).then(|| RuntimeNode::tokio(budget, &keys));
+    for node in async_std_node.iter().chain(&tokio_node) {
+        hits(
+            "herdcache handle",
+            keys.iter().filter(|k| node.ks.peek_with(k, |_| ()).is_some()).count(),
+        );
+    }
     if let Some(herd) = &herd {
         herd.warm(&keys);
         hits("herdcache", keys.iter().filter(|k| herd.ks.get(k).try_take().is_some()).count());
@@ -213,6 +229,20 @@ pub fn run(opts: &Options) -> String {
             }),
         ),
         (
+            HANDLE_HITS[0],
+            Box::new(|threads, secs| {
+                let node = async_std_node.as_ref().expect("started when selected");
+                measure_hits(threads, secs, &stream, &keys, |k| node.get(k))
+            }),
+        ),
+        (
+            HANDLE_HITS[1],
+            Box::new(|threads, secs| {
+                let node = tokio_node.as_ref().expect("started when selected");
+                measure_hits(threads, secs, &stream, &keys, |k| node.get(k))
+            }),
+        ),
+        (
             "quick_cache `get`",
             Box::new(|threads, secs| {
                 measure_hits(threads, secs, &stream, &keys, |k| quick.get(k).map_or(0, |v| v.len()))
@@ -239,10 +269,15 @@ pub fn run(opts: &Options) -> String {
             ("herdcache `KeyspaceFront::peek_with`", "quick_cache"),
             ("herdcache `KeyspaceFront::peek_with`", "moka"),
             ("herdcache `Front::get`", "quick_cache"),
+            (HANDLE_HITS[0], "herdcache `KeyspaceFront::get`"),
+            (HANDLE_HITS[0], "quick_cache"),
+            (HANDLE_HITS[1], "herdcache `KeyspaceFront::get`"),
+            (HANDLE_HITS[1], "quick_cache"),
         ],
     );
     drop(hit_ops);
     drop(herd);
+    drop((async_std_node, tokio_node));
 
     if opts.misses {
         let herd_inline = want(HERD_MISSES[0]).then(|| Herd::new(entry_bytes, false));
@@ -600,7 +635,7 @@ impl Drop for Herd {
 /// would be in a server: a stored key never shares memory with the caller's query key (which
 /// would save a cache miss per lookup), and no two entries share a value (whose reference
 /// count every hit bumps: one shared count would be one cache line all threads write).
-fn fresh(bytes: &[u8]) -> Bytes {
+pub(crate) fn fresh(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes)
 }
 

@@ -89,7 +89,7 @@ use herdcache_proto::runtime::{self, CLOSE_GRACE, Control, Runtime, Setup};
 
 pub use bytes::Bytes;
 pub use herdcache_proto::runtime::{
-    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, source_fn,
+    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, Starting, source_fn,
 };
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
@@ -116,9 +116,6 @@ pub type Builder = runtime::Builder<AsyncStd>;
 /// The async-std/smol runtime, as the [`Builder`] names it.
 #[derive(Debug, Clone, Copy)]
 pub struct AsyncStd;
-
-/// What [`Builder::start`](runtime::Builder::start) returns here.
-pub type Starting = Pin<Box<dyn Future<Output = Result<Handle, StartError>> + Send + 'static>>;
 
 impl Runtime for AsyncStd {
     type Started = Starting;

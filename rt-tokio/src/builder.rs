@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdcache_proto::front::WakeDriver;
-use herdcache_proto::runtime::{self, CLOSE_GRACE, Control, Handle, Runtime, Setup, StartError};
+use herdcache_proto::runtime::{
+    self, CLOSE_GRACE, Control, Handle, Runtime, Setup, StartError, Starting,
+};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -30,10 +32,6 @@ pub type Builder = runtime::Builder<Tokio>;
 /// The tokio runtime, as the [`Builder`] names it.
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
-
-/// What [`Builder::start`](runtime::Builder::start) returns on tokio.
-pub type Starting =
-    std::pin::Pin<Box<dyn Future<Output = Result<Handle, StartError>> + Send + 'static>>;
 
 impl Runtime for Tokio {
     type Started = Starting;

@@ -79,10 +79,10 @@ mod builder;
 mod conn;
 mod driver;
 
-pub use builder::{Builder, Node, Starting, Tokio};
+pub use builder::{Builder, Node, Tokio};
 pub use bytes::Bytes;
 pub use herdcache_proto::runtime::{
-    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, source_fn,
+    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, Starting, source_fn,
 };
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,

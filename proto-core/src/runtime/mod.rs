@@ -24,7 +24,7 @@ mod source;
 mod transport;
 
 pub use handle::{Control, Handle, KeyspaceHandle, Shared};
-pub use setup::{Assembled, Builder, Runtime, Setup, StartError, unix_now};
+pub use setup::{Assembled, Builder, Runtime, Setup, StartError, Starting, unix_now};
 pub use source::{
     DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
 };

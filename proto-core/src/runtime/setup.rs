@@ -5,6 +5,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::future::Future;
 use core::marker::PhantomData;
 use core::net::{Ipv4Addr, SocketAddr};
 use core::time::Duration;
@@ -29,6 +30,11 @@ pub trait Runtime: 'static {
     /// ([`Setup::assemble`]) and starts its driver.
     fn start(setup: Setup) -> Self::Started;
 }
+
+/// What [`Builder::start`] returns on an async runtime crate: the future of the node's
+/// [`Handle`](super::Handle), which any executor can await.
+pub type Starting =
+    core::pin::Pin<Box<dyn Future<Output = Result<super::Handle, StartError>> + Send + 'static>>;
 
 type ConfigureFn = Box<dyn FnOnce(&mut NodeConfig) + Send>;
 

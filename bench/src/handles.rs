@@ -1,0 +1,79 @@
+//! Real nodes of the runtime crates, for the hit path through each runtime's
+//! `KeyspaceHandle::get` (polled once with `futures_lite::future::block_on`: a hit is ready on
+//! the first poll).
+
+use bytes::Bytes;
+use futures_lite::future::block_on;
+use herdcache_proto::runtime::{DataSource, Handle, KeyspaceHandle, Runtime, Starting};
+use herdcache_proto::{Entry, KeyspaceConfig};
+
+use crate::{KEYSPACE, VALUE, fresh};
+
+/// Entries per `put_many` while warming.
+const WARM_BATCH: usize = 1000;
+
+/// A running node (a ring of one) and the handle on its bench keyspace, warmed with every key.
+pub(crate) struct RuntimeNode {
+    pub(crate) ks: KeyspaceHandle,
+    handle: Handle,
+    /// The tokio runtime a tokio node's driver runs on.
+    _tokio: Option<tokio::runtime::Runtime>,
+}
+
+/// The source behind the bench keyspace: never called on the hit run (every key is put).
+fn source() -> impl DataSource {
+    herdcache_proto::runtime::source_fn(|_key: Bytes| async { Ok::<_, String>(fresh(&VALUE)) })
+}
+
+fn builder<R: Runtime<Started = Starting>>(max_bytes: u64) -> herdcache_proto::runtime::Builder<R> {
+    herdcache_proto::runtime::Builder::new()
+        .cluster("bench")
+        .keyspace(KeyspaceConfig::new(KEYSPACE, max_bytes), source())
+}
+
+impl RuntimeNode {
+    /// A herdcache-async-std node.
+    pub(crate) fn async_std(max_bytes: u64, keys: &[Bytes]) -> RuntimeNode {
+        let start = builder::<herdcache_async_std::AsyncStd>(max_bytes).start();
+        let handle = block_on(start).expect("an async-std node starts");
+        RuntimeNode::warmed(handle, keys, None)
+    }
+
+    /// A herdcache-tokio node, its driver on a one-worker tokio runtime.
+    pub(crate) fn tokio(max_bytes: u64, keys: &[Bytes]) -> RuntimeNode {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let handle = tokio
+            .block_on(builder::<herdcache_tokio::Tokio>(max_bytes).start())
+            .expect("a tokio node starts");
+        RuntimeNode::warmed(handle, keys, Some(tokio))
+    }
+
+    fn warmed(handle: Handle, keys: &[Bytes], tokio: Option<tokio::runtime::Runtime>) -> Self {
+        for batch in keys.chunks(WARM_BATCH) {
+            let entries = batch.iter().map(|key| Entry {
+                key: fresh(key),
+                value: fresh(&VALUE),
+                expires_at: None,
+            });
+            let stored = block_on(handle.put_many(KEYSPACE, entries));
+            assert!(stored.iter().all(Result::is_ok), "warm-up puts stored");
+        }
+        let ks = handle.keyspace(KEYSPACE).expect("the bench keyspace");
+        RuntimeNode { ks, handle, _tokio: tokio }
+    }
+
+    /// A hit through the handle: the value's length, 0 on a miss.
+    pub(crate) fn get(&self, key: &[u8]) -> usize {
+        block_on(self.ks.get(key)).map_or(0, |value| value.len())
+    }
+}
+
+impl Drop for RuntimeNode {
+    fn drop(&mut self) {
+        self.handle.kill();
+    }
+}
