@@ -11,6 +11,9 @@
 //!   configurable delay, values [`value_of`]`(key, version)`).
 //! - [`Cluster`] starts N nodes from a [`ClusterSpec`] (one runtime per node), knows each key's
 //!   owner, and kills, stops and restarts members on their addresses.
+//! - [`api`] holds the runtime crates' API tests (one node or a few, the whole `Handle`
+//!   API), one executor-neutral body each, run per runtime crate and per executor by
+//!   [`api_tests!`].
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
 //!
@@ -20,6 +23,7 @@
 //! a `fn(usize) -> ClusterSpec` like [`tokio_cluster`] passed to [`scenario_tests!`]. A mixed
 //! cluster is [`mixed`] over several runtimes.
 
+pub mod api;
 mod harness;
 mod rt_async_std;
 mod rt_tokio;

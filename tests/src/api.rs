@@ -1,0 +1,601 @@
+//! The runtime crates' API end to end — one node or a few over loopback TCP — with **one body
+//! per test**, run on every async runtime crate and under every executor a crate supports
+//! ([`api_tests!`](crate::api_tests)).
+//!
+//! The bodies are executor-neutral: they start nodes with the core's generic
+//! [`Builder`]`<R>` (each async runtime crate's `Builder` is `Builder<ItsRuntime>`), use only
+//! the shared [`Handle`] API, run concurrent callers with [`join_all`] on the calling task,
+//! and take their sockets and timers from async-io, whose reactor serves any executor. The
+//! data source sleeps on an async-io timer too, so it runs on any runtime's node.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use async_io::Timer;
+use async_net::TcpStream;
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
+use herdcache_proto::runtime::{
+    Builder, DataSource, Handle, Runtime, StartError, Starting, source_fn,
+};
+use herdcache_proto::{Entry, Error, KeyspaceConfig, Path};
+
+/// The keyspace of the API tests.
+const KEYSPACE: &str = "ks";
+
+/// A data source that counts its calls, sleeps a little, and answers `v:<key>`; keys starting
+/// with `missing` are not found, keys starting with `fail` fail.
+#[derive(Clone, Default)]
+struct Counting {
+    calls: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+impl Counting {
+    fn new(delay: Duration) -> Self {
+        Counting { calls: Arc::default(), delay }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+enum SourceError {
+    Missing,
+    Broken(String),
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::Missing => f.write_str("missing"),
+            SourceError::Broken(why) => write!(f, "broken: {why}"),
+        }
+    }
+}
+
+impl DataSource for Counting {
+    type Error = SourceError;
+
+    async fn fetch(&self, key: Bytes) -> Result<Bytes, SourceError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Timer::after(self.delay).await;
+        if key.starts_with(b"missing") {
+            return Err(SourceError::Missing);
+        }
+        if key.starts_with(b"fail") {
+            return Err(SourceError::Broken("database down".into()));
+        }
+        let mut value = b"v:".to_vec();
+        value.extend_from_slice(&key);
+        Ok(value.into())
+    }
+
+    fn is_not_found(&self, error: &SourceError) -> bool {
+        matches!(error, SourceError::Missing)
+    }
+}
+
+/// Fails the test instead of hanging.
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    let limit = Duration::from_secs(20);
+    let timed_out = async {
+        Timer::after(limit).await;
+        panic!("{what}: no answer within {limit:?}")
+    };
+    future.or(timed_out).await
+}
+
+/// Polls every future on the calling task until all are done; the outputs in order.
+pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in running.iter_mut().zip(&mut done) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(output) => *slot = Some(output),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    done.into_iter().map(|output| output.expect("every future finished")).collect()
+}
+
+/// Starts one node on a free loopback port with the keyspace `ks` backed by `source`.
+async fn start_node<R: Runtime<Started = Starting>>(source: Counting) -> Handle {
+    Builder::<R>::new()
+        .cluster("test")
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source)
+        // "One load per key" holds while owners answer within the peer timeout: generous,
+        // for slow CI machines.
+        .config(|config| config.peer_timeout = Duration::from_secs(10))
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Starts `n` nodes sharing `source`, each with every node (itself included) as its peers.
+async fn start_cluster<R: Runtime<Started = Starting>>(n: usize, source: &Counting) -> Vec<Handle> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(start_node::<R>(source.clone()).await);
+    }
+    let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(ids.clone());
+    }
+    nodes
+}
+
+async fn stop_all(nodes: Vec<Handle>) {
+    for node in nodes {
+        within("stop", node.stop()).await;
+    }
+}
+
+/// A miss loads once; later gets (by name, through a keyspace handle, in place) hit.
+pub async fn get_loads_once_then_hits<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::from_millis(5));
+    let node = start_node::<R>(source.clone()).await;
+    let first = within("first get", node.get_value(KEYSPACE, "a")).await.expect("loaded");
+    assert_eq!(first.bytes, Bytes::from_static(b"v:a"));
+    assert_eq!(first.path, Path::Load);
+    let second = within("second get", node.get_value(KEYSPACE, b"a")).await.expect("hit");
+    assert_eq!(second.bytes, first.bytes);
+    assert_eq!(second.path, Path::LocalHit);
+    assert_eq!(source.calls(), 1);
+
+    let fast = node.keyspace(KEYSPACE).expect("keyspace exists");
+    assert_eq!(within("fast get", fast.get("a")).await.expect("hit"), first.bytes);
+    assert_eq!(fast.peek_with("a", <[u8]>::len), Some(3));
+    assert_eq!(fast.peek_with("never-loaded", <[u8]>::len), None);
+    assert_eq!(source.calls(), 1);
+    within("stop", node.stop()).await;
+}
+
+/// Puts replace values, deletes remove them, a TTL expires.
+pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::ZERO);
+    let node = start_node::<R>(source.clone()).await;
+    within("put", node.put(KEYSPACE, "b", "stored")).await.expect("stored");
+    assert_eq!(within("get", node.get(KEYSPACE, "b")).await, Ok(Bytes::from_static(b"stored")));
+    assert_eq!(source.calls(), 0, "a stored value is served without a load");
+
+    within("delete", node.delete(KEYSPACE, "b")).await.expect("deleted");
+    assert_eq!(within("get", node.get(KEYSPACE, "b")).await, Ok(Bytes::from_static(b"v:b")));
+    assert_eq!(source.calls(), 1, "after a delete the value is loaded again");
+
+    within("put ttl", node.put_with_ttl(KEYSPACE, "t", "short", Duration::from_millis(50)))
+        .await
+        .expect("stored");
+    assert_eq!(within("get", node.get(KEYSPACE, "t")).await, Ok(Bytes::from_static(b"short")));
+    Timer::after(Duration::from_millis(120)).await;
+    assert_eq!(within("get", node.get(KEYSPACE, "t")).await, Ok(Bytes::from_static(b"v:t")));
+    within("stop", node.stop()).await;
+}
+
+/// Batches, not-found and failing loads, unknown keyspaces, clearing a keyspace, stats.
+pub async fn batches_and_errors<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::ZERO);
+    let node = start_node::<R>(source.clone()).await;
+    let entries = vec![
+        Entry { key: Bytes::from_static(b"x"), value: Bytes::from_static(b"1"), expires_at: None },
+        Entry { key: Bytes::from_static(b"y"), value: Bytes::from_static(b"2"), expires_at: None },
+    ];
+    let stored = within("put_many", node.put_many(KEYSPACE, entries)).await;
+    assert_eq!(stored, vec![Ok(()), Ok(())]);
+    let got =
+        within("get_many", node.get_many(KEYSPACE, ["x", "y", "z", "missing-1", "fail-1"])).await;
+    let got: Vec<_> = got.into_iter().map(|r| r.map(|v| v.bytes)).collect();
+    assert_eq!(got[0], Ok(Bytes::from_static(b"1")));
+    assert_eq!(got[1], Ok(Bytes::from_static(b"2")));
+    assert_eq!(got[2], Ok(Bytes::from_static(b"v:z")));
+    assert_eq!(got[3], Err(Error::NotFound));
+    assert_eq!(got[4], Err(Error::DataSource(Bytes::from_static(b"broken: database down"))));
+    let deleted = within("delete_many", node.delete_many(KEYSPACE, ["x", "y"])).await;
+    assert_eq!(deleted, vec![Ok(()), Ok(())]);
+    assert_eq!(within("get", node.get(KEYSPACE, "x")).await, Ok(Bytes::from_static(b"v:x")));
+
+    assert_eq!(within("unknown", node.get("nope", "k")).await, Err(Error::UnknownKeyspace));
+    within("delete_keyspace", node.delete_keyspace(KEYSPACE)).await.expect("cleared");
+    let calls = source.calls();
+    assert_eq!(within("get", node.get(KEYSPACE, "z")).await, Ok(Bytes::from_static(b"v:z")));
+    assert_eq!(source.calls(), calls + 1, "the keyspace was cleared");
+
+    let stats = node.stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].0, Bytes::from_static(KEYSPACE.as_bytes()));
+    within("stop", node.stop()).await;
+}
+
+/// Keyspaces are created (with their source), updated, listed and removed while serving.
+pub async fn keyspaces_are_created_updated_and_removed_at_run_time<
+    R: Runtime<Started = Starting>,
+>() {
+    let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
+    let source = source_fn(|key: Bytes| async move { Ok::<_, String>(key) });
+    node.create_keyspace(KeyspaceConfig::new("echo", 1 << 20), source).expect("created");
+    assert_eq!(within("get", node.get("echo", "hello")).await, Ok(Bytes::from_static(b"hello")));
+    let again = source_fn(|_key: Bytes| async move { Ok::<_, String>(Bytes::new()) });
+    assert!(node.create_keyspace(KeyspaceConfig::new("echo", 1 << 20), again).is_err());
+    assert_eq!(within("get", node.get("echo", "other")).await, Ok(Bytes::from_static(b"other")));
+    node.update_keyspace(KeyspaceConfig::new("echo", 2 << 20)).expect("updated");
+    let mut names: Vec<_> = node.keyspaces().into_iter().map(|config| config.name).collect();
+    names.sort();
+    assert_eq!(names, vec![Bytes::from_static(b"echo"), Bytes::from_static(b"ks")]);
+    node.remove_keyspace("echo").expect("removed");
+    assert_eq!(within("get", node.get("echo", "x")).await, Err(Error::UnknownKeyspace));
+    within("stop", node.stop()).await;
+}
+
+/// Two keyspaces of one name, or a configuration the core refuses, start nothing.
+pub async fn start_refuses_duplicate_keyspaces_and_bad_config<R: Runtime<Started = Starting>>() {
+    let duplicate = Builder::<R>::new()
+        .keyspace(KeyspaceConfig::new("a", 1 << 20), Counting::default())
+        .keyspace(KeyspaceConfig::new("a", 1 << 20), Counting::default())
+        .start()
+        .await;
+    assert!(matches!(duplicate, Err(StartError::DuplicateKeyspace(name)) if name == "a"));
+    let bad =
+        Builder::<R>::new().config(|config| config.request_timeout = Duration::ZERO).start().await;
+    assert!(matches!(bad, Err(StartError::Config(_))));
+}
+
+/// After a kill or a stop, the handle's clones get `ShuttingDown`.
+pub async fn stopped_and_killed_nodes_refuse_requests<R: Runtime<Started = Starting>>() {
+    let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
+    let other = node.clone();
+    node.kill();
+    assert_eq!(within("get", other.get(KEYSPACE, "k")).await, Err(Error::ShuttingDown));
+
+    let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
+    let other = node.clone();
+    within("stop", node.stop()).await;
+    assert_eq!(within("get", other.get(KEYSPACE, "k")).await, Err(Error::ShuttingDown));
+}
+
+/// 200 concurrent gets of one cold key over 3 nodes: one load in the cluster.
+pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::from_millis(50));
+    let nodes = start_cluster::<R>(3, &source).await;
+    let gets = (0..200).map(|i| nodes[i % nodes.len()].get(KEYSPACE, "cold"));
+    for value in within("gets", join_all(gets)).await {
+        assert_eq!(value, Ok(Bytes::from_static(b"v:cold")));
+    }
+    assert_eq!(source.calls(), 1, "one load in the whole cluster");
+    stop_all(nodes).await;
+}
+
+/// Each key is loaded by its owner and fetched by the others; a put is seen everywhere.
+pub async fn keys_are_loaded_by_their_owner_and_fetched_by_the_others<
+    R: Runtime<Started = Starting>,
+>() {
+    let source = Counting::new(Duration::ZERO);
+    let nodes = start_cluster::<R>(3, &source).await;
+    let keys: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        let mut paths = Vec::new();
+        for node in &nodes {
+            let value = within("get", node.get_value(KEYSPACE, key)).await.expect("value");
+            assert_eq!(value.bytes, Bytes::from(format!("v:{key}")));
+            paths.push(value.path);
+        }
+        // The owner loaded it (or hit it); the two others fetched it from the owner.
+        let fetched = paths.iter().filter(|path| **path == Path::PeerFetch).count();
+        assert!(fetched >= 1, "{key}: {paths:?}");
+    }
+    assert_eq!(source.calls(), keys.len(), "each key loaded once");
+
+    within("put", nodes[1].put(KEYSPACE, "key-0", "new")).await.expect("stored");
+    for node in &nodes {
+        let value = within("get", node.get(KEYSPACE, "key-0")).await;
+        assert_eq!(value, Ok(Bytes::from_static(b"new")));
+    }
+    stop_all(nodes).await;
+}
+
+/// Garbage on the peer port: an error frame, that connection closed, every node serves on.
+pub async fn garbage_on_the_peer_port_closes_only_that_connection<
+    R: Runtime<Started = Starting>,
+>() {
+    let source = Counting::new(Duration::ZERO);
+    let nodes = start_cluster::<R>(3, &source).await;
+    // Peer connections exist before the garbage arrives.
+    for i in 0..10 {
+        within("warm", nodes[0].get(KEYSPACE, format!("w-{i}"))).await.expect("value");
+    }
+
+    let mut intruder = TcpStream::connect(nodes[1].local_addr()).await.expect("connects");
+    intruder.write_all(&[0xff; 64]).await.expect("written");
+    let mut received = Vec::new();
+    within("the node closes a connection that sent garbage", async {
+        let mut buffer = [0u8; 256];
+        loop {
+            match intruder.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(!received.is_empty(), "an error frame precedes the close");
+
+    for i in 0..30 {
+        let key = format!("after-{i}");
+        for node in &nodes {
+            let value = within("get", node.get(KEYSPACE, &key)).await;
+            assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+        }
+    }
+    stop_all(nodes).await;
+}
+
+/// A node leaves gracefully while the others keep answering every read.
+pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::from_millis(2));
+    let mut nodes = start_cluster::<R>(3, &source).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k-{i}")).collect();
+    for key in &keys {
+        within("warm", nodes[2].get(KEYSPACE, key)).await.expect("value");
+    }
+
+    let leaving = nodes.remove(2);
+    let readers = nodes.iter().map(|node| async {
+        let mut answered = 0;
+        for round in 0..10 {
+            for key in &keys {
+                let value = node.get(KEYSPACE, key).await;
+                assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))), "round {round}");
+                answered += 1;
+            }
+            Timer::after(Duration::from_millis(5)).await;
+        }
+        answered
+    });
+    let stopping = async {
+        within("stop", leaving.stop()).await;
+        0
+    };
+    let answered =
+        within("readers", join_all(readers.map(FutureExt::boxed).chain([stopping.boxed()]))).await;
+    assert_eq!(answered, vec![10 * keys.len(), 10 * keys.len(), 0]);
+    // After the leave, the two left serve every key.
+    for key in &keys {
+        for node in &nodes {
+            let value = within("get", node.get(KEYSPACE, key)).await;
+            assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+        }
+    }
+    stop_all(nodes).await;
+}
+
+/// A killed peer's keys are loaded by the survivors.
+pub async fn a_killed_peer_is_loaded_around<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::ZERO);
+    let mut nodes = start_cluster::<R>(3, &source).await;
+    nodes.remove(0).kill();
+    for i in 0..20 {
+        let key = format!("d-{i}");
+        for node in &nodes {
+            let value = within("get", node.get(KEYSPACE, &key)).await;
+            assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+        }
+    }
+    stop_all(nodes).await;
+}
+
+/// 3000 concurrent gets of 500 keys over 3 nodes: one load per key; batches then hit.
+pub async fn many_keys_many_callers_one_load_each<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::from_millis(1));
+    let nodes = start_cluster::<R>(3, &source).await;
+    let gets = (0..3000usize).map(|i| {
+        let key = format!("m-{}", (i * 7) % 500);
+        let node = &nodes[i % 3];
+        async move {
+            let value = node.get(KEYSPACE, &key).await;
+            (key, value)
+        }
+    });
+    for (key, value) in within("gets", join_all(gets)).await {
+        assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+    }
+    assert_eq!(source.calls(), 500, "one load per key");
+
+    let keys: Vec<String> = (0..500).map(|i| format!("m-{i}")).collect();
+    for node in &nodes {
+        let values = within("get_many", node.get_many(KEYSPACE, &keys)).await;
+        for (key, value) in keys.iter().zip(values) {
+            assert_eq!(value.map(|v| v.bytes), Ok(Bytes::from(format!("v:{key}"))));
+        }
+    }
+    assert_eq!(source.calls(), 500, "batches are served from the caches");
+    stop_all(nodes).await;
+}
+
+/// 3 MiB values cross the wire intact, many at once.
+pub async fn large_values_cross_the_wire_intact<R: Runtime<Started = Starting>>() {
+    const LEN: usize = 3 << 20;
+    let source = source_fn(|key: Bytes| async move {
+        let seed = key.last().copied().unwrap_or(0);
+        let period: Vec<u8> = (0..251u8).map(|b| b ^ seed).collect();
+        let mut value = period.repeat(LEN / period.len() + 1);
+        value.truncate(LEN);
+        Ok::<_, String>(Bytes::from(value))
+    });
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let node = Builder::<R>::new()
+            .cluster("big")
+            .keyspace(KeyspaceConfig::new("blobs", 256 << 20), source.clone())
+            // Generous, so that a slow machine still fetches from the owner rather than
+            // falling back to a local load.
+            .config(|config| {
+                config.peer_timeout = Duration::from_secs(15);
+                config.request_timeout = Duration::from_secs(30);
+            })
+            .start()
+            .await
+            .expect("starts");
+        nodes.push(node);
+    }
+    let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(ids.clone());
+    }
+    let gets = (0..8u8)
+        .flat_map(|i| nodes.iter().map(move |node| (i, node)))
+        .map(|(i, node)| async move { (i, node.get_value("blobs", [b'k', i]).await) });
+    let mut fetched = 0;
+    for (i, value) in within("gets", join_all(gets)).await {
+        let value = value.expect("value");
+        assert_eq!(value.bytes.len(), LEN);
+        let intact = value.bytes.chunks(251).all(|chunk| {
+            chunk.iter().enumerate().all(|(n, b)| *b == u8::try_from(n).expect("< 251") ^ i)
+        });
+        assert!(intact, "value {i} intact");
+        fetched += usize::from(value.path == Path::PeerFetch);
+    }
+    assert!(fetched > 0, "some values came from the other node");
+    stop_all(nodes).await;
+}
+
+/// A connection silent for the idle timeout is closed.
+pub async fn idle_connections_are_closed<R: Runtime<Started = Starting>>() {
+    let node = Builder::<R>::new()
+        .idle_timeout(Duration::from_millis(100))
+        .config(|config| config.connect_timeout = Duration::from_secs(30))
+        .start()
+        .await
+        .expect("starts");
+    let mut silent = TcpStream::connect(node.local_addr()).await.expect("connects");
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 64];
+    let read = within("idle close", silent.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, not {read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(90), "closed after {waited:?}");
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+    within("stop", node.stop()).await;
+}
+
+/// A source that panics fails its load; the node serves on.
+pub async fn a_panicking_source_fails_its_load_and_the_node_serves_on<
+    R: Runtime<Started = Starting>,
+>() {
+    let source = source_fn(|key: Bytes| async move {
+        assert!(key.as_ref() != b"boom", "the source panics on boom");
+        Ok::<_, String>(key)
+    });
+    let node = Builder::<R>::new()
+        .keyspace(KeyspaceConfig::new("p", 1 << 20), source)
+        .start()
+        .await
+        .expect("starts");
+    let boom = within("boom", node.get("p", "boom")).await;
+    assert_eq!(boom, Err(Error::DataSource(Bytes::from_static(b"data source panicked"))));
+    assert_eq!(within("fine", node.get("p", "fine")).await, Ok(Bytes::from_static(b"fine")));
+    within("stop", node.stop()).await;
+}
+
+/// Two lone nodes join one ring at run time: then one load for a shared key.
+pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::from_millis(20));
+    let a = start_node::<R>(source.clone()).await;
+    let b = start_node::<R>(source.clone()).await;
+    // Alone, each node owns every key: two loads.
+    within("a", a.get(KEYSPACE, "solo")).await.expect("value");
+    within("b", b.get(KEYSPACE, "solo")).await.expect("value");
+    assert_eq!(source.calls(), 2);
+
+    let ids = [a.node_id().to_owned(), b.node_id().to_owned()];
+    a.set_peers(ids.clone());
+    b.set_peers(ids);
+    let gets = (0..40).map(|i| if i % 2 == 0 { &a } else { &b }.get(KEYSPACE, "shared"));
+    for value in within("gets", join_all(gets)).await {
+        assert_eq!(value, Ok(Bytes::from_static(b"v:shared")));
+    }
+    assert_eq!(source.calls(), 3, "one load for the shared key once the ring is joined");
+    stop_all(vec![a, b]).await;
+}
+
+/// A node of another cluster is refused; the stranger loads locally instead.
+pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::ZERO);
+    let nodes = start_cluster::<R>(1, &source).await;
+    let stranger = Builder::<R>::new()
+        .cluster("other")
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 1 << 20), source.clone())
+        .start()
+        .await
+        .expect("starts");
+    stranger.set_peers([nodes[0].node_id().to_owned(), stranger.node_id().to_owned()]);
+    for i in 0..10 {
+        let key = format!("s-{i}");
+        let value = within("get", stranger.get(KEYSPACE, &key)).await;
+        assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+    }
+    within("stop", stranger.stop()).await;
+    stop_all(nodes).await;
+}
+
+/// A source that hangs is timed out by the node's own timer.
+pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::from_secs(30));
+    let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
+    config.read_timeout = Duration::from_millis(200);
+    let node = Builder::<R>::new().keyspace(config, source.clone()).start().await.expect("starts");
+    let started = std::time::Instant::now();
+    assert_eq!(within("get", node.get(KEYSPACE, "slow")).await, Err(Error::TimedOut));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(190) && waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(source.calls(), 1);
+    within("stop", node.stop()).await;
+}
+
+/// Every API test as a `#[test]`: `$runtime` is the runtime crate's [`Runtime`] type (the
+/// `R` of its `Builder`), `$block_on` runs a future to completion on the executor under test
+/// (nodes of a runtime that needs its context, tokio's, start from within it).
+#[macro_export]
+macro_rules! api_tests {
+    ($runtime:ty, $block_on:expr) => {
+        $crate::api_tests!(@each $runtime, $block_on;
+            get_loads_once_then_hits,
+            put_and_delete_replace_and_remove_values,
+            batches_and_errors,
+            keyspaces_are_created_updated_and_removed_at_run_time,
+            start_refuses_duplicate_keyspaces_and_bad_config,
+            stopped_and_killed_nodes_refuse_requests,
+            stampede_of_one_cold_key_loads_once_in_the_cluster,
+            keys_are_loaded_by_their_owner_and_fetched_by_the_others,
+            garbage_on_the_peer_port_closes_only_that_connection,
+            graceful_stop_while_the_others_keep_answering,
+            a_killed_peer_is_loaded_around,
+            many_keys_many_callers_one_load_each,
+            large_values_cross_the_wire_intact,
+            idle_connections_are_closed,
+            a_panicking_source_fails_its_load_and_the_node_serves_on,
+            nodes_join_a_ring_at_run_time,
+            a_peer_of_another_cluster_is_refused,
+            a_hanging_source_times_out_on_the_node_timer,
+        );
+    };
+    (@each $runtime:ty, $block_on:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                ($block_on)($crate::api::$name::<$runtime>());
+            }
+        )*
+    };
+}
