@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
-use async_io::Timer;
 use async_net::TcpStream;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWrite, FutureExt, future};
 use herdcache_proto::ConnId;
 use herdcache_proto::runtime::{Activity, MAX_GATHER, READ_CHUNK, WriteQueue};
 
-use crate::driver::Event;
+use crate::driver::{Event, elapsed};
 
 /// Reads until EOF, an error, or `idle` without traffic either way, handing every chunk to the
 /// driver; then reports [`Event::ReaderDone`].
@@ -35,10 +34,7 @@ pub(crate) async fn read_loop(
             None => socket.read(&mut buffer).await,
             Some(idle) => {
                 let wait = idle.saturating_sub(activity.idle_for());
-                let timed_out = async {
-                    Timer::after(wait).await;
-                    None
-                };
+                let timed_out = elapsed(wait, None);
                 match async { Some(socket.read(&mut buffer).await) }.or(timed_out).await {
                     Some(read) => read,
                     None if activity.idle_for() >= idle => {

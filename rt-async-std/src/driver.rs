@@ -3,9 +3,8 @@
 //! It makes no protocol decision. Everything it does is one of: move bytes between a socket
 //! and the front, open or close a socket, call a data source, read the clock, log an event.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
@@ -13,9 +12,10 @@ use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::FutureExt;
-use herdcache_proto::front::{Action, Front};
-use herdcache_proto::runtime::{Activity, CLOSE_GRACE, Shared};
-use herdcache_proto::{ConnId, Event as NodeEvent, Input, LoadId, LoadResult};
+use herdcache_proto::runtime::{
+    Activity, CLOSE_GRACE, DriverCore, DriverIo, Shared, SharedSource, Turn,
+};
+use herdcache_proto::{ConnId, Event as NodeEvent, LoadId, LoadResult};
 
 use crate::conn;
 
@@ -56,7 +56,7 @@ pub(crate) struct Signals {
 
 /// A connection's tasks; dropping a task cancels it. `queue` is `None` once the node closed
 /// it: the writer is flushing.
-struct Conn {
+pub(crate) struct Conn {
     queue: Option<Sender<Vec<u8>>>,
     reader: Option<Task<()>>,
     /// Held only to be cancelled with the connection.
@@ -69,21 +69,23 @@ pub(crate) struct DriverConfig {
     pub(crate) idle_timeout: Option<Duration>,
 }
 
-/// The driver: owns every socket and task of the node. Dropping it cancels them all.
-pub(crate) struct Driver {
-    shared: Arc<Shared>,
-    front: Front,
-    config: DriverConfig,
+/// The IO half of the driver: spawns tasks on the node's executor; they report on the event
+/// channel.
+struct AsyncIo {
     /// The node's executor. Weak: the executor's thread owns it, so that ending that thread
-    /// drops every task still on it, this driver included.
+    /// drops every task still on it, the driver included.
     executor: Weak<Executor<'static>>,
-    events_tx: Sender<Event>,
-    events_rx: Receiver<Event>,
-    conns: HashMap<ConnId, Conn>,
-    next_conn: u64,
+    events: Sender<Event>,
+    config: DriverConfig,
+}
+
+/// The driver task: the core's bookkeeping and this runtime's IO. Dropping it cancels every
+/// task and socket of the node and closes the front.
+pub(crate) struct Driver {
+    core: DriverCore<Conn>,
+    io: AsyncIo,
+    events: Receiver<Event>,
     accept: Option<Task<()>>,
-    actions: Vec<Action>,
-    drained: bool,
 }
 
 impl Driver {
@@ -93,21 +95,10 @@ impl Driver {
         listener: TcpListener,
         config: DriverConfig,
     ) -> Self {
-        let (events_tx, events_rx) = async_channel::bounded(EVENT_QUEUE);
+        let (events_tx, events) = async_channel::bounded(EVENT_QUEUE);
         let accept = executor.spawn(accept_loop(listener, events_tx.clone()));
-        Driver {
-            front: shared.front().clone(),
-            shared,
-            config,
-            executor: Arc::downgrade(executor),
-            events_tx,
-            events_rx,
-            conns: HashMap::new(),
-            next_conn: 0,
-            accept: Some(accept),
-            actions: Vec::new(),
-            drained: false,
-        }
+        let io = AsyncIo { executor: Arc::downgrade(executor), events: events_tx, config };
+        Driver { core: DriverCore::new(shared), io, events, accept: Some(accept) }
     }
 
     /// The drive loop: execute actions, re-arm the timer, wait for a wake-up, an event or the
@@ -115,28 +106,20 @@ impl Driver {
     /// every connection and the front.
     pub(crate) async fn run(mut self, signals: Signals) {
         let mut timer = Timer::never();
-        // The core deadline the timer is set to; `None` after it fired.
-        let mut armed_at = None;
         loop {
-            // Expiry is checked against the clock, not only by the timer future.
-            if self.front.poll_timeout_in() == Some(Duration::ZERO) {
-                self.front.handle_timeout();
-            }
-            self.execute_actions();
-            if self.drained {
-                break;
-            }
-            // Re-armed only when the deadline moved.
-            let next = self.front.poll_timeout();
-            if let Some(at) = next.filter(|at| armed_at != Some(*at)) {
-                let wait = at.saturating_duration_since(self.front.now());
-                timer.set_at(Instant::now().checked_add(wait).unwrap_or_else(Instant::now));
-            }
-            armed_at = next;
-            let woke = async { Woke::Event(self.events_rx.recv().await.ok()) }
+            let armed = match self.core.turn(&mut self.io) {
+                Turn::Drained => break,
+                Turn::Wait { rearm, armed } => {
+                    if let Some(wait) = rearm {
+                        timer.set_after(wait);
+                    }
+                    armed
+                }
+            };
+            let woke = async { Woke::Event(self.events.recv().await.ok()) }
                 .or(async { Woke::Front(signals.wake.recv().await.is_ok()) })
                 .or(async {
-                    if armed_at.is_none() {
+                    if !armed {
                         std::future::pending::<()>().await;
                     }
                     (&mut timer).await;
@@ -151,16 +134,13 @@ impl Driver {
                 Woke::Event(Some(event)) => {
                     self.on_event(event);
                     for _ in 1..EVENTS_PER_WAKE {
-                        let Ok(event) = self.events_rx.try_recv() else { break };
-                        self.execute_actions();
+                        let Ok(event) = self.events.try_recv() else { break };
+                        self.core.execute_actions(&mut self.io);
                         self.on_event(event);
                     }
                 }
                 Woke::Front(true) => {}
-                Woke::Timer => {
-                    armed_at = None;
-                    self.front.handle_timeout();
-                }
+                Woke::Timer => self.core.timer_fired(),
                 // The driver holds a sender of the events, and the handles the senders of
                 // the signals until they stop it.
                 Woke::Event(None) | Woke::Front(false) | Woke::Stop => break,
@@ -169,119 +149,102 @@ impl Driver {
         self.shut_down().await;
     }
 
-    /// Drains the front's actions and executes them until none are left (executing one may
-    /// feed an input, which may queue more).
-    fn execute_actions(&mut self) {
-        loop {
-            self.front.drain_actions(&mut self.actions);
-            if self.actions.is_empty() {
-                return;
-            }
-            let mut actions = std::mem::take(&mut self.actions);
-            for action in actions.drain(..) {
-                self.execute(action);
-            }
-            // Keep the allocation for the next drain.
-            self.actions = actions;
-        }
-    }
-
-    fn execute(&mut self, action: Action) {
-        match action {
-            Action::Load { load, keyspace, key } => match self.shared.source(&keyspace) {
-                Some(source) => self
-                    .detach(async move { Event::Loaded { load, result: source.load(key).await } }),
-                None => {
-                    let result = LoadResult::Failed(Bytes::from_static(b"no data source"));
-                    self.feed(Input::Loaded { load, result });
-                }
-            },
-            Action::Transmit { conn, data } => {
-                match self.conns.get(&conn).and_then(|c| c.queue.as_ref()) {
-                    // A send fails only when the writer already stopped; its WriterDone is on
-                    // the way and closes the connection.
-                    Some(queue) => drop(queue.try_send(data)),
-                    None => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
-                }
-            }
-            Action::Connect { peer } => {
-                let connect_timeout = self.config.connect_timeout;
-                self.detach(async move {
-                    let Ok(address) = std::str::from_utf8(&peer) else {
-                        return Event::ConnectFailed { peer };
-                    };
-                    let dial = async { Some(TcpStream::connect(address).await) };
-                    let give_up = async {
-                        Timer::after(connect_timeout).await;
-                        None
-                    };
-                    match dial.or(give_up).await {
-                        Some(Ok(stream)) => Event::Connected { peer, stream },
-                        Some(Err(error)) => {
-                            tracing::debug!(peer = address, %error, "connect failed");
-                            Event::ConnectFailed { peer }
-                        }
-                        None => Event::ConnectFailed { peer },
-                    }
-                });
-            }
-            Action::Close { conn } => {
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    // Dropping the queue lets the writer flush, shut down and report back;
-                    // `Closed` is fed then, or when the grace period ends, whichever is first.
-                    state.queue = None;
-                    state.reader = None;
-                    self.detach(async move {
-                        Timer::after(CLOSE_GRACE).await;
-                        Event::CloseGraceOver { conn }
-                    });
-                }
-            }
-            Action::Event(event) => self.log_event(event),
-        }
-    }
-
-    fn log_event(&mut self, event: NodeEvent) {
-        let node = self.shared.node_id();
+    fn on_event(&mut self, event: Event) {
+        let core = &mut self.core;
         match event {
-            NodeEvent::Drained => {
-                tracing::info!(node, "drained");
-                self.drained = true;
+            Event::Accepted { stream } => drop(core.open(None, |id| self.io.start(id, stream))),
+            Event::Connected { peer, stream } => {
+                core.open(Some(peer), |id| self.io.start(id, stream));
             }
+            Event::Received { conn, data } => core.received(conn, &data),
+            Event::ReaderDone { conn } => core.reader_done(conn),
+            Event::WriterDone { conn } => core.writer_done(conn),
+            Event::CloseGraceOver { conn } => core.close_grace_over(conn),
+            Event::ConnectFailed { peer } => core.connect_failed(peer),
+            Event::Loaded { load, result } => core.loaded(load, result),
+        }
+    }
+
+    /// Stops accepting, lets every writer flush what the node transmitted (bounded), closes
+    /// the front. Dropping `self` afterwards cancels whatever is left.
+    async fn shut_down(mut self) {
+        self.accept = None;
+        self.core.close_all(&mut self.io);
+        let flushed = async {
+            let mut done = self.core.flushed(None);
+            while !done {
+                match self.events.recv().await {
+                    Ok(Event::WriterDone { conn }) => done = self.core.flushed(Some(conn)),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        };
+        flushed.or(elapsed(CLOSE_GRACE, ())).await;
+        self.core.close_front();
+        tracing::debug!(node = self.core.shared().node_id(), "driver stopped");
+    }
+}
+
+impl DriverIo for AsyncIo {
+    type Conn = Conn;
+
+    fn load(&mut self, load: LoadId, source: SharedSource, key: Bytes) {
+        self.detach(async move { Event::Loaded { load, result: source.load(key).await } });
+    }
+
+    fn connect(&mut self, peer: Bytes) {
+        let connect_timeout = self.config.connect_timeout;
+        self.detach(async move {
+            let Ok(address) = std::str::from_utf8(&peer) else {
+                return Event::ConnectFailed { peer };
+            };
+            let dial = async { Some(TcpStream::connect(address).await) };
+            let give_up = elapsed(connect_timeout, None);
+            match dial.or(give_up).await {
+                Some(Ok(stream)) => Event::Connected { peer, stream },
+                Some(Err(error)) => {
+                    tracing::debug!(peer = address, %error, "connect failed");
+                    Event::ConnectFailed { peer }
+                }
+                None => Event::ConnectFailed { peer },
+            }
+        });
+    }
+
+    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) {
+        // A send fails only when the writer already stopped; its WriterDone is on the way
+        // and closes the connection.
+        if let Some(queue) = &conn.queue {
+            let _ = queue.try_send(data);
+        }
+    }
+
+    fn close(&mut self, id: ConnId, conn: &mut Conn, grace: bool) {
+        // Dropping the queue lets the writer flush, shut down and report back.
+        conn.queue = None;
+        conn.reader = None;
+        if grace {
+            self.detach(elapsed(CLOSE_GRACE, Event::CloseGraceOver { conn: id }));
+        }
+    }
+
+    fn event(&mut self, node: &str, event: &NodeEvent) {
+        match event {
+            NodeEvent::Drained => tracing::info!(node, "drained"),
             NodeEvent::ConnectionRefused { conn, reason } => {
                 tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
             }
             other => tracing::debug!(node, event = ?other, "event"),
         }
     }
+}
 
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::Accepted { stream } => {
-                let conn = self.open(stream);
-                self.feed(Input::Accepted { conn });
-            }
-            Event::Received { conn, data } => self.feed(Input::Received { conn, data: &data }),
-            Event::ReaderDone { conn } => {
-                // After a close the reader was cancelled and the writer reports the end.
-                if self.conns.get(&conn).is_some_and(|state| state.queue.is_some()) {
-                    self.forget(conn);
-                }
-            }
-            Event::WriterDone { conn } | Event::CloseGraceOver { conn } => self.forget(conn),
-            Event::Connected { peer, stream } => {
-                let conn = self.open(stream);
-                self.feed(Input::Connected { conn, peer });
-            }
-            Event::ConnectFailed { peer } => self.feed(Input::ConnectFailed { peer }),
-            Event::Loaded { load, result } => self.feed(Input::Loaded { load, result }),
-        }
-    }
-
+impl AsyncIo {
     /// Runs a one-shot job on the node's executor; its event comes back on the channel.
     /// Detached: a job left when the node ends is dropped with the executor.
     fn detach(&self, job: impl Future<Output = Event> + Send + 'static) {
-        let events = self.events_tx.clone();
+        let events = self.events.clone();
         self.spawn(async move {
             let _ = events.send(job.await).await;
         })
@@ -295,65 +258,25 @@ impl Driver {
             .spawn(task)
     }
 
-    /// Starts a connection's reader and writer; the caller tells the front.
-    fn open(&mut self, stream: TcpStream) -> ConnId {
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
+    /// Starts a connection's reader and writer.
+    fn start(&self, conn: ConnId, stream: TcpStream) -> Conn {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(conn = conn.0, %error, "TCP_NODELAY not set");
         }
         let (queue, queued) = async_channel::unbounded();
         let activity = Arc::new(Activity::default());
         activity.touch();
-        let (events, idle) = (self.events_tx.clone(), self.config.idle_timeout);
+        let (events, idle) = (self.events.clone(), self.config.idle_timeout);
         let reader = conn::read_loop(conn, stream.clone(), events, Arc::clone(&activity), idle);
-        let writer = conn::write_loop(conn, stream, queued, self.events_tx.clone(), activity);
-        let (reader, _writer) = (Some(self.spawn(reader)), self.spawn(writer));
-        self.conns.insert(conn, Conn { queue: Some(queue), reader, _writer });
-        conn
+        let writer = conn::write_loop(conn, stream, queued, self.events.clone(), activity);
+        Conn { queue: Some(queue), reader: Some(self.spawn(reader)), _writer: self.spawn(writer) }
     }
+}
 
-    /// Ends a connection's tasks and tells the front it is closed.
-    fn forget(&mut self, conn: ConnId) {
-        if self.conns.remove(&conn).is_some() {
-            self.feed(Input::Closed { conn });
-        }
-    }
-
-    fn feed(&mut self, input: Input<'_>) {
-        if let Err(error) = self.front.handle_input(input) {
-            // Races the core resolves itself: bytes or a close for a connection it already
-            // dropped, a load it already timed out.
-            tracing::trace!(%error, "input refused");
-        }
-    }
-
-    /// Stops accepting, lets every writer flush what the node transmitted (bounded), closes
-    /// the front. Dropping `self` afterwards cancels whatever is left.
-    async fn shut_down(mut self) {
-        self.accept = None;
-        for state in self.conns.values_mut() {
-            state.queue = None;
-            state.reader = None;
-        }
-        let flushed = async {
-            while !self.conns.is_empty() {
-                match self.events_rx.recv().await {
-                    Ok(Event::WriterDone { conn }) => drop(self.conns.remove(&conn)),
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        };
-        flushed
-            .or(async {
-                Timer::after(CLOSE_GRACE).await;
-            })
-            .await;
-        self.front.close();
-        self.front.drain_actions(&mut self.actions);
-        tracing::debug!(node = self.shared.node_id(), "driver stopped");
-    }
+/// `value` once `wait` has passed.
+pub(crate) async fn elapsed<T>(wait: Duration, value: T) -> T {
+    Timer::after(wait).await;
+    value
 }
 
 /// What woke the driver.
@@ -366,13 +289,6 @@ enum Woke {
     Timer,
     /// A stop's deadline passed: close now.
     Stop,
-}
-
-impl Drop for Driver {
-    /// However the driver ends (a stop, a cancel, a panic), no caller waits forever.
-    fn drop(&mut self) {
-        self.front.close();
-    }
 }
 
 /// Accepts connections until the driver drops this task.

@@ -81,7 +81,6 @@ use std::time::Duration;
 
 use async_channel::Sender;
 use async_executor::{Executor, Task};
-use async_io::Timer;
 use async_net::TcpListener;
 use futures_lite::FutureExt;
 use herdcache_proto::front::WakeDriver;
@@ -98,16 +97,7 @@ pub use herdcache_proto::{
 use crate::driver::{Driver, DriverConfig, Signals};
 
 /// The entry point: `Node::builder()` sets up a cluster member.
-#[derive(Debug, Clone, Copy)]
-pub struct Node;
-
-impl Node {
-    /// A [`Builder`] with defaults (see [`Builder::new`](runtime::Builder::new)).
-    #[must_use]
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-}
+pub type Node = runtime::Node<AsyncStd>;
 
 /// Sets a node up (the builder every herdcache runtime shares); `start().await` starts it on
 /// a thread of its own, from any executor.
@@ -187,9 +177,6 @@ async fn finishes_within(task: &mut Task<()>, limit: Duration) -> bool {
         task.await;
         true
     }
-    .or(async {
-        Timer::after(limit).await;
-        false
-    })
+    .or(driver::elapsed(limit, false))
     .await
 }

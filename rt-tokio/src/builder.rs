@@ -14,16 +14,7 @@ use tokio::task::JoinHandle;
 use crate::driver::{Driver, DriverConfig, Signals};
 
 /// The entry point: `Node::builder()` sets up a cluster member.
-#[derive(Debug, Clone, Copy)]
-pub struct Node;
-
-impl Node {
-    /// A [`Builder`] with defaults (see [`Builder::new`](runtime::Builder::new)).
-    #[must_use]
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-}
+pub type Node = runtime::Node<Tokio>;
 
 /// Sets a node up (the builder every herdcache runtime shares); `start().await` starts it on
 /// the current tokio runtime.

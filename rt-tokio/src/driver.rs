@@ -1,16 +1,17 @@
 //! The driver task: executes the front's actions, feeds it IO events, keeps its one timer.
 //!
-//! It makes no protocol decision. Everything it does is one of: move bytes between a socket
-//! and the front, open or close a socket, call a data source, read the clock, log an event.
+//! It makes no protocol decision. The bookkeeping (connection table, actions, the timer's
+//! deadline) is the core's [`DriverCore`]; this file does the tokio half: tasks, sockets,
+//! timers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::front::{Action, Front};
-use herdcache_proto::runtime::{CLOSE_GRACE, Shared};
-use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult};
+use herdcache_proto::runtime::{
+    Activity, CLOSE_GRACE, DriverCore, DriverIo, Shared, SharedSource, Turn,
+};
+use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
@@ -45,31 +46,27 @@ pub(crate) enum IoEvent {
     WriterDone { conn: ConnId },
 }
 
-/// What a one-shot job (a dial or a data-source call) ends with.
+/// What a one-shot job (a dial, a data-source call, a close's grace timer) ends with.
 enum Job {
-    Connected {
-        peer: Bytes,
-        stream: TcpStream,
-    },
-    ConnectFailed {
-        peer: Bytes,
-    },
-    Loaded {
-        load: LoadId,
-        result: LoadResult,
-    },
-    /// A closing connection's grace period ended: if its writer is still flushing (the peer
-    /// does not read), it is cut.
-    CloseGraceOver {
-        conn: ConnId,
-    },
+    Connected { peer: Bytes, stream: TcpStream },
+    ConnectFailed { peer: Bytes },
+    Loaded { load: LoadId, result: LoadResult },
+    CloseGraceOver { conn: ConnId },
 }
 
-/// A connection's tasks. `queue` is `None` once the node closed it: the writer is flushing.
-struct Conn {
+/// A connection's tasks, aborted when it is dropped. `queue` is `None` once the node closed
+/// it: the writer is flushing.
+pub(crate) struct Conn {
     queue: Option<mpsc::UnboundedSender<Vec<u8>>>,
     reader: AbortHandle,
     writer: AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
 }
 
 /// Transport settings of the driver.
@@ -78,24 +75,24 @@ pub(crate) struct DriverConfig {
     pub(crate) idle_timeout: Option<Duration>,
 }
 
-/// The driver: owns every socket and task of the node. Dropping it (when its task is
-/// aborted) aborts them all.
-pub(crate) struct Driver {
-    shared: Arc<Shared>,
-    signals: Arc<Signals>,
-    front: Front,
+/// The tokio half of the driver: spawns the tasks.
+struct TokioIo {
     config: DriverConfig,
     events_tx: mpsc::Sender<IoEvent>,
-    events_rx: mpsc::Receiver<IoEvent>,
-    conns: HashMap<ConnId, Conn>,
-    next_conn: u64,
     /// Readers, writers and the accept loop.
     io: JoinSet<()>,
-    accept: AbortHandle,
-    /// Dials and data-source calls.
+    /// Dials, data-source calls, grace timers.
     jobs: JoinSet<Job>,
-    actions: Vec<Action>,
-    drained: bool,
+}
+
+/// The driver: owns every socket and task of the node. Dropping it (when its task is
+/// aborted) aborts them all and closes the front.
+pub(crate) struct Driver {
+    core: DriverCore<Conn>,
+    io: TokioIo,
+    signals: Arc<Signals>,
+    events_rx: mpsc::Receiver<IoEvent>,
+    accept: AbortHandle,
 }
 
 impl Driver {
@@ -108,21 +105,8 @@ impl Driver {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut io = JoinSet::new();
         let accept = io.spawn(accept_loop(listener, events_tx.clone()));
-        Driver {
-            front: shared.front().clone(),
-            shared,
-            signals,
-            config,
-            events_tx,
-            events_rx,
-            conns: HashMap::new(),
-            next_conn: 0,
-            io,
-            accept,
-            jobs: JoinSet::new(),
-            actions: Vec::new(),
-            drained: false,
-        }
+        let io = TokioIo { config, events_tx, io, jobs: JoinSet::new() };
+        Driver { core: DriverCore::new(shared), io, signals, events_rx, accept }
     }
 
     /// The drive loop: execute actions, re-arm the timer, wait for a wake-up, an IO event, a
@@ -132,25 +116,16 @@ impl Driver {
         let signals = Arc::clone(&self.signals);
         let timer = tokio::time::sleep(FAR_FUTURE);
         tokio::pin!(timer);
-        // The core deadline the timer is set to; `None` after it fired.
-        let mut armed_at = None;
         loop {
-            // Expiry is checked against the clock, not only by the timer future.
-            if self.front.poll_timeout_in() == Some(Duration::ZERO) {
-                self.front.handle_timeout();
-            }
-            self.execute_actions();
-            if self.drained {
-                break;
-            }
-            // Re-armed only when the deadline moved: no timer-wheel churn per event.
-            let next = self.front.poll_timeout();
-            if let Some(at) = next.filter(|at| armed_at != Some(*at)) {
-                let wait = at.saturating_duration_since(self.front.now());
-                timer.as_mut().reset(deadline_in(wait));
-            }
-            armed_at = next;
-            let armed = next.is_some();
+            let armed = match self.core.turn(&mut self.io) {
+                Turn::Drained => break,
+                Turn::Wait { rearm, armed } => {
+                    if let Some(wait) = rearm {
+                        timer.as_mut().reset(deadline_in(wait));
+                    }
+                    armed
+                }
+            };
             tokio::select! {
                 () = signals.stop_now.notified() => break,
                 () = signals.wake.notified() => {}
@@ -158,177 +133,42 @@ impl Driver {
                     self.on_io(event);
                     for _ in 1..EVENTS_PER_WAKE {
                         let Ok(event) = self.events_rx.try_recv() else { break };
-                        self.execute_actions();
+                        self.core.execute_actions(&mut self.io);
                         self.on_io(event);
                     }
                 }
-                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                Some(done) = self.io.jobs.join_next(), if !self.io.jobs.is_empty() => {
                     // Jobs do not panic (a source's panic fails its load); an aborted job
                     // has nothing to report.
                     if let Ok(job) = done {
                         self.on_job(job);
                     }
                 }
-                () = &mut timer, if armed => {
-                    armed_at = None;
-                    self.front.handle_timeout();
-                }
+                () = &mut timer, if armed => self.core.timer_fired(),
             }
         }
         self.shut_down().await;
     }
 
-    /// Drains the front's actions and executes them until none are left (executing one may
-    /// feed an input, which may queue more).
-    fn execute_actions(&mut self) {
-        loop {
-            self.front.drain_actions(&mut self.actions);
-            if self.actions.is_empty() {
-                return;
-            }
-            let mut actions = std::mem::take(&mut self.actions);
-            for action in actions.drain(..) {
-                self.execute(action);
-            }
-            // Keep the allocation for the next drain.
-            self.actions = actions;
-        }
-    }
-
-    fn execute(&mut self, action: Action) {
-        match action {
-            Action::Load { load, keyspace, key } => match self.shared.source(&keyspace) {
-                Some(source) => {
-                    self.jobs.spawn(async move {
-                        let result = source.load(key).await;
-                        Job::Loaded { load, result }
-                    });
-                }
-                None => {
-                    let result = LoadResult::Failed(Bytes::from_static(b"no data source"));
-                    self.feed(Input::Loaded { load, result });
-                }
-            },
-            Action::Transmit { conn, data } => {
-                match self.conns.get(&conn).and_then(|c| c.queue.as_ref()) {
-                    // A send fails only when the writer already stopped; its WriterDone is on
-                    // the way and closes the connection.
-                    Some(queue) => drop(queue.send(data)),
-                    None => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
-                }
-            }
-            Action::Connect { peer } => {
-                let connect_timeout = self.config.connect_timeout;
-                self.jobs.spawn(async move {
-                    let Ok(address) = std::str::from_utf8(&peer) else {
-                        return Job::ConnectFailed { peer };
-                    };
-                    match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
-                        Ok(Ok(stream)) => Job::Connected { peer, stream },
-                        Ok(Err(error)) => {
-                            tracing::debug!(peer = address, %error, "connect failed");
-                            Job::ConnectFailed { peer }
-                        }
-                        Err(_elapsed) => Job::ConnectFailed { peer },
-                    }
-                });
-            }
-            Action::Close { conn } => {
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    // Dropping the queue lets the writer flush, shut down and report back;
-                    // `Closed` is fed then, or when the grace period ends, whichever is first.
-                    state.queue = None;
-                    state.reader.abort();
-                    self.jobs.spawn(async move {
-                        tokio::time::sleep(CLOSE_GRACE).await;
-                        Job::CloseGraceOver { conn }
-                    });
-                }
-            }
-            Action::Event(event) => self.log_event(event),
-        }
-    }
-
-    fn log_event(&mut self, event: Event) {
-        let node = self.shared.node_id();
-        match event {
-            Event::Drained => {
-                tracing::info!(node, "drained");
-                self.drained = true;
-            }
-            Event::ConnectionRefused { conn, reason } => {
-                tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
-            }
-            Event::PeerUp { peer } => {
-                tracing::debug!(node, peer = %String::from_utf8_lossy(&peer), "peer up");
-            }
-            other => tracing::debug!(node, event = ?other, "event"),
-        }
-    }
-
     fn on_io(&mut self, event: IoEvent) {
         match event {
             IoEvent::Accepted { stream } => {
-                let conn = self.open(stream);
-                self.feed(Input::Accepted { conn });
+                self.core.open(None, |id| self.io.start(id, stream));
             }
-            IoEvent::Received { conn, data } => self.feed(Input::Received { conn, data: &data }),
-            IoEvent::ReaderDone { conn } => {
-                // After a close the reader was aborted and the writer reports the end.
-                if self.conns.get(&conn).is_some_and(|state| state.queue.is_some()) {
-                    self.forget(conn);
-                }
-            }
-            IoEvent::WriterDone { conn } => self.forget(conn),
+            IoEvent::Received { conn, data } => self.core.received(conn, &data),
+            IoEvent::ReaderDone { conn } => self.core.reader_done(conn),
+            IoEvent::WriterDone { conn } => self.core.writer_done(conn),
         }
     }
 
     fn on_job(&mut self, job: Job) {
         match job {
             Job::Connected { peer, stream } => {
-                let conn = self.open(stream);
-                self.feed(Input::Connected { conn, peer });
+                self.core.open(Some(peer), |id| self.io.start(id, stream));
             }
-            Job::ConnectFailed { peer } => self.feed(Input::ConnectFailed { peer }),
-            Job::Loaded { load, result } => self.feed(Input::Loaded { load, result }),
-            Job::CloseGraceOver { conn } => self.forget(conn),
-        }
-    }
-
-    /// Starts a connection's reader and writer; the caller tells the front.
-    fn open(&mut self, stream: TcpStream) -> ConnId {
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(conn = conn.0, %error, "TCP_NODELAY not set");
-        }
-        let (read_half, write_half) = stream.into_split();
-        let (queue, queued) = mpsc::unbounded_channel();
-        let activity = Arc::new(herdcache_proto::runtime::Activity::default());
-        activity.touch();
-        let events = self.events_tx.clone();
-        let idle = self.config.idle_timeout;
-        let reader =
-            self.io.spawn(conn::read_loop(conn, read_half, events, Arc::clone(&activity), idle));
-        let events = self.events_tx.clone();
-        let writer = self.io.spawn(conn::write_loop(conn, write_half, queued, events, activity));
-        self.conns.insert(conn, Conn { queue: Some(queue), reader, writer });
-        conn
-    }
-
-    /// Ends a connection's tasks and tells the front it is closed.
-    fn forget(&mut self, conn: ConnId) {
-        let Some(state) = self.conns.remove(&conn) else { return };
-        state.reader.abort();
-        state.writer.abort();
-        self.feed(Input::Closed { conn });
-    }
-
-    fn feed(&mut self, input: Input<'_>) {
-        if let Err(error) = self.front.handle_input(input) {
-            // Races the core resolves itself: bytes or a close for a connection it already
-            // dropped, a load it already timed out.
-            tracing::trace!(%error, "input refused");
+            Job::ConnectFailed { peer } => self.core.connect_failed(peer),
+            Job::Loaded { load, result } => self.core.loaded(load, result),
+            Job::CloseGraceOver { conn } => self.core.close_grace_over(conn),
         }
     }
 
@@ -336,30 +176,94 @@ impl Driver {
     /// the front. Dropping `self` afterwards aborts whatever is left.
     async fn shut_down(mut self) {
         self.accept.abort();
-        for state in self.conns.values_mut() {
-            state.queue = None;
-            state.reader.abort();
-        }
+        self.core.close_all(&mut self.io);
         let flushed = async {
-            while !self.conns.is_empty() {
+            let mut done = self.core.flushed(None);
+            while !done {
                 match self.events_rx.recv().await {
-                    Some(IoEvent::WriterDone { conn }) => drop(self.conns.remove(&conn)),
+                    Some(IoEvent::WriterDone { conn }) => done = self.core.flushed(Some(conn)),
                     Some(_) => {}
                     None => break,
                 }
             }
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, flushed).await;
-        self.front.close();
-        self.front.drain_actions(&mut self.actions);
-        tracing::debug!(node = self.shared.node_id(), "driver stopped");
+        self.core.close_front();
+        tracing::debug!(node = self.core.shared().node_id(), "driver stopped");
     }
 }
 
-impl Drop for Driver {
-    /// However the driver ends (a stop, an abort, a panic), no caller waits forever.
-    fn drop(&mut self) {
-        self.front.close();
+impl DriverIo for TokioIo {
+    type Conn = Conn;
+
+    fn load(&mut self, load: LoadId, source: SharedSource, key: Bytes) {
+        self.jobs.spawn(async move { Job::Loaded { load, result: source.load(key).await } });
+    }
+
+    fn connect(&mut self, peer: Bytes) {
+        let connect_timeout = self.config.connect_timeout;
+        self.jobs.spawn(async move {
+            let Ok(address) = std::str::from_utf8(&peer) else {
+                return Job::ConnectFailed { peer };
+            };
+            match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => Job::Connected { peer, stream },
+                Ok(Err(error)) => {
+                    tracing::debug!(peer = address, %error, "connect failed");
+                    Job::ConnectFailed { peer }
+                }
+                Err(_elapsed) => Job::ConnectFailed { peer },
+            }
+        });
+    }
+
+    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) {
+        // A send fails only when the writer already stopped; its WriterDone is on the way
+        // and closes the connection.
+        if let Some(queue) = &conn.queue {
+            let _ = queue.send(data);
+        }
+    }
+
+    fn close(&mut self, id: ConnId, conn: &mut Conn, grace: bool) {
+        // Dropping the queue lets the writer flush, shut down and report back.
+        conn.queue = None;
+        conn.reader.abort();
+        if grace {
+            self.jobs.spawn(async move {
+                tokio::time::sleep(CLOSE_GRACE).await;
+                Job::CloseGraceOver { conn: id }
+            });
+        }
+    }
+
+    fn event(&mut self, node: &str, event: &Event) {
+        match event {
+            Event::Drained => tracing::info!(node, "drained"),
+            Event::ConnectionRefused { conn, reason } => {
+                tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
+            }
+            other => tracing::debug!(node, event = ?other, "event"),
+        }
+    }
+}
+
+impl TokioIo {
+    /// Starts a connection's reader and writer.
+    fn start(&mut self, conn: ConnId, stream: TcpStream) -> Conn {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(conn = conn.0, %error, "TCP_NODELAY not set");
+        }
+        let (read_half, write_half) = stream.into_split();
+        let (queue, queued) = mpsc::unbounded_channel();
+        let activity = Arc::new(Activity::default());
+        activity.touch();
+        let (events, idle) = (self.events_tx.clone(), self.config.idle_timeout);
+        let reader =
+            self.io.spawn(conn::read_loop(conn, read_half, events, Arc::clone(&activity), idle));
+        let events = self.events_tx.clone();
+        let writer = self.io.spawn(conn::write_loop(conn, write_half, queued, events, activity));
+        Conn { queue: Some(queue), reader, writer }
     }
 }
 

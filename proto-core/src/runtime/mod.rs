@@ -4,8 +4,8 @@
 //! - [`DataSource`] (the async loader of a keyspace), [`source_fn`], and its type-erased form
 //!   [`SharedSource`], whose [`Load`] maps the outcome to the core's
 //!   [`LoadResult`](crate::LoadResult) and turns a panic into a failed load.
-//! - [`Builder`] (generic over the runtime crate's [`Runtime`], which each crate names
-//!   `Builder`), the [`Setup`] it collects, and [`Setup::assemble`], which makes the node's
+//! - [`Node`] and [`Builder`] (generic over the runtime crate's [`Runtime`]; each crate names
+//!   them `Node` and `Builder`), the [`Setup`] it collects, and [`Setup::assemble`], which makes the node's
 //!   configuration, front and source table once the listener is bound. [`StartError`].
 //! - [`Handle`] and [`KeyspaceHandle`]: the whole cache API over the front, the same type
 //!   whatever the runtime; the runtime plugs in how its driver is stopped or killed
@@ -13,18 +13,23 @@
 //! - Transport pieces: [`WriteQueue`] (partial vectored writes), [`Activity`] (idle timeout),
 //!   the read size and close grace every driver uses.
 //!
-//! A runtime crate adds only its driver: the loop that executes the front's actions on its
-//! sockets, timers and tasks (see the front's module docs for the contract). [`Setup`],
+//! - The driver's bookkeeping: [`DriverCore`] keeps the connection table and the timer's
+//!   deadline, feeds the front and executes its actions through the runtime's [`DriverIo`].
+//!
+//! A runtime crate adds only its driver's IO: the loop that waits on its sockets, timers and
+//! tasks and reports to the [`DriverCore`] (see the front's module docs for the contract). [`Setup`],
 //! [`Shared`], [`StartError`], [`unix_now`], [`load_result`], [`WriteQueue`] and [`Activity`]
 //! are generic enough for a runtime with a blocking API and synchronous sources.
 
+mod driver;
 mod handle;
 mod setup;
 mod source;
 mod transport;
 
+pub use driver::{DriverCore, DriverIo, Turn};
 pub use handle::{Control, Handle, KeyspaceHandle, Shared};
-pub use setup::{Assembled, Builder, Runtime, Setup, StartError, Starting, unix_now};
+pub use setup::{Assembled, Builder, Node, Runtime, Setup, StartError, Starting, unix_now};
 pub use source::{
     DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
 };

@@ -191,6 +191,26 @@ impl<S> Setup<S> {
     }
 }
 
+/// The entry point: `Node::builder()` sets up a cluster member. A runtime crate names it
+/// `Node` (`herdcache_tokio::Node` is `Node<Tokio>`).
+pub struct Node<R> {
+    runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Node<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Node")
+    }
+}
+
+impl<R: Runtime> Node<R> {
+    /// A [`Builder`] with defaults (see [`Builder::new`]).
+    #[must_use]
+    pub fn builder() -> Builder<R> {
+        Builder::new()
+    }
+}
+
 /// Sets a node up: where it listens, who its peers are, its keyspaces and limits. A runtime
 /// crate names it `Builder` (`herdcache_tokio::Builder` is `Builder<Tokio>`); its `start`
 /// starts the node on that runtime.

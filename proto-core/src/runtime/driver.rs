@@ -1,0 +1,365 @@
+//! The runtime-independent half of a driver: the drive loop's bookkeeping around the front
+//! (executing actions, the one timer, the table of connections), so that a runtime crate's
+//! driver only spawns, reads, writes and sleeps.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::Bytes;
+use std::collections::HashMap;
+
+use super::handle::Shared;
+use super::source::SharedSource;
+use crate::front::{Action, Front};
+use crate::node::{ConnId, Event, Input, LoadId, LoadResult};
+use crate::time::Instant;
+
+/// What a driver does with the runtime: the actions' IO half. `Conn` is what it keeps per
+/// connection (its writer's queue, its tasks).
+pub trait DriverIo<S = SharedSource> {
+    /// A connection's runtime handles.
+    type Conn;
+
+    /// Calls `source` for `key` (a task of its own), then reports
+    /// [`DriverCore::loaded`].
+    fn load(&mut self, load: LoadId, source: S, key: Bytes);
+
+    /// Dials `peer` (its node id is its address) within the connect timeout, then reports
+    /// [`DriverCore::open`] with the peer, or [`DriverCore::connect_failed`].
+    fn connect(&mut self, peer: Bytes);
+
+    /// Queues `data` on the connection's writer, after what was queued before.
+    fn transmit(&mut self, conn: &mut Self::Conn, data: Vec<u8>);
+
+    /// Stops reading `conn` and lets its writer flush what was queued and shut the socket
+    /// down; the writer then reports [`DriverCore::writer_done`]. With `grace`, also
+    /// reports [`DriverCore::close_grace_over`] after [`CLOSE_GRACE`](super::CLOSE_GRACE),
+    /// which cuts a writer whose peer does not read.
+    fn close(&mut self, id: ConnId, conn: &mut Self::Conn, grace: bool);
+
+    /// Something observers may want to know (a log record).
+    fn event(&mut self, node: &str, event: &Event);
+}
+
+/// What the driver waits for next, from [`DriverCore::turn`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// The node drained after a leave: shut down.
+    Drained,
+    /// Wait for a wake-up, an IO event, or the timer.
+    Wait {
+        /// Set the timer to fire this far from now (the deadline moved); `None`: leave it.
+        rearm: Option<Duration>,
+        /// Whether the timer is armed at all (else wait without it).
+        armed: bool,
+    },
+}
+
+struct ConnEntry<C> {
+    io: C,
+    /// The node closed it: the writer is flushing, the reader stopped.
+    closing: bool,
+}
+
+/// The driver's bookkeeping: owns the connection table (ids unique for the node's lifetime),
+/// feeds the front, executes its actions through a [`DriverIo`], and keeps the one timer's
+/// deadline. Dropping it closes the front, so no caller waits forever however the driver
+/// ends.
+pub struct DriverCore<C, S = SharedSource> {
+    shared: Arc<Shared<S>>,
+    front: Front,
+    conns: HashMap<ConnId, ConnEntry<C>>,
+    next_conn: u64,
+    actions: Vec<Action>,
+    drained: bool,
+    /// The core deadline the timer is set to; `None` when unarmed or fired.
+    armed_at: Option<Instant>,
+}
+
+impl<C, S: Clone> DriverCore<C, S> {
+    /// The bookkeeping of the node `shared`.
+    #[must_use]
+    pub fn new(shared: Arc<Shared<S>>) -> Self {
+        DriverCore {
+            front: shared.front().clone(),
+            shared,
+            conns: HashMap::new(),
+            next_conn: 0,
+            actions: Vec::new(),
+            drained: false,
+            armed_at: None,
+        }
+    }
+
+    /// The node's shared state.
+    #[must_use]
+    pub fn shared(&self) -> &Arc<Shared<S>> {
+        &self.shared
+    }
+
+    /// Before each wait: acts on an overdue deadline (expiry is checked against the clock,
+    /// not only by the timer), executes every action, and says what to wait for. The timer
+    /// is re-armed only when the deadline moved.
+    pub fn turn(&mut self, io: &mut impl DriverIo<S, Conn = C>) -> Turn {
+        if self.front.poll_timeout_in() == Some(Duration::ZERO) {
+            self.front.handle_timeout();
+        }
+        self.execute_actions(io);
+        if self.drained {
+            return Turn::Drained;
+        }
+        let next = self.front.poll_timeout();
+        let rearm = next
+            .filter(|at| self.armed_at != Some(*at))
+            .map(|at| at.saturating_duration_since(self.front.now()));
+        self.armed_at = next;
+        Turn::Wait { rearm, armed: next.is_some() }
+    }
+
+    /// The timer fired.
+    pub fn timer_fired(&mut self) {
+        self.armed_at = None;
+        self.front.handle_timeout();
+    }
+
+    /// Drains the front's actions and executes them until none are left (executing one may
+    /// feed an input, which may queue more). Call it between events handled in a batch.
+    pub fn execute_actions(&mut self, io: &mut impl DriverIo<S, Conn = C>) {
+        loop {
+            self.front.drain_actions(&mut self.actions);
+            if self.actions.is_empty() {
+                return;
+            }
+            let mut actions = core::mem::take(&mut self.actions);
+            for action in actions.drain(..) {
+                self.execute(io, action);
+            }
+            // Keep the allocation for the next drain.
+            self.actions = actions;
+        }
+    }
+
+    fn execute(&mut self, io: &mut impl DriverIo<S, Conn = C>, action: Action) {
+        match action {
+            Action::Load { load, keyspace, key } => match self.shared.source(&keyspace) {
+                Some(source) => io.load(load, source, key),
+                None => {
+                    let result = LoadResult::Failed(Bytes::from_static(b"no data source"));
+                    self.feed(Input::Loaded { load, result });
+                }
+            },
+            // A connection no longer in the table: its close is on the way to the node.
+            Action::Transmit { conn, data } => {
+                if let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closing) {
+                    io.transmit(&mut entry.io, data);
+                }
+            }
+            Action::Connect { peer } => io.connect(peer),
+            Action::Close { conn } => {
+                if let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closing) {
+                    entry.closing = true;
+                    io.close(conn, &mut entry.io, true);
+                }
+            }
+            Action::Event(event) => {
+                self.drained |= event == Event::Drained;
+                io.event(self.shared.node_id(), &event);
+            }
+        }
+    }
+
+    /// A connection was accepted (`peer` `None`) or dialled: `make` starts its IO under the
+    /// new id; the front is told.
+    pub fn open(&mut self, peer: Option<Bytes>, make: impl FnOnce(ConnId) -> C) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(conn, ConnEntry { io: make(conn), closing: false });
+        match peer {
+            Some(peer) => self.feed(Input::Connected { conn, peer }),
+            None => self.feed(Input::Accepted { conn }),
+        }
+        conn
+    }
+
+    /// Bytes arrived on `conn`.
+    pub fn received(&mut self, conn: ConnId, data: &[u8]) {
+        self.feed(Input::Received { conn, data });
+    }
+
+    /// The reader of `conn` stopped (EOF, error, idle): the connection is over, unless the
+    /// node closed it, in which case the writer reports the end.
+    pub fn reader_done(&mut self, conn: ConnId) {
+        if self.conns.get(&conn).is_some_and(|entry| !entry.closing) {
+            self.forget(conn);
+        }
+    }
+
+    /// The writer of `conn` stopped (flushed after a close, or a write error).
+    pub fn writer_done(&mut self, conn: ConnId) {
+        self.forget(conn);
+    }
+
+    /// The grace period of a closing connection ended.
+    pub fn close_grace_over(&mut self, conn: ConnId) {
+        self.forget(conn);
+    }
+
+    /// A dial failed.
+    pub fn connect_failed(&mut self, peer: Bytes) {
+        self.feed(Input::ConnectFailed { peer });
+    }
+
+    /// A data-source call ended.
+    pub fn loaded(&mut self, load: LoadId, result: LoadResult) {
+        self.feed(Input::Loaded { load, result });
+    }
+
+    /// Drops a connection's IO (which ends its tasks) and tells the front it is closed.
+    fn forget(&mut self, conn: ConnId) {
+        if self.conns.remove(&conn).is_some() {
+            self.feed(Input::Closed { conn });
+        }
+    }
+
+    fn feed(&mut self, input: Input<'_>) {
+        // Refused inputs are races the core resolves itself: bytes or a close for a
+        // connection it already dropped, a load it already timed out.
+        let _ = self.front.handle_input(input);
+    }
+
+    /// Shutting down: closes every connection without a grace timer (the caller bounds the
+    /// flush), then waits for [`DriverCore::flushed`].
+    pub fn close_all(&mut self, io: &mut impl DriverIo<S, Conn = C>) {
+        for (&conn, entry) in &mut self.conns {
+            if !entry.closing {
+                entry.closing = true;
+                io.close(conn, &mut entry.io, false);
+            }
+        }
+    }
+
+    /// While shutting down: a writer finished; whether every connection is flushed now.
+    pub fn flushed(&mut self, writer_done: Option<ConnId>) -> bool {
+        if let Some(conn) = writer_done {
+            self.conns.remove(&conn);
+        }
+        self.conns.is_empty()
+    }
+
+    /// The end of a shutdown: every waiting caller gets `ShuttingDown`.
+    pub fn close_front(&mut self) {
+        self.front.close();
+        self.front.drain_actions(&mut self.actions);
+    }
+}
+
+impl<C, S> Drop for DriverCore<C, S> {
+    fn drop(&mut self) {
+        self.front.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Error, KeyspaceConfig};
+    use crate::runtime::Setup;
+    use alloc::vec;
+    use core::net::SocketAddr;
+
+    /// The runtime half, recording what the core asked of it.
+    #[derive(Default)]
+    struct Recorder {
+        transmitted: Vec<(ConnId, usize)>,
+        closed: Vec<(ConnId, bool)>,
+        loads: Vec<(LoadId, Bytes)>,
+        events: Vec<Event>,
+    }
+
+    impl DriverIo<()> for Recorder {
+        type Conn = ConnId;
+
+        fn load(&mut self, load: LoadId, _source: (), key: Bytes) {
+            self.loads.push((load, key));
+        }
+
+        fn connect(&mut self, _peer: Bytes) {}
+
+        fn transmit(&mut self, conn: &mut ConnId, data: Vec<u8>) {
+            self.transmitted.push((*conn, data.len()));
+        }
+
+        fn close(&mut self, id: ConnId, _conn: &mut ConnId, grace: bool) {
+            self.closed.push((id, grace));
+        }
+
+        fn event(&mut self, _node: &str, event: &Event) {
+            self.events.push(event.clone());
+        }
+    }
+
+    fn driver() -> DriverCore<ConnId, ()> {
+        let mut setup = Setup::<()>::new();
+        setup.add_keyspace(KeyspaceConfig::new("sourced", 1 << 20), ());
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
+        let node = setup.assemble(addr, Arc::new(|| {})).expect("valid setup");
+        DriverCore::new(node.shared)
+    }
+
+    #[test]
+    fn garbage_closes_the_connection_once_and_nothing_is_sent_after_the_close() {
+        let (mut core, mut io) = (driver(), Recorder::default());
+        let conn = core.open(None, |id| id);
+        core.received(conn, &[0xff; 64]);
+        core.execute_actions(&mut io);
+        assert!(!io.transmitted.is_empty(), "an error frame for the peer");
+        assert_eq!(io.closed, vec![(conn, true)], "closed with a grace period");
+        // The reader ending after the close does not end the connection: the writer flushes.
+        core.reader_done(conn);
+        assert!(!core.flushed(None), "still flushing");
+        core.writer_done(conn);
+        assert!(core.flushed(None));
+        core.close_grace_over(conn);
+        core.execute_actions(&mut io);
+        assert_eq!(io.closed.len(), 1, "one close");
+    }
+
+    #[test]
+    fn loads_go_to_the_source_or_fail_without_one() {
+        let (mut core, mut io) = (driver(), Recorder::default());
+        let front = core.shared().front().clone();
+        let mut sourced = front.get(b"sourced", b"k");
+        front.create_keyspace(KeyspaceConfig::new("bare", 1 << 20)).expect("created");
+        let bare = front.get(b"bare", b"k");
+        assert!(matches!(core.turn(&mut io), Turn::Wait { armed: true, .. }));
+        let keys: Vec<&Bytes> = io.loads.iter().map(|(_, key)| key).collect();
+        assert_eq!(keys, vec![&Bytes::from_static(b"k")], "one load, of the sourced keyspace");
+        assert!(sourced.try_take().is_none(), "waits for its load");
+        assert_eq!(
+            bare.wait().map(|value| value.bytes),
+            Err(Error::DataSource(Bytes::from_static(b"no data source")))
+        );
+    }
+
+    #[test]
+    fn the_timer_is_rearmed_only_when_the_deadline_moves_and_a_leave_drains() {
+        let (mut core, mut io) = (driver(), Recorder::default());
+        let front = core.shared().front().clone();
+        let _pending = front.get(b"sourced", b"k");
+        let Turn::Wait { rearm: Some(_), armed: true } = core.turn(&mut io) else {
+            panic!("a load's deadline arms the timer")
+        };
+        assert_eq!(core.turn(&mut io), Turn::Wait { rearm: None, armed: true }, "unchanged");
+        front.leave();
+        let (load, _) = io.loads[0];
+        core.loaded(load, LoadResult::NotFound);
+        let mut turns = 0;
+        while core.turn(&mut io) != Turn::Drained {
+            core.timer_fired();
+            turns += 1;
+            assert!(turns < 10, "a lone node drains: {:?}", io.events);
+        }
+        assert!(io.events.contains(&Event::Drained));
+    }
+}
