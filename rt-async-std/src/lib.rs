@@ -51,7 +51,8 @@
 //!   `async_std::task::spawn_blocking`. A panicking source fails its load; the node serves on.
 //!
 //! ## The driver's contract
-//! The loop every herdcache runtime runs (see `driver.rs`): drain the front's actions and
+//! The bookkeeping is the core's [`DriverCore`](herdcache_proto::runtime::DriverCore); this
+//! crate implements its IO half and runs the loop every herdcache runtime runs (`driver.rs`): drain the front's actions and
 //! execute them (`Load` → the keyspace's source, `Transmit` → the connection's writer,
 //! `Connect` → dial within `NodeConfig::connect_timeout`, `Close` → flush within a grace
 //! period then close, `Event` → a `tracing` record), re-arm the one timer from the front's

@@ -58,9 +58,13 @@
 //!   was transmitted before, close, feed `Closed`; `Event` → a `tracing` record
 //!   (`Event::Drained` ends a graceful stop). Malformed frames, wire limits, timeouts of
 //!   requests, loads and hellos, reconnect backoff: all the core's.
-//! - Connection ids are allocated here, unique for the node's lifetime.
+//! - The bookkeeping — the connection table (ids unique for the node's lifetime), executing
+//!   the actions, the timer's deadline, the flush on shutdown — is the core's
+//!   [`DriverCore`](herdcache_proto::runtime::DriverCore), shared with every runtime crate;
+//!   this crate implements its IO half.
 //! - The idle timeout (no traffic either way on a connection) is a transport concern and
-//!   lives here; it is off unless [`Builder::idle_timeout`] sets it.
+//!   lives here; it is off unless
+//!   [`Builder::idle_timeout`](herdcache_proto::runtime::Builder::idle_timeout) sets it.
 //! - Every channel is bounded except each connection's transmit queue, which the core bounds
 //!   (requests in flight per connection and in total, frame sizes), so that the driver never
 //!   waits on one peer's socket.
