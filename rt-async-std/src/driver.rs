@@ -13,17 +13,12 @@ use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use herdcache_proto::runtime::{
-    Activity, CLOSE_GRACE, DriverCore, DriverIo, Shared, SharedSource, Turn,
+    Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Shared,
+    SharedSource, Turn,
 };
 use herdcache_proto::{ConnId, Event as NodeEvent, LoadId, LoadResult};
 
 use crate::conn;
-
-/// Capacity of the channel from the node's tasks to the driver. When it is full, readers
-/// wait, and TCP pushes back on the peers.
-const EVENT_QUEUE: usize = 1024;
-/// Events handled per wake-up before the driver looks at its other sources again.
-const EVENTS_PER_WAKE: usize = 64;
 
 /// What the node's tasks (IO, dials, data-source calls, grace timers) tell the driver.
 pub(crate) enum Event {

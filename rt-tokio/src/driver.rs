@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::runtime::{
-    Activity, CLOSE_GRACE, DriverCore, DriverIo, Shared, SharedSource, Turn,
+    Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Shared,
+    SharedSource, Turn,
 };
 use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,11 +19,6 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::conn;
 
-/// Capacity of the channel from the IO tasks to the driver. When it is full, readers wait, and
-/// TCP pushes back on the peers.
-const EVENT_QUEUE: usize = 1024;
-/// IO events handled per wake-up before the driver looks at its other sources again.
-const EVENTS_PER_WAKE: usize = 64;
 /// A timer this far away stands for "no timer".
 const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 

@@ -33,4 +33,6 @@ pub use setup::{Assembled, Builder, Node, Runtime, Setup, StartError, Starting, 
 pub use source::{
     DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
 };
-pub use transport::{Activity, CLOSE_GRACE, MAX_GATHER, READ_CHUNK, WriteQueue};
+pub use transport::{
+    Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, READ_CHUNK, WriteQueue,
+};

@@ -14,6 +14,11 @@ use crate::time::Instant;
 pub const READ_CHUNK: usize = 64 * 1024;
 /// The most queued chunks one vectored write gathers.
 pub const MAX_GATHER: usize = 64;
+/// Capacity of the bounded channel from a node's IO tasks to its driver: when it is full,
+/// readers wait, and TCP pushes back on the peers.
+pub const EVENT_QUEUE: usize = 1024;
+/// IO events a driver handles per wake-up before it looks at its other sources again.
+pub const EVENTS_PER_WAKE: usize = 64;
 /// How long a closing connection may take to flush what the node transmitted before.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
