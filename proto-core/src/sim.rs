@@ -404,6 +404,14 @@ impl Sim {
         self.input(node, Input::Received { conn, data });
     }
 
+    /// Makes `node` leave the cluster gracefully ([`Input::Leave`]): it tells its peers, which
+    /// take it off their rings, and finishes what it has in progress. The members' views of the
+    /// ring differ from then on.
+    pub fn leave(&mut self, node: usize) {
+        self.views_agree = false;
+        self.input(node, Input::Leave);
+    }
+
     /// Gives `node` its own member list (a split view of the cluster).
     pub fn set_members(&mut self, node: usize, members: Vec<usize>) {
         self.views_agree = false;

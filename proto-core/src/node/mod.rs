@@ -755,7 +755,14 @@ impl Node {
             return Lookup::Done(Ok(Served { value, rate }));
         }
         if self.leaving {
-            return Lookup::Done(Err(Error::ShuttingDown));
+            // A peer asking for a key this node is still loading joins that load: refusing
+            // would make the asker load the key a second time. Nothing new starts.
+            let loading = keyspace.flights.get(key).is_some_and(|flight| {
+                keyspace.meta.get(&flight).is_some_and(|meta| meta.load.is_some())
+            });
+            if !(from_peer && loading) {
+                return Lookup::Done(Err(Error::ShuttingDown));
+            }
         }
         keyspace.stats.loads += 1;
         let flight = match keyspace.flights.begin(key, waiter) {

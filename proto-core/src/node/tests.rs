@@ -622,6 +622,29 @@ fn warmup_loads_warm_keys_this_node_comes_to_own() {
 }
 
 #[test]
+fn a_peer_fetch_reaching_a_leaving_owner_mid_load_joins_that_load() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        source_delay: (Duration::from_millis(50), Duration::from_millis(50)),
+        ..SimConfig::default()
+    });
+    let key = "leaving-owner";
+    let owner = sim.owner(key).unwrap();
+    let asker = (owner + 1) % 3;
+    let mut requests = alloc::vec![sim.get(owner, key)];
+    sim.advance(Duration::from_millis(5)); // the owner's load is in flight
+    assert_eq!(sim.loads_by(owner), 1);
+    // The owner leaves; the asker's fetch is still on the way and arrives during the leave.
+    sim.leave(owner);
+    requests.push(sim.get(asker, key));
+    sim.run_until_idle(STEPS).unwrap();
+    for request in &requests {
+        assert!(value_of(sim.reply(*request)).is_some(), "{:?}", sim.reply(*request));
+    }
+    assert_eq!(sim.loads(key), 1, "the leaving owner's load served the late fetch too");
+}
+
+#[test]
 fn leave_tells_peers_and_drains() {
     let mut n = node("a", "c");
     n.handle_input(Instant::ZERO, Input::Leave).unwrap();

@@ -274,7 +274,8 @@ pub enum Input<'a> {
     /// The cluster's members (node ids, this node's own included or not); rebuilds the ring.
     SetPeers(Vec<Bytes>),
     /// Leave the cluster gracefully: tell the peers, refuse new requests, finish what is in
-    /// progress, then emit [`Event::Drained`].
+    /// progress, then emit [`Event::Drained`]. Until then a peer's get is still answered from
+    /// the cache or by joining a load in flight here (never by starting one).
     Leave,
     /// An outbound connection asked for by [`Output::Connect`] is open.
     Connected {
