@@ -416,7 +416,7 @@ impl Sim {
     pub fn set_members(&mut self, node: usize, members: Vec<usize>) {
         self.views_agree = false;
         self.nodes[node].members = members.clone();
-        let ids = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
+        let ids: Vec<Bytes> = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
         self.input(node, Input::SetPeers(ids));
     }
 
@@ -578,6 +578,15 @@ impl Sim {
     pub fn owner(&self, key: &str) -> Option<usize> {
         let node = self.nodes.iter().find_map(|n| n.node.as_ref())?;
         let owner = node.ring().owner(key.as_bytes())?;
+        self.nodes.iter().position(|n| n.id == *owner)
+    }
+
+    /// The owner of `key` on a ring of `members` alone (by the first live node's scheme).
+    pub fn owner_among(&self, key: &str, members: &[usize]) -> Option<usize> {
+        let scheme = self.nodes.iter().find_map(|n| n.node.as_ref())?.ring().scheme();
+        let ids: Vec<Bytes> = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
+        let ring = crate::ring::Ring::with_peers(scheme, ids).ok()?;
+        let owner = ring.owner(key.as_bytes())?;
         self.nodes.iter().position(|n| n.id == *owner)
     }
 

@@ -115,6 +115,8 @@ enum Waiter {
 struct FlightMeta {
     load: Option<LoadId>,
     call: Option<u64>,
+    /// The flight already asked a second owner after the first one failed it.
+    rerouted: bool,
 }
 
 struct Keyspace {
@@ -1560,10 +1562,12 @@ impl Node {
     fn fail_call(&mut self, now: Instant, id: u64) {
         let Some(call) = self.calls.remove(&id) else { return };
         match call.kind {
-            CallKind::Get { keyspace, flight } => self.fetch_failed(now, &keyspace, flight, id),
+            CallKind::Get { keyspace, flight } => {
+                self.fetch_failed(now, &keyspace, flight, id, &call.peer);
+            }
             CallKind::GetMany { keyspace, flights } => {
                 for flight in flights {
-                    self.fetch_failed(now, &keyspace, flight, id);
+                    self.fetch_failed(now, &keyspace, flight, id, &call.peer);
                 }
             }
             CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices } => {
@@ -1573,7 +1577,18 @@ impl Node {
         }
     }
 
-    fn fetch_failed(&mut self, now: Instant, keyspace_name: &Bytes, flight: FlightId, call: u64) {
+    /// A fetch from `peer` failed. When the ring has meanwhile named another peer the key's
+    /// owner (`peer` left, or was taken off), the flight asks that owner, once; otherwise it
+    /// loads here (groupcache's rule). Asking the new owner keeps one load per key in the
+    /// cluster through a graceful leave, where a local load would race the new owner's.
+    fn fetch_failed(
+        &mut self,
+        now: Instant,
+        keyspace_name: &Bytes,
+        flight: FlightId,
+        call: u64,
+        peer: &Bytes,
+    ) {
         let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
         let Some(meta) = keyspace.meta.get_mut(&flight) else { return };
         if meta.call != Some(call) {
@@ -1581,9 +1596,32 @@ impl Node {
         }
         meta.call = None;
         keyspace.stats.peer_errors += 1;
-        if meta.load.is_none() {
-            self.load_or_fail(now, keyspace_name, flight);
+        if meta.load.is_some() {
+            return;
         }
+        let rerouted = meta.rerouted;
+        let key = keyspace.flights.key(flight).cloned();
+        let new_owner = key.as_ref().filter(|_| !rerouted).and_then(|key| self.owner_of(key));
+        match (key, new_owner.filter(|owner| owner != peer)) {
+            (Some(key), Some(owner)) => {
+                let call = self.fresh_id();
+                if let Some(meta) = self.flight_meta(keyspace_name, flight) {
+                    meta.rerouted = true;
+                    meta.call = Some(call);
+                }
+                let deadline = now + self.config.peer_timeout;
+                let timeout_ms =
+                    u32::try_from(self.config.peer_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+                let message = Message::Get { keyspace: keyspace_name.clone(), key, timeout_ms };
+                let kind = CallKind::Get { keyspace: keyspace_name.clone(), flight };
+                self.send_call(now, call, owner, deadline, kind, message);
+            }
+            _ => self.load_or_fail(now, keyspace_name, flight),
+        }
+    }
+
+    fn flight_meta(&mut self, keyspace_name: &[u8], flight: FlightId) -> Option<&mut FlightMeta> {
+        self.keyspaces.get_mut(keyspace_name)?.meta.get_mut(&flight)
     }
 
     fn fetched(
@@ -1592,6 +1630,7 @@ impl Node {
         keyspace_name: &Bytes,
         flight: FlightId,
         call: u64,
+        peer: &Bytes,
         outcome: GetOutcome,
     ) {
         let threshold = self.config.hot_threshold_per_second;
@@ -1600,7 +1639,7 @@ impl Node {
                 let expires_at = found.expires_at.map(|unix| self.instant_of(unix));
                 if expires_at.is_some_and(|at| at <= now) {
                     // It expired on the way (a slow link, or clocks apart): never serve it.
-                    self.fetch_failed(now, keyspace_name, flight, call);
+                    self.fetch_failed(now, keyspace_name, flight, call, peer);
                     return;
                 }
                 let value = Value {
@@ -1618,7 +1657,7 @@ impl Node {
         }
         match result {
             Err(error) if error.is_peer_failure() => {
-                self.fetch_failed(now, keyspace_name, flight, call)
+                self.fetch_failed(now, keyspace_name, flight, call, peer)
             }
             Ok(served) => {
                 keyspace.stats.peer_loads += 1;
@@ -1789,6 +1828,11 @@ impl Node {
                     link.connecting = false;
                     self.flush_queued(&node_id, conn);
                 }
+                if self.leaving {
+                    // A peer that connects during the leave hears of it before any refusal,
+                    // so that it asks the key's next owner rather than loading the key itself.
+                    let _ = self.send(conn, 0, &Message::Leaving);
+                }
             }
             self.outputs.push_back(Output::Event(Event::PeerUp { peer: node_id }));
             return;
@@ -1925,13 +1969,13 @@ impl Node {
         };
         match (call.kind, reply) {
             (CallKind::Get { keyspace, flight }, Message::GetReply(outcome)) => {
-                self.fetched(now, &keyspace, flight, id, outcome);
+                self.fetched(now, &keyspace, flight, id, &call.peer, outcome);
             }
             (CallKind::GetMany { keyspace, flights }, Message::GetManyReply(outcomes))
                 if outcomes.len() == flights.len() =>
             {
                 for (flight, outcome) in flights.into_iter().zip(outcomes) {
-                    self.fetched(now, &keyspace, flight, id, outcome);
+                    self.fetched(now, &keyspace, flight, id, &call.peer, outcome);
                 }
             }
             (CallKind::Write { pending, indices }, Message::Ack(result)) if indices.len() == 1 => {

@@ -645,6 +645,35 @@ fn a_peer_fetch_reaching_a_leaving_owner_mid_load_joins_that_load() {
 }
 
 #[test]
+fn a_fetch_refused_by_a_leaving_owner_goes_to_the_new_owner() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        source_delay: (Duration::from_millis(20), Duration::from_millis(20)),
+        ..SimConfig::default()
+    });
+    // A key whose owner leaves, and whose new owner is neither the leaver nor the asker.
+    let (key, owner, asker, heir) = (0..1_000)
+        .find_map(|i| {
+            let key = format!("moving-{i}");
+            let owner = sim.owner(&key)?;
+            let asker = (owner + 1) % 3;
+            let heir = (owner + 2) % 3;
+            let mut rest = alloc::vec![asker, heir];
+            rest.sort_unstable();
+            (sim.owner_among(&key, &rest) == Some(heir)).then_some((key, owner, asker, heir))
+        })
+        .expect("some key moves to the third node");
+    // The asker's fetch crosses the owner's goodbye: the owner refuses it (it is not loading
+    // the key), and by then the asker knows the key's new owner.
+    sim.leave(owner);
+    let request = sim.get(asker, &key);
+    sim.run_until_idle(STEPS).unwrap();
+    assert!(value_of(sim.reply(request)).is_some(), "{:?}", sim.reply(request));
+    assert_eq!(sim.loads(&key), 1, "loaded once, by the new owner");
+    assert_eq!(sim.loads_by(heir), 1, "the new owner (node {heir}) loaded it");
+}
+
+#[test]
 fn leave_tells_peers_and_drains() {
     let mut n = node("a", "c");
     n.handle_input(Instant::ZERO, Input::Leave).unwrap();
