@@ -149,6 +149,15 @@ fn counter(stats: &serde_json::Value, keyspace: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} for {keyspace} in {stats:#}"))
 }
 
+/// `name` of keyspace `ks`, summed over `nodes`.
+async fn stats_sum(nodes: &[NodeProcess], name: &str) -> u64 {
+    let mut sum = 0;
+    for node in nodes {
+        sum += counter(&node.stats().await, "ks", name);
+    }
+    sum
+}
+
 #[test]
 fn echo_ring_serves_get_put_delete_from_every_node_and_leaves_on_sigterm() {
     let nodes = ring(3, &["--keyspace", "ks:8MiB", "--keyspace", "other", "--source", "echo:v-"]);
@@ -232,9 +241,17 @@ fn echo_ring_serves_get_put_delete_from_every_node_and_leaves_on_sigterm() {
     assert!(stderr.contains("left the cluster in"), "{stderr}");
     let rest: Vec<NodeProcess> = nodes.collect();
     drive(async {
-        for node in &rest {
-            assert_eq!(node.get("ks", b"after").await.body, "v-after");
+        // The leave was announced: the survivors own every key now and never try the node
+        // that left (no peer errors, and every fresh key is loaded once).
+        let loads_before: u64 = stats_sum(&rest, "local_loads").await;
+        for i in 0..30 {
+            let key = format!("after-{i}");
+            for node in &rest {
+                assert_eq!(node.get("ks", key.as_bytes()).await.body, format!("v-{key}"));
+            }
         }
+        assert_eq!(stats_sum(&rest, "peer_errors").await, 0, "nobody fetched from the leaver");
+        assert_eq!(stats_sum(&rest, "local_loads").await - loads_before, 30);
     });
     for node in rest {
         let (status, stderr) = node.signal_and_wait("INT");

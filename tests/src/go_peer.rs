@@ -155,7 +155,7 @@ pub fn go_peers_available() -> bool {
 /// The built `gcpeer` program, or why it cannot be built.
 fn gcpeer_binary() -> Result<&'static Path, &'static str> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINARY.get_or_init(build_gcpeer).as_deref().map_err(String::as_str)
+    BINARY.get_or_init(|| build_gcpeer(&go_command())).as_deref().map_err(String::as_str)
 }
 
 /// The Go command: `$GO`, else `go` on the PATH, else Debian's.
@@ -169,10 +169,9 @@ fn go_command() -> PathBuf {
     if on_path || !debian.is_file() { PathBuf::from("go") } else { debian.to_path_buf() }
 }
 
-/// Builds `gcpeer` into the target directory (`target/<profile>/gcpeer`).
-fn build_gcpeer() -> Result<PathBuf, String> {
-    let go = go_command();
-    let version = std::process::Command::new(&go).arg("version").output();
+/// Builds `gcpeer` with `go` into the target directory (`target/<profile>/gcpeer`).
+fn build_gcpeer(go: &Path) -> Result<PathBuf, String> {
+    let version = std::process::Command::new(go).arg("version").output();
     if !version.is_ok_and(|output| output.status.success()) {
         return Err(format!(
             "no Go toolchain ({} version failed): install Debian's golang-go",
@@ -198,7 +197,7 @@ fn build_gcpeer() -> Result<PathBuf, String> {
     let partial = profile_dir.join(format!("gcpeer.{}.partial", std::process::id()));
     let gocache = std::env::var_os("GOCACHE")
         .map_or_else(|| profile_dir.join("go-build-cache"), PathBuf::from);
-    let output = std::process::Command::new(&go)
+    let output = std::process::Command::new(go)
         .args(["build", "-o"])
         .arg(&partial)
         .arg("gcpeer")
@@ -362,4 +361,15 @@ async fn ready_line(stdout: ChildStdout) -> io::Result<String> {
         .to_owned();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(base_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_toolchain_says_which_package_to_install() {
+        let why = build_gcpeer(Path::new("/nonexistent/bin/go")).expect_err("no such go");
+        assert!(why.contains("golang-go"), "{why}");
+    }
 }

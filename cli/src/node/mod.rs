@@ -96,9 +96,9 @@ pub(crate) struct NodeArgs {
     #[arg(long)]
     pub(crate) groupcache_compat: bool,
 
-    /// A keyspace, NAME[:MAX_BYTES[:TTL]]; repeat for several. MAX_BYTES is this node's cache
-    /// budget (64MiB if not given; units B, KB, MB, GB, KiB, MiB, GiB), TTL the values'
-    /// expiry (30s, 5m, 1h30m; none if not given). E.g. users:1GiB:10m
+    /// A keyspace: NAME, NAME:MAX_BYTES or NAME:MAX_BYTES:TTL; repeat for several. MAX_BYTES
+    /// is this node's cache budget (64MiB if not given; units B, KB, MB, GB, KiB, MiB, GiB),
+    /// TTL the values' expiry (30s, 5m, 1h30m; none if not given). E.g. users:1GiB:10m
     #[arg(long = "keyspace", value_name = "NAME[:MAX_BYTES[:TTL]]", required = true,
           value_parser = KeyspaceSpec::parse)]
     pub(crate) keyspaces: Vec<KeyspaceSpec>,
