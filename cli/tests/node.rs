@@ -358,4 +358,19 @@ fn flags_that_do_not_fit_are_refused() {
         run(&["node", "--listen", "127.0.0.1:0", "--keyspace", "ks", "--source", "other=echo:"]);
     assert_eq!(unpaired.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unpaired.stderr).contains("no --keyspace other"));
+    // A groupcache ring names its members by base URL.
+    let compat = run(&[
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--groupcache-compat",
+        "--peers",
+        "127.0.0.1:7001",
+        "--keyspace",
+        "ks",
+        "--source",
+        "echo:",
+    ]);
+    assert_eq!(compat.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&compat.stderr).contains("base URLs"));
 }

@@ -25,12 +25,15 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::units::parse_duration;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the front end needs to serve.
 #[derive(Clone, Debug)]
@@ -65,7 +68,10 @@ pub(crate) async fn serve(listener: TcpListener, front: Front, mut stop: watch::
                 let front = front.clone();
                 async move { Ok::<_, Infallible>(front.answer(request).await) }
             });
+            // A client that trickles its headers is dropped rather than held forever.
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {

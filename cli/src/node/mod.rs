@@ -75,8 +75,9 @@ pub(crate) struct NodeArgs {
     pub(crate) listen: SocketAddr,
 
     /// The address peers reach this node at, which is its id in the ring; every member must
-    /// list it the same way in --peers. [default: the bound --listen address; with
-    /// --groupcache-compat: http://ADDR]
+    /// list it the same way in --peers. With --groupcache-compat it is a base URL
+    /// (http:// is added when missing). [default: the bound --listen address, as
+    /// http://ADDR with --groupcache-compat]
     #[arg(long, value_name = "ADDR")]
     pub(crate) advertise: Option<String>,
 
@@ -295,10 +296,11 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         let config = keyspace.config(args.origin_timeout);
         builder = source.add_to(builder, config, args.origin_timeout, max_value);
     }
-    match (&args.advertise, args.groupcache_compat) {
-        (Some(advertise), _) => builder = builder.advertise(advertise.clone()),
-        (None, true) => builder = builder.advertise(format!("http://{}", args.listen)),
-        (None, false) => {}
+    if let Some(advertise) = &args.advertise {
+        // A groupcache peer is named by its base URL.
+        let compat_url = args.groupcache_compat && !advertise.starts_with("http://");
+        let advertise = if compat_url { format!("http://{advertise}") } else { advertise.clone() };
+        builder = builder.advertise(advertise);
     }
     if args.groupcache_compat {
         builder = groupcache_compat(builder, &args)?;
