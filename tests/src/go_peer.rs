@@ -347,6 +347,22 @@ impl GoPeer {
     }
 }
 
+impl Drop for GoPeer {
+    /// Kills the process and reaps it (it dies at once on SIGKILL), so that no zombie stays
+    /// behind while the test binary runs on.
+    fn drop(&mut self) {
+        if self.child.start_kill().is_err() {
+            return; // already reaped by `kill`
+        }
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// Reads `ready <base URL>` from the peer's stdout, then keeps draining it on a task so that
 /// the pipe never fills.
 async fn ready_line(stdout: ChildStdout) -> io::Result<String> {
