@@ -21,6 +21,7 @@
 //! cluster is [`mixed`] over several runtimes.
 
 mod harness;
+mod rt_mio;
 mod rt_tokio;
 pub mod scenarios;
 mod source;
@@ -29,6 +30,7 @@ pub use harness::{
     BoxFuture, CLUSTER, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime,
     TestNode, default_tune, drive, within,
 };
+pub use rt_mio::{MIO, Mio};
 pub use rt_tokio::{TOKIO, Tokio};
 pub use source::{Source, value_of};
 
@@ -36,6 +38,12 @@ pub use source::{Source, value_of};
 #[must_use]
 pub fn tokio_cluster(n: usize) -> ClusterSpec {
     vec![&TOKIO as &'static dyn Runtime; n]
+}
+
+/// A cluster of `n` mio nodes.
+#[must_use]
+pub fn mio_cluster(n: usize) -> ClusterSpec {
+    vec![&MIO as &'static dyn Runtime; n]
 }
 
 /// A cluster of `n` nodes taking `runtimes` in turn (node `i` runs on `runtimes[i % len]`).
