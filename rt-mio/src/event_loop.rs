@@ -326,7 +326,8 @@ impl EventLoop {
                 match address {
                     Some(address) => self.connect(peer, address),
                     None => {
-                        if let Err(error) = self.workers.submit(Task::Resolve { peer: peer.clone() })
+                        if let Err(error) =
+                            self.workers.submit(Task::Resolve { peer: peer.clone() })
                         {
                             tracing::error!(%error, "no worker thread for a name lookup");
                             feed(&self.front, Input::ConnectFailed { peer });

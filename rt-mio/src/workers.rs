@@ -235,7 +235,8 @@ mod tests {
             Ok::<_, String>(key)
         }));
         for id in 0..6 {
-            let task = Task::Load { load: LoadId(id), source: Arc::clone(&source), key: "k".into() };
+            let task =
+                Task::Load { load: LoadId(id), source: Arc::clone(&source), key: "k".into() };
             workers.submit(task).expect("a worker");
         }
         assert_eq!(wait_for(&workers, 6).len(), 6);

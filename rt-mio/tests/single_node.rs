@@ -76,7 +76,7 @@ fn batches_and_errors() {
     let stats = node.stats();
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].0, Bytes::from_static(KEYSPACE.as_bytes()));
-    assert_eq!(node.keyspace_stats(KEYSPACE), Some(stats[0].1.clone()));
+    assert_eq!(node.keyspace_stats(KEYSPACE), Some(stats[0].1));
     node.stop();
 }
 

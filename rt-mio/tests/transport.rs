@@ -74,7 +74,11 @@ fn idle_connections_are_closed() {
     let started = Instant::now();
     let mut buffer = [0u8; 64];
     let read = silent.read(&mut buffer);
-    assert!(matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock), "closed, not {read:?}");
+    assert!(
+        matches!(read, Ok(0))
+            || read.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "closed, not {read:?}"
+    );
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(90), "closed after {waited:?}");
     assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
@@ -118,7 +122,11 @@ fn loads_wait_in_line_for_a_busy_worker() {
         assert_eq!(value, Ok(Bytes::from(format!("v:q-{i}"))));
     }
     assert_eq!(source.calls(), 4);
-    assert!(started.elapsed() >= Duration::from_millis(115), "one at a time: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(115),
+        "one at a time: {:?}",
+        started.elapsed()
+    );
     node.stop();
 }
 
