@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herdcache_proto::front::{Action, Front};
-use herdcache_proto::{ConnId, Event, Input, LoadResult};
+use herdcache_proto::{ConnId, Input, LoadResult};
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Conn, Phase};
-use crate::setup::{Sources, no_source};
+use crate::setup::{Sources, log_event, no_source};
 use crate::source::SharedSource;
 use crate::workers::{Done, Task, Workers};
 
@@ -347,24 +347,9 @@ impl EventLoop {
                     self.to_flush.push(token);
                 }
             }
-            Action::Event(event) => self.log_event(event),
-        }
-    }
-
-    fn log_event(&mut self, event: Event) {
-        let node = self.shared.node_id.as_str();
-        match event {
-            Event::Drained => {
-                tracing::info!(node, "drained");
-                self.drained = true;
+            Action::Event(event) => {
+                self.drained |= log_event(&self.shared.node_id, event);
             }
-            Event::ConnectionRefused { conn, reason } => {
-                tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
-            }
-            Event::PeerUp { peer } => {
-                tracing::debug!(node, peer = %String::from_utf8_lossy(&peer), "peer up");
-            }
-            other => tracing::debug!(node, event = ?other, "event"),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What starting and running a node takes that has nothing to do with the runtime: the
 //! builder's settings, assembling the core's configuration, the start error, the wall clock,
-//! the data sources by keyspace, and turning a source's answer into the core's
-//! [`LoadResult`].
+//! the data sources by keyspace, turning a source's answer into the core's [`LoadResult`],
+//! and recording the core's events.
 //!
 //! herdcache-tokio does the same steps (in its `builder.rs`, `handle.rs` and `source.rs`).
 //! They are kept apart here, free of mio, so that they can move into the core (feature `std`)
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use herdcache_proto::front::Front;
-use herdcache_proto::{ConfigError, KeyspaceConfig, LoadResult, NodeConfig, UnixTime};
+use herdcache_proto::{ConfigError, Event, KeyspaceConfig, LoadResult, NodeConfig, UnixTime};
 
 /// A change to the node's configuration, applied after the builder filled it in.
 pub(crate) type ConfigureFn = Box<dyn FnOnce(&mut NodeConfig) + Send>;
@@ -138,6 +138,25 @@ pub(crate) fn panicked() -> LoadResult {
 /// What a load answers when its keyspace has no source (removed meanwhile).
 pub(crate) fn no_source() -> LoadResult {
     LoadResult::Failed(Bytes::from_static(b"no data source"))
+}
+
+/// Records a core event for observers (`tracing`); whether it is [`Event::Drained`], which
+/// ends a graceful stop.
+pub(crate) fn log_event(node: &str, event: Event) -> bool {
+    match event {
+        Event::Drained => {
+            tracing::info!(node, "drained");
+            return true;
+        }
+        Event::ConnectionRefused { conn, reason } => {
+            tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
+        }
+        Event::PeerUp { peer } => {
+            tracing::debug!(node, peer = %String::from_utf8_lossy(&peer), "peer up");
+        }
+        other => tracing::debug!(node, event = ?other, "event"),
+    }
+    false
 }
 
 /// Each keyspace's data source, kept in step with the front's keyspaces.
