@@ -221,6 +221,13 @@ mod tests {
         }
     }
 
+    /// The crate docs promise about 200 bytes of state per connection (with its map entry).
+    #[test]
+    fn a_connection_costs_what_the_docs_say() {
+        let entry = std::mem::size_of::<(Token, Conn)>();
+        assert!(entry <= 200, "{entry} bytes per connection");
+    }
+
     #[test]
     fn a_socket_that_takes_nothing_is_an_error() {
         let mut outbox = Outbox::default();
