@@ -34,6 +34,7 @@ mod go_peer;
 mod harness;
 pub mod http;
 mod origin;
+mod rt_mio;
 mod rt_tokio;
 pub mod scenarios;
 mod source;
@@ -47,6 +48,7 @@ pub use harness::{
     TestNode, default_tune, drive, within,
 };
 pub use origin::{Origin, origin_value};
+pub use rt_mio::{MIO, Mio};
 pub use rt_tokio::{TOKIO, Tokio};
 pub use source::{Source, value_of};
 
@@ -54,6 +56,12 @@ pub use source::{Source, value_of};
 #[must_use]
 pub fn tokio_cluster(n: usize) -> ClusterSpec {
     vec![&TOKIO as &'static dyn Runtime; n]
+}
+
+/// A cluster of `n` mio nodes.
+#[must_use]
+pub fn mio_cluster(n: usize) -> ClusterSpec {
+    vec![&MIO as &'static dyn Runtime; n]
 }
 
 /// A cluster of `n` nodes taking `runtimes` in turn (node `i` runs on `runtimes[i % len]`).
