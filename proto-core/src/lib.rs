@@ -126,8 +126,10 @@ mod cache;
 mod flight;
 #[cfg(feature = "std")]
 pub mod front;
+pub mod groupcache;
 mod hash;
 mod hotkeys;
+pub mod http;
 mod limiter;
 mod node;
 mod ring;
