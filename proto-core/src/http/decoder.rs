@@ -382,6 +382,9 @@ impl Stream {
                 }
                 Framing::Chunked(chunk) => match chunk {
                     Chunk::Size => match httparse::parse_chunk_size(&self.buffer) {
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                            return Err(HttpError::BadChunk);
+                        }
                         Ok(httparse::Status::Complete((used, size))) => {
                             self.buffer.advance(used);
                             if size == 0 {
