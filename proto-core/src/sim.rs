@@ -750,7 +750,7 @@ impl Sim {
                 self.inbox.entry((to, to_conn)).or_default().push_back(data);
                 self.schedule(at, Event::Deliver { node: to, epoch: to_epoch, conn: to_conn });
             }
-            Output::Connect { peer } => {
+            Output::Connect { peer, .. } => {
                 let latency = self.latency();
                 let target = self
                     .index_of(&peer)

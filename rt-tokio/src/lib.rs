@@ -50,7 +50,7 @@
 //! - It makes **no protocol decision**. It executes the front's actions: `Load` → call the
 //!   keyspace's source (or answer "no data source" when it has none), feed `Loaded`;
 //!   `Transmit` → queue the bytes on that connection's writer, in order; `Connect` → dial the
-//!   peer's address (its node id), feed `Connected` or `ConnectFailed`; `Close` → flush what
+//!   address the core names (`host:port`), feed `Connected` or `ConnectFailed`; `Close` → flush what
 //!   was transmitted before, close, feed `Closed`; `Event` → a `tracing` record
 //!   (`Event::Drained` ends a graceful stop). Malformed frames, wire limits, timeouts of
 //!   requests, loads and hellos, reconnect backoff: all the core's.
