@@ -37,6 +37,8 @@ mod config;
 mod types;
 
 #[cfg(test)]
+mod compat_tests;
+#[cfg(test)]
 mod tests;
 
 use alloc::boxed::Box;
