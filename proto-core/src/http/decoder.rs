@@ -19,8 +19,8 @@ const MAX_CHUNK_LINE: usize = 1_024;
 ///
 /// # Bounded memory
 /// After a drain to `Ok(None)` the decoder holds less than `max_head + max_body` bytes plus
-/// one chunk-size line; a push while it holds `max_head + max_body` bytes or more is refused
-/// with [`HttpError::DecoderFull`] and changes nothing.
+/// one chunk-size line (1 KiB); a push while it holds that much or more is refused with
+/// [`HttpError::DecoderFull`] and changes nothing.
 ///
 /// # Example
 /// ```
@@ -217,8 +217,10 @@ impl Stream {
         self.buffer.len() + self.body.as_ref().map_or(0, |body| body.data.len())
     }
 
+    /// What a drained decoder may hold at most: less than a head, a body, or a chunk-size
+    /// line (found by fuzzing: a chunk-size line can be longer than a small `max_head`).
     fn capacity_limit(&self) -> usize {
-        self.limits.max_head as usize + self.limits.max_body as usize
+        self.limits.max_head as usize + self.limits.max_body as usize + MAX_CHUNK_LINE
     }
 
     fn push(&mut self, data: &[u8]) -> Result<(), HttpError> {

@@ -134,13 +134,25 @@ fn a_full_decoder_refuses_pushes_without_failing() {
     let limits = HttpLimits { max_head: 64, max_headers: 8, max_body: 16 };
     let mut decoder = RequestDecoder::new(limits);
     let request = b"GET / HTTP/1.1\r\n\r\n";
-    while decoder.buffered() < 80 {
+    while decoder.buffered() < 80 + 1_024 {
         decoder.push(request).unwrap();
     }
     assert_eq!(decoder.push(request), Err(HttpError::DecoderFull));
     assert!(decoder.next_request().unwrap().is_some());
     while decoder.next_request().unwrap().is_some() {}
     decoder.push(request).unwrap();
+}
+
+/// Found by fuzzing: a long chunk-size line arriving in small reads, with limits smaller than
+/// the line, was refused as `DecoderFull` although the caller drained after every read.
+#[test]
+fn a_long_chunk_size_line_in_small_reads_is_not_decoder_full() {
+    let limits = HttpLimits { max_head: 64, max_headers: 8, max_body: 16 };
+    let mut stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+    stream.extend_from_slice(&[b'x'; 900]);
+    stream.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+    let requests = requests_of(&stream, 10, limits).unwrap();
+    assert_eq!(&requests[0].body[..], b"a");
 }
 
 #[test]
