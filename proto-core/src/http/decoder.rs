@@ -433,7 +433,13 @@ impl Stream {
                     Chunk::Trailers { seen } => {
                         let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\r\n")
                         else {
-                            if *seen + self.buffer.len() > max_head {
+                            // A partial trailer line of two bytes or more is not the final
+                            // empty line: once complete it adds at least its length + 1 (its
+                            // CRLF, of which a trailing CR may be here already). Refuse only
+                            // what is sure to be over, so that reads cannot change the verdict
+                            // (found by http_request_decode).
+                            let partial = self.buffer.len();
+                            if partial >= 2 && *seen + partial + 1 > max_head {
                                 return Err(HttpError::HeadTooLarge { limit: max_head as u32 });
                             }
                             return Ok(None);

@@ -321,3 +321,26 @@ fn header_lookup_is_case_insensitive() {
     assert_eq!(request.header("content-type").map(|v| &v[..]), Some(&b"text/plain"[..]));
     assert_eq!(request.header("accept"), None);
 }
+
+/// Found by fuzzing: trailers that end exactly at the head limit were refused when the final
+/// empty line arrived in two reads, and accepted when it arrived in one.
+#[test]
+fn trailers_at_the_limit_do_not_depend_on_how_reads_fall() {
+    let limits = HttpLimits { max_head: 64, max_headers: 8, max_body: 16 };
+    let mut stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+    // Trailer lines of exactly 64 bytes with their CRLFs, then the empty line.
+    stream.extend_from_slice(&[b'x'; 30]);
+    stream.extend_from_slice(b"\r\n");
+    stream.extend_from_slice(&[b'y'; 30]);
+    stream.extend_from_slice(b"\r\n\r\n");
+    for chunk in 1..stream.len() {
+        let requests = requests_of(&stream, chunk, limits).unwrap();
+        assert_eq!(requests.len(), 1, "chunk size {chunk}");
+    }
+    stream.truncate(stream.len() - 2);
+    stream.extend_from_slice(b"z\r\n\r\n");
+    for chunk in 1..stream.len() {
+        let refused = requests_of(&stream, chunk, limits);
+        assert_eq!(refused, Err(HttpError::HeadTooLarge { limit: 64 }), "chunk size {chunk}");
+    }
+}
