@@ -41,6 +41,7 @@ pub struct Builder {
     configure: Vec<ConfigureFn>,
     idle_timeout: Option<Duration>,
     stop_timeout: Duration,
+    groupcache: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -53,6 +54,7 @@ impl fmt::Debug for Builder {
             .field("keyspaces", &self.keyspaces.iter().map(|(c, _)| &c.name).collect::<Vec<_>>())
             .field("idle_timeout", &self.idle_timeout)
             .field("stop_timeout", &self.stop_timeout)
+            .field("groupcache", &self.groupcache)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +80,7 @@ impl Builder {
             configure: Vec::new(),
             idle_timeout: None,
             stop_timeout: Duration::from_secs(10),
+            groupcache: false,
         }
     }
 
@@ -90,10 +93,26 @@ impl Builder {
 
     /// The address peers reach this node at, which is also its node id (default: the bound
     /// address, so port 0 works; set it when listening on an unspecified address such as
-    /// `0.0.0.0`). Every member must name this node the same way in its peer list.
+    /// `0.0.0.0`). Every member must name this node the same way in its peer list. With
+    /// [`groupcache_compat`](Self::groupcache_compat) it is the base URL, `http://host:port`.
     #[must_use]
     pub fn advertise(mut self, address: impl Into<String>) -> Self {
         self.advertise = Some(address.into());
+        self
+    }
+
+    /// Joins a ring of Go groupcache peers: the node speaks groupcache's HTTP protocol
+    /// ([`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)) on
+    /// its listener and to its peers, and places keys on groupcache's ring.
+    ///
+    /// In this mode [`advertise`](Self::advertise) is this node's base URL (default
+    /// `http://{bound address}`), [`peers`](Self::peers) are base URLs (`http://host:port`,
+    /// exactly as the Go peers name each other, since the ring hashes the strings), keyspace
+    /// names are group names, and the cluster label is not used. Puts and deletes apply to this
+    /// node only: groupcache has no writes on its wire.
+    #[must_use]
+    pub fn groupcache_compat(mut self) -> Self {
+        self.groupcache = true;
         self
     }
 
@@ -167,8 +186,15 @@ impl Builder {
         }
         let listener = TcpListener::bind(self.listen).await.map_err(StartError::Bind)?;
         let local_addr = listener.local_addr().map_err(StartError::Bind)?;
-        let node_id = self.advertise.unwrap_or_else(|| local_addr.to_string());
+        let node_id = match (self.advertise, self.groupcache) {
+            (Some(advertised), _) => advertised,
+            (None, false) => local_addr.to_string(),
+            (None, true) => format!("http://{local_addr}"),
+        };
         config.node_id = Bytes::from(node_id.clone());
+        if self.groupcache {
+            config = config.with_groupcache_compat();
+        }
         config.unix_time_at_start = unix_now();
         for configure in self.configure {
             configure(&mut config);

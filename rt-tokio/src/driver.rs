@@ -226,10 +226,10 @@ impl Driver {
                     None => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
                 }
             }
-            Action::Connect { peer } => {
+            Action::Connect { peer, address } => {
                 let connect_timeout = self.config.connect_timeout;
                 self.jobs.spawn(async move {
-                    let Ok(address) = std::str::from_utf8(&peer) else {
+                    let Ok(address) = std::str::from_utf8(&address) else {
                         return Job::ConnectFailed { peer };
                     };
                     match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {

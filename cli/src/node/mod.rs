@@ -274,12 +274,7 @@ fn groupcache_compat(builder: Builder, args: &NodeArgs) -> Result<Builder, NodeE
             "--groupcache-compat: peers are base URLs (http://host:port), not {peer:?}"
         )));
     }
-    let _ = builder;
-    Err(NodeError::Usage(
-        "--groupcache-compat is not available in this build yet: herdcache-tokio has no \
-         groupcache protocol (Builder::groupcache_compat)"
-            .to_owned(),
-    ))
+    Ok(builder.groupcache_compat())
 }
 
 /// Runs the node until SIGINT or SIGTERM, then leaves gracefully.

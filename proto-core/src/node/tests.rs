@@ -418,7 +418,10 @@ fn a_dialled_peer_that_answers_as_another_node_is_refused() {
         timeout: None,
     };
     n.handle_input(Instant::ZERO, get(1, &owned_by_b[0])).unwrap();
-    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    assert!(drain(&mut n).contains(&Output::Connect {
+        peer: Bytes::from_static(b"b"),
+        address: Bytes::from_static(b"b")
+    }));
     n.handle_input(
         Instant::ZERO,
         Input::Connected { conn: ConnId(5), peer: Bytes::from_static(b"b") },
@@ -438,7 +441,10 @@ fn a_dialled_peer_that_answers_as_another_node_is_refused() {
     );
     // After the backoff, a fetch from "b" dials it again instead of using a dead connection.
     n.handle_input(Instant::from_secs(1), get(2, &owned_by_b[1])).unwrap();
-    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    assert!(drain(&mut n).contains(&Output::Connect {
+        peer: Bytes::from_static(b"b"),
+        address: Bytes::from_static(b"b")
+    }));
 }
 
 #[test]
@@ -460,7 +466,10 @@ fn a_connect_the_driver_never_reports_on_times_out() {
         timeout: Some(Duration::from_secs(10)),
     };
     n.handle_input(Instant::ZERO, input).unwrap();
-    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    assert!(drain(&mut n).contains(&Output::Connect {
+        peer: Bytes::from_static(b"b"),
+        address: Bytes::from_static(b"b")
+    }));
     // The call's own deadline (300 ms) comes first and falls back to a local load; the connect
     // attempt itself is abandoned at 2 s, so the link is free to dial again.
     n.handle_timeout(Instant::from_secs(2));

@@ -334,11 +334,14 @@ pub enum Output {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Open a connection to the peer (its node id is its address), then feed
-    /// [`Input::Connected`] or [`Input::ConnectFailed`].
+    /// Open a TCP connection to `address`, then feed [`Input::Connected`] or
+    /// [`Input::ConnectFailed`] naming `peer`.
     Connect {
-        /// The peer.
+        /// The peer (its node id).
         peer: Bytes,
+        /// Where to dial, `host:port`: the node id itself with the native protocol, the
+        /// authority of the base URL with groupcache's.
+        address: Bytes,
     },
     /// Close the connection (after writing what was transmitted before), then feed
     /// [`Input::Closed`].
