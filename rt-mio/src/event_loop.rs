@@ -321,14 +321,13 @@ impl EventLoop {
                     None => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
                 }
             }
-            Action::Connect { peer } => {
-                let address = std::str::from_utf8(&peer).ok().and_then(|id| id.parse().ok());
-                match address {
-                    Some(address) => self.connect(peer, address),
+            Action::Connect { peer, address } => {
+                let parsed = std::str::from_utf8(&address).ok().and_then(|a| a.parse().ok());
+                match parsed {
+                    Some(parsed) => self.connect(peer, parsed),
                     None => {
-                        if let Err(error) =
-                            self.workers.submit(Task::Resolve { peer: peer.clone() })
-                        {
+                        let task = Task::Resolve { peer: peer.clone(), address };
+                        if let Err(error) = self.workers.submit(task) {
                             tracing::error!(%error, "no worker thread for a name lookup");
                             feed(&self.front, Input::ConnectFailed { peer });
                         }

@@ -29,8 +29,8 @@ const WORKER_STACK: usize = 512 * 1024;
 pub(crate) enum Task {
     /// Call a data source.
     Load { load: LoadId, source: SharedSource, key: Bytes },
-    /// Look up the address of a peer whose node id is a host name.
-    Resolve { peer: Bytes },
+    /// Look up `address` (`host:port` with a host name) to dial `peer`.
+    Resolve { peer: Bytes, address: Bytes },
 }
 
 /// A finished task.
@@ -164,8 +164,8 @@ fn run(task: Task) -> Done {
             });
             Done::Loaded { load, result }
         }
-        Task::Resolve { peer } => {
-            let address = std::str::from_utf8(&peer)
+        Task::Resolve { peer, address } => {
+            let address = std::str::from_utf8(&address)
                 .ok()
                 .and_then(|name| name.to_socket_addrs().ok())
                 .and_then(|mut addresses| addresses.next());
@@ -246,8 +246,12 @@ mod tests {
     #[test]
     fn host_names_are_resolved_and_nonsense_is_not() {
         let workers = Workers::new(1, "test-worker".into(), Arc::new(|| {}));
-        workers.submit(Task::Resolve { peer: "localhost:7000".into() }).expect("a worker");
-        workers.submit(Task::Resolve { peer: "not an address".into() }).expect("a worker");
+        workers
+            .submit(Task::Resolve { peer: "a".into(), address: "localhost:7000".into() })
+            .expect("a worker");
+        workers
+            .submit(Task::Resolve { peer: "b".into(), address: "not an address".into() })
+            .expect("a worker");
         let done = wait_for(&workers, 2);
         let addresses: Vec<Option<u16>> = done
             .into_iter()

@@ -237,16 +237,32 @@ impl Node {
                             expires_at: None,
                             key_rate: KeyRate::from_per_second(rate),
                         };
-                        self.fetched(now, &keyspace, flight, id, GetOutcome::Found(found));
+                        self.fetched(
+                            now,
+                            &keyspace,
+                            flight,
+                            id,
+                            &call.peer,
+                            GetOutcome::Found(found),
+                        );
                     }
                     // The owner's load failed: its answer, as groupcache's own error.
                     GetReply::Failed { status: 500, message } => {
                         let error = Error::DataSource(message).to_reply_error();
-                        self.fetched(now, &keyspace, flight, id, GetOutcome::Failed(error));
+                        self.fetched(
+                            now,
+                            &keyspace,
+                            flight,
+                            id,
+                            &call.peer,
+                            GetOutcome::Failed(error),
+                        );
                     }
                     // 404 (the owner lacks the group), 503 (overloaded), anything else: the
                     // owner could not serve it; load here.
-                    GetReply::Failed { .. } => self.fetch_failed(now, &keyspace, flight, id),
+                    GetReply::Failed { .. } => {
+                        self.fetch_failed(now, &keyspace, flight, id, &call.peer);
+                    }
                 }
             }
         }
