@@ -7,10 +7,7 @@ use futures_lite::future::block_on;
 use herdcache_proto::runtime::{DataSource, Handle, KeyspaceHandle, Runtime, Starting};
 use herdcache_proto::{Entry, KeyspaceConfig};
 
-use crate::{KEYSPACE, VALUE, fresh};
-
-/// Entries per `put_many` while warming.
-const WARM_BATCH: usize = 1000;
+use crate::{FILL_BATCH, KEYSPACE, VALUE, fresh};
 
 /// A running node (a ring of one) and the handle on its bench keyspace, warmed with every key.
 pub(crate) struct RuntimeNode {
@@ -53,7 +50,7 @@ impl RuntimeNode {
     }
 
     fn warmed(handle: Handle, keys: &[Bytes], tokio: Option<tokio::runtime::Runtime>) -> Self {
-        for batch in keys.chunks(WARM_BATCH) {
+        for batch in keys.chunks(FILL_BATCH) {
             let entries = batch.iter().map(|key| Entry {
                 key: fresh(key),
                 value: fresh(&VALUE),

@@ -1,4 +1,5 @@
-//! Side-by-side benchmarks of herdcache's concurrent front against moka and quick_cache.
+//! Side-by-side benchmarks of herdcache's concurrent front, and of the runtime crates' handles
+//! on it, against moka and quick_cache.
 //!
 //! One run measures every contender, interleaved, for several trials and reports the median
 //! (DESIGN.md §8–§9: absolute figures swing 2–3× between runs on these machines, so only the
@@ -42,6 +43,10 @@ const HERD_HITS: [&str; 3] = [
 /// one): async-std/smol, tokio.
 const HANDLE_HITS: [&str; 2] =
     ["herdcache-async-std `KeyspaceHandle::get`", "herdcache-tokio `KeyspaceHandle::get`"];
+/// The hit path through herdcache-mio's blocking handle (a real node: listener, event loop).
+const MIO_HIT: &str = "herdcache-mio `KeyspaceHandle::get`";
+/// Entries per `put_many` when filling a runtime node.
+pub(crate) const FILL_BATCH: usize = 512;
 /// The herdcache contenders of the miss run.
 const HERD_MISSES: [&str; 2] =
     ["herdcache `get` + load, inline driver", "herdcache `get` + load, driver thread"];
@@ -170,6 +175,7 @@ pub fn run(opts: &Options) -> String {
         .iter()
         .any(|name| want(name))
         .then(|| Herd::new(entry_bytes * HIT_BUDGET_FACTOR, true));
+    let mio = want(MIO_HIT).then(|| MioNode::new(entry_bytes * HIT_BUDGET_FACTOR, &keys));
     let capacity = opts.keys * HIT_BUDGET_FACTOR as usize;
     let moka = moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(capacity as u64).build();
     let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(capacity);
@@ -199,6 +205,9 @@ pub fn run(opts: &Options) -> String {
     // `Bytes` made from a `Vec` allocates that on its first clone).
     hits("moka", keys.iter().filter(|k| moka.get(*k).is_some()).count());
     hits("quick_cache", keys.iter().filter(|k| quick.get(*k).is_some()).count());
+    if let Some(mio) = &mio {
+        hits(MIO_HIT, keys.iter().filter(|k| mio.ks.peek_with(k, <[u8]>::len).is_some()).count());
+    }
 
     let mut hit_ops: Vec<Contender<'_>> = vec![
         (
@@ -243,6 +252,13 @@ pub fn run(opts: &Options) -> String {
             }),
         ),
         (
+            MIO_HIT,
+            Box::new(|threads, secs| {
+                let ks = &mio.as_ref().expect("built when selected").ks;
+                measure_hits(threads, secs, &stream, &keys, |k| ks.get(k).map_or(0, |v| v.len()))
+            }),
+        ),
+        (
             "quick_cache `get`",
             Box::new(|threads, secs| {
                 measure_hits(threads, secs, &stream, &keys, |k| quick.get(k).map_or(0, |v| v.len()))
@@ -273,11 +289,14 @@ pub fn run(opts: &Options) -> String {
             (HANDLE_HITS[0], "quick_cache"),
             (HANDLE_HITS[1], "herdcache `KeyspaceFront::get`"),
             (HANDLE_HITS[1], "quick_cache"),
+            (MIO_HIT, "quick_cache"),
+            (MIO_HIT, "herdcache `KeyspaceFront::get`"),
         ],
     );
     drop(hit_ops);
     drop(herd);
     drop((async_std_node, tokio_node));
+    drop(mio);
 
     if opts.misses {
         let herd_inline = want(HERD_MISSES[0]).then(|| Herd::new(entry_bytes, false));
@@ -628,6 +647,42 @@ impl Drop for Herd {
             driver.thread().unpark();
             let _ = driver.join();
         }
+    }
+}
+
+/// A one-member herdcache-mio node on loopback serving the bench keyspace, filled with
+/// `put_many` (each value its own allocation, as [`fresh`] says).
+struct MioNode {
+    node: herdcache_mio::Handle,
+    ks: herdcache_mio::KeyspaceHandle,
+}
+
+impl MioNode {
+    fn new(max_bytes: u64, keys: &[Bytes]) -> MioNode {
+        let source = herdcache_mio::source_fn(|_key: Bytes| Ok::<_, String>(fresh(&VALUE)));
+        let node = herdcache_mio::Node::builder()
+            .cluster("bench")
+            .keyspace(KeyspaceConfig::new(Bytes::from_static(KEYSPACE), max_bytes), source)
+            .start()
+            .expect("a herdcache-mio node starts on loopback");
+        for batch in keys.chunks(FILL_BATCH) {
+            let entries = batch.iter().map(|key| herdcache_proto::Entry {
+                key: fresh(key),
+                value: fresh(&VALUE),
+                expires_at: None,
+            });
+            for stored in node.put_many(KEYSPACE, entries) {
+                stored.expect("a put on a one-member node");
+            }
+        }
+        let ks = node.keyspace(KEYSPACE).expect("the keyspace exists");
+        MioNode { node, ks }
+    }
+}
+
+impl Drop for MioNode {
+    fn drop(&mut self) {
+        self.node.kill();
     }
 }
 

@@ -4,11 +4,16 @@
 //! of a slow built-in data source, drives a Zipf load over it and prints what happened: hit
 //! ratio, loads per key (once in the cluster), latency by path, per-node counters; then one node
 //! leaves while the load goes on.
+//!
+//! `herdcache node` runs one long-lived cluster member fronting an HTTP origin (or an `echo:`
+//! source), with an HTTP front end for programs not written in Rust.
 
 mod demo;
 mod histogram;
+mod node;
 mod source;
 mod table;
+mod units;
 mod zipf;
 
 use std::process::ExitCode;
@@ -29,13 +34,19 @@ enum Command {
     /// loads per key, latency by path and per-node counters; then one node leaves gracefully
     /// while the load goes on. Needs no external service.
     Demo(demo::DemoArgs),
+    /// Runs one cluster member until SIGINT or SIGTERM: keyspaces loaded from an HTTP origin
+    /// (or an echo: source) on a miss, once in the cluster, and an HTTP front end
+    /// (GET/PUT/DELETE /v1/{keyspace}/{key}, GET /v1/stats). `herdcache node --help` for
+    /// examples.
+    Node(node::NodeArgs),
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(args).await.map_err(|error| error.to_string()),
+        Command::Node(args) => node::run(args).await.map_err(|error| error.to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

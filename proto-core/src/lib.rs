@@ -126,8 +126,10 @@ mod cache;
 mod flight;
 #[cfg(feature = "std")]
 pub mod front;
+pub mod groupcache;
 mod hash;
 mod hotkeys;
+pub mod http;
 mod limiter;
 mod node;
 mod ring;
@@ -152,8 +154,9 @@ pub use flight::{
 pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
 pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
 pub use node::{
-    ConfigError, ConnId, Entry, Error, Event, Input, InputError, KeyspaceConfig, KeyspaceStats,
-    LoadId, LoadResult, Node, NodeConfig, Output, Path, Reply, RequestId, Value,
+    ConfigError, ConnId, Entry, Error, Event, GroupcacheConfig, Input, InputError, KeyspaceConfig,
+    KeyspaceStats, LoadId, LoadResult, Node, NodeConfig, Output, Path, PeerProtocol, Reply,
+    RequestId, Value,
 };
 pub use ring::{Ring, RingError, RingPosition, RingScheme};
 pub use time::{Duration, Instant, Monotonic, UnixTime};

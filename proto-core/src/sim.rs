@@ -55,6 +55,9 @@ pub struct SimConfig {
     pub request_timeout: Duration,
     /// Mirror threshold (requests per second) for hot keys.
     pub hot_threshold_per_second: f64,
+    /// Nodes speak groupcache's HTTP protocol, named `http://node-N:80` (gets only: writes
+    /// are local in that mode, which the write invariants do not model).
+    pub groupcache: bool,
 }
 
 impl Default for SimConfig {
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             max_bytes: 1 << 20,
             request_timeout: Duration::from_secs(2),
             hot_threshold_per_second: 10.0,
+            groupcache: false,
         }
     }
 }
@@ -242,7 +246,11 @@ impl Sim {
         let all: Vec<usize> = (0..sim.config.nodes).collect();
         for index in 0..sim.config.nodes {
             sim.nodes.push(SimNode {
-                id: Bytes::from(format!("node-{index}")),
+                id: Bytes::from(if sim.config.groupcache {
+                    format!("http://node-{index}:80")
+                } else {
+                    format!("node-{index}")
+                }),
                 node: None,
                 epoch: 0,
                 members: all.clone(),
@@ -267,6 +275,9 @@ impl Sim {
             config.hot_threshold_per_second = self.config.hot_threshold_per_second;
             config.unix_time_at_start =
                 UnixTime::from_micros(1_700_000_000_000_000 + self.now.as_micros());
+            if self.config.groupcache {
+                config = config.with_groupcache_compat();
+            }
             config
         };
         let node = Node::new(node_config, self.now).expect("the simulation's config is valid");
@@ -404,11 +415,19 @@ impl Sim {
         self.input(node, Input::Received { conn, data });
     }
 
+    /// Makes `node` leave the cluster gracefully ([`Input::Leave`]): it tells its peers, which
+    /// take it off their rings, and finishes what it has in progress. The members' views of the
+    /// ring differ from then on.
+    pub fn leave(&mut self, node: usize) {
+        self.views_agree = false;
+        self.input(node, Input::Leave);
+    }
+
     /// Gives `node` its own member list (a split view of the cluster).
     pub fn set_members(&mut self, node: usize, members: Vec<usize>) {
         self.views_agree = false;
         self.nodes[node].members = members.clone();
-        let ids = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
+        let ids: Vec<Bytes> = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
         self.input(node, Input::SetPeers(ids));
     }
 
@@ -570,6 +589,15 @@ impl Sim {
     pub fn owner(&self, key: &str) -> Option<usize> {
         let node = self.nodes.iter().find_map(|n| n.node.as_ref())?;
         let owner = node.ring().owner(key.as_bytes())?;
+        self.nodes.iter().position(|n| n.id == *owner)
+    }
+
+    /// The owner of `key` on a ring of `members` alone (by the first live node's scheme).
+    pub fn owner_among(&self, key: &str, members: &[usize]) -> Option<usize> {
+        let scheme = self.nodes.iter().find_map(|n| n.node.as_ref())?.ring().scheme();
+        let ids: Vec<Bytes> = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
+        let ring = crate::ring::Ring::with_peers(scheme, ids).ok()?;
+        let owner = ring.owner(key.as_bytes())?;
         self.nodes.iter().position(|n| n.id == *owner)
     }
 
@@ -750,7 +778,7 @@ impl Sim {
                 self.inbox.entry((to, to_conn)).or_default().push_back(data);
                 self.schedule(at, Event::Deliver { node: to, epoch: to_epoch, conn: to_conn });
             }
-            Output::Connect { peer } => {
+            Output::Connect { peer, .. } => {
                 let latency = self.latency();
                 let target = self
                     .index_of(&peer)

@@ -188,10 +188,10 @@ impl DriverIo for AsyncIo {
         self.detach(async move { Event::Loaded { load, result: source.load(key).await } });
     }
 
-    fn connect(&mut self, peer: Bytes) {
+    fn connect(&mut self, peer: Bytes, address: Bytes) {
         let connect_timeout = self.config.connect_timeout;
         self.detach(async move {
-            let Ok(address) = std::str::from_utf8(&peer) else {
+            let Ok(address) = std::str::from_utf8(&address) else {
                 return Event::ConnectFailed { peer };
             };
             let dial = async { Some(TcpStream::connect(address).await) };

@@ -196,10 +196,10 @@ impl DriverIo for TokioIo {
         self.jobs.spawn(async move { Job::Loaded { load, result: source.load(key).await } });
     }
 
-    fn connect(&mut self, peer: Bytes) {
+    fn connect(&mut self, peer: Bytes, address: Bytes) {
         let connect_timeout = self.config.connect_timeout;
         self.jobs.spawn(async move {
-            let Ok(address) = std::str::from_utf8(&peer) else {
+            let Ok(address) = std::str::from_utf8(&address) else {
                 return Job::ConnectFailed { peer };
             };
             match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {

@@ -27,6 +27,39 @@
 //! # }
 //! ```
 //!
+//! ## groupcache compatibility
+//! [`Builder::groupcache_compat`](herdcache_proto::runtime::Builder::groupcache_compat)
+//! makes the node a member of a ring of Go groupcache peers (golang/groupcache's `HTTPPool`):
+//! it is named by its base URL (`http://host:port`, by default `http://{bound address}`), its
+//! peers are base URLs, keys are placed on groupcache's ring (50 CRC-32 points per peer, keyed
+//! by the URL strings), fetches are `GET {peer}/_groupcache/{group}/{key}` over a small
+//! keep-alive pool per peer, the listener answers the same requests, and hot keys are mirrored
+//! one time in ten, as Go does. Keyspace names are group names. groupcache has no writes on
+//! its wire, so puts and deletes apply to this node only. A team with a Go fleet can move to
+//! herdcache one node at a time. The protocol and every decision are the core's
+//! ([`herdcache_proto::groupcache`],
+//! [`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)), and so is
+//! the builder: herdcache-async-std has the same mode.
+//!
+//! ```no_run
+//! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = source_fn(|key: Bytes| async move { Ok::<_, std::io::Error>(key) });
+//! let node = Node::builder()
+//!     .groupcache_compat()
+//!     .listen("0.0.0.0:8080".parse()?)
+//!     .advertise("http://10.0.0.3:8080")
+//!     // The Go peers, named exactly as they name each other, and this node.
+//!     .peers(["http://10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.0.3:8080"])
+//!     .keyspace(KeyspaceConfig::new("thumbnails", 64 << 20), source) // a group name
+//!     .start()
+//!     .await?;
+//! let _ = node.get("thumbnails", "cat.png").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Tasks and threads
 //! - **Callers** ([`Handle`], [`KeyspaceHandle`]) run on their own tasks, on any thread. A
 //!   cache hit is served right there by the core's concurrent front
@@ -54,7 +87,7 @@
 //! - It makes **no protocol decision**. It executes the front's actions: `Load` → call the
 //!   keyspace's source (or answer "no data source" when it has none), feed `Loaded`;
 //!   `Transmit` → queue the bytes on that connection's writer, in order; `Connect` → dial the
-//!   peer's address (its node id), feed `Connected` or `ConnectFailed`; `Close` → flush what
+//!   address the core names (`host:port`), feed `Connected` or `ConnectFailed`; `Close` → flush what
 //!   was transmitted before, close, feed `Closed`; `Event` → a `tracing` record
 //!   (`Event::Drained` ends a graceful stop). Malformed frames, wire limits, timeouts of
 //!   requests, loads and hellos, reconnect backoff: all the core's.

@@ -19,6 +19,8 @@ use async_io::Timer;
 use async_net::TcpStream;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
+use herdcache_proto::groupcache::{GetReply, parse_get_response};
+use herdcache_proto::http::{HttpLimits, ResponseDecoder};
 use herdcache_proto::runtime::{
     Builder, DataSource, Handle, Runtime, StartError, Starting, source_fn,
 };
@@ -563,6 +565,86 @@ pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started = S
     within("stop", node.stop()).await;
 }
 
+/// Starts `n` nodes in groupcache-compatibility mode, named by their base URLs, in one ring.
+async fn compat_cluster<R: Runtime<Started = Starting>>(
+    n: usize,
+    source: &Counting,
+) -> Vec<Handle> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let node = Builder::<R>::new()
+            .groupcache_compat()
+            .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
+            .config(|config| config.peer_timeout = Duration::from_secs(10))
+            .start()
+            .await
+            .expect("node starts");
+        nodes.push(node);
+    }
+    let urls: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        assert!(node.node_id().starts_with("http://127.0.0.1:"), "{}", node.node_id());
+        node.set_peers(urls.clone());
+    }
+    nodes
+}
+
+/// Three nodes speaking groupcache's HTTP protocol: one load per key (awkward keys escaped
+/// on the wire), and a stampede of one cold key loads once.
+pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<
+    R: Runtime<Started = Starting>,
+>() {
+    let source = Counting::new(Duration::from_millis(20));
+    let nodes = compat_cluster::<R>(3, &source).await;
+    let mut keys: Vec<String> = (0..60).map(|i| format!("key-{i}")).collect();
+    keys.extend(["with space", "a+b", "a/b", "%2F", "ключ 🔑", ""].map(String::from));
+    for key in &keys {
+        let gets = nodes.iter().map(|node| node.get(KEYSPACE, key));
+        for value in within("gets", join_all(gets)).await {
+            assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))), "{key:?}");
+        }
+    }
+    assert_eq!(source.calls(), keys.len(), "one load per key in the cluster");
+
+    let gets = (0..90).map(|i| nodes[i % 3].get(KEYSPACE, "cold"));
+    for value in within("stampede", join_all(gets)).await {
+        assert_eq!(value, Ok(Bytes::from_static(b"v:cold")));
+    }
+    assert_eq!(source.calls(), keys.len() + 1, "the stampede loaded once");
+    stop_all(nodes).await;
+}
+
+/// A plain HTTP client (two pipelined requests) gets groupcache's protobuf answers, and a
+/// peer's request is loaded where it was asked, never forwarded.
+pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Runtime<Started = Starting>>() {
+    let source = Counting::new(Duration::ZERO);
+    let nodes = compat_cluster::<R>(3, &source).await;
+    let address = nodes[0].node_id().trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(address.as_str()).await.expect("connects");
+    let request = format!(
+        "GET /_groupcache/{KEYSPACE}/a%20b%2Bc%2Fd HTTP/1.1\r\nHost: {address}\r\n\r\n\
+         GET /_groupcache/nope/k HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut bytes = Vec::new();
+    within("answers", stream.read_to_end(&mut bytes)).await.expect("reads to the close");
+    let mut decoder = ResponseDecoder::new(HttpLimits::default());
+    decoder.push(&bytes).expect("within limits");
+    let first = decoder.next_response().expect("valid HTTP").expect("a first answer");
+    assert_eq!(first.header("content-type").map(|v| &v[..]), Some(&b"application/x-protobuf"[..]));
+    match parse_get_response(&first).expect("a GetResponse") {
+        GetReply::Value { value, .. } => assert_eq!(&value[..], b"v:a b+c/d"),
+        other => panic!("{other:?}"),
+    }
+    let second = decoder.next_response().expect("valid HTTP").expect("a second answer");
+    assert_eq!(
+        parse_get_response(&second).expect("an error answer"),
+        GetReply::Failed { status: 404, message: Bytes::from_static(b"no such group: nope") }
+    );
+    assert_eq!(source.calls(), 1);
+    stop_all(nodes).await;
+}
+
 /// Every API test as a `#[test]`: `$runtime` is the runtime crate's [`Runtime`] type (the
 /// `R` of its `Builder`), `$block_on` runs a future to completion on the executor under test
 /// (nodes of a runtime that needs its context, tokio's, start from within it).
@@ -588,6 +670,8 @@ macro_rules! api_tests {
             nodes_join_a_ring_at_run_time,
             a_peer_of_another_cluster_is_refused,
             a_hanging_source_times_out_on_the_node_timer,
+            compat_cluster_loads_each_key_once_with_escaped_keys,
+            a_plain_http_client_gets_a_protobuf_answer,
         );
     };
     (@each $runtime:ty, $block_on:expr; $($name:ident,)*) => {

@@ -17,6 +17,16 @@
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
 //!
+//! Beyond herdcache's own nodes, real processes on loopback:
+//!
+//! - [`Origin`] is an HTTP origin in the test's process that every process of a cluster loads
+//!   from; it counts loads per key (and who loaded) cluster-wide, with a configurable delay
+//!   and per-key statuses; values are [`origin_value`]`(key)`.
+//! - [`GoPeer`] runs a real Go groupcache peer (the project's `tests/go/src/gcpeer`, built
+//!   once per run); [`go_peers_available`] says whether it can run here (it never skips in
+//!   CI: `CI=true` turns a missing Go toolchain into a failure).
+//! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
+//!
 //! Adding a runtime crate: implement [`Runtime`] and [`TestNode`] for it in a module beside
 //! `rt_tokio` (its data source wraps [`Source`], sleeping on the runtime's own timer), export a
 //! static like [`TOKIO`], and add `tests/<runtime>.rs` with
@@ -24,17 +34,27 @@
 //! cluster is [`mixed`] over several runtimes.
 
 pub mod api;
+mod go_peer;
 mod harness;
+pub mod http;
+mod origin;
 mod rt_async_std;
+mod rt_mio;
 mod rt_tokio;
 pub mod scenarios;
 mod source;
 
+pub use go_peer::{
+    DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoStats, READY_TIMEOUT,
+    go_peers_available,
+};
 pub use harness::{
     BoxFuture, CLUSTER, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime,
     TestNode, default_tune, drive, within,
 };
+pub use origin::{Origin, origin_value};
 pub use rt_async_std::{ASYNC_STD, AsyncStd};
+pub use rt_mio::{MIO, Mio};
 pub use rt_tokio::{TOKIO, Tokio};
 pub use source::{Source, value_of};
 
@@ -48,6 +68,12 @@ pub fn tokio_cluster(n: usize) -> ClusterSpec {
 #[must_use]
 pub fn async_std_cluster(n: usize) -> ClusterSpec {
     vec![&ASYNC_STD as &'static dyn Runtime; n]
+}
+
+/// A cluster of `n` mio nodes.
+#[must_use]
+pub fn mio_cluster(n: usize) -> ClusterSpec {
+    vec![&MIO as &'static dyn Runtime; n]
 }
 
 /// A cluster of `n` nodes taking `runtimes` in turn (node `i` runs on `runtimes[i % len]`).

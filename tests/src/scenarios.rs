@@ -107,6 +107,12 @@ pub fn one_cold_key_stampede_owner_down(spec: &ClusterSpec, how: Down) {
         let issued: Vec<usize> = (0..n).map(|i| (0..1000).filter(|j| j % n == i).count()).collect();
         until_gets_started(&cluster, &issued).await;
         until("the owner starts loading", || cluster.source(owner).loads_of(key) > 0).await;
+        // And every other member's fetch (one per member: they coalesce) is at the owner.
+        let fetchers = u64::try_from(n - 1).unwrap_or(u64::MAX);
+        until("every member's fetch reaches the owner", || {
+            cluster.node(owner).stats().is_some_and(|stats| stats.server_requests >= fetchers)
+        })
+        .await;
         cluster.take_down(owner, how).await;
         let expected = value_of(key, 0);
         for (i, get) in gets {

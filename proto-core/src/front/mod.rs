@@ -73,11 +73,13 @@ pub enum Action {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Open a connection to the peer (its node id is its address), then feed
-    /// [`Input::Connected`] or [`Input::ConnectFailed`].
+    /// Open a TCP connection to `address` (`host:port`), then feed [`Input::Connected`] or
+    /// [`Input::ConnectFailed`] naming `peer`.
     Connect {
-        /// The peer.
+        /// The peer (its node id).
         peer: Bytes,
+        /// Where to dial.
+        address: Bytes,
     },
     /// Close the connection after writing what was transmitted, then feed [`Input::Closed`].
     Close {
@@ -593,7 +595,7 @@ impl Core {
                 }
                 Output::Load { load, keyspace, key } => Action::Load { load, keyspace, key },
                 Output::Transmit { conn, data } => Action::Transmit { conn, data },
-                Output::Connect { peer } => Action::Connect { peer },
+                Output::Connect { peer, address } => Action::Connect { peer, address },
                 Output::Close { conn } => Action::Close { conn },
                 Output::Event(event) => Action::Event(event),
             };

@@ -6,6 +6,7 @@ use core::fmt;
 
 use crate::breaker::BreakerConfig;
 use crate::hotkeys::HotKeysConfig;
+use crate::http::HttpLimits;
 use crate::limiter::LimiterConfig;
 use crate::ring::RingScheme;
 use crate::time::{Duration, UnixTime};
@@ -60,6 +61,60 @@ pub struct NodeConfig {
     pub breaker: BreakerConfig,
     /// Keyspaces to create at start.
     pub keyspaces: Vec<KeyspaceConfig>,
+    /// The protocol spoken with peers: herdcache's native frames, or groupcache's HTTP.
+    pub peer_protocol: PeerProtocol,
+    /// Settings of the groupcache HTTP protocol (used in [`PeerProtocol::GroupcacheHttp`]).
+    pub groupcache: GroupcacheConfig,
+}
+
+/// The protocol a node speaks with its peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PeerProtocol {
+    /// herdcache's binary frames ([`Message`](crate::Message)): hello, batches, writes through
+    /// the owner, invalidation of hot copies.
+    #[default]
+    Native,
+    /// golang/groupcache's HTTP protocol ([`crate::groupcache`]), so that the node can join a
+    /// ring of Go groupcache peers:
+    /// - node ids (this node's and its peers') are base URLs, `http://host:port`, and the ring
+    ///   must be [`RingScheme::GROUPCACHE`] (keyed by the URLs exactly as written, as Go does);
+    /// - a fetch from the owner is `GET {peer}/_groupcache/{keyspace}/{escaped key}` over a
+    ///   small pool of keep-alive connections per peer, one request in flight per connection;
+    ///   a connection failure, a timeout, or an answer other than `200` or `500` makes the
+    ///   node load the key itself (groupcache's rule); a `500` is the owner's load error;
+    /// - accepted connections speak HTTP; every method is a get; a peer's request is loaded
+    ///   here, never forwarded;
+    /// - hot keys are mirrored as groupcache does: a fetched value goes to the hot cache with
+    ///   probability 1/[`GroupcacheConfig::hot_one_in`] (from the seeded generator), or when a
+    ///   herdcache owner reports a rate over `hot_threshold_per_second`;
+    /// - there are no writes on groupcache's wire: puts and deletes (and keyspace deletes)
+    ///   apply to this node's own caches only, and no peer is told.
+    GroupcacheHttp,
+}
+
+/// Settings of the groupcache HTTP peer protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupcacheConfig {
+    /// Limits of every HTTP connection's receive side.
+    pub limits: HttpLimits,
+    /// Connections opened to one peer at most (each carries one request at a time).
+    pub max_connections_per_peer: u32,
+    /// Fetches waiting for a free connection to one peer at most; more load locally at once.
+    pub max_queued_per_peer: u32,
+    /// A fetched value is mirrored in the hot cache with probability `1 / hot_one_in`
+    /// (groupcache: 10); 0 turns random mirroring off.
+    pub hot_one_in: u32,
+}
+
+impl Default for GroupcacheConfig {
+    fn default() -> Self {
+        GroupcacheConfig {
+            limits: HttpLimits::default(),
+            max_connections_per_peer: 8,
+            max_queued_per_peer: 1_024,
+            hot_one_in: 10,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -87,7 +142,26 @@ impl NodeConfig {
             limiter: None,
             breaker: BreakerConfig::default(),
             keyspaces: Vec::new(),
+            peer_protocol: PeerProtocol::Native,
+            groupcache: GroupcacheConfig::default(),
         }
+    }
+
+    /// Defaults for a node in a ring of groupcache peers ([`PeerProtocol::GroupcacheHttp`]):
+    /// `base_url` (`http://host:port`) is its node id, and the ring is
+    /// [`RingScheme::GROUPCACHE`]. Keyspace names are group names.
+    #[must_use]
+    pub fn groupcache(base_url: impl Into<Bytes>) -> Self {
+        NodeConfig::new(base_url, Bytes::new()).with_groupcache_compat()
+    }
+
+    /// Switches to groupcache's HTTP protocol and ring (see [`PeerProtocol::GroupcacheHttp`]);
+    /// the node id must be a base URL then.
+    #[must_use]
+    pub fn with_groupcache_compat(mut self) -> Self {
+        self.peer_protocol = PeerProtocol::GroupcacheHttp;
+        self.ring = RingScheme::GROUPCACHE;
+        self
     }
 
     /// Adds a keyspace created at start.
@@ -145,7 +219,8 @@ impl KeyspaceConfig {
 /// Why a configuration was refused. Nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    /// The node id is empty or longer than `max_label`.
+    /// The node id is empty or longer than `max_label` (or, in groupcache compatibility, not
+    /// an `http://host[:port]` base URL).
     BadNodeId,
     /// The cluster label is longer than `max_label`.
     BadClusterLabel,
@@ -159,6 +234,8 @@ pub enum ConfigError {
     BadHotKeys,
     /// A zero timeout, or a non-finite or negative hot threshold.
     BadTiming,
+    /// groupcache compatibility with another ring scheme than [`RingScheme::GROUPCACHE`].
+    IncompatibleRing,
     /// Wire limits that cannot work together: a zero batch, or a frame too small to carry one
     /// key and one value of the maximum sizes.
     BadLimits,
@@ -174,6 +251,7 @@ impl fmt::Display for ConfigError {
             ConfigError::UnknownKeyspace => "no such keyspace",
             ConfigError::BadHotKeys => "invalid hot-key tracker configuration",
             ConfigError::BadTiming => "invalid timeout or threshold",
+            ConfigError::IncompatibleRing => "groupcache compatibility needs the groupcache ring",
             ConfigError::BadLimits => "wire limits do not fit together",
         })
     }

@@ -32,9 +32,12 @@
 //! nothing else), request ids, in-flight limits, reconnect backoff, and batching (all frames
 //! for a connection since the last drain go out in one [`Output::Transmit`]).
 
+mod compat;
 mod config;
 mod types;
 
+#[cfg(test)]
+mod compat_tests;
 #[cfg(test)]
 mod tests;
 
@@ -55,11 +58,12 @@ use crate::limiter::{Grant, Limiter};
 use crate::ring::Ring;
 use crate::time::{Duration, Instant, Monotonic, UnixTime};
 use crate::wire::{
-    ErrorCode, Found, FrameDecoder, GetOutcome, KeyRate, Message, PROTOCOL_VERSION, PutEntry,
-    ReplyError, WireError, WireLimits,
+    ErrorCode, Found, GetOutcome, KeyRate, Message, PROTOCOL_VERSION, PutEntry, ReplyError,
+    WireError, WireLimits,
 };
 
-pub use config::{ConfigError, KeyspaceConfig, NodeConfig};
+use compat::Codec;
+pub use config::{ConfigError, GroupcacheConfig, KeyspaceConfig, NodeConfig, PeerProtocol};
 pub use types::{
     ConnId, Entry, Error, Event, Input, InputError, LoadId, LoadResult, Output, Path, Reply,
     RequestId, Value,
@@ -115,6 +119,8 @@ enum Waiter {
 struct FlightMeta {
     load: Option<LoadId>,
     call: Option<u64>,
+    /// The flight already asked a second owner after the first one failed it.
+    rerouted: bool,
 }
 
 struct Keyspace {
@@ -211,7 +217,7 @@ struct Load {
 }
 
 struct Conn {
-    decoder: FrameDecoder,
+    codec: Codec,
     peer: Option<Bytes>,
     outbound: bool,
     hello_received: bool,
@@ -229,6 +235,10 @@ struct PeerLink {
     queued: Vec<u64>,
     backoff: Duration,
     retry_at: Instant,
+    /// groupcache HTTP: every open connection to the peer…
+    pool: Vec<ConnId>,
+    /// …and those with no request on the wire.
+    idle: Vec<ConnId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -270,6 +280,9 @@ pub struct Node {
     rng: u64,
     leaving: bool,
     drained: bool,
+    /// groupcache HTTP: serving connections to read the next request from, and to close.
+    http_resume: Vec<ConnId>,
+    http_closing: Vec<ConnId>,
 }
 
 impl Node {
@@ -308,6 +321,17 @@ impl Node {
         {
             return Err(ConfigError::BadLimits);
         }
+        if config.peer_protocol == PeerProtocol::GroupcacheHttp {
+            if crate::groupcache::PeerUrl::parse(&config.node_id).is_err() {
+                return Err(ConfigError::BadNodeId);
+            }
+            if config.ring != crate::ring::RingScheme::GROUPCACHE {
+                return Err(ConfigError::IncompatibleRing);
+            }
+            if config.groupcache.max_connections_per_peer == 0 {
+                return Err(ConfigError::BadLimits);
+            }
+        }
         let hasher = key_hash_builder(config.seed);
         let mut ring = Ring::new(config.ring);
         ring.add(config.node_id.clone()).expect("an empty ring takes one peer");
@@ -332,6 +356,8 @@ impl Node {
             rng: config.seed | 1,
             leaving: false,
             drained: false,
+            http_resume: Vec::new(),
+            http_closing: Vec::new(),
             config,
         };
         for keyspace in core::mem::take(&mut node.config.keyspaces) {
@@ -535,6 +561,10 @@ impl Node {
                 if self.conns.contains_key(&conn) {
                     return Err(InputError::DuplicateConnection(conn));
                 }
+                if self.is_groupcache() {
+                    self.http_connected(now, conn, peer);
+                    return Ok(());
+                }
                 self.open_conn(conn, Some(peer.clone()), true);
                 let link = self.peers.entry(peer.clone()).or_default();
                 link.connecting = false;
@@ -555,13 +585,18 @@ impl Node {
                 let Some(state) = self.conns.get_mut(&conn) else {
                     return Err(InputError::UnknownConnection(conn));
                 };
-                if let Err(error) = state.decoder.push(data) {
+                let Codec::Native(decoder) = &mut state.codec else {
+                    self.http_received(now, conn, data);
+                    return Ok(());
+                };
+                if let Err(error) = decoder.push(data) {
                     self.refuse(conn, error.error_code());
                     return Ok(());
                 }
                 // Frames until the buffer is drained or the connection was closed meanwhile.
                 while let Some(state) = self.conns.get_mut(&conn) {
-                    match state.decoder.next_frame() {
+                    let Codec::Native(decoder) = &mut state.codec else { break };
+                    match decoder.next_frame() {
                         Ok(Some((header, message))) => {
                             self.handle_frame(now, conn, header.request_id, message)
                         }
@@ -574,7 +609,10 @@ impl Node {
                 }
             }
             // A close the node asked for is reported back too: nothing left to do then.
-            Input::Closed { conn } => self.drop_conn(now, conn),
+            Input::Closed { conn } => {
+                self.http_closed(now, conn);
+                self.drop_conn(now, conn);
+            }
         }
         Ok(())
     }
@@ -755,7 +793,14 @@ impl Node {
             return Lookup::Done(Ok(Served { value, rate }));
         }
         if self.leaving {
-            return Lookup::Done(Err(Error::ShuttingDown));
+            // A peer asking for a key this node is still loading joins that load: refusing
+            // would make the asker load the key a second time. Nothing new starts.
+            let loading = keyspace.flights.get(key).is_some_and(|flight| {
+                keyspace.meta.get(&flight).is_some_and(|meta| meta.load.is_some())
+            });
+            if !(from_peer && loading) {
+                return Lookup::Done(Err(Error::ShuttingDown));
+            }
         }
         keyspace.stats.loads += 1;
         let flight = match keyspace.flights.begin(key, waiter) {
@@ -815,6 +860,8 @@ impl Node {
         let deadline = now + self.config.peer_timeout.min(remaining / 2);
         let timeout_ms = u32::try_from((deadline - now).as_millis()).unwrap_or(u32::MAX).max(1);
         let (max_count, max_bytes) = self.batch_limits();
+        // groupcache's HTTP asks for one key per request.
+        let max_count = if self.is_groupcache() { 1 } else { max_count };
         for (owner, batch) in batches_by_owner(plan, max_count, max_bytes, |(key, _)| key.len() + 8)
         {
             let call = self.fresh_id();
@@ -1151,7 +1198,9 @@ impl Node {
             {
                 slot.error = Some(Error::TooLarge);
             } else {
-                match self.owner_of(op.key()).filter(|_| local) {
+                // groupcache has no writes on the wire: they apply here only.
+                let forward = local && !self.is_groupcache();
+                match self.owner_of(op.key()).filter(|_| forward) {
                     Some(owner) => remote.push((owner, (index as u32, op))),
                     None => own.push((index as u32, op)),
                 }
@@ -1238,6 +1287,9 @@ impl Node {
                 slots[index as usize].error.get_or_insert(error);
             }
         }
+        if self.is_groupcache() {
+            return; // no peer to tell: groupcache peers keep their copies
+        }
         let (max_count, max_bytes) = self.batch_limits();
         let no_owner = Bytes::new();
         let items = applied.into_iter().zip(keys).map(|item| (no_owner.clone(), item)).collect();
@@ -1290,6 +1342,8 @@ impl Node {
         }
         if error.is_none() {
             self.clear_keyspace(&keyspace);
+        }
+        if error.is_none() && !self.is_groupcache() {
             self.confirm_with_members(now, pending, &[0], &Message::ClearKeyspace { keyspace });
         }
         self.maybe_finish_write(pending);
@@ -1482,6 +1536,10 @@ impl Node {
             Call { peer: peer.clone(), conn: None, deadline, kind, unsent: Some(message) },
         );
         self.push_timer(deadline, Timer::Call(id));
+        if self.is_groupcache() {
+            self.http_send_call(now, id, peer);
+            return;
+        }
         let attempt = self.fresh_id();
         let link = self.peers.entry(peer.clone()).or_default();
         if let Some(conn) = link.conn {
@@ -1492,7 +1550,8 @@ impl Node {
             link.connecting = true;
             link.attempt = attempt;
             link.queued.push(id);
-            self.outputs.push_back(Output::Connect { peer });
+            let address = peer.clone();
+            self.outputs.push_back(Output::Connect { peer, address });
             self.push_timer(now + self.config.connect_timeout, Timer::Connect(attempt));
         } else {
             // The peer refused recently: do not wait for it.
@@ -1504,6 +1563,13 @@ impl Node {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let Some(message) = call.unsent.take() else { return };
         call.conn = Some(conn);
+        if self.is_groupcache() {
+            if !self.http_transmit(id, conn, &message) {
+                let now = self.clock.latest();
+                self.fail_call(now, id);
+            }
+            return;
+        }
         if self.send(conn, id, &message).is_err() {
             // Batches are cut to the limits before they are built, so this is a bug guard: the
             // call fails here (gets load locally), and no frame goes out under its id.
@@ -1524,6 +1590,10 @@ impl Node {
     }
 
     fn connect_failed(&mut self, now: Instant, peer: &Bytes) {
+        if self.is_groupcache() {
+            self.http_connect_failed(now, peer);
+            return;
+        }
         self.back_off(now, peer);
         let queued = self.peers.get_mut(peer).map(|link| core::mem::take(&mut link.queued));
         for id in queued.unwrap_or_default() {
@@ -1552,11 +1622,16 @@ impl Node {
     /// report the owner unavailable.
     fn fail_call(&mut self, now: Instant, id: u64) {
         let Some(call) = self.calls.remove(&id) else { return };
+        if self.is_groupcache() {
+            self.http_abandon(now, &call);
+        }
         match call.kind {
-            CallKind::Get { keyspace, flight } => self.fetch_failed(now, &keyspace, flight, id),
+            CallKind::Get { keyspace, flight } => {
+                self.fetch_failed(now, &keyspace, flight, id, &call.peer);
+            }
             CallKind::GetMany { keyspace, flights } => {
                 for flight in flights {
-                    self.fetch_failed(now, &keyspace, flight, id);
+                    self.fetch_failed(now, &keyspace, flight, id, &call.peer);
                 }
             }
             CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices } => {
@@ -1566,7 +1641,18 @@ impl Node {
         }
     }
 
-    fn fetch_failed(&mut self, now: Instant, keyspace_name: &Bytes, flight: FlightId, call: u64) {
+    /// A fetch from `peer` failed. When the ring has meanwhile named another peer the key's
+    /// owner (`peer` left, or was taken off), the flight asks that owner, once; otherwise it
+    /// loads here (groupcache's rule). Asking the new owner keeps one load per key in the
+    /// cluster through a graceful leave, where a local load would race the new owner's.
+    fn fetch_failed(
+        &mut self,
+        now: Instant,
+        keyspace_name: &Bytes,
+        flight: FlightId,
+        call: u64,
+        peer: &Bytes,
+    ) {
         let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
         let Some(meta) = keyspace.meta.get_mut(&flight) else { return };
         if meta.call != Some(call) {
@@ -1574,9 +1660,32 @@ impl Node {
         }
         meta.call = None;
         keyspace.stats.peer_errors += 1;
-        if meta.load.is_none() {
-            self.load_or_fail(now, keyspace_name, flight);
+        if meta.load.is_some() {
+            return;
         }
+        let rerouted = meta.rerouted;
+        let key = keyspace.flights.key(flight).cloned();
+        let new_owner = key.as_ref().filter(|_| !rerouted).and_then(|key| self.owner_of(key));
+        match (key, new_owner.filter(|owner| owner != peer)) {
+            (Some(key), Some(owner)) => {
+                let call = self.fresh_id();
+                if let Some(meta) = self.flight_meta(keyspace_name, flight) {
+                    meta.rerouted = true;
+                    meta.call = Some(call);
+                }
+                let deadline = now + self.config.peer_timeout;
+                let timeout_ms =
+                    u32::try_from(self.config.peer_timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+                let message = Message::Get { keyspace: keyspace_name.clone(), key, timeout_ms };
+                let kind = CallKind::Get { keyspace: keyspace_name.clone(), flight };
+                self.send_call(now, call, owner, deadline, kind, message);
+            }
+            _ => self.load_or_fail(now, keyspace_name, flight),
+        }
+    }
+
+    fn flight_meta(&mut self, keyspace_name: &[u8], flight: FlightId) -> Option<&mut FlightMeta> {
+        self.keyspaces.get_mut(keyspace_name)?.meta.get_mut(&flight)
     }
 
     fn fetched(
@@ -1585,15 +1694,19 @@ impl Node {
         keyspace_name: &Bytes,
         flight: FlightId,
         call: u64,
+        peer: &Bytes,
         outcome: GetOutcome,
     ) {
         let threshold = self.config.hot_threshold_per_second;
+        // groupcache mirrors a fetched value at random, one time in `hot_one_in`.
+        let one_in = u64::from(self.config.groupcache.hot_one_in);
+        let lucky = self.is_groupcache() && one_in > 0 && self.next_random() % one_in == 0;
         let result = match outcome {
             GetOutcome::Found(found) => {
                 let expires_at = found.expires_at.map(|unix| self.instant_of(unix));
                 if expires_at.is_some_and(|at| at <= now) {
                     // It expired on the way (a slow link, or clocks apart): never serve it.
-                    self.fetch_failed(now, keyspace_name, flight, call);
+                    self.fetch_failed(now, keyspace_name, flight, call, peer);
                     return;
                 }
                 let value = Value {
@@ -1611,11 +1724,11 @@ impl Node {
         }
         match result {
             Err(error) if error.is_peer_failure() => {
-                self.fetch_failed(now, keyspace_name, flight, call)
+                self.fetch_failed(now, keyspace_name, flight, call, peer)
             }
             Ok(served) => {
                 keyspace.stats.peer_loads += 1;
-                let store = (served.rate >= threshold).then_some(Tier::Hot);
+                let store = (served.rate >= threshold || lucky).then_some(Tier::Hot);
                 self.complete_flight(now, keyspace_name, flight, Ok(served), store, None);
             }
             Err(error) => self.complete_flight(now, keyspace_name, flight, Err(error), None, None),
@@ -1634,15 +1747,20 @@ impl Node {
     }
 
     fn open_conn(&mut self, conn: ConnId, peer: Option<Bytes>, outbound: bool) {
-        let hello_by = self.clock.latest() + self.config.connect_timeout;
-        self.push_timer(hello_by, Timer::Hello(conn));
+        // groupcache's HTTP has no hello: a connection is ready when it is open.
+        let hello = !self.is_groupcache();
+        if hello {
+            let hello_by = self.clock.latest() + self.config.connect_timeout;
+            self.push_timer(hello_by, Timer::Hello(conn));
+        }
+        let codec = self.new_codec(outbound);
         self.conns.insert(
             conn,
             Conn {
-                decoder: FrameDecoder::new(self.config.limits),
+                codec,
                 peer,
                 outbound,
-                hello_received: false,
+                hello_received: !hello,
                 out: Vec::new(),
                 dirty: false,
                 in_flight: 0,
@@ -1657,16 +1775,26 @@ impl Node {
         let limits = self.config.limits;
         let Some(state) = self.conns.get_mut(&conn) else { return Ok(()) };
         message.encode(request_id, &mut state.out, &limits)?;
+        self.mark_dirty(conn);
+        Ok(())
+    }
+
+    /// Bytes were queued on `conn`: they go out with the next drain.
+    fn mark_dirty(&mut self, conn: ConnId) {
+        let Some(state) = self.conns.get_mut(&conn) else { return };
         if !state.dirty {
             state.dirty = true;
             self.dirty.push(conn);
         }
-        Ok(())
     }
 
     /// Sends a reply, shrunk to fit the frame limit if it is a batch that does not: its
     /// largest values become `Overloaded`, which the requester answers by loading them itself.
     fn send_reply(&mut self, conn: ConnId, request_id: u64, message: Message) {
+        if self.conns.get(&conn).is_some_and(compat::is_http) {
+            self.http_reply(conn, &message);
+            return;
+        }
         let limits = self.config.limits;
         let message = fit_reply(message, &limits);
         if self.send(conn, request_id, &message).is_err() {
@@ -1709,15 +1837,23 @@ impl Node {
                 if link.conn == Some(conn) {
                     link.conn = None;
                 }
+                Node::http_forget(link, conn);
                 // Links to nodes off the ring go with their last connection, so that clients
                 // claiming many node ids cannot grow the table.
-                let idle = link.conn.is_none() && !link.connecting && link.queued.is_empty();
+                let idle = link.conn.is_none()
+                    && link.pool.is_empty()
+                    && !link.connecting
+                    && link.queued.is_empty();
                 if idle && !self.ring.contains(peer) {
                     self.peers.remove(peer);
                 }
             }
-            for keyspace in self.keyspaces.values_mut() {
-                keyspace.cache.clear_tier(Tier::Hot);
+            // A lost native link may have missed a "drop your copy"; groupcache's HTTP never
+            // sends one, so its hot copies do not depend on connections.
+            if !compat::is_http(&state) {
+                for keyspace in self.keyspaces.values_mut() {
+                    keyspace.cache.clear_tier(Tier::Hot);
+                }
             }
         }
         let failed: Vec<u64> = self
@@ -1781,6 +1917,11 @@ impl Node {
                     link.conn = Some(conn);
                     link.connecting = false;
                     self.flush_queued(&node_id, conn);
+                }
+                if self.leaving {
+                    // A peer that connects during the leave hears of it before any refusal,
+                    // so that it asks the key's next owner rather than loading the key itself.
+                    let _ = self.send(conn, 0, &Message::Leaving);
                 }
             }
             self.outputs.push_back(Output::Event(Event::PeerUp { peer: node_id }));
@@ -1918,13 +2059,13 @@ impl Node {
         };
         match (call.kind, reply) {
             (CallKind::Get { keyspace, flight }, Message::GetReply(outcome)) => {
-                self.fetched(now, &keyspace, flight, id, outcome);
+                self.fetched(now, &keyspace, flight, id, &call.peer, outcome);
             }
             (CallKind::GetMany { keyspace, flights }, Message::GetManyReply(outcomes))
                 if outcomes.len() == flights.len() =>
             {
                 for (flight, outcome) in flights.into_iter().zip(outcomes) {
-                    self.fetched(now, &keyspace, flight, id, outcome);
+                    self.fetched(now, &keyspace, flight, id, &call.peer, outcome);
                 }
             }
             (CallKind::Write { pending, indices }, Message::Ack(result)) if indices.len() == 1 => {
@@ -2043,7 +2184,9 @@ impl Node {
         let conns: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, state)| state.hello_received || state.outbound)
+            .filter(|(_, state)| {
+                (state.hello_received || state.outbound) && !compat::is_http(state)
+            })
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
@@ -2056,6 +2199,7 @@ impl Node {
 
     fn after_mutation(&mut self, now: Instant) {
         self.start_warmups(now);
+        self.http_after_mutation(now);
         self.flush_transmits();
         if self.leaving && !self.drained && self.is_idle() {
             self.drained = true;

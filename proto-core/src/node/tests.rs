@@ -418,7 +418,10 @@ fn a_dialled_peer_that_answers_as_another_node_is_refused() {
         timeout: None,
     };
     n.handle_input(Instant::ZERO, get(1, &owned_by_b[0])).unwrap();
-    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    assert!(drain(&mut n).contains(&Output::Connect {
+        peer: Bytes::from_static(b"b"),
+        address: Bytes::from_static(b"b")
+    }));
     n.handle_input(
         Instant::ZERO,
         Input::Connected { conn: ConnId(5), peer: Bytes::from_static(b"b") },
@@ -438,7 +441,10 @@ fn a_dialled_peer_that_answers_as_another_node_is_refused() {
     );
     // After the backoff, a fetch from "b" dials it again instead of using a dead connection.
     n.handle_input(Instant::from_secs(1), get(2, &owned_by_b[1])).unwrap();
-    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    assert!(drain(&mut n).contains(&Output::Connect {
+        peer: Bytes::from_static(b"b"),
+        address: Bytes::from_static(b"b")
+    }));
 }
 
 #[test]
@@ -460,7 +466,10 @@ fn a_connect_the_driver_never_reports_on_times_out() {
         timeout: Some(Duration::from_secs(10)),
     };
     n.handle_input(Instant::ZERO, input).unwrap();
-    assert!(drain(&mut n).contains(&Output::Connect { peer: Bytes::from_static(b"b") }));
+    assert!(drain(&mut n).contains(&Output::Connect {
+        peer: Bytes::from_static(b"b"),
+        address: Bytes::from_static(b"b")
+    }));
     // The call's own deadline (300 ms) comes first and falls back to a local load; the connect
     // attempt itself is abandoned at 2 s, so the link is free to dial again.
     n.handle_timeout(Instant::from_secs(2));
@@ -619,6 +628,58 @@ fn warmup_loads_warm_keys_this_node_comes_to_own() {
         .filter(|i| n.ring().owner(format!("warm-{i}").as_bytes()).is_some_and(|o| o == "a"))
         .count();
     assert!(outputs.contains(&Output::Event(Event::WarmupStarted { keys: owned })));
+}
+
+#[test]
+fn a_peer_fetch_reaching_a_leaving_owner_mid_load_joins_that_load() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        source_delay: (Duration::from_millis(50), Duration::from_millis(50)),
+        ..SimConfig::default()
+    });
+    let key = "leaving-owner";
+    let owner = sim.owner(key).unwrap();
+    let asker = (owner + 1) % 3;
+    let mut requests = alloc::vec![sim.get(owner, key)];
+    sim.advance(Duration::from_millis(5)); // the owner's load is in flight
+    assert_eq!(sim.loads_by(owner), 1);
+    // The owner leaves; the asker's fetch is still on the way and arrives during the leave.
+    sim.leave(owner);
+    requests.push(sim.get(asker, key));
+    sim.run_until_idle(STEPS).unwrap();
+    for request in &requests {
+        assert!(value_of(sim.reply(*request)).is_some(), "{:?}", sim.reply(*request));
+    }
+    assert_eq!(sim.loads(key), 1, "the leaving owner's load served the late fetch too");
+}
+
+#[test]
+fn a_fetch_refused_by_a_leaving_owner_goes_to_the_new_owner() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        source_delay: (Duration::from_millis(20), Duration::from_millis(20)),
+        ..SimConfig::default()
+    });
+    // A key whose owner leaves, and whose new owner is neither the leaver nor the asker.
+    let (key, owner, asker, heir) = (0..1_000)
+        .find_map(|i| {
+            let key = format!("moving-{i}");
+            let owner = sim.owner(&key)?;
+            let asker = (owner + 1) % 3;
+            let heir = (owner + 2) % 3;
+            let mut rest = alloc::vec![asker, heir];
+            rest.sort_unstable();
+            (sim.owner_among(&key, &rest) == Some(heir)).then_some((key, owner, asker, heir))
+        })
+        .expect("some key moves to the third node");
+    // The asker's fetch crosses the owner's goodbye: the owner refuses it (it is not loading
+    // the key), and by then the asker knows the key's new owner.
+    sim.leave(owner);
+    let request = sim.get(asker, &key);
+    sim.run_until_idle(STEPS).unwrap();
+    assert!(value_of(sim.reply(request)).is_some(), "{:?}", sim.reply(request));
+    assert_eq!(sim.loads(&key), 1, "loaded once, by the new owner");
+    assert_eq!(sim.loads_by(heir), 1, "the new owner (node {heir}) loaded it");
 }
 
 #[test]

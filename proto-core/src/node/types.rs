@@ -274,7 +274,8 @@ pub enum Input<'a> {
     /// The cluster's members (node ids, this node's own included or not); rebuilds the ring.
     SetPeers(Vec<Bytes>),
     /// Leave the cluster gracefully: tell the peers, refuse new requests, finish what is in
-    /// progress, then emit [`Event::Drained`].
+    /// progress, then emit [`Event::Drained`]. Until then a peer's get is still answered from
+    /// the cache or by joining a load in flight here (never by starting one).
     Leave,
     /// An outbound connection asked for by [`Output::Connect`] is open.
     Connected {
@@ -333,11 +334,14 @@ pub enum Output {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Open a connection to the peer (its node id is its address), then feed
-    /// [`Input::Connected`] or [`Input::ConnectFailed`].
+    /// Open a TCP connection to `address`, then feed [`Input::Connected`] or
+    /// [`Input::ConnectFailed`] naming `peer`.
     Connect {
-        /// The peer.
+        /// The peer (its node id).
         peer: Bytes,
+        /// Where to dial, `host:port`: the node id itself with the native protocol, the
+        /// authority of the base URL with groupcache's.
+        address: Bytes,
     },
     /// Close the connection (after writing what was transmitted before), then feed
     /// [`Input::Closed`].

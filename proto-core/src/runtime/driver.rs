@@ -25,9 +25,9 @@ pub trait DriverIo<S = SharedSource> {
     /// [`DriverCore::loaded`].
     fn load(&mut self, load: LoadId, source: S, key: Bytes);
 
-    /// Dials `peer` (its node id is its address) within the connect timeout, then reports
-    /// [`DriverCore::open`] with the peer, or [`DriverCore::connect_failed`].
-    fn connect(&mut self, peer: Bytes);
+    /// Dials `address` (`host:port`, as the core names it) within the connect timeout, then
+    /// reports [`DriverCore::open`] with `peer`, or [`DriverCore::connect_failed`].
+    fn connect(&mut self, peer: Bytes, address: Bytes);
 
     /// Queues `data` on the connection's writer, after what was queued before.
     fn transmit(&mut self, conn: &mut Self::Conn, data: Vec<u8>);
@@ -155,7 +155,7 @@ impl<C, S: Clone> DriverCore<C, S> {
                     io.transmit(&mut entry.io, data);
                 }
             }
-            Action::Connect { peer } => io.connect(peer),
+            Action::Connect { peer, address } => io.connect(peer, address),
             Action::Close { conn } => {
                 if let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closing) {
                     entry.closing = true;
@@ -285,7 +285,7 @@ mod tests {
             self.loads.push((load, key));
         }
 
-        fn connect(&mut self, _peer: Bytes) {}
+        fn connect(&mut self, _peer: Bytes, _address: Bytes) {}
 
         fn transmit(&mut self, conn: &mut ConnId, data: Vec<u8>) {
             self.transmitted.push((*conn, data.len()));

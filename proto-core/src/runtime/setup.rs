@@ -1,6 +1,7 @@
 //! Setting a node up: the builder every async runtime crate offers, and what it assembles.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -50,6 +51,7 @@ pub struct Setup<S = SharedSource> {
     configure: Vec<ConfigureFn>,
     idle_timeout: Option<Duration>,
     stop_timeout: Duration,
+    groupcache: bool,
 }
 
 impl<S> fmt::Debug for Setup<S> {
@@ -62,6 +64,7 @@ impl<S> fmt::Debug for Setup<S> {
             .field("keyspaces", &self.keyspaces.iter().map(|(c, _)| &c.name).collect::<Vec<_>>())
             .field("idle_timeout", &self.idle_timeout)
             .field("stop_timeout", &self.stop_timeout)
+            .field("groupcache", &self.groupcache)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +102,7 @@ impl<S> Setup<S> {
             configure: Vec::new(),
             idle_timeout: None,
             stop_timeout: Duration::from_secs(10),
+            groupcache: false,
         }
     }
 
@@ -128,6 +132,11 @@ impl<S> Setup<S> {
         self.peers = peers;
     }
 
+    /// Speaks groupcache's HTTP protocol ([`Builder::groupcache_compat`]).
+    pub fn set_groupcache_compat(&mut self) {
+        self.groupcache = true;
+    }
+
     /// Adds a keyspace and its source ([`Builder::keyspace`]).
     pub fn add_keyspace(&mut self, config: KeyspaceConfig, source: S) {
         self.keyspaces.push((config, source));
@@ -149,8 +158,9 @@ impl<S> Setup<S> {
     }
 
     /// Builds the node once the listener is bound at `local_addr`: the configuration (node
-    /// id: the advertised address, else `local_addr`; the cluster label; the keyspaces; the
-    /// wall-clock time now; then the caller's adjustments in order), the front (which calls
+    /// id: the advertised address, else `local_addr`, as a base URL `http://{local_addr}` in
+    /// groupcache mode; the cluster label; the keyspaces; groupcache's protocol and ring when
+    /// asked; the wall-clock time now; then the caller's adjustments in order), the front (which calls
     /// `wake` when it has work for the driver) with the initial member list, and the table of
     /// sources.
     ///
@@ -162,7 +172,11 @@ impl<S> Setup<S> {
         local_addr: SocketAddr,
         wake: WakeDriver,
     ) -> Result<Assembled<S>, StartError> {
-        let node_id = self.advertise.unwrap_or_else(|| local_addr.to_string());
+        let node_id = match (self.advertise, self.groupcache) {
+            (Some(advertised), _) => advertised,
+            (None, false) => local_addr.to_string(),
+            (None, true) => format!("http://{local_addr}"),
+        };
         let mut config = NodeConfig::new(Bytes::from(node_id.clone()), self.cluster);
         let mut sources = HashMap::new();
         for (keyspace, source) in self.keyspaces {
@@ -171,6 +185,9 @@ impl<S> Setup<S> {
                 return Err(StartError::DuplicateKeyspace(name));
             }
             config.keyspaces.push(keyspace);
+        }
+        if self.groupcache {
+            config = config.with_groupcache_compat();
         }
         config.unix_time_at_start = unix_now();
         for configure in self.configure {
@@ -249,10 +266,26 @@ impl<R: Runtime> Builder<R> {
 
     /// The address peers reach this node at, which is also its node id (default: the bound
     /// address, so port 0 works; set it when listening on an unspecified address such as
-    /// `0.0.0.0`). Every member must name this node the same way in its peer list.
+    /// `0.0.0.0`). Every member must name this node the same way in its peer list. With
+    /// [`groupcache_compat`](Self::groupcache_compat) it is the base URL, `http://host:port`.
     #[must_use]
     pub fn advertise(mut self, address: impl Into<String>) -> Self {
         self.setup.set_advertise(address.into());
+        self
+    }
+
+    /// Joins a ring of Go groupcache peers: the node speaks groupcache's HTTP protocol
+    /// ([`PeerProtocol::GroupcacheHttp`](crate::PeerProtocol::GroupcacheHttp)) on its
+    /// listener and to its peers, and places keys on groupcache's ring.
+    ///
+    /// In this mode [`advertise`](Self::advertise) is this node's base URL (default
+    /// `http://{bound address}`), [`peers`](Self::peers) are base URLs (`http://host:port`,
+    /// exactly as the Go peers name each other, since the ring hashes the strings), keyspace
+    /// names are group names, and the cluster label is not used. Puts and deletes apply to this
+    /// node only: groupcache has no writes on its wire.
+    #[must_use]
+    pub fn groupcache_compat(mut self) -> Self {
+        self.setup.set_groupcache_compat();
         self
     }
 

@@ -1,0 +1,421 @@
+//! `herdcache node`: a long-running cluster member for programs not written in Rust.
+//!
+//! It runs one herdcache-tokio node (peers on `--listen`), creates the `--keyspace`s with the
+//! `--source`s behind them, and serves the HTTP front end ([`front`]) on `--http`. Once both
+//! listen it prints one line on stdout:
+//!
+//! ```text
+//! herdcache node ready: id=127.0.0.1:7001 listen=127.0.0.1:7001 http=127.0.0.1:7002
+//! ```
+//!
+//! SIGINT or SIGTERM stops it gracefully: the front end accepts no more connections, the node
+//! leaves the ring (tells its peers, finishes what is in progress, up to `--stop-timeout`),
+//! then the process exits 0.
+
+mod front;
+mod source;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use herdcache_proto::WireLimits;
+use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::units::{parse_duration, parse_size};
+pub(crate) use source::SourceSpec;
+
+/// A keyspace's budget when `--keyspace` names none.
+const DEFAULT_KEYSPACE_BYTES: u64 = 64 << 20;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Three members on one host, fronting an HTTP origin; each has a front end on its port + 1:
+  herdcache node --listen 127.0.0.1:7001 --peers 127.0.0.1:7001,127.0.0.1:7003,127.0.0.1:7005 \\
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+  herdcache node --listen 127.0.0.1:7003 --peers 127.0.0.1:7001,127.0.0.1:7003,127.0.0.1:7005 \\
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+  ...
+  curl http://127.0.0.1:7002/v1/items/42              # the value (loaded once in the cluster)
+  curl -X PUT --data-binary @v.json 'http://127.0.0.1:7004/v1/items/42?ttl=30s'
+  curl -X DELETE http://127.0.0.1:7006/v1/items/42
+  curl http://127.0.0.1:7002/v1/stats
+
+  # Two keyspaces with a source each, and a demo keyspace that echoes:
+  herdcache node --listen 0.0.0.0:7001 --advertise 10.0.0.5:7001 --http 127.0.0.1:8001 \\
+      --peers 10.0.0.5:7001,10.0.0.6:7001 \\
+      --keyspace users:1GiB --source 'users=http://users.internal/v2/users/{key}' \\
+      --keyspace pages:64MiB:30s --source 'pages=http://cms.internal/render?path={key}' \\
+      --keyspace demo --source demo=echo:hello-
+
+Front end (--http):
+  GET    /v1/{keyspace}/{key}   200 the value | 404 not found or unknown keyspace | 502 origin
+                                failed (its status in the body) | 504 timed out (--origin-
+                                timeout) | 503 unavailable | 429 rate limited
+  PUT    /v1/{keyspace}/{key}   body = the value, ?ttl=30s for an expiry; 204 | 413 too large
+  DELETE /v1/{keyspace}/{key}   204
+  GET    /v1/stats              JSON per keyspace: gets, cache_hits, peer_loads, peer_errors,
+                                loads, loads_deduped, local_loads, local_load_errs,
+                                server_requests, hot_hits, bytes, items, evictions, ...
+  Keyspace and key are percent-decoded path segments; the key is the rest of the path.
+
+SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes), then exit 0.";
+
+/// The flags of `herdcache node`.
+#[derive(Args, Debug, Clone)]
+#[command(after_long_help = EXAMPLES)]
+pub(crate) struct NodeArgs {
+    /// Address to listen on for peers (herdcache's protocol; with --groupcache-compat Go
+    /// groupcache's HTTP protocol). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: SocketAddr,
+
+    /// The address peers reach this node at, which is its id in the ring; every member must
+    /// list it the same way in --peers. With --groupcache-compat it is a base URL
+    /// (http:// is added when missing). [default: the bound --listen address, as
+    /// http://ADDR with --groupcache-compat]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) advertise: Option<String>,
+
+    /// The cluster's members by advertised address, comma-separated or repeated; this node's
+    /// own may be among them. With --groupcache-compat: base URLs (http://host:port).
+    /// [default: this node alone]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub(crate) peers: Vec<String>,
+
+    /// Address of the HTTP front end. [default: --listen's IP and port + 1; port 0 when
+    /// --listen's port is 0]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<SocketAddr>,
+
+    /// Be a member of a Go groupcache ring: speak groupcache's HTTP protocol to peers and
+    /// use its ring (keyspaces are groups).
+    #[arg(long)]
+    pub(crate) groupcache_compat: bool,
+
+    /// A keyspace: NAME, NAME:MAX_BYTES or NAME:MAX_BYTES:TTL; repeat for several. MAX_BYTES
+    /// is this node's cache budget (64MiB if not given; units B, KB, MB, GB, KiB, MiB, GiB),
+    /// TTL the values' expiry (30s, 5m, 1h30m; none if not given). E.g. users:1GiB:10m
+    #[arg(long = "keyspace", value_name = "NAME[:MAX_BYTES[:TTL]]", required = true,
+          value_parser = KeyspaceSpec::parse)]
+    pub(crate) keyspaces: Vec<KeyspaceSpec>,
+
+    /// Where misses load from, [KEYSPACE=]SOURCE; repeat for several. SOURCE is an HTTP
+    /// origin URL template, http://host:port/path/{key} ({key} is replaced by the
+    /// percent-encoded key; 200 is the value, 404 not found, other statuses an error), or
+    /// echo:PREFIX (the value is PREFIX + key). Without KEYSPACE= it serves every keyspace
+    /// that has no source of its own.
+    #[arg(long = "source", value_name = "[KEYSPACE=]SOURCE", required = true,
+          value_parser = SourceArg::parse)]
+    pub(crate) sources: Vec<SourceArg>,
+
+    /// The cluster label: peers with another label are refused (herdcache protocol only).
+    #[arg(long, value_name = "LABEL", default_value = "herdcache")]
+    pub(crate) cluster: String,
+
+    /// How long one data-source call may take (an origin's connect, answer and body); then
+    /// its callers get 504.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) origin_timeout: Duration,
+
+    /// How long a graceful stop may take before the node closes everything.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) stop_timeout: Duration,
+}
+
+/// A `--keyspace` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyspaceSpec {
+    name: String,
+    max_bytes: u64,
+    ttl: Option<Duration>,
+}
+
+impl KeyspaceSpec {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split(':');
+        let name = parts.next().unwrap_or_default().to_owned();
+        if name.is_empty() {
+            return Err(format!("{text:?}: a keyspace needs a name (NAME[:MAX_BYTES[:TTL]])"));
+        }
+        let max_bytes = parts.next().map_or(Ok(DEFAULT_KEYSPACE_BYTES), parse_size)?;
+        let ttl = parts.next().map(parse_duration).transpose()?;
+        if parts.next().is_some() {
+            return Err(format!("{text:?}: NAME[:MAX_BYTES[:TTL]] has at most three parts"));
+        }
+        if ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(format!("{text:?}: a TTL must be more than zero (leave it out for none)"));
+        }
+        Ok(KeyspaceSpec { name, max_bytes, ttl })
+    }
+
+    /// The keyspace's configuration; a data-source call may take `load_timeout`.
+    fn config(&self, load_timeout: Duration) -> KeyspaceConfig {
+        let mut config = KeyspaceConfig::new(self.name.clone(), self.max_bytes);
+        config.default_ttl = self.ttl;
+        config.read_timeout = load_timeout;
+        config
+    }
+}
+
+/// A `--source` value: a source for one keyspace or for all without their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SourceArg {
+    keyspace: Option<String>,
+    source: SourceSpec,
+}
+
+impl SourceArg {
+    fn parse(text: &str) -> Result<Self, String> {
+        // A URL or echo: prefix first: a template may hold '=' in its query.
+        let shared = ["http://", "https://", "echo:"].iter().any(|scheme| text.starts_with(scheme));
+        if !shared && let Some((keyspace, source)) = text.split_once('=') {
+            if keyspace.is_empty() {
+                return Err(format!("{text:?}: empty keyspace name before '='"));
+            }
+            let source = SourceSpec::parse(source)?;
+            return Ok(SourceArg { keyspace: Some(keyspace.to_owned()), source });
+        }
+        Ok(SourceArg { keyspace: None, source: SourceSpec::parse(text)? })
+    }
+}
+
+/// Why `herdcache node` could not run.
+#[derive(Debug)]
+pub(crate) enum NodeError {
+    /// The flags do not fit together.
+    Usage(String),
+    /// The node did not start.
+    Start(StartError),
+    /// The front end's address cannot be bound.
+    Http(SocketAddr, io::Error),
+    /// A signal handler could not be installed.
+    Signal(io::Error),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Usage(message) => f.write_str(message),
+            NodeError::Start(error) => write!(f, "the node did not start: {error}"),
+            NodeError::Http(addr, error) => write!(f, "cannot bind the front end {addr}: {error}"),
+            NodeError::Signal(error) => write!(f, "cannot install the signal handlers: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// Each keyspace with its source: its own, else the shared one. Every keyspace needs one,
+/// and every keyspace-specific source must name a keyspace.
+fn pair_sources(args: &NodeArgs) -> Result<Vec<(KeyspaceSpec, SourceSpec)>, NodeError> {
+    let mut shared = None;
+    for arg in args.sources.iter().filter(|arg| arg.keyspace.is_none()) {
+        if shared.replace(&arg.source).is_some() {
+            return Err(NodeError::Usage("more than one --source without KEYSPACE=".to_owned()));
+        }
+    }
+    for arg in &args.sources {
+        if let Some(name) = &arg.keyspace
+            && !args.keyspaces.iter().any(|keyspace| &keyspace.name == name)
+        {
+            return Err(NodeError::Usage(format!("--source {name}=…: no --keyspace {name}")));
+        }
+    }
+    args.keyspaces
+        .iter()
+        .map(|keyspace| {
+            let mut own = args
+                .sources
+                .iter()
+                .filter(|arg| arg.keyspace.as_deref() == Some(keyspace.name.as_str()));
+            let source = match (own.next(), own.next()) {
+                (Some(_), Some(_)) => {
+                    return Err(NodeError::Usage(format!(
+                        "keyspace {}: more than one --source",
+                        keyspace.name
+                    )));
+                }
+                (Some(arg), None) => &arg.source,
+                (None, _) => shared.ok_or_else(|| {
+                    NodeError::Usage(format!(
+                        "keyspace {} has no --source (give {}=SOURCE or a SOURCE for all)",
+                        keyspace.name, keyspace.name
+                    ))
+                })?,
+            };
+            Ok((keyspace.clone(), source.clone()))
+        })
+        .collect()
+}
+
+/// The front end's address: `--http`, else `--listen`'s IP and port + 1 (0 stays 0).
+fn http_addr(args: &NodeArgs) -> Result<SocketAddr, NodeError> {
+    if let Some(http) = args.http {
+        return Ok(http);
+    }
+    let port = match args.listen.port() {
+        0 => 0,
+        port => port.checked_add(1).ok_or_else(|| {
+            NodeError::Usage(format!("--listen port {port} has no port + 1: give --http"))
+        })?,
+    };
+    Ok(SocketAddr::new(args.listen.ip(), port))
+}
+
+/// Switches the builder to Go groupcache's protocol and ring.
+fn groupcache_compat(builder: Builder, args: &NodeArgs) -> Result<Builder, NodeError> {
+    if let Some(peer) = args.peers.iter().find(|peer| !peer.starts_with("http://")) {
+        return Err(NodeError::Usage(format!(
+            "--groupcache-compat: peers are base URLs (http://host:port), not {peer:?}"
+        )));
+    }
+    Ok(builder.groupcache_compat())
+}
+
+/// Runs the node until SIGINT or SIGTERM, then leaves gracefully.
+pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
+    let keyspaces = pair_sources(&args)?;
+    let http = http_addr(&args)?;
+    let max_value = usize::try_from(WireLimits::DEFAULT_MAX_VALUE).unwrap_or(usize::MAX);
+    let mut builder = Node::builder()
+        .listen(args.listen)
+        .cluster(args.cluster.clone())
+        .peers(args.peers.clone())
+        .stop_timeout(args.stop_timeout);
+    for (keyspace, source) in &keyspaces {
+        let config = keyspace.config(args.origin_timeout);
+        builder = source.add_to(builder, config, args.origin_timeout, max_value);
+    }
+    if let Some(advertise) = &args.advertise {
+        // A groupcache peer is named by its base URL.
+        let compat_url = args.groupcache_compat && !advertise.starts_with("http://");
+        let advertise = if compat_url { format!("http://{advertise}") } else { advertise.clone() };
+        builder = builder.advertise(advertise);
+    }
+    if args.groupcache_compat {
+        builder = groupcache_compat(builder, &args)?;
+    }
+
+    // Signals first, so that a stop that comes during start-up is not lost.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(NodeError::Signal)?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(NodeError::Signal)?;
+
+    let listener = TcpListener::bind(http).await.map_err(|error| NodeError::Http(http, error))?;
+    let http = listener.local_addr().map_err(|error| NodeError::Http(http, error))?;
+    let node = builder.start().await.map_err(NodeError::Start)?;
+    let (stop_front, stopped) = watch::channel(false);
+    let front_end = tokio::spawn(front::serve(
+        listener,
+        front::Front { node: node.clone(), max_value },
+        stopped,
+    ));
+    println!(
+        "herdcache node ready: id={} listen={} http={http}",
+        node.node_id(),
+        node.local_addr()
+    );
+    for (keyspace, source) in &keyspaces {
+        eprintln!(
+            "herdcache node: keyspace {} ({} bytes, ttl {}) from {source}",
+            keyspace.name,
+            keyspace.max_bytes,
+            keyspace.ttl.map_or_else(|| "none".to_owned(), |ttl| format!("{ttl:?}")),
+        );
+    }
+
+    let signal = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    eprintln!("herdcache node: {signal}: leaving the cluster");
+    let _ = stop_front.send(true);
+    let _ = front_end.await;
+    let started = tokio::time::Instant::now();
+    node.stop().await;
+    eprintln!("herdcache node: left the cluster in {:.2?}", started.elapsed());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Wrapper {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn args(flags: &[&str]) -> Result<NodeArgs, String> {
+        let argv = std::iter::once("node").chain(flags.iter().copied());
+        Wrapper::try_parse_from(argv).map(|wrapper| wrapper.node).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn keyspaces_parse_with_defaults() {
+        let spec = KeyspaceSpec::parse("users").expect("a name alone");
+        assert_eq!((spec.name.as_str(), spec.max_bytes, spec.ttl), ("users", 64 << 20, None));
+        let spec = KeyspaceSpec::parse("pages:1GiB:30s").expect("all three");
+        assert_eq!(spec.max_bytes, 1 << 30);
+        assert_eq!(spec.ttl, Some(Duration::from_secs(30)));
+        for bad in ["", ":1MiB", "a:lots", "a:1MiB:soon", "a:1MiB:0s", "a:1:2s:3"] {
+            assert!(KeyspaceSpec::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn sources_pair_with_keyspaces() {
+        let parsed = args(&[
+            "--listen=127.0.0.1:7001",
+            "--keyspace=a",
+            "--keyspace=b:1MiB",
+            "--source=http://127.0.0.1:1/x?k={key}&v=1",
+            "--source=b=echo:B-",
+        ])
+        .expect("valid flags");
+        let pairs = pair_sources(&parsed).expect("paired");
+        assert_eq!(pairs[0].1, SourceSpec::Http("http://127.0.0.1:1/x?k={key}&v=1".into()));
+        assert_eq!(pairs[1].1, SourceSpec::Echo("B-".into()));
+    }
+
+    #[test]
+    fn sources_that_do_not_fit_are_refused() {
+        let refused = |flags: &[&str]| {
+            let parsed = args(flags).expect("parsable");
+            assert!(pair_sources(&parsed).is_err(), "{flags:?} accepted");
+        };
+        refused(&["--listen=127.0.0.1:1", "--keyspace=a", "--source=b=echo:"]);
+        refused(&["--listen=127.0.0.1:1", "--keyspace=a", "--keyspace=b", "--source=a=echo:"]);
+        refused(&["--listen=127.0.0.1:1", "--keyspace=a", "--source=echo:", "--source=echo:x"]);
+        refused(&["--listen=127.0.0.1:1", "--keyspace=a", "--source=a=echo:", "--source=a=echo:"]);
+        assert!(args(&["--listen=127.0.0.1:1", "--keyspace=a", "--source=ftp://x"]).is_err());
+        assert!(args(&["--listen=127.0.0.1:1", "--keyspace=a"]).is_err(), "a source is required");
+    }
+
+    #[test]
+    fn the_front_end_defaults_to_the_next_port() {
+        let flags = ["--keyspace=a", "--source=echo:"];
+        let with = |listen: &str, extra: &[&str]| {
+            let mut all = vec![listen];
+            all.extend_from_slice(&flags);
+            all.extend_from_slice(extra);
+            http_addr(&args(&all).expect("valid"))
+        };
+        assert_eq!(with("--listen=127.0.0.1:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
+        assert_eq!(with("--listen=127.0.0.1:0", &[]).ok(), "127.0.0.1:0".parse().ok());
+        assert_eq!(
+            with("--listen=127.0.0.1:7001", &["--http=0.0.0.0:9000"]).ok(),
+            "0.0.0.0:9000".parse().ok()
+        );
+        assert!(with("--listen=127.0.0.1:65535", &[]).is_err());
+    }
+}

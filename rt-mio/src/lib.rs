@@ -1,0 +1,103 @@
+//! # herdcache-mio — herdcache on a mio event loop, with a blocking API
+//!
+//! A herdcache node for programs with no async runtime, and for small hosts: a member of a
+//! ring of peers that shard keys by consistent hashing, load each missing key once in the
+//! whole cluster from your [`DataSource`], and mirror hot keys. Every decision is the sans-IO
+//! core's ([`herdcache_proto`]); this crate only moves bytes, reads clocks and calls your
+//! source. Its API is herdcache-tokio's, with blocking calls and a synchronous source.
+//!
+//! ```no_run
+//! use herdcache_mio::{source_fn, Bytes, KeyspaceConfig, Node};
+//!
+//! # fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let users = source_fn(|key: Bytes| {
+//!     // Look the key up in the database (blocking is fine: this runs on a worker thread).
+//!     Ok::<_, std::io::Error>(Bytes::from(format!("user {}", String::from_utf8_lossy(&key))))
+//! });
+//! let node = Node::builder()
+//!     .listen("127.0.0.1:7001".parse()?)
+//!     .peers(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"])
+//!     .keyspace(KeyspaceConfig::new("users", 64 << 20), users)
+//!     .start()?;
+//! let ada = node.get("users", "user:42")?;
+//! node.put("users", "user:43", "Grace")?;
+//! node.stop();
+//! # let _ = ada;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Threads
+//! - **Callers** ([`Handle`], [`KeyspaceHandle`]) block on their own threads. A cache hit is
+//!   served right there by the core's concurrent front ([`herdcache_proto::front::Front`]): a
+//!   sharded store behind short locks, no channel, no hop to another thread, no wait. A miss
+//!   or a write queues work for the event loop, wakes it, and parks the caller until the
+//!   node answers — within the request's timeout (`NodeConfig::request_timeout`), or at once
+//!   with [`Error::ShuttingDown`] when the node stops.
+//! - **One event-loop thread** per node owns every socket and runs the loop every herdcache
+//!   runtime runs: execute the front's actions, then sleep in `mio::Poll::poll` until the
+//!   earliest of the core's next deadline (`poll_timeout_in`: one timer for the node) and the
+//!   transport's (connect timeouts, closing grace, idle timeout), a socket's readiness, or a
+//!   wake-up (a `mio::Waker`: from the front, a worker, or a handle). Readiness is handled as
+//!   mio requires: accept and read until `WouldBlock` (bounded per wake-up so that one peer
+//!   cannot starve the others), writes vectored, bytes a write could not take kept with
+//!   WRITABLE interest registered only while some are pending.
+//! - **Worker threads**, at most [`Builder::workers`] (default [`DEFAULT_WORKERS`]), started
+//!   on demand: they call [`DataSource::fetch`] (which may block) and look up peers whose node
+//!   id is a host name. While all are busy, loads wait in line (the core bounds how many it
+//!   asks for). A panicking source fails its load; the worker and the node go on.
+//!
+//! ## What it costs
+//! - **Threads**: 1 event loop + up to N workers (0 until the first load). The loop thread has
+//!   the platform's default stack (2 MiB reserved, a few pages touched); a worker 512 KiB
+//!   reserved. An idle node takes no CPU: the loop sleeps until a deadline or an event.
+//! - **Per node**, beyond the cache's own byte budget and the core's state: one 64 KiB read
+//!   buffer shared by every connection, a readiness list of 256 events (~3 KiB), the poller
+//!   and its waker (two file descriptors on Linux).
+//! - **Per connection**: one socket (file descriptor) and about 200 bytes of state here, plus
+//!   the bytes the node transmitted that the socket has not taken yet (nothing while the peer
+//!   keeps up; at most what the core allows in flight on a connection — its requests and
+//!   frame limits bound it), the partial frame the core is reassembling, and the kernel's
+//!   socket buffers. No per-connection thread, task or read buffer.
+//!
+//! ## The loop's contract
+//! - It makes **no protocol decision**. It executes the front's actions: `Load` → queue the
+//!   call on a worker (or answer "no data source" when the keyspace has none), feed `Loaded`;
+//!   `Transmit` → append to that connection's pending bytes, written once per turn; `Connect`
+//!   → a non-blocking connect to the peer's address (its node id), checked with
+//!   `take_error`/`peer_addr` when writable, bounded by `NodeConfig::connect_timeout`, then
+//!   `Connected` or `ConnectFailed`; `Close` → write what was transmitted before (within 2 s),
+//!   close, feed `Closed`; `Event` → a `tracing` record (`Event::Drained` ends a graceful
+//!   stop). Malformed frames, wire limits, timeouts of requests, loads and hellos, reconnect
+//!   backoff: all the core's.
+//! - Connection ids are the connections' poll tokens, never reused in the node's lifetime.
+//! - The idle timeout (no traffic either way) is a transport concern and lives here; it is
+//!   off unless [`Builder::idle_timeout`] sets it.
+//!
+//! ## Stopping
+//! [`Handle::stop`] leaves gracefully: the node tells its peers, refuses new requests,
+//! finishes what is in progress and emits `Drained` (or the stop timeout passes); then the
+//! loop closes the listener and every connection and fails what is left with
+//! [`Error::ShuttingDown`]. [`Handle::kill`] (and dropping the last handle) ends the loop at
+//! its next turn and drops every socket, as a crash would. Neither waits for a data source
+//! that is still running: its worker finishes the call and exits.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod builder;
+mod conn;
+mod event_loop;
+mod handle;
+mod setup;
+mod source;
+mod workers;
+
+pub use builder::{Builder, DEFAULT_WORKERS, Node};
+pub use bytes::Bytes;
+pub use handle::{Handle, KeyspaceHandle};
+pub use herdcache_proto::{
+    ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
+};
+pub use setup::StartError;
+pub use source::{DataSource, SourceFn, source_fn};

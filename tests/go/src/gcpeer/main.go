@@ -1,0 +1,203 @@
+// Command gcpeer is a real Go groupcache peer for herdcache's interoperability tests.
+//
+// It serves one groupcache group over groupcache's HTTPPool and loads misses from an HTTP
+// origin, so that a test can run a single origin that every process of a mixed ring (Go and
+// herdcache) loads from and that counts loads per key cluster-wide.
+//
+// One listener serves:
+//
+//	/_groupcache/{group}/{key}  groupcache's peer protocol (HTTPPool, unchanged)
+//	/get?key=K                  group.Get(K): 200 with the value, 500 with the error text
+//	/stats                      the group's Stats and cache stats as JSON (snake_case names)
+//	/peers                      PUT or POST a comma-separated list of base URLs: pool.Set
+//
+// Once listening it prints "ready <base URL>" on stdout. Built in GOPATH mode:
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode:$REPO/tests/go go build gcpeer
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/golang/groupcache"
+)
+
+// maxValueBytes bounds what the origin may answer for one key and what /peers may receive.
+const maxValueBytes = 16 << 20
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (port 0: a free one)")
+	self := flag.String("self", "", "this peer's base URL (default: http://<bound address>)")
+	peers := flag.String("peers", "", "comma-separated base URLs of the ring's members, this one included (default: this peer alone)")
+	groupName := flag.String("group", "ks", "the groupcache group's name")
+	cacheBytes := flag.Int64("cache-bytes", 64<<20, "the group's cache budget in bytes")
+	origin := flag.String("origin", "", "origin URL template: {key} is replaced by the percent-encoded key (required)")
+	timeout := flag.Duration("origin-timeout", 10*time.Second, "timeout of one origin request")
+	flag.Parse()
+	if !strings.Contains(*origin, "{key}") {
+		log.Fatalf("gcpeer: -origin must be a URL template containing {key}, got %q", *origin)
+	}
+
+	listener, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatalf("gcpeer: listen: %v", err)
+	}
+	base := *self
+	if base == "" {
+		base = "http://" + listener.Addr().String()
+	}
+
+	pool := groupcache.NewHTTPPoolOpts(base, nil)
+	pool.Set(peerList(*peers, base)...)
+	client := &http.Client{Timeout: *timeout}
+	group := groupcache.NewGroup(*groupName, *cacheBytes, groupcache.GetterFunc(
+		func(ctx context.Context, key string, dest groupcache.Sink) error {
+			value, err := fetch(ctx, client, *origin, key)
+			if err != nil {
+				return err
+			}
+			return dest.SetBytes(value)
+		}))
+
+	mux := http.NewServeMux()
+	mux.Handle("/_groupcache/", pool)
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		key, ok := r.URL.Query()["key"]
+		if !ok || len(key) != 1 {
+			http.Error(w, "exactly one key= parameter", http.StatusBadRequest)
+			return
+		}
+		var value []byte
+		if err := group.Get(r.Context(), key[0], groupcache.AllocatingByteSliceSink(&value)); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(value)
+	})
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(statsOf(group, base))
+	})
+	mux.HandleFunc("/peers", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut && r.Method != http.MethodPost {
+			http.Error(w, "PUT or POST a comma-separated list of base URLs", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxValueBytes))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		pool.Set(peerList(string(body), base)...)
+		w.WriteHeader(http.StatusNoContent)
+	})
+
+	fmt.Printf("ready %s\n", base)
+	os.Stdout.Sync()
+	log.Fatal(http.Serve(listener, mux))
+}
+
+// peerList splits a comma-separated list of base URLs; an empty list is this peer alone.
+func peerList(list, self string) []string {
+	var peers []string
+	for _, peer := range strings.Split(list, ",") {
+		if peer = strings.TrimSpace(peer); peer != "" {
+			peers = append(peers, peer)
+		}
+	}
+	if len(peers) == 0 {
+		return []string{self}
+	}
+	return peers
+}
+
+// escapeKey percent-encodes every byte of key outside the unreserved set (space is %20).
+func escapeKey(key string) string {
+	return strings.ReplaceAll(url.QueryEscape(key), "+", "%20")
+}
+
+// fetch loads key from the origin: a 2xx answer is the value, anything else an error.
+func fetch(ctx context.Context, client *http.Client, template, key string) ([]byte, error) {
+	target := strings.ReplaceAll(template, "{key}", escapeKey(key))
+	request, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return nil, err
+	}
+	response, err := client.Do(request)
+	if err != nil {
+		return nil, err
+	}
+	defer response.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(response.Body, maxValueBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxValueBytes {
+		return nil, errors.New("origin value over the size limit")
+	}
+	if response.StatusCode < 200 || response.StatusCode > 299 {
+		return nil, fmt.Errorf("origin answered %s for %q", response.Status, key)
+	}
+	return body, nil
+}
+
+// cacheStats is groupcache.CacheStats with snake_case names.
+type cacheStats struct {
+	Bytes     int64 `json:"bytes"`
+	Items     int64 `json:"items"`
+	Gets      int64 `json:"gets"`
+	Hits      int64 `json:"hits"`
+	Evictions int64 `json:"evictions"`
+}
+
+// stats is a group's counters under groupcache's names, as herdcache node reports them too.
+type stats struct {
+	Self           string     `json:"self"`
+	Group          string     `json:"group"`
+	Gets           int64      `json:"gets"`
+	CacheHits      int64      `json:"cache_hits"`
+	PeerLoads      int64      `json:"peer_loads"`
+	PeerErrors     int64      `json:"peer_errors"`
+	Loads          int64      `json:"loads"`
+	LoadsDeduped   int64      `json:"loads_deduped"`
+	LocalLoads     int64      `json:"local_loads"`
+	LocalLoadErrs  int64      `json:"local_load_errs"`
+	ServerRequests int64      `json:"server_requests"`
+	MainCache      cacheStats `json:"main_cache"`
+	HotCache       cacheStats `json:"hot_cache"`
+}
+
+func statsOf(group *groupcache.Group, self string) stats {
+	convert := func(c groupcache.CacheStats) cacheStats {
+		return cacheStats{Bytes: c.Bytes, Items: c.Items, Gets: c.Gets, Hits: c.Hits, Evictions: c.Evictions}
+	}
+	s := &group.Stats
+	return stats{
+		Self:           self,
+		Group:          group.Name(),
+		Gets:           s.Gets.Get(),
+		CacheHits:      s.CacheHits.Get(),
+		PeerLoads:      s.PeerLoads.Get(),
+		PeerErrors:     s.PeerErrors.Get(),
+		Loads:          s.Loads.Get(),
+		LoadsDeduped:   s.LoadsDeduped.Get(),
+		LocalLoads:     s.LocalLoads.Get(),
+		LocalLoadErrs:  s.LocalLoadErrs.Get(),
+		ServerRequests: s.ServerRequests.Get(),
+		MainCache:      convert(group.CacheStats(groupcache.MainCache)),
+		HotCache:       convert(group.CacheStats(groupcache.HotCache)),
+	}
+}

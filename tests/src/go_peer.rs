@@ -1,0 +1,391 @@
+//! Real Go groupcache peers, as processes on loopback, for interoperability tests.
+//!
+//! The peer is the project's own Go program `tests/go/src/gcpeer` (golang/groupcache's
+//! `HTTPPool` and one group, loading misses from an HTTP origin such as [`crate::Origin`]).
+//! It is built once per test run, in GOPATH mode against Debian's packages (`golang-go`,
+//! `golang-github-golang-groupcache-dev`, `golang-github-golang-protobuf-1-5-dev`), into the
+//! cargo target directory.
+//!
+//! ```no_run
+//! # use herdcache_tests::{drive, go_peers_available, GoPeer, GoPeerSpec, Origin, origin_value};
+//! # fn main() {
+//! if !go_peers_available() {
+//!     return; // printed why; never taken in CI (CI=true makes it a failure)
+//! }
+//! drive(async {
+//!     let origin = Origin::start().await.unwrap();
+//!     let a = GoPeer::start(&GoPeerSpec::new(origin.template("a"))).await.unwrap();
+//!     let b = GoPeer::start(&GoPeerSpec::new(origin.template("b"))).await.unwrap();
+//!     let ring = [a.base_url().to_owned(), b.base_url().to_owned()];
+//!     a.set_peers(&ring).await.unwrap();
+//!     b.set_peers(&ring).await.unwrap();
+//!     assert_eq!(a.get("k").await.unwrap(), origin_value(b"k"));
+//!     assert_eq!(origin.loads_of("k"), 1);
+//!     println!("{:?}", b.stats().await.unwrap());
+//! }); // dropping a peer kills its process
+//! # }
+//! ```
+//!
+//! The peer's HTTP surface (one port): `/_groupcache/{group}/{key}` (groupcache's protocol),
+//! `/get?key=K` (`group.Get`: 200 with the value, 500 with the error text), `/stats`
+//! ([`GoStats`]), `PUT /peers` (a comma-separated list of base URLs: `pool.Set`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::harness::{KEYSPACE, KEYSPACE_BYTES};
+use crate::http::{self, escape};
+
+/// Where Debian's Go packages put their sources (the first GOPATH entry).
+pub const DEBIAN_GOCODE: &str = "/usr/share/gocode";
+
+/// How long a started peer has to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The GOPATH workspace of the project's Go programs.
+const GO_WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/go");
+
+/// How to start a Go peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoPeerSpec {
+    /// The origin URL template (`{key}` is replaced by the percent-encoded key), e.g.
+    /// [`crate::Origin::template`].
+    pub origin: String,
+    /// The ring's members by base URL (`http://host:port`), this peer's own included; empty:
+    /// this peer alone (replace later with [`GoPeer::set_peers`], e.g. once every peer's
+    /// port is known).
+    pub peers: Vec<String>,
+    /// The group's name (default [`KEYSPACE`]).
+    pub group: String,
+    /// The group's cache budget (default [`KEYSPACE_BYTES`]).
+    pub cache_bytes: u64,
+}
+
+impl GoPeerSpec {
+    /// A peer alone in its ring, serving group [`KEYSPACE`] from `origin`.
+    #[must_use]
+    pub fn new(origin: impl Into<String>) -> Self {
+        GoPeerSpec {
+            origin: origin.into(),
+            peers: Vec::new(),
+            group: KEYSPACE.to_owned(),
+            cache_bytes: KEYSPACE_BYTES,
+        }
+    }
+}
+
+/// One group's counters, under groupcache's names (`group.Stats` and `group.CacheStats`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct GoStats {
+    /// The peer's base URL.
+    #[serde(rename = "self")]
+    pub self_url: String,
+    /// The group's name.
+    pub group: String,
+    /// Every get, from peers too.
+    pub gets: u64,
+    /// Gets answered by either cache.
+    pub cache_hits: u64,
+    /// Values fetched from peers.
+    pub peer_loads: u64,
+    /// Failed peer fetches.
+    pub peer_errors: u64,
+    /// Gets that missed the caches.
+    pub loads: u64,
+    /// Loads after singleflight.
+    pub loads_deduped: u64,
+    /// Successful origin loads.
+    pub local_loads: u64,
+    /// Failed origin loads.
+    pub local_load_errs: u64,
+    /// Gets that came from peers.
+    pub server_requests: u64,
+    /// The main cache (keys this peer owns).
+    pub main_cache: GoCacheStats,
+    /// The hot cache (mirrored keys).
+    pub hot_cache: GoCacheStats,
+}
+
+/// One of a group's caches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct GoCacheStats {
+    /// Bytes of keys and values.
+    pub bytes: u64,
+    /// Entries.
+    pub items: u64,
+    /// Lookups.
+    pub gets: u64,
+    /// Hits.
+    pub hits: u64,
+    /// Evictions.
+    pub evictions: u64,
+}
+
+/// Whether Go peers can run here: builds the Go program on the first call (once per test run).
+///
+/// When they cannot (no Go toolchain, a Debian package missing, a build error): with
+/// `CI=true` this panics — interop tests never skip in CI; otherwise it prints why on stderr
+/// and returns `false`, and the test returns early.
+///
+/// # Panics
+/// In CI, when Go peers cannot run.
+#[must_use]
+pub fn go_peers_available() -> bool {
+    match gcpeer_binary() {
+        Ok(_) => true,
+        Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("Go peers are required in CI: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping a Go interop test: {why}");
+            false
+        }
+    }
+}
+
+/// The built `gcpeer` program, or why it cannot be built.
+fn gcpeer_binary() -> Result<&'static Path, &'static str> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINARY.get_or_init(|| build_gcpeer(&go_command())).as_deref().map_err(String::as_str)
+}
+
+/// The Go command: `$GO`, else `go` on the PATH, else Debian's.
+fn go_command() -> PathBuf {
+    if let Some(go) = std::env::var_os("GO") {
+        return PathBuf::from(go);
+    }
+    let debian = Path::new("/usr/lib/go/bin/go");
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("go").is_file()));
+    if on_path || !debian.is_file() { PathBuf::from("go") } else { debian.to_path_buf() }
+}
+
+/// Builds `gcpeer` with `go` into the target directory (`target/<profile>/gcpeer`).
+fn build_gcpeer(go: &Path) -> Result<PathBuf, String> {
+    let version = std::process::Command::new(go).arg("version").output();
+    if !version.is_ok_and(|output| output.status.success()) {
+        return Err(format!(
+            "no Go toolchain ({} version failed): install Debian's golang-go",
+            go.display()
+        ));
+    }
+    for (package, source) in [
+        ("golang-github-golang-groupcache-dev", "github.com/golang/groupcache"),
+        ("golang-github-golang-protobuf-1-5-dev", "github.com/golang/protobuf/proto"),
+    ] {
+        if !Path::new(DEBIAN_GOCODE).join("src").join(source).is_dir() {
+            return Err(format!("{DEBIAN_GOCODE}/src/{source} is missing: install {package}"));
+        }
+    }
+    // The test binary lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().map_err(|error| format!("current_exe: {error}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("no target directory above {}", exe.display()))?;
+    let binary = profile_dir.join("gcpeer");
+    // Test binaries may build at the same time: each writes its own file, then renames it.
+    let partial = profile_dir.join(format!("gcpeer.{}.partial", std::process::id()));
+    let gocache = std::env::var_os("GOCACHE")
+        .map_or_else(|| profile_dir.join("go-build-cache"), PathBuf::from);
+    let output = std::process::Command::new(go)
+        .args(["build", "-o"])
+        .arg(&partial)
+        .arg("gcpeer")
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{DEBIAN_GOCODE}:{GO_WORKSPACE}"))
+        .env("GOCACHE", gocache)
+        .env("GOFLAGS", "")
+        .output()
+        .map_err(|error| format!("{} build: {error}", go.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "go build gcpeer failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    std::fs::rename(&partial, &binary).map_err(|error| {
+        format!("rename {} to {}: {error}", partial.display(), binary.display())
+    })?;
+    Ok(binary)
+}
+
+/// Why a [`GoPeer::get`] failed.
+#[derive(Debug)]
+pub enum GoGetError {
+    /// The peer answered a status other than 200 (500: `group.Get` failed; the message is
+    /// its error text, e.g. the origin's status).
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The body.
+        message: String,
+    },
+    /// No answer (connection, timeout).
+    Io(io::Error),
+}
+
+impl std::fmt::Display for GoGetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GoGetError::Status { status, message } => write!(f, "{status}: {}", message.trim()),
+            GoGetError::Io(error) => write!(f, "no answer: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for GoGetError {}
+
+/// A running Go groupcache peer process. Dropping it kills the process.
+#[derive(Debug)]
+pub struct GoPeer {
+    base_url: String,
+    child: Child,
+}
+
+impl GoPeer {
+    /// Starts a peer on a free loopback port and waits (up to [`READY_TIMEOUT`]) until it
+    /// listens. Call [`go_peers_available`] first.
+    ///
+    /// # Errors
+    /// When the program is not built, does not start, or prints no ready line in time (the
+    /// process is killed then).
+    pub async fn start(spec: &GoPeerSpec) -> io::Result<GoPeer> {
+        let binary = gcpeer_binary().map_err(|why| io::Error::new(io::ErrorKind::NotFound, why))?;
+        let mut child = Command::new(binary)
+            .args(["-listen", "127.0.0.1:0", "-origin", &spec.origin, "-group", &spec.group])
+            .args(["-cache-bytes", &spec.cache_bytes.to_string(), "-peers", &spec.peers.join(",")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
+        let base_url = match tokio::time::timeout(READY_TIMEOUT, ready_line(stdout)).await {
+            Ok(Ok(base_url)) => base_url,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("gcpeer printed no ready line within {READY_TIMEOUT:?}"),
+                ));
+            }
+        };
+        Ok(GoPeer { base_url, child })
+    }
+
+    /// Its base URL, `http://127.0.0.1:PORT`: its name in a groupcache ring.
+    #[must_use]
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The value of `key` through the peer's `group.Get`.
+    ///
+    /// # Errors
+    /// [`GoGetError::Status`] when the peer answers anything but 200, [`GoGetError::Io`] when
+    /// it does not answer.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Bytes, GoGetError> {
+        let url = format!("{}/get?key={}", self.base_url, escape(key.as_ref()));
+        let answer = http::get(&url).await.map_err(GoGetError::Io)?;
+        if answer.status == StatusCode::OK {
+            Ok(answer.body)
+        } else {
+            Err(GoGetError::Status { status: answer.status, message: answer.text() })
+        }
+    }
+
+    /// The group's counters now.
+    ///
+    /// # Errors
+    /// No answer, or an answer that is not the stats JSON.
+    pub async fn stats(&self) -> io::Result<GoStats> {
+        let answer = http::get(&format!("{}/stats", self.base_url)).await?;
+        if answer.status != StatusCode::OK {
+            return Err(io::Error::other(format!("/stats: {}: {}", answer.status, answer.text())));
+        }
+        serde_json::from_slice(&answer.body).map_err(io::Error::other)
+    }
+
+    /// Replaces the ring (`pool.Set`): base URLs, this peer's own included.
+    ///
+    /// # Errors
+    /// No answer, or a refusal.
+    pub async fn set_peers(&self, peers: &[impl AsRef<str>]) -> io::Result<()> {
+        let list = peers.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",");
+        let answer = http::request(Method::PUT, &format!("{}/peers", self.base_url), list).await?;
+        if answer.status == StatusCode::NO_CONTENT {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("/peers: {}: {}", answer.status, answer.text())))
+        }
+    }
+
+    /// The process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the process (SIGKILL, as a crash) and waits until it is gone.
+    ///
+    /// # Errors
+    /// When it cannot be signalled or waited for.
+    pub async fn kill(&mut self) -> io::Result<ExitStatus> {
+        self.child.start_kill()?;
+        self.child.wait().await
+    }
+}
+
+impl Drop for GoPeer {
+    /// Kills the process and reaps it (it dies at once on SIGKILL), so that no zombie stays
+    /// behind while the test binary runs on.
+    fn drop(&mut self) {
+        if self.child.start_kill().is_err() {
+            return; // already reaped by `kill`
+        }
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Reads `ready <base URL>` from the peer's stdout, then keeps draining it on a task so that
+/// the pipe never fills.
+async fn ready_line(stdout: ChildStdout) -> io::Result<String> {
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next_line().await?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "gcpeer exited before it was ready")
+    })?;
+    let base_url = line
+        .strip_prefix("ready ")
+        .ok_or_else(|| io::Error::other(format!("gcpeer: unexpected first line {line:?}")))?
+        .trim()
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(base_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_toolchain_says_which_package_to_install() {
+        let why = build_gcpeer(Path::new("/nonexistent/bin/go")).expect_err("no such go");
+        assert!(why.contains("golang-go"), "{why}");
+    }
+}

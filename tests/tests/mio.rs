@@ -1,0 +1,3 @@
+//! Every scenario on all-mio clusters.
+
+herdcache_tests::scenario_tests!(herdcache_tests::mio_cluster);
