@@ -137,7 +137,7 @@ impl Runtime for AsyncStd {
                 // The thread owns the executor: when the node's control is dropped the quit
                 // channel closes, `run` returns, and dropping the executor drops every task.
                 .spawn(move || async_io::block_on(executor.run(quit_rx.recv())))
-                .map_err(StartError::Spawn)?;
+                .map_err(StartError::Runtime)?;
             tracing::info!(node = node.shared.node_id(), %local_addr, "node started");
             let control = Box::new(NodeThread { driver: task, stop_now, _quit: quit });
             Ok(Handle::new(node.shared, control, node.stop_timeout))

@@ -14,7 +14,9 @@ use mio::{Poll, Waker};
 
 use crate::event_loop::{EventLoop, LoopConfig, Shared, WAKER};
 use crate::handle::{Handle, LoopThread};
-use crate::setup::{Settings, Sources, StartError};
+use herdcache_proto::runtime::StartError;
+
+use crate::setup::{Settings, Sources};
 use crate::source::{DataSource, SharedSource, erase};
 
 /// Worker threads for data sources and name lookups, unless [`Builder::workers`] says.

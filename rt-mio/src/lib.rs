@@ -96,8 +96,8 @@ mod workers;
 pub use builder::{Builder, DEFAULT_WORKERS, Node};
 pub use bytes::Bytes;
 pub use handle::{Handle, KeyspaceHandle};
+pub use herdcache_proto::runtime::StartError;
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
-pub use setup::StartError;
 pub use source::{DataSource, SourceFn, source_fn};

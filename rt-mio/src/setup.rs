@@ -1,22 +1,21 @@
 //! What starting and running a node takes that has nothing to do with the runtime: the
-//! builder's settings, assembling the core's configuration, the start error, the wall clock,
-//! the data sources by keyspace, turning a source's answer into the core's [`LoadResult`],
-//! and recording the core's events.
+//! builder's settings, assembling the core's configuration, the data sources by keyspace, and
+//! recording the core's events.
 //!
-//! herdcache-tokio does the same steps (in its `builder.rs`, `handle.rs` and `source.rs`).
-//! They are kept apart here, free of mio, so that they can move into the core (feature `std`)
-//! and be shared by every runtime crate.
+//! The start error, the wall clock and the mapping of a source's answer are the core's
+//! already ([`herdcache_proto::runtime`]); the rest has its counterpart there too
+//! (`Setup::assemble`, `Shared`) and can move onto it.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::front::Front;
-use herdcache_proto::{ConfigError, Event, KeyspaceConfig, LoadResult, NodeConfig, UnixTime};
+use herdcache_proto::runtime::{PANICKED, StartError, unix_now};
+use herdcache_proto::{ConfigError, Event, KeyspaceConfig, LoadResult, NodeConfig};
 
 /// A change to the node's configuration, applied after the builder filled it in.
 pub(crate) type ConfigureFn = Box<dyn FnOnce(&mut NodeConfig) + Send>;
@@ -111,28 +110,9 @@ impl<S> Settings<S> {
     }
 }
 
-/// The wall-clock time now, as the core counts it.
-pub(crate) fn unix_now() -> UnixTime {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    UnixTime::from_micros(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// A data source's answer as the core takes it: a value, "no such key" (when `is_not_found`
-/// says so), or a failure carrying the error's text.
-pub(crate) fn load_result<E: fmt::Display>(
-    fetched: Result<Bytes, E>,
-    is_not_found: impl FnOnce(&E) -> bool,
-) -> LoadResult {
-    match fetched {
-        Ok(bytes) => LoadResult::Value { bytes, expires_at: None },
-        Err(error) if is_not_found(&error) => LoadResult::NotFound,
-        Err(error) => LoadResult::Failed(Bytes::from(error.to_string())),
-    }
-}
-
 /// What a load answers when its source panicked.
 pub(crate) fn panicked() -> LoadResult {
-    LoadResult::Failed(Bytes::from_static(b"data source panicked"))
+    LoadResult::Failed(Bytes::from_static(PANICKED))
 }
 
 /// What a load answers when its keyspace has no source (removed meanwhile).
@@ -197,40 +177,5 @@ impl<S: Clone> Sources<S> {
         front.remove_keyspace(name)?;
         sources.remove(name);
         Ok(())
-    }
-}
-
-/// Why [`Builder::start`](crate::Builder::start) failed. Nothing was started.
-#[derive(Debug)]
-pub enum StartError {
-    /// The listen address could not be bound.
-    Bind(io::Error),
-    /// Two keyspaces with this name.
-    DuplicateKeyspace(String),
-    /// The core refused the configuration.
-    Config(ConfigError),
-    /// The runtime could not set itself up (for this crate: the poller, its waker, or the
-    /// event-loop thread).
-    Runtime(io::Error),
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Bind(error) => write!(f, "cannot bind the listen address: {error}"),
-            StartError::DuplicateKeyspace(name) => write!(f, "keyspace {name:?} added twice"),
-            StartError::Config(error) => write!(f, "invalid configuration: {error}"),
-            StartError::Runtime(error) => write!(f, "cannot start the runtime: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StartError::Bind(error) | StartError::Runtime(error) => Some(error),
-            StartError::Config(error) => Some(error),
-            StartError::DuplicateKeyspace(_) => None,
-        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herdcache_proto::LoadResult;
 
-use crate::setup::load_result;
+use herdcache_proto::runtime::load_result;
 
 /// Where a keyspace's values come from on a miss: a database, a service, a computation.
 ///
@@ -89,7 +89,9 @@ pub(crate) trait ErasedSource: Send + Sync + 'static {
 
 impl<S: DataSource> ErasedSource for S {
     fn load(&self, key: Bytes) -> LoadResult {
-        load_result(self.fetch(key), |error| self.is_not_found(error))
+        let fetched = self.fetch(key);
+        let not_found = fetched.as_ref().is_err_and(|error| self.is_not_found(error));
+        load_result(fetched, not_found)
     }
 }
 

@@ -369,8 +369,8 @@ pub enum StartError {
     DuplicateKeyspace(String),
     /// The core refused the configuration.
     Config(ConfigError),
-    /// The runtime could not start the node's thread or task.
-    Spawn(io::Error),
+    /// The runtime could not set itself up (its thread, its poller, …).
+    Runtime(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -379,7 +379,7 @@ impl fmt::Display for StartError {
             StartError::Bind(error) => write!(f, "cannot bind the listen address: {error}"),
             StartError::DuplicateKeyspace(name) => write!(f, "keyspace {name:?} added twice"),
             StartError::Config(error) => write!(f, "invalid configuration: {error}"),
-            StartError::Spawn(error) => write!(f, "cannot start the node: {error}"),
+            StartError::Runtime(error) => write!(f, "cannot start the runtime: {error}"),
         }
     }
 }
@@ -387,7 +387,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Bind(error) | StartError::Spawn(error) => Some(error),
+            StartError::Bind(error) | StartError::Runtime(error) => Some(error),
             StartError::Config(error) => Some(error),
             StartError::DuplicateKeyspace(_) => None,
         }
