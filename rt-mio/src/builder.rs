@@ -7,16 +7,15 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::front::{Front, WakeDriver};
+use herdcache_proto::front::WakeDriver;
 use herdcache_proto::{KeyspaceConfig, NodeConfig};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::event_loop::{EventLoop, LoopConfig, Shared, WAKER};
 use crate::handle::{Handle, LoopThread};
-use herdcache_proto::runtime::StartError;
+use herdcache_proto::runtime::{Setup, StartError};
 
-use crate::setup::{Settings, Sources};
 use crate::source::{DataSource, SharedSource, erase};
 
 /// Worker threads for data sources and name lookups, unless [`Builder::workers`] says.
@@ -37,7 +36,7 @@ impl Node {
 /// Sets a node up: where it listens, who its peers are, its keyspaces and limits, how many
 /// worker threads call its data sources.
 pub struct Builder {
-    settings: Settings<SharedSource>,
+    settings: Setup<SharedSource>,
     workers: usize,
 }
 
@@ -63,13 +62,13 @@ impl Builder {
     /// [`NodeConfig::new`]'s limits and timeouts.
     #[must_use]
     pub fn new() -> Self {
-        Builder { settings: Settings::default(), workers: DEFAULT_WORKERS }
+        Builder { settings: Setup::new(), workers: DEFAULT_WORKERS }
     }
 
     /// The address to listen on for peers; port 0 picks a free one.
     #[must_use]
     pub fn listen(mut self, address: SocketAddr) -> Self {
-        self.settings.listen = address;
+        self.settings.set_listen(address);
         self
     }
 
@@ -78,14 +77,14 @@ impl Builder {
     /// `0.0.0.0`). Every member must name this node the same way in its peer list.
     #[must_use]
     pub fn advertise(mut self, address: impl Into<String>) -> Self {
-        self.settings.advertise = Some(address.into());
+        self.settings.set_advertise(address.into());
         self
     }
 
     /// The cluster label: peers with another label are refused.
     #[must_use]
     pub fn cluster(mut self, label: impl Into<Bytes>) -> Self {
-        self.settings.cluster = label.into();
+        self.settings.set_cluster(label.into());
         self
     }
 
@@ -97,14 +96,14 @@ impl Builder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.settings.peers = peers.into_iter().map(Into::into).collect();
+        self.settings.set_peers(peers.into_iter().map(Into::into).collect());
         self
     }
 
     /// Adds a keyspace and the data source its misses load from.
     #[must_use]
     pub fn keyspace(mut self, config: KeyspaceConfig, source: impl DataSource) -> Self {
-        self.settings.keyspaces.push((config, erase(source)));
+        self.settings.add_keyspace(config, erase(source));
         self
     }
 
@@ -113,7 +112,7 @@ impl Builder {
     /// wall-clock time at start. Several calls apply in order.
     #[must_use]
     pub fn config(mut self, configure: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
-        self.settings.configure.push(Box::new(configure));
+        self.settings.add_config(configure);
         self
     }
 
@@ -121,7 +120,7 @@ impl Builder {
     /// node reconnects when it next needs the peer).
     #[must_use]
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.settings.idle_timeout = Some(idle);
+        self.settings.set_idle_timeout(idle);
         self
     }
 
@@ -129,7 +128,7 @@ impl Builder {
     /// closes everything (default 10 s).
     #[must_use]
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.stop_timeout = timeout;
+        self.settings.set_stop_timeout(timeout);
         self
     }
 
@@ -150,11 +149,8 @@ impl Builder {
     /// when two keyspaces share a name, [`StartError::Config`] when the core refuses the
     /// configuration, [`StartError::Runtime`] when the poller or the thread cannot be made.
     pub fn start(self) -> Result<Handle, StartError> {
-        let (node, listener, local_addr) = self.settings.assemble(|address| {
-            let listener = TcpListener::bind(address).map_err(StartError::Bind)?;
-            let local_addr = listener.local_addr().map_err(StartError::Bind)?;
-            Ok((listener, local_addr))
-        })?;
+        let listener = TcpListener::bind(self.settings.listen_addr()).map_err(StartError::Bind)?;
+        let local_addr = listener.local_addr().map_err(StartError::Bind)?;
         let poll = Poll::new().map_err(StartError::Runtime)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Runtime)?);
         let wake_driver: WakeDriver = {
@@ -165,23 +161,18 @@ impl Builder {
                 }
             })
         };
+        let node = self.settings.assemble(local_addr, wake_driver)?;
         let config = LoopConfig {
-            connect_timeout: node.config.connect_timeout,
+            connect_timeout: node.connect_timeout,
             idle_timeout: node.idle_timeout,
             workers: self.workers,
         };
-        let node_id = String::from_utf8_lossy(&node.config.node_id).into_owned();
-        let front = Front::new(node.config, wake_driver).map_err(StartError::Config)?;
-        if !node.peers.is_empty() {
-            front.set_peers(node.peers);
-        }
-        let sources = Sources::new(node.sources);
-        let shared = Arc::new(Shared::new(front, sources, waker, node_id, local_addr));
+        let shared = Arc::new(Shared::new(node.shared, waker));
         let event_loop = EventLoop::new(Arc::clone(&shared), poll, listener, config)
             .map_err(StartError::Runtime)?;
         let (ended, exited) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
-            .name(format!("herdcache-mio {}", shared.node_id))
+            .name(format!("herdcache-mio {}", shared.node.node_id()))
             .spawn(move || {
                 // Dropped when the loop ends, however it ends: the handles see the channel
                 // disconnect.
@@ -189,7 +180,7 @@ impl Builder {
                 event_loop.run();
             })
             .map_err(StartError::Runtime)?;
-        tracing::info!(node = shared.node_id.as_str(), %local_addr, "node started");
+        tracing::info!(node = shared.node.node_id(), %local_addr, "node started");
         Ok(Handle::new(shared, LoopThread { thread, exited }, node.stop_timeout))
     }
 }

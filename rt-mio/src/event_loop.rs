@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herdcache_proto::front::{Action, Front};
+use herdcache_proto::runtime;
 use herdcache_proto::{ConnId, Input, LoadResult};
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Conn, Phase};
-use crate::setup::{Sources, log_event, no_source};
+use crate::setup::{log_event, no_source};
 use crate::source::SharedSource;
 use crate::workers::{Done, Task, Workers};
 
@@ -64,28 +65,18 @@ pub(crate) enum Command {
     Kill = 2,
 }
 
-/// What the node shares between its handles and its event loop.
+/// What the node shares between its handles and its event loop: the core's shared state of
+/// a node (front, sources, id, address) and the loop's waker and command.
 pub(crate) struct Shared {
-    pub(crate) front: Front,
-    pub(crate) sources: Sources<SharedSource>,
+    pub(crate) node: Arc<runtime::Shared<SharedSource>>,
     pub(crate) waker: Arc<Waker>,
     command: AtomicU8,
-    /// This node's id: its advertised address.
-    pub(crate) node_id: String,
-    /// The address the listener is bound to.
-    pub(crate) local_addr: SocketAddr,
 }
 
 impl Shared {
-    pub(crate) fn new(
-        front: Front,
-        sources: Sources<SharedSource>,
-        waker: Arc<Waker>,
-        node_id: String,
-        local_addr: SocketAddr,
-    ) -> Self {
+    pub(crate) fn new(node: Arc<runtime::Shared<SharedSource>>, waker: Arc<Waker>) -> Self {
         let command = AtomicU8::new(Command::Run as u8);
-        Shared { front, sources, waker, command, node_id, local_addr }
+        Shared { node, waker, command }
     }
 
     /// Asks the loop for `command` (a weaker one than already asked is ignored) and wakes it.
@@ -159,9 +150,10 @@ impl EventLoop {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::clone(&shared.waker);
         let notify = Arc::new(move || drop(waker.wake()));
-        let workers = Workers::new(config.workers, format!("{}-worker", shared.node_id), notify);
+        let workers =
+            Workers::new(config.workers, format!("{}-worker", shared.node.node_id()), notify);
         Ok(EventLoop {
-            front: shared.front.clone(),
+            front: shared.node.front().clone(),
             shared,
             poll,
             listener: Some(listener),
@@ -298,7 +290,7 @@ impl EventLoop {
     fn execute(&mut self, action: Action) {
         match action {
             Action::Load { load, keyspace, key } => {
-                let Some(source) = self.shared.sources.get(&keyspace) else {
+                let Some(source) = self.shared.node.source(&keyspace) else {
                     feed(&self.front, Input::Loaded { load, result: no_source() });
                     return;
                 };
@@ -347,7 +339,7 @@ impl EventLoop {
                 }
             }
             Action::Event(event) => {
-                self.drained |= log_event(&self.shared.node_id, event);
+                self.drained |= log_event(self.shared.node.node_id(), event);
             }
         }
     }
@@ -604,7 +596,7 @@ impl EventLoop {
                 self.on_readable(token);
             }
         }
-        tracing::debug!(node = self.shared.node_id.as_str(), "event loop stopped");
+        tracing::debug!(node = self.shared.node.node_id(), "event loop stopped");
     }
 }
 

@@ -74,7 +74,7 @@ impl Inner {
     fn kill(&self) {
         let event_loop = self.take_loop();
         self.shared.send(Command::Kill);
-        self.shared.front.close();
+        self.shared.node.front().close();
         if let Some(event_loop) = event_loop {
             // A killed loop exits at its next turn: the sockets are closed when this returns.
             event_loop.ended_within(CLOSE_GRACE);
@@ -92,8 +92,8 @@ impl Drop for Inner {
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
-            .field("node_id", &self.inner.shared.node_id)
-            .field("local_addr", &self.inner.shared.local_addr)
+            .field("node_id", &self.inner.shared.node.node_id())
+            .field("local_addr", &self.inner.shared.node.local_addr())
             .finish_non_exhaustive()
     }
 }
@@ -111,13 +111,13 @@ impl Handle {
     /// This node's id: its advertised address.
     #[must_use]
     pub fn node_id(&self) -> &str {
-        &self.shared().node_id
+        self.shared().node.node_id()
     }
 
     /// The address the node listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared().local_addr
+        self.shared().node.local_addr()
     }
 
     /// The value of `key`: from this node's caches, from the owning peer, or loaded from the
@@ -139,7 +139,7 @@ impl Handle {
         keyspace: impl AsRef<[u8]>,
         key: impl AsRef<[u8]>,
     ) -> Result<Value, Error> {
-        wait(self.shared().front.get(keyspace.as_ref(), key.as_ref()))
+        wait(self.shared().node.front().get(keyspace.as_ref(), key.as_ref()))
     }
 
     /// The values of several keys of one keyspace, in order; keys are grouped by owner and
@@ -150,7 +150,7 @@ impl Handle {
         K: AsRef<[u8]>,
     {
         let keys = keys.into_iter().map(bytes_of).collect();
-        wait(self.shared().front.get_many(keyspace.as_ref(), keys))
+        wait(self.shared().node.front().get_many(keyspace.as_ref(), keys))
     }
 
     /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
@@ -165,7 +165,7 @@ impl Handle {
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
         let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
-        wait(self.shared().front.put(keyspace.as_ref(), entry))
+        wait(self.shared().node.front().put(keyspace.as_ref(), entry))
     }
 
     /// Like [`Handle::put`], expiring `ttl` from now.
@@ -179,7 +179,7 @@ impl Handle {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let front = &self.shared().front;
+        let front = &self.shared().node.front();
         let expires_at = Some(front.now().saturating_add(ttl));
         let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
         wait(front.put(keyspace.as_ref(), entry))
@@ -193,7 +193,7 @@ impl Handle {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Vec<Result<(), Error>> {
         let entries = entries.into_iter().collect();
-        wait(self.shared().front.put_many(keyspace.as_ref(), entries))
+        wait(self.shared().node.front().put_many(keyspace.as_ref(), entries))
     }
 
     /// Removes `key` at its owner and from every peer's hot cache; a load of the key already
@@ -202,7 +202,7 @@ impl Handle {
     /// # Errors
     /// `Unavailable` (the owner could not be reached), `UnknownKeyspace`, …
     pub fn delete(&self, keyspace: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<(), Error> {
-        wait(self.shared().front.delete(keyspace.as_ref(), bytes_of(key)))
+        wait(self.shared().node.front().delete(keyspace.as_ref(), bytes_of(key)))
     }
 
     /// Removes several keys; one result per key, in order.
@@ -212,7 +212,7 @@ impl Handle {
         K: AsRef<[u8]>,
     {
         let keys = keys.into_iter().map(bytes_of).collect();
-        wait(self.shared().front.delete_many(keyspace.as_ref(), keys))
+        wait(self.shared().node.front().delete_many(keyspace.as_ref(), keys))
     }
 
     /// Removes every key of a keyspace on every member (the keyspace itself stays).
@@ -220,7 +220,7 @@ impl Handle {
     /// # Errors
     /// `Unavailable` when a member did not confirm, `UnknownKeyspace`, …
     pub fn delete_keyspace(&self, keyspace: impl AsRef<[u8]>) -> Result<(), Error> {
-        wait(self.shared().front.delete_keyspace(keyspace.as_ref()))
+        wait(self.shared().node.front().delete_keyspace(keyspace.as_ref()))
     }
 
     /// Creates a keyspace on this node, with the data source its misses load from. Create it
@@ -234,7 +234,7 @@ impl Handle {
         source: impl DataSource,
     ) -> Result<(), ConfigError> {
         let shared = self.shared();
-        shared.sources.create(&shared.front, config, erase(source))
+        shared.node.create_keyspace(config, erase(source))
     }
 
     /// Changes a keyspace's configuration (budget, TTL, timeouts, limiter, breaker, …); its
@@ -243,7 +243,7 @@ impl Handle {
     /// # Errors
     /// `UnknownKeyspace`, … ; nothing changed then.
     pub fn update_keyspace(&self, config: KeyspaceConfig) -> Result<(), ConfigError> {
-        self.shared().front.update_keyspace(config)
+        self.shared().node.front().update_keyspace(config)
     }
 
     /// Removes a keyspace from this node, with its cached values and its data source.
@@ -252,19 +252,19 @@ impl Handle {
     /// `UnknownKeyspace`; nothing changed then.
     pub fn remove_keyspace(&self, name: impl AsRef<[u8]>) -> Result<(), ConfigError> {
         let shared = self.shared();
-        shared.sources.remove(&shared.front, name.as_ref())
+        shared.node.remove_keyspace(name.as_ref())
     }
 
     /// The configuration of every keyspace.
     #[must_use]
     pub fn keyspaces(&self) -> Vec<KeyspaceConfig> {
-        self.shared().front.keyspaces()
+        self.shared().node.front().keyspaces()
     }
 
     /// The statistics of every keyspace, by name.
     #[must_use]
     pub fn stats(&self) -> Vec<(Bytes, KeyspaceStats)> {
-        let front = &self.shared().front;
+        let front = &self.shared().node.front();
         front
             .keyspaces()
             .into_iter()
@@ -275,13 +275,13 @@ impl Handle {
     /// The statistics of one keyspace.
     #[must_use]
     pub fn keyspace_stats(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceStats> {
-        self.shared().front.stats(name.as_ref())
+        self.shared().node.front().stats(name.as_ref())
     }
 
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
     #[must_use]
     pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {
-        let front = self.shared().front.keyspace(name.as_ref())?;
+        let front = self.shared().node.front().keyspace(name.as_ref())?;
         Some(KeyspaceHandle { front, _node: Arc::clone(&self.inner) })
     }
 
@@ -293,13 +293,13 @@ impl Handle {
         S: Into<String>,
     {
         let peers = peers.into_iter().map(|peer| Bytes::from(peer.into())).collect();
-        self.shared().front.set_peers(peers);
+        self.shared().node.front().set_peers(peers);
     }
 
     /// The node's clock, on which [`Entry::expires_at`] counts.
     #[must_use]
     pub fn now(&self) -> herdcache_proto::Instant {
-        self.shared().front.now()
+        self.shared().node.front().now()
     }
 
     /// Leaves the cluster gracefully: tells the peers, refuses new requests, finishes what is
@@ -309,9 +309,9 @@ impl Handle {
     pub fn stop(self) {
         let Some(event_loop) = self.inner.take_loop() else { return };
         let shared = self.shared();
-        shared.front.leave();
+        shared.node.front().leave();
         if !event_loop.ended_within(self.inner.stop_timeout) {
-            tracing::warn!(node = shared.node_id.as_str(), "not drained in time: closing");
+            tracing::warn!(node = shared.node.node_id(), "not drained in time: closing");
             shared.send(Command::Close);
             if !event_loop.ended_within(CLOSE_GRACE * 2) {
                 shared.send(Command::Kill);
@@ -319,7 +319,7 @@ impl Handle {
             }
         }
         event_loop.reap();
-        shared.front.close();
+        shared.node.front().close();
     }
 
     /// Stops the node abruptly, as a crash would: ends the event loop at once and drops every
