@@ -292,10 +292,18 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         String::new()
     };
     let runtimes: Vec<Runtime> = (0..nodes).map(|node| args.runtimes.of_node(node)).collect();
-    let clients = if runtimes.iter().any(|runtime| runtime.blocks()) {
-        "clients (tokio tasks; OS threads calling the blocking API for herdcache-mio nodes)"
+    let blocking: Vec<String> = Runtime::ALL
+        .into_iter()
+        .filter(|runtime| runtime.blocks() && runtimes.contains(runtime))
+        .map(|runtime| format!("herdcache-{}", runtime.name()))
+        .collect();
+    let clients = if blocking.is_empty() {
+        "client tasks".to_owned()
     } else {
-        "client tasks"
+        format!(
+            "clients (tokio tasks; OS threads calling the blocking API for the {} nodes)",
+            blocking.join(" and ")
+        )
     };
     say!(
         "{} in this process, on loopback TCP, share one keyspace of {} keys over a \
@@ -364,7 +372,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
     print!("{}", latency_table(&first.tally).render());
     println!();
-    let threads_too = if runtimes.iter().any(|runtime| runtime.blocks()) {
+    let threads_too = if !blocking.is_empty() {
         " (and by client threads that share the cores with them)"
     } else {
         ""

@@ -13,11 +13,14 @@
 //!   report merges them alike.
 //!
 //! Adding a runtime (herdcache-async-std next): a variant of [`Runtime`] (the compiler then
-//! asks for its arms in [`Runtime::name`], [`Runtime::blocks`] and [`Runtime::start`]; add it to [`Runtime::ALL`]),
-//! and one `DemoNode` implementation like [`TokioNode`] (an async runtime) or [`MioNode`] (a
-//! blocking one), with its flavour of [`SlowSource`].
+//! asks for its arms in [`Runtime::name`], [`Runtime::blocks`] and [`Runtime::start`]; add it
+//! to [`Runtime::ALL`] and to the list in `--runtimes`' help), one `DemoNode` implementation
+//! like [`TokioNode`] (an async runtime: an [`AsyncKeyspace`] impl for its keyspace handle
+//! and `Client::run_async` on a tokio task) or [`MioNode`] (a blocking one), and its flavour of
+//! [`SlowSource`] (the `DataSource` impl: counting shared, its own way of waiting).
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -156,6 +159,7 @@ impl TokioNode {
         source: SlowSource,
     ) -> Result<Box<dyn DemoNode>, DemoError> {
         let node = herdcache_tokio::Node::builder()
+            .listen(LOOPBACK_FREE_PORT)
             .cluster(CLUSTER)
             .keyspace(keyspace, source)
             .stop_timeout(STOP_TIMEOUT)
@@ -214,6 +218,7 @@ impl MioNode {
     ) -> Result<Box<dyn DemoNode>, DemoError> {
         let start = move || {
             herdcache_mio::Node::builder()
+                .listen(LOOPBACK_FREE_PORT)
                 .cluster(CLUSTER)
                 .keyspace(keyspace, source)
                 .stop_timeout(STOP_TIMEOUT)
@@ -275,6 +280,8 @@ impl DemoNode for MioNode {
     }
 }
 
+/// Where every demo node listens: a free port on loopback.
+const LOOPBACK_FREE_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 /// The cluster label of every demo node.
 const CLUSTER: &str = "herdcache-demo";
 /// How long a leaving node may take to finish what it has in progress.
