@@ -6,9 +6,12 @@
 //! ratios within one run mean anything). See [`run`] and the `hits` binary and bench.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,9 @@ const HERD_HITS: [&str; 3] = [
 ];
 /// The hit path through herdcache-mio's blocking handle (a real node: listener, event loop).
 const MIO_HIT: &str = "herdcache-mio `KeyspaceHandle::get`";
+/// The hit path through herdcache-tokio's async handle (a real node: listener, driver task on
+/// a runtime of its own); each get's future is polled once on the calling thread.
+const TOKIO_HIT: &str = "herdcache-tokio `KeyspaceHandle::get`";
 /// Entries per `put_many` when filling a runtime node.
 const FILL_BATCH: usize = 512;
 /// The herdcache contenders of the miss run.
@@ -169,6 +175,7 @@ pub fn run(opts: &Options) -> String {
         .any(|name| want(name))
         .then(|| Herd::new(entry_bytes * HIT_BUDGET_FACTOR, true));
     let mio = want(MIO_HIT).then(|| MioNode::new(entry_bytes * HIT_BUDGET_FACTOR, &keys));
+    let tokio = want(TOKIO_HIT).then(|| TokioNode::new(entry_bytes * HIT_BUDGET_FACTOR, &keys));
     let capacity = opts.keys * HIT_BUDGET_FACTOR as usize;
     let moka = moka::sync::Cache::<Bytes, Bytes>::builder().max_capacity(capacity as u64).build();
     let quick = quick_cache::sync::Cache::<Bytes, Bytes>::new(capacity);
@@ -191,6 +198,10 @@ pub fn run(opts: &Options) -> String {
     hits("quick_cache", keys.iter().filter(|k| quick.get(*k).is_some()).count());
     if let Some(mio) = &mio {
         hits(MIO_HIT, keys.iter().filter(|k| mio.ks.peek_with(k, <[u8]>::len).is_some()).count());
+    }
+    if let Some(tokio) = &tokio {
+        let found = keys.iter().filter(|k| tokio.ks.peek_with(k, <[u8]>::len).is_some()).count();
+        hits(TOKIO_HIT, found);
     }
 
     let mut hit_ops: Vec<Contender<'_>> = vec![
@@ -229,6 +240,16 @@ pub fn run(opts: &Options) -> String {
             }),
         ),
         (
+            TOKIO_HIT,
+            Box::new(|threads, secs| {
+                let node = tokio.as_ref().expect("built when selected");
+                measure_hits(threads, secs, &stream, &keys, |k| {
+                    ready_or(node.ks.get(k), |pending| node.runtime.block_on(pending))
+                        .map_or(0, |v| v.len())
+                })
+            }),
+        ),
+        (
             "quick_cache `get`",
             Box::new(|threads, secs| {
                 measure_hits(threads, secs, &stream, &keys, |k| quick.get(k).map_or(0, |v| v.len()))
@@ -257,11 +278,14 @@ pub fn run(opts: &Options) -> String {
             ("herdcache `Front::get`", "quick_cache"),
             (MIO_HIT, "quick_cache"),
             (MIO_HIT, "herdcache `KeyspaceFront::get`"),
+            (TOKIO_HIT, "quick_cache"),
+            (TOKIO_HIT, "herdcache `KeyspaceFront::get`"),
         ],
     );
     drop(hit_ops);
     drop(herd);
     drop(mio);
+    drop(tokio);
 
     if opts.misses {
         let herd_inline = want(HERD_MISSES[0]).then(|| Herd::new(entry_bytes, false));
@@ -648,6 +672,72 @@ impl MioNode {
 impl Drop for MioNode {
     fn drop(&mut self) {
         self.node.kill();
+    }
+}
+
+/// A one-member herdcache-tokio node on loopback serving the bench keyspace, filled with
+/// `put_many` like [`MioNode`]. Its driver runs on a one-worker tokio runtime of its own, which
+/// sits idle while hits are measured: a hit completes on the caller's thread.
+struct TokioNode {
+    runtime: tokio::runtime::Runtime,
+    node: Option<herdcache_tokio::Handle>,
+    ks: herdcache_tokio::KeyspaceHandle,
+}
+
+impl TokioNode {
+    fn new(max_bytes: u64, keys: &[Bytes]) -> TokioNode {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-tokio")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let source =
+            herdcache_tokio::source_fn(|_key: Bytes| async { Ok::<_, String>(fresh(&VALUE)) });
+        let node = runtime
+            .block_on(
+                herdcache_tokio::Node::builder()
+                    .cluster("bench")
+                    .keyspace(KeyspaceConfig::new(Bytes::from_static(KEYSPACE), max_bytes), source)
+                    .start(),
+            )
+            .expect("a herdcache-tokio node starts on loopback");
+        for batch in keys.chunks(FILL_BATCH) {
+            let entries = batch.iter().map(|key| herdcache_proto::Entry {
+                key: fresh(key),
+                value: fresh(&VALUE),
+                expires_at: None,
+            });
+            for stored in runtime.block_on(node.put_many(KEYSPACE, entries)) {
+                stored.expect("a put on a one-member node");
+            }
+        }
+        let ks = node.keyspace(KEYSPACE).expect("the keyspace exists");
+        TokioNode { runtime, node: Some(node), ks }
+    }
+}
+
+impl Drop for TokioNode {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.kill();
+        }
+    }
+}
+
+/// Polls `future` once, on this thread, with a no-op waker: a hit is ready on its first poll,
+/// so the hit path is measured without any executor around it. A future still pending (a
+/// miss; none in the hit run) is handed to `finish`, which runs it to completion on its
+/// runtime (the node's, e.g. `Runtime::block_on`). For the async runtimes' handles, whose
+/// futures are executor-neutral.
+fn ready_or<F: Future>(
+    future: F,
+    finish: impl FnOnce(std::pin::Pin<&mut F>) -> F::Output,
+) -> F::Output {
+    let mut future = pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => finish(future),
     }
 }
 
