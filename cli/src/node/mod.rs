@@ -147,6 +147,9 @@ impl KeyspaceSpec {
         if parts.next().is_some() {
             return Err(format!("{text:?}: NAME[:MAX_BYTES[:TTL]] has at most three parts"));
         }
+        if max_bytes == 0 {
+            return Err(format!("{text:?}: a keyspace's MAX_BYTES must be more than zero"));
+        }
         if ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(format!("{text:?}: a TTL must be more than zero (leave it out for none)"));
         }
@@ -372,7 +375,8 @@ mod tests {
         let spec = KeyspaceSpec::parse("pages:1GiB:30s").expect("all three");
         assert_eq!(spec.max_bytes, 1 << 30);
         assert_eq!(spec.ttl, Some(Duration::from_secs(30)));
-        for bad in ["", ":1MiB", "a:lots", "a:1MiB:soon", "a:1MiB:0s", "a:1:2s:3"] {
+        for bad in ["", ":1MiB", "a:lots", "a:1MiB:soon", "a:1MiB:0s", "a:1:2s:3", "a:0", "a:0MiB"]
+        {
             assert!(KeyspaceSpec::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
