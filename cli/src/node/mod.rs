@@ -117,7 +117,7 @@ pub(crate) struct NodeArgs {
 
     /// The most front-end connections open at once; one more is answered 503 and closed.
     #[arg(long, value_name = "N", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) http_max_connections: u32,
 
     /// Be a member of a Go groupcache ring: speak groupcache's HTTP protocol to peers and
@@ -151,7 +151,9 @@ pub(crate) struct NodeArgs {
           value_parser = parse_positive_duration)]
     pub(crate) origin_timeout: Duration,
 
-    /// How long a graceful stop may take before the node closes everything.
+    /// How long each step of a graceful stop may take: the leave (work in progress
+    /// finishes), then the front end's open connections (their answers are written); then
+    /// what is left is closed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) stop_timeout: Duration,
 }
