@@ -147,9 +147,9 @@ pub struct GoCacheStats {
 
 /// Whether Go peers can run here: builds the Go program on the first call (once per test run).
 ///
-/// When they cannot (no Go toolchain, a Debian package missing, a build error): in CI
-/// ([`ci_is_on`]) this panics — interop tests never skip in CI; otherwise it prints why on
-/// stderr and returns `false`, and the test returns early.
+/// When they cannot (no Go toolchain, a Debian package missing, a build error): in CI (`CI`
+/// set to anything but empty, `0` or `false`) this panics — interop tests never skip in CI;
+/// otherwise it prints why on stderr and returns `false`, and the test returns early.
 ///
 /// # Panics
 /// In CI, when Go peers cannot run.
