@@ -1,13 +1,13 @@
-//! Real nodes of the runtime crates, for the hit path through each runtime's
-//! `KeyspaceHandle::get` (polled once with `futures_lite::future::block_on`: a hit is ready on
-//! the first poll).
+//! Real nodes of the async runtime crates, for the hit path through each runtime's
+//! `KeyspaceHandle::get`: each get's future is polled once with a no-op waker ([`ready_or`]);
+//! a hit is ready on its first poll. Their drivers sit idle while hits are measured.
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use herdcache_proto::runtime::{DataSource, Handle, KeyspaceHandle, Runtime, Starting};
 use herdcache_proto::{Entry, KeyspaceConfig};
 
-use crate::{FILL_BATCH, KEYSPACE, VALUE, fresh};
+use crate::{FILL_BATCH, KEYSPACE, VALUE, fresh, ready_or};
 
 /// A running node (a ring of one) and the handle on its bench keyspace, warmed with every key.
 pub(crate) struct RuntimeNode {
@@ -63,9 +63,10 @@ impl RuntimeNode {
         RuntimeNode { ks, handle, _tokio: tokio }
     }
 
-    /// A hit through the handle: the value's length, 0 on a miss.
+    /// A get through the handle: the value's length (0 for an error). A miss (none in the
+    /// hit run) is waited for on this thread: the handle's futures complete on any executor.
     pub(crate) fn get(&self, key: &[u8]) -> usize {
-        block_on(self.ks.get(key)).map_or(0, |value| value.len())
+        ready_or(self.ks.get(key), |pending| block_on(pending)).map_or(0, |value| value.len())
     }
 }
 

@@ -6,9 +6,12 @@
 //! ratios within one run mean anything). See [`run`] and the `hits` binary and bench.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -683,6 +686,22 @@ impl MioNode {
 impl Drop for MioNode {
     fn drop(&mut self) {
         self.node.kill();
+    }
+}
+
+/// Polls `future` once, on this thread, with a no-op waker: a hit is ready on its first poll,
+/// so the hit path is measured without any executor around it. A future still pending (a
+/// miss; none in the hit run) is handed to `finish`, which runs it to completion on its
+/// runtime (the node's, e.g. `Runtime::block_on`). For the async runtimes' handles, whose
+/// futures are executor-neutral.
+pub(crate) fn ready_or<F: Future>(
+    future: F,
+    finish: impl FnOnce(std::pin::Pin<&mut F>) -> F::Output,
+) -> F::Output {
+    let mut future = pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => finish(future),
     }
 }
 

@@ -1,16 +1,24 @@
-//! `herdcache demo`: a cluster of herdcache-tokio nodes in this process, on loopback, in front of
-//! a slow data source, under a Zipf load; then one node leaves while the load goes on.
+//! `herdcache demo`: a cluster of herdcache nodes in this process, on loopback, in front of a
+//! slow data source, under a Zipf load; then one node leaves while the load goes on.
+//!
+//! The nodes run on herdcache-tokio by default; `--runtimes` spreads them over every runtime
+//! crate the build has (node `i` on the list's entry `i % len`), through the small interface
+//! of [`runtimes`]. Clients of async runtimes are tokio tasks; clients of a blocking runtime
+//! are OS threads of their own. Both tally the same way and one report merges them.
+
+mod runtimes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use herdcache_tokio::{Bytes, Error, Handle, KeyspaceConfig, KeyspaceHandle, Node, Path};
+use herdcache_tokio::{Bytes, Error, Path, Value};
 use tokio::task::JoinSet;
+
+use self::runtimes::{AsyncKeyspace, DemoNode, Runtime, RuntimeList, parse_runtimes};
 
 use crate::histogram::Histogram;
 use crate::source::{LoadCounts, LoadMap, SlowSource, looks_right};
@@ -30,10 +38,15 @@ const KEYSPACE: &str = "demo";
 /// The flags of `herdcache demo`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct DemoArgs {
-    /// Nodes in the cluster, each a herdcache-tokio node on its own loopback port.
+    /// Nodes in the cluster, each on its own loopback port, on the runtimes `--runtimes` names.
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=32))]
     pub(crate) nodes: u32,
+
+    /// The runtime of each node, comma-separated: node i runs on entry i % len (e.g.
+    /// `tokio,mio`); `all` is every runtime this build has (tokio, mio).
+    #[arg(long, value_name = "LIST", default_value = "tokio", value_parser = parse_runtimes)]
+    pub(crate) runtimes: RuntimeList,
 
     /// Distinct keys the load draws from.
     #[arg(long, value_name = "K", default_value_t = 10_000,
@@ -53,7 +66,8 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_seconds_or_zero)]
     pub(crate) failover_duration: f64,
 
-    /// Concurrent client tasks, spread evenly over the nodes.
+    /// Concurrent clients, spread evenly over the nodes: tokio tasks, or OS threads for the
+    /// nodes of a runtime with a blocking API.
     #[arg(long, value_name = "C", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) concurrency: u32,
@@ -90,8 +104,8 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 /// What went wrong in a way that ends the demo early.
 #[derive(Debug)]
 pub(crate) enum DemoError {
-    /// A node did not start.
-    Start(herdcache_tokio::StartError),
+    /// A node on this runtime did not start.
+    Start(Runtime, Box<dyn std::error::Error + Send + Sync>),
     /// A node has no demo keyspace (cannot happen: each is built with it).
     NoKeyspace,
     /// A get answered with bytes that are not the key's value.
@@ -101,7 +115,9 @@ pub(crate) enum DemoError {
 impl std::fmt::Display for DemoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DemoError::Start(error) => write!(f, "a node did not start: {error}"),
+            DemoError::Start(runtime, error) => {
+                write!(f, "a herdcache-{} node did not start: {error}", runtime.name())
+            }
             DemoError::NoKeyspace => write!(f, "a node has no {KEYSPACE:?} keyspace"),
             DemoError::WrongValues(n) => write!(f, "{n} gets answered a wrong value"),
         }
@@ -275,13 +291,28 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     } else {
         String::new()
     };
+    let runtimes: Vec<Runtime> = (0..nodes).map(|node| args.runtimes.of_node(node)).collect();
+    let blocking: Vec<String> = Runtime::ALL
+        .into_iter()
+        .filter(|runtime| runtime.blocks() && runtimes.contains(runtime))
+        .map(|runtime| format!("herdcache-{}", runtime.name()))
+        .collect();
+    let clients = if blocking.is_empty() {
+        "client tasks".to_owned()
+    } else {
+        format!(
+            "clients (tokio tasks; OS threads calling the blocking API for the {} nodes)",
+            blocking.join(" and ")
+        )
+    };
     say!(
-        "{nodes} herdcache-tokio node(s) in this process, on loopback TCP, share one keyspace of \
-         {} keys over a consistent-hash ring. Behind them a deliberately slow data source \
-         sleeps about {} ms per fetch and counts every fetch per key. {} client tasks, spread \
-         over the nodes, request keys drawn from a Zipf distribution (s = {}) for {:.1} s. \
-         A miss is loaded once in the whole cluster (by the key's owner) and every other \
-         caller waits for that load; hot keys are mirrored to the nodes that ask for them.{then}",
+        "{} in this process, on loopback TCP, share one keyspace of {} keys over a \
+         consistent-hash ring. Behind them a deliberately slow data source sleeps about {} ms \
+         per fetch and counts every fetch per key. {} {clients}, spread over the nodes, request \
+         keys drawn from a Zipf distribution (s = {}) for {:.1} s. A miss is loaded once in the \
+         whole cluster (by the key's owner) and every other caller waits for that load; hot \
+         keys are mirrored to the nodes that ask for them.{then}",
+        describe_nodes(&runtimes),
         thousands(u64::from(args.keys)),
         args.source_delay_ms,
         args.concurrency,
@@ -295,28 +326,20 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // Room for every value on every node (main and hot copies), so that nothing is evicted
     // and "one load per key" is the cache's doing, not luck.
     let budget = (u64::from(args.keys) * 1100).max(16 << 20);
-    let mut handles: Vec<Handle> = Vec::with_capacity(nodes);
-    for node in 0..nodes {
+    let mut cluster: Vec<Box<dyn DemoNode>> = Vec::with_capacity(nodes);
+    for (node, runtime) in runtimes.iter().enumerate() {
         let source = SlowSource::new(node, delay, Arc::clone(&counts));
-        let handle = Node::builder()
-            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .cluster("herdcache-demo")
-            .keyspace(KeyspaceConfig::new(KEYSPACE, budget), source)
-            .stop_timeout(Duration::from_secs(5))
-            .start()
-            .await
-            .map_err(DemoError::Start)?;
-        handles.push(handle);
+        cluster.push(runtime.start(budget, source).await?);
     }
-    let members: Vec<String> = handles.iter().map(|handle| handle.node_id().to_owned()).collect();
-    for handle in &handles {
-        handle.set_peers(members.clone());
+    let members: Vec<String> = cluster.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &cluster {
+        node.set_peers(&members);
     }
-    let keyspaces = handles
+    let list: Vec<String> = cluster
         .iter()
-        .map(|handle| handle.keyspace(KEYSPACE).ok_or(DemoError::NoKeyspace))
-        .collect::<Result<Vec<_>, _>>()?;
-    println!("Nodes: {}", members.join(", "));
+        .map(|node| format!("{} ({})", node.node_id(), node.runtime().name()))
+        .collect();
+    println!("Nodes: {}", list.join(", "));
     println!();
 
     let workload = Workload {
@@ -326,9 +349,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     };
 
     // Phase 1: the whole cluster.
-    let first =
-        run_phase("phase 1", &workload, keyspaces.clone(), args.concurrency, phase1, 1).await;
-    drop(keyspaces);
+    let first = run_phase("phase 1", &workload, &cluster, args.concurrency, phase1, 1).await;
     println!("## Phase 1: {nodes} node(s), {:.1} s", first.elapsed.as_secs_f64());
     println!();
     let per_key = first.per_key(|_| true);
@@ -351,44 +372,48 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
     print!("{}", latency_table(&first.tally).render());
     println!();
+    let threads_too = if !blocking.is_empty() {
+        " (and by client threads that share the cores with them)"
+    } else {
+        ""
+    };
     say!(
         "Latency is timed around each get by client tasks that share the runtime's worker \
-         threads with the nodes, so the tail includes time a task or thread waited to run."
+         threads with the nodes{threads_too}, so the tail includes time a task or thread waited \
+         to run."
     );
     println!();
     println!("### Per node (keyspace stats)");
     println!();
-    print!("{}", node_table(&handles).render());
+    print!("{}", node_table(&cluster).render());
     println!();
     let mut wrong = first.tally.wrong_values;
 
     // Phase 2: one node leaves while the others serve.
-    let leaving = if nodes > 1 && !phase2.is_zero() { handles.pop() } else { None };
+    let leaving = if nodes > 1 && !phase2.is_zero() { cluster.pop() } else { None };
     if let Some(leaving) = leaving {
         let leaving_id = leaving.node_id().to_owned();
-        let survivors = handles
-            .iter()
-            .map(|handle| handle.keyspace(KEYSPACE).ok_or(DemoError::NoKeyspace))
-            .collect::<Result<Vec<_>, _>>()?;
+        let leaving_runtime = leaving.runtime().name();
         let stop = async move {
             // Let the load get going first, so that the leave happens under it.
             tokio::time::sleep(Duration::from_millis(200).min(phase2 / 4)).await;
             let started = Instant::now();
-            leaving.stop().await;
+            leaving.leave().await;
             started.elapsed()
         };
-        let peer_errors_before = peer_errors(&handles);
+        let peer_errors_before = peer_errors(&cluster);
         let (second, stop_took) = tokio::join!(
-            run_phase("phase 2", &workload, survivors, args.concurrency, phase2, 2),
+            run_phase("phase 2", &workload, &cluster, args.concurrency, phase2, 2),
             stop
         );
         println!(
-            "## Phase 2: node {leaving_id} left gracefully; {} node(s) kept serving for {:.1} s",
-            handles.len(),
+            "## Phase 2: node {leaving_id} ({leaving_runtime}) left gracefully; {} node(s) kept \
+             serving for {:.1} s",
+            cluster.len(),
             second.elapsed.as_secs_f64()
         );
         println!();
-        let leaving_index = handles.len();
+        let leaving_index = cluster.len();
         let by_leaver = second.per_key(|node| node == leaving_index);
         let by_survivors = second.per_key(|node| node != leaving_index);
         let mut table = summary_table(&second);
@@ -429,7 +454,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         if by_survivors.max > 1 {
             println!();
             let twice = by_survivors.repeated;
-            let fell_back = peer_errors(&handles).saturating_sub(peer_errors_before);
+            let fell_back = peer_errors(&cluster).saturating_sub(peer_errors_before);
             say!(
                 "{twice} key(s) were loaded more than once by the survivors. During the leave, \
                  {fell_back} fetch(es) from a survivor to the leaving node failed (peer_errors: \
@@ -444,13 +469,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
         println!();
         println!("### Per node, the survivors (counters since the start)");
         println!();
-        print!("{}", node_table(&handles).render());
+        print!("{}", node_table(&cluster).render());
         println!();
         wrong += second.tally.wrong_values;
     }
 
-    for handle in handles {
-        handle.stop().await;
+    for node in cluster {
+        node.leave().await;
     }
     if wrong > 0 {
         return Err(DemoError::WrongValues(wrong));
@@ -458,11 +483,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Drives the load over `nodes` for `duration` with `concurrency` tasks, showing progress.
+/// Drives the load over `nodes` for `duration` with `concurrency` clients, showing progress.
 async fn run_phase(
     label: &'static str,
     workload: &Workload,
-    nodes: Vec<KeyspaceHandle>,
+    nodes: &[Box<dyn DemoNode>],
     concurrency: u32,
     duration: Duration,
     seed: u64,
@@ -476,11 +501,16 @@ async fn run_phase(
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for task in 0..concurrency as usize {
-        let node = nodes[task % nodes.len()].clone();
-        let live = Arc::clone(&live);
-        let workload = workload.clone();
-        let seed = seed.wrapping_mul(1_000_003).wrapping_add(task as u64);
-        tasks.spawn(client(task, node, workload, live, seed));
+        let node = &nodes[task % nodes.len()];
+        let client = Client {
+            task,
+            workload: workload.clone(),
+            live: Arc::clone(&live),
+            seed: seed.wrapping_mul(1_000_003).wrapping_add(task as u64),
+        };
+        if let Err(error) = node.spawn_client(client, &mut tasks) {
+            eprintln!("client {task} of node {} did not start: {error}", node.node_id());
+        }
     }
     let progress = tokio::spawn(progress(
         label,
@@ -497,12 +527,13 @@ async fn run_phase(
     let mut requested = vec![false; workload.keys.len()];
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((one, seen)) => {
-                tally.merge(&one);
-                for (mark, &seen) in requested.iter_mut().zip(&seen) {
+            Ok(Some(one)) => {
+                tally.merge(&one.tally);
+                for (mark, &seen) in requested.iter_mut().zip(&one.requested) {
                     *mark |= seen;
                 }
             }
+            Ok(None) => eprintln!("a client thread panicked"),
             Err(error) => eprintln!("a client task failed: {error}"),
         }
     }
@@ -520,24 +551,71 @@ async fn run_phase(
     PhaseResult { elapsed, tally, loads, distinct_requested }
 }
 
-/// One client task: draws keys and gets them until told to stop.
-async fn client(
+/// One client: draws keys from the workload and gets them through one node's keyspace
+/// handle until the phase says stop. Client `task` writes only its own progress slot.
+pub(crate) struct Client {
     task: usize,
-    node: KeyspaceHandle,
     workload: Workload,
     live: Arc<Live>,
     seed: u64,
-) -> (Tally, Vec<bool>) {
-    let mut rng = XorShift::new(seed);
-    let mut tally = Tally::default();
-    let mut requested = vec![false; workload.keys.len()];
-    while !live.stop.load(Ordering::Relaxed) {
-        let rank = workload.zipf.sample(&mut rng);
-        requested[rank] = true;
-        let key = &workload.keys[rank];
-        let started = Instant::now();
-        let result = node.get_value(key).await;
-        let elapsed = started.elapsed();
+}
+
+/// What one client saw: its tally and which keys it asked for.
+#[derive(Debug)]
+pub(crate) struct ClientTally {
+    tally: Tally,
+    requested: Vec<bool>,
+}
+
+impl Client {
+    /// Runs on a tokio task, awaiting an async runtime's gets.
+    async fn run_async(self, keyspace: &impl AsyncKeyspace) -> ClientTally {
+        let mut seen = self.tally();
+        let mut rng = XorShift::new(self.seed);
+        while !self.live.stop.load(Ordering::Relaxed) {
+            let key = self.draw(&mut rng, &mut seen);
+            let started = Instant::now();
+            let result = keyspace.get_value(key).await;
+            self.record(&mut seen, key, result, started.elapsed());
+            // A hit completes without ever waiting: give the node drivers and timers their turn.
+            tokio::task::coop::consume_budget().await;
+        }
+        seen
+    }
+
+    /// Runs on a thread of its own, calling a blocking runtime's gets.
+    fn run_blocking(self, get: impl Fn(&[u8]) -> Result<Value, Error>) -> ClientTally {
+        let mut seen = self.tally();
+        let mut rng = XorShift::new(self.seed);
+        while !self.live.stop.load(Ordering::Relaxed) {
+            let key = self.draw(&mut rng, &mut seen);
+            let started = Instant::now();
+            let result = get(key);
+            self.record(&mut seen, key, result, started.elapsed());
+        }
+        seen
+    }
+
+    fn tally(&self) -> ClientTally {
+        ClientTally { tally: Tally::default(), requested: vec![false; self.workload.keys.len()] }
+    }
+
+    /// The next key to get, by popularity.
+    fn draw(&self, rng: &mut XorShift, seen: &mut ClientTally) -> &Bytes {
+        let rank = self.workload.zipf.sample(rng);
+        seen.requested[rank] = true;
+        &self.workload.keys[rank]
+    }
+
+    /// Counts a get of `key` that took `elapsed`, by path or error.
+    fn record(
+        &self,
+        seen: &mut ClientTally,
+        key: &Bytes,
+        result: Result<Value, Error>,
+        elapsed: Duration,
+    ) {
+        let tally = &mut seen.tally;
         match result {
             Ok(value) if looks_right(key, &value.bytes) => {
                 tally.by_path[path_index(value.path)].record_duration(elapsed);
@@ -549,11 +627,8 @@ async fn client(
             }
         }
         tally.requests += 1;
-        live.requests[task].0.store(tally.requests, Ordering::Relaxed);
-        // A hit completes without ever waiting: give the node drivers and timers their turn.
-        tokio::task::coop::consume_budget().await;
+        self.live.requests[self.task].0.store(tally.requests, Ordering::Relaxed);
     }
-    (tally, requested)
 }
 
 /// The progress line on stderr: redrawn in place on a terminal, a line a second otherwise.
@@ -612,13 +687,33 @@ async fn progress(
     }
 }
 
+/// "3 herdcache-tokio node(s)", or for mixed runtimes "4 nodes (herdcache-tokio × 2,
+/// herdcache-mio × 2)".
+fn describe_nodes(runtimes: &[Runtime]) -> String {
+    let counts: Vec<(Runtime, usize)> = Runtime::ALL
+        .into_iter()
+        .map(|runtime| (runtime, runtimes.iter().filter(|&&r| r == runtime).count()))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    match counts.as_slice() {
+        [(runtime, n)] => format!("{n} herdcache-{} node(s)", runtime.name()),
+        _ => {
+            let parts: Vec<String> = counts
+                .iter()
+                .map(|(runtime, n)| format!("herdcache-{} × {n}", runtime.name()))
+                .collect();
+            format!("{} nodes ({})", runtimes.len(), parts.join(", "))
+        }
+    }
+}
+
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The failed peer fetches of these nodes, summed.
-fn peer_errors(handles: &[Handle]) -> u64 {
-    handles.iter().filter_map(|handle| handle.keyspace_stats(KEYSPACE)).map(|s| s.peer_errors).sum()
+fn peer_errors(nodes: &[Box<dyn DemoNode>]) -> u64 {
+    nodes.iter().filter_map(|node| node.stats()).map(|s| s.peer_errors).sum()
 }
 
 fn error_list(tally: &Tally) -> String {
@@ -673,9 +768,10 @@ fn latency_table(tally: &Tally) -> Table {
     table
 }
 
-fn node_table(handles: &[Handle]) -> Table {
+fn node_table(nodes: &[Box<dyn DemoNode>]) -> Table {
     let mut table = Table::new([
         "node",
+        "runtime",
         "gets",
         "cache_hits",
         "hot_hits",
@@ -685,10 +781,11 @@ fn node_table(handles: &[Handle]) -> Table {
         "local_loads",
         "server_requests",
     ]);
-    for handle in handles {
-        let Some(stats) = handle.keyspace_stats(KEYSPACE) else { continue };
+    for node in nodes {
+        let Some(stats) = node.stats() else { continue };
         table.row([
-            handle.node_id().to_owned(),
+            node.node_id().to_owned(),
+            node.runtime().name().to_owned(),
             thousands(stats.gets),
             thousands(stats.cache_hits),
             thousands(stats.hot_hits),

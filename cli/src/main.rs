@@ -3,7 +3,8 @@
 //! `herdcache demo` starts a small herdcache cluster inside this process, on loopback, in front
 //! of a slow built-in data source, drives a Zipf load over it and prints what happened: hit
 //! ratio, loads per key (once in the cluster), latency by path, per-node counters; then one node
-//! leaves while the load goes on.
+//! leaves while the load goes on. Its nodes run on herdcache-tokio, or on several runtime
+//! crates in one ring with `--runtimes`.
 //!
 //! `herdcache node` runs one long-lived cluster member fronting an HTTP origin (or an `echo:`
 //! source), with an HTTP front end for programs not written in Rust.
@@ -32,7 +33,8 @@ struct Cli {
 enum Command {
     /// Runs a herdcache cluster in this process under a Zipf load and reports hit ratio,
     /// loads per key, latency by path and per-node counters; then one node leaves gracefully
-    /// while the load goes on. Needs no external service.
+    /// while the load goes on. `--runtimes tokio,mio` mixes runtimes in the ring. Needs no
+    /// external service.
     Demo(demo::DemoArgs),
     /// Runs one cluster member until SIGINT or SIGTERM: keyspaces loaded from an HTTP origin
     /// (or an echo: source) on a miss, once in the cluster, and an HTTP front end

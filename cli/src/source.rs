@@ -1,5 +1,10 @@
 //! The demo's data source: deliberately slow, deterministic, and counting every fetch per key
 //! so that "loaded once in the cluster" can be checked rather than claimed.
+//!
+//! One [`SlowSource`] serves every runtime: it is herdcache-tokio's async `DataSource` (it
+//! waits on tokio's timer) and herdcache-mio's blocking one (it sleeps its worker thread).
+//! The counting, the per-key accounting and the values are the same code; only the waiting
+//! differs.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -7,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use herdcache_tokio::{Bytes, DataSource};
+use herdcache_tokio::Bytes;
 
 use crate::zipf::{XorShift, splitmix64};
 
@@ -83,7 +88,7 @@ impl LoadCounts {
     }
 }
 
-/// A slow source: each fetch sleeps about `delay` (⅔ to 4⁄3 of it, by key) and answers
+/// A slow source: each fetch waits about `delay` (⅔ to 4⁄3 of it, by key) and answers
 /// [`value_of`] the key. One per node, all counting into one [`LoadCounts`].
 #[derive(Clone, Debug)]
 pub(crate) struct SlowSource {
@@ -103,16 +108,35 @@ impl SlowSource {
         let permille = 667 + key_hash(key).rotate_left(17) % 667;
         self.delay * u32::try_from(permille).unwrap_or(1000) / 1000
     }
+
+    /// Counts a fetch of `key` by this node; returns how long the fetch takes.
+    fn begin_fetch(&self, key: &Bytes) -> Duration {
+        self.counts.count(self.node, key);
+        self.delay_for(key)
+    }
 }
 
-impl DataSource for SlowSource {
+/// The async flavour: waits on tokio's timer.
+impl herdcache_tokio::DataSource for SlowSource {
     type Error = Infallible;
 
     async fn fetch(&self, key: Bytes) -> Result<Bytes, Infallible> {
-        self.counts.count(self.node, &key);
-        let delay = self.delay_for(&key);
+        let delay = self.begin_fetch(&key);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        Ok(value_of(&key))
+    }
+}
+
+/// The blocking flavour: sleeps the node's worker thread.
+impl herdcache_mio::DataSource for SlowSource {
+    type Error = Infallible;
+
+    fn fetch(&self, key: Bytes) -> Result<Bytes, Infallible> {
+        let delay = self.begin_fetch(&key);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         Ok(value_of(&key))
     }

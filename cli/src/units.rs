@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-/// Parses a byte size: a number (decimals allowed with a unit) and an optional unit,
-/// `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024),
-/// case-insensitive; a bare number is bytes.
+/// Parses a byte size: a number and an optional unit, `B`, `KB`/`MB`/`GB`/`TB` (powers of
+/// 1000) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), case-insensitive; a bare number is
+/// bytes. A decimal number needs a unit larger than a byte (`1.5KiB`, not `1.5` or `1.5B`);
+/// its product is rounded to the nearest byte (`1.0006KB` is 1001 bytes).
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
@@ -28,6 +29,9 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         return whole.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"));
     }
     let fraction: f64 = number.parse().map_err(|_| format!("{text:?} is not a size"))?;
+    if multiplier == 1 {
+        return Err(format!("{text:?}: a byte count is a whole number (or give a unit: 1.5KiB)"));
+    }
     let bytes = (fraction * multiplier as f64).round();
     if bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64 {
         Ok(bytes as u64)
@@ -73,6 +77,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a duration as [`parse_duration`] and refuses zero, for limits that would refuse
+/// everything.
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,11 +101,13 @@ mod tests {
         assert_eq!(parse_size("1.5KiB"), Ok(1536));
         assert_eq!(parse_size("2 KB"), Ok(2000));
         assert_eq!(parse_size("12B"), Ok(12));
+        assert_eq!(parse_size("1.0006KB"), Ok(1001), "rounded to the nearest byte");
     }
 
     #[test]
     fn sizes_refuse_nonsense() {
-        for bad in ["", "MiB", "12 parsecs", "-5", "1.2.3MB", "99999999999TiB", "x1"] {
+        for bad in ["", "MiB", "12 parsecs", "-5", "1.2.3MB", "99999999999TiB", "x1", "1.5", "0.5B"]
+        {
             assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -105,6 +121,13 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+    }
+
+    #[test]
+    fn positive_durations_refuse_zero() {
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("0").is_err());
     }
 
     #[test]

@@ -6,28 +6,33 @@ fn herdcache(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_herdcache")).args(args).output().expect("herdcache runs")
 }
 
-#[test]
-fn demo_runs_and_loads_each_key_once() {
-    let output = herdcache(&[
+/// Runs the demo with small settings plus `extra` flags; checks it exits 0 and prints every
+/// table, with one load per key and no error in phase 1; returns its stdout.
+fn run_small_demo(nodes: u32, extra: &[&str]) -> String {
+    let nodes_flag = nodes.to_string();
+    let mut args = vec![
         "demo",
         "--keys",
         "500",
         "--duration",
         "2",
         "--nodes",
-        "3",
+        &nodes_flag,
         "--failover-duration",
         "1",
         "--concurrency",
         "16",
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    ];
+    args.extend_from_slice(extra);
+    let output = herdcache(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit {:?}\n{stdout}\n{stderr}", output.status);
 
     // The tables are there, as markdown.
+    let phase1_title = format!("## Phase 1: {nodes} node(s)");
     for expected in [
-        "## Phase 1: 3 node(s)",
+        phase1_title.as_str(),
         "| metric ",
         "| requests ",
         "| path ",
@@ -35,6 +40,7 @@ fn demo_runs_and_loads_each_key_once() {
         "| PeerFetch",
         "| Load",
         "| node ",
+        "| runtime ",
         "local_loads",
         "## Phase 2:",
         "graceful stop took",
@@ -60,6 +66,32 @@ fn demo_runs_and_loads_each_key_once() {
     // Phase 1 answered every get.
     let phase1 = stdout.split("## Phase 2").next().unwrap_or_default();
     assert!(phase1.contains("| errors ") && phase1.contains("none |"), "{phase1}");
+    stdout
+}
+
+#[test]
+fn demo_runs_and_loads_each_key_once() {
+    let stdout = run_small_demo(3, &[]);
+    let nodes = stdout.lines().find(|line| line.starts_with("Nodes: ")).unwrap_or_default();
+    assert_eq!(nodes.matches(" (tokio)").count(), 3, "{nodes}");
+}
+
+#[test]
+fn demo_mixes_runtimes_and_any_node_leaves() {
+    // Nodes 0 and 2 on tokio, 1 and 3 on mio: the node that leaves in phase 2 (the last) is a
+    // mio node, and the survivors are of both runtimes.
+    let stdout = run_small_demo(4, &["--runtimes", "tokio,mio"]);
+    let nodes = stdout.lines().find(|line| line.starts_with("Nodes: ")).unwrap_or_default();
+    assert_eq!(nodes.matches(" (tokio)").count(), 2, "{nodes}");
+    assert_eq!(nodes.matches(" (mio)").count(), 2, "{nodes}");
+    assert!(stdout.contains("(herdcache-tokio × 2, herdcache-mio × 2)"), "{stdout}");
+    let (phase1, phase2) = stdout.split_once("## Phase 2").unwrap_or_default();
+    for runtime in ["tokio |", "mio |"] {
+        let per_node = phase1.rsplit("### Per node").next().unwrap_or_default();
+        assert_eq!(per_node.matches(runtime).count(), 2, "{runtime:?} in:\n{per_node}");
+    }
+    assert!(phase2.starts_with(": node 127.0.0.1:") && phase2.contains("(mio) left"), "{phase2}");
+    assert!(phase2.contains("every get was answered: 0 errors"), "{phase2}");
 }
 
 #[test]
@@ -67,8 +99,15 @@ fn help_documents_the_flags() {
     let output = herdcache(&["demo", "--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--nodes", "--keys", "--skew", "--duration", "--concurrency", "--source-delay-ms"]
-    {
+    for flag in [
+        "--nodes",
+        "--runtimes",
+        "--keys",
+        "--skew",
+        "--duration",
+        "--concurrency",
+        "--source-delay-ms",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     let top = herdcache(&["--help"]);
@@ -82,6 +121,8 @@ fn bad_flags_exit_with_2() {
         &["demo", "--no-such-flag"][..],
         &["demo", "--skew", "-1"],
         &["demo", "--nodes", "0"],
+        &["demo", "--runtimes", "tokio,nosuch"],
+        &["demo", "--runtimes", ""],
         &["demo", "--duration", "soon"],
         &["no-such-command"],
     ] {

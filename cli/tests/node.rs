@@ -1,10 +1,11 @@
 //! Runs the built `herdcache node` binary as real processes on loopback: a native ring with
 //! `echo:` sources, a ring in front of the in-test HTTP origin, graceful stops on SIGTERM and
-//! SIGINT, flag errors and `--help`.
+//! SIGINT (and forced ones on a second signal), clients that are slow, too many or too large
+//! (over raw sockets), flag errors and `--help`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,13 +13,22 @@ use std::time::{Duration, Instant};
 use herdcache_tests::http::{self, Answer, escape};
 use herdcache_tests::{Origin, drive, origin_value};
 use hyper::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the tests keep of a process's stderr.
 const MAX_STDERR: u64 = 1 << 20;
+/// How many times a ring is started on fresh ports when one was taken in the meantime.
+const BIND_ATTEMPTS: usize = 5;
+/// What a node prints when its peer address cannot be bound.
+const LOST_PORT: &str = "cannot bind the listen address";
+/// The node's largest value (the wire protocol's default).
+const MAX_VALUE: usize = 8 << 20;
 
-/// A free loopback port (bound, then released for the process to take).
+/// A free loopback port (bound, then released for the process to take: another socket may
+/// take it in between, so starts retry on [`LOST_PORT`]).
 fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free loopback port");
     listener.local_addr().expect("its address")
@@ -33,17 +43,20 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts `herdcache node` listening on `listen`, with `peers` and further flags, and waits
-    /// for its ready line.
+    /// Starts `herdcache node` listening on `listen`, with `peers`, its front end on a free
+    /// loopback port and further flags, and waits for its ready line.
     fn start(listen: SocketAddr, peers: &[SocketAddr], flags: &[&str]) -> NodeProcess {
-        let peers = peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herdcache"));
-        command.args(["node", "--listen", &listen.to_string(), "--http", "127.0.0.1:0"]);
-        if !peers.is_empty() {
-            command.args(["--peers", &peers]);
-        }
-        let mut child = command
-            .args(flags)
+        NodeProcess::try_start(&node_flags(listen, peers, flags)).unwrap_or_else(|stderr| {
+            panic!("no ready line within {READY_TIMEOUT:?}; stderr:\n{stderr}")
+        })
+    }
+
+    /// Starts `herdcache node` with `args` and waits for its ready line; else kills it and
+    /// returns its stderr.
+    fn try_start(args: &[String]) -> Result<NodeProcess, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herdcache"))
+            .arg("node")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -67,13 +80,11 @@ impl NodeProcess {
         });
         let mut node =
             NodeProcess { child, id: String::new(), http: String::new(), stderr: Some(stderr) };
-        let line = match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = node.child.kill();
-                let _ = node.child.wait();
-                panic!("no ready line within {READY_TIMEOUT:?}; stderr:\n{}", node.stderr_text());
-            }
+        // An exit before the ready line closes stdout: no need to wait the whole timeout.
+        let Ok(line) = ready_rx.recv_timeout(READY_TIMEOUT) else {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+            return Err(node.stderr_text());
         };
         let field = |name: &str| {
             line.split_whitespace()
@@ -84,7 +95,12 @@ impl NodeProcess {
         assert!(line.starts_with("herdcache node ready:"), "{line}");
         node.id = field("id=");
         node.http = format!("http://{}", field("http="));
-        node
+        Ok(node)
+    }
+
+    /// The front end's `host:port`.
+    fn http_addr(&self) -> &str {
+        self.http.strip_prefix("http://").expect("an http:// URL")
     }
 
     fn url(&self, keyspace: &str, key: &[u8]) -> String {
@@ -109,19 +125,38 @@ impl NodeProcess {
         serde_json::from_slice(&answer.body).expect("stats are JSON")
     }
 
-    /// Sends `signal` (TERM, INT) and waits (bounded) for the exit; returns it and stderr.
-    fn signal_and_wait(mut self, signal: &str) -> (ExitStatus, String) {
+    /// A raw connection to the front end.
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.http_addr()).await.expect("the front end accepts")
+    }
+
+    /// Sends `signal` (TERM, INT) to the process.
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
         assert!(sent.is_ok_and(|status| status.success()), "kill -{signal} {pid}");
-        let deadline = Instant::now() + EXIT_TIMEOUT;
+    }
+
+    /// Waits up to `limit` for the exit; returns it and stderr.
+    fn wait_exit(mut self, limit: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return (status, self.stderr_text());
             }
-            assert!(Instant::now() < deadline, "no exit within {EXIT_TIMEOUT:?} of SIG{signal}");
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("no exit within {limit:?}; stderr:\n{}", self.stderr_text());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (TERM, INT) and waits (bounded) for the exit; returns it and stderr.
+    fn signal_and_wait(self, signal: &str) -> (ExitStatus, String) {
+        self.signal(signal);
+        self.wait_exit(EXIT_TIMEOUT)
     }
 
     /// Everything the process wrote on stderr (it must have exited or been killed).
@@ -137,10 +172,93 @@ impl Drop for NodeProcess {
     }
 }
 
-/// `n` nodes in one native ring, each with `flags`.
+/// The arguments after `node` for a member on `listen` with `peers`, its front end on a free
+/// loopback port, and `flags`.
+fn node_flags(listen: SocketAddr, peers: &[SocketAddr], flags: &[&str]) -> Vec<String> {
+    let mut args = vec!["--listen".to_owned(), listen.to_string()];
+    args.extend(["--http".to_owned(), "127.0.0.1:0".to_owned()]);
+    if !peers.is_empty() {
+        let peers = peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        args.extend(["--peers".to_owned(), peers]);
+    }
+    args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+    args
+}
+
+/// `n` nodes in one native ring, each with `flags`. The ports are picked free, then bound by
+/// the processes: when another socket took one in between, the ring starts again on fresh
+/// ports (a few times).
 fn ring(n: usize, flags: &[&str]) -> Vec<NodeProcess> {
-    let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
-    addrs.iter().map(|&addr| NodeProcess::start(addr, &addrs, flags)).collect()
+    let mut attempt = 1;
+    'attempts: loop {
+        let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
+        let mut nodes = Vec::with_capacity(n);
+        for &addr in &addrs {
+            match NodeProcess::try_start(&node_flags(addr, &addrs, flags)) {
+                Ok(node) => nodes.push(node),
+                Err(stderr) if stderr.contains(LOST_PORT) && attempt < BIND_ATTEMPTS => {
+                    eprintln!("port {addr} was taken before the node bound it: new ports");
+                    attempt += 1;
+                    continue 'attempts;
+                }
+                Err(stderr) => panic!("no ready line within {READY_TIMEOUT:?}; stderr:\n{stderr}"),
+            }
+        }
+        return nodes;
+    }
+}
+
+/// Runs `herdcache` with `args` to its exit, which must come within [`EXIT_TIMEOUT`].
+fn run_to_exit(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_herdcache"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herdcache runs");
+    let pid = child.id();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || done_tx.send(child.wait_with_output()));
+    match done_rx.recv_timeout(EXIT_TIMEOUT) {
+        Ok(output) => output.expect("herdcache ran"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("herdcache {args:?} did not exit within {EXIT_TIMEOUT:?}");
+        }
+    }
+}
+
+/// How a raw connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The node closed it.
+    Closed,
+    /// The node reset it.
+    Reset,
+    /// Still open when the test stopped waiting.
+    Open,
+}
+
+/// Reads from `stream` until the node closes it or `limit` passes; returns what came.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Ended) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut received = Vec::new();
+    let mut buf = [0_u8; 64 << 10];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => return (received, Ended::Closed),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => return (received, Ended::Reset),
+            Err(_) => return (received, Ended::Open),
+        }
+    }
+}
+
+/// The status line of a raw answer.
+fn status_line(answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 fn counter(stats: &serde_json::Value, keyspace: &str, name: &str) -> u64 {
@@ -223,6 +341,11 @@ fn echo_ring_serves_get_put_delete_from_every_node_and_leaves_on_sigterm() {
         assert_eq!(nodes[1].get("nope", b"k").await.status, StatusCode::NOT_FOUND);
         let bad = http::get(&format!("{}/v1/ks", nodes[1].http)).await.expect("an answer");
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        for (path, what) in [("/v1/ks/", "empty key"), ("/v1//k", "empty keyspace")] {
+            let empty = http::get(&format!("{}{path}", nodes[1].http)).await.expect("an answer");
+            assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{path}: {}", empty.text());
+            assert!(empty.text().contains(what), "{path}: {}", empty.text());
+        }
         let post = http::request(Method::POST, &nodes[1].url("ks", b"k"), "x").await.expect("x");
         assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
         let ttl =
@@ -267,7 +390,8 @@ fn http_origin_ring_loads_once_and_maps_origin_statuses() {
         origin.respond_with("broken", StatusCode::INTERNAL_SERVER_ERROR);
         let template = origin.template("herdcache");
         let nodes = tokio::task::spawn_blocking(move || {
-            let flags = ["--keyspace", "items:16MiB:1m", "--origin-timeout", "500ms"];
+            // A generous --origin-timeout: one load per key must hold on a loaded machine too.
+            let flags = ["--keyspace", "items:16MiB:1m", "--origin-timeout", "60s"];
             ring(2, &[&flags[..], &["--source", &template]].concat())
         })
         .await
@@ -292,12 +416,29 @@ fn http_origin_ring_loads_once_and_maps_origin_statuses() {
         assert_eq!(broken.status, StatusCode::BAD_GATEWAY, "{}", broken.text());
         assert!(broken.text().contains("500"), "{}", broken.text());
 
-        origin.set_delay(Duration::from_secs(2));
-        let slow = nodes[0].get("items", b"slow").await;
-        assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT, "{}", slow.text());
+        let mut local_load_errs = 0;
+        for node in &nodes {
+            local_load_errs += counter(&node.stats().await, "items", "local_load_errs");
+        }
+        assert_eq!(local_load_errs, 1, "the 500; a 404 is no error");
+    });
+}
 
-        let stats = nodes[0].stats().await;
-        assert!(counter(&stats, "items", "local_load_errs") >= 1, "{stats:#}");
+#[test]
+fn an_origin_slower_than_the_origin_timeout_answers_504() {
+    drive(async {
+        let origin = Origin::start().await.expect("an origin");
+        origin.set_delay(Duration::from_secs(5));
+        let source = origin.template("slow");
+        let node = tokio::task::spawn_blocking(move || {
+            let flags = ["--keyspace", "items", "--origin-timeout", "300ms", "--source", &source];
+            ring(1, &flags).pop().expect("one node")
+        })
+        .await
+        .expect("started");
+        let slow = node.get("items", b"slow").await;
+        assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT, "{}", slow.text());
+        assert_eq!(counter(&node.stats().await, "items", "local_load_errs"), 1);
     });
 }
 
@@ -326,6 +467,9 @@ fn help_documents_every_flag() {
         "--advertise",
         "--peers",
         "--http",
+        "--http-client-timeout",
+        "--http-max-connections",
+        "unauthenticated",
         "--groupcache-compat",
         "--keyspace",
         "--source",
@@ -337,6 +481,7 @@ fn help_documents_every_flag() {
         "Examples:",
         "GET    /v1/stats",
         "SIGTERM",
+        "A second SIGINT or SIGTERM",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -373,4 +518,289 @@ fn flags_that_do_not_fit_are_refused() {
     ]);
     assert_eq!(compat.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&compat.stderr).contains("base URLs"));
+}
+
+#[test]
+fn an_unspecified_listen_address_needs_advertise() {
+    let flags = ["--keyspace", "ks", "--source", "echo:"];
+    let refused = run_to_exit(&[&["node", "--listen", "0.0.0.0:0"][..], &flags].concat());
+    assert_eq!(refused.status.code(), Some(1), "exit status of a flag that does not fit");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--advertise"), "{stderr}");
+    let refused = run_to_exit(&[&["node", "--listen", "[::]:0"][..], &flags].concat());
+    assert_eq!(refused.status.code(), Some(1));
+}
+
+#[test]
+fn the_front_end_defaults_to_loopback_even_when_peers_listen_on_any_address() {
+    let flags = ["--keyspace", "ks", "--source", "echo:x-"];
+    for attempt in 1..=BIND_ATTEMPTS {
+        // Port + 1 must be free too: the default front end goes there.
+        let listen = free_addr();
+        let Some(http_port) = listen.port().checked_add(1) else { continue };
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, http_port)).is_err() {
+            continue;
+        }
+        let any = format!("0.0.0.0:{}", listen.port());
+        let args: Vec<String> =
+            [&["--listen", &any, "--advertise", &listen.to_string()][..], &flags]
+                .concat()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        match NodeProcess::try_start(&args) {
+            Ok(node) => {
+                assert_eq!(node.id, listen.to_string(), "the advertised address is the id");
+                assert_eq!(node.http_addr(), format!("127.0.0.1:{http_port}"));
+                drive(async { assert_eq!(node.get("ks", b"k").await.body, "x-k") });
+                return;
+            }
+            Err(stderr) if attempt < BIND_ATTEMPTS && stderr.contains("cannot bind") => {}
+            Err(stderr) => panic!("did not start:\n{stderr}"),
+        }
+    }
+    panic!("no free pair of ports in {BIND_ATTEMPTS} attempts");
+}
+
+#[test]
+fn slow_clients_are_cut_off_at_the_client_timeout() {
+    let node = NodeProcess::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        &[],
+        &["--keyspace", "ks", "--source", "echo:", "--http-client-timeout", "1s"],
+    );
+    drive(async {
+        // A body that stops short of its Content-Length: 408, then the connection closes.
+        let started = Instant::now();
+        let mut short_body = node.connect().await;
+        short_body
+            .write_all(b"PUT /v1/ks/k HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+            .await
+            .expect("sent");
+        let (answer, ended) = read_to_close(&mut short_body, Duration::from_secs(10)).await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 408 Request Timeout", "{ended:?}");
+        assert_eq!(ended, Ended::Closed);
+        assert!(started.elapsed() >= Duration::from_secs(1), "not before the timeout");
+
+        // Headers that never end, and a connection that never sends a request: closed.
+        let mut trickle = node.connect().await;
+        trickle.write_all(b"GET /v1/ks/k HTTP/1.1\r\nhost: x\r\n").await.expect("sent");
+        let mut idle = node.connect().await;
+        for stream in [&mut trickle, &mut idle] {
+            let (answer, ended) = read_to_close(stream, Duration::from_secs(10)).await;
+            assert_ne!(ended, Ended::Open, "{}", String::from_utf8_lossy(&answer));
+        }
+        assert_eq!(node.get("ks", b"still-serving").await.body, "still-serving");
+    });
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_a_client_that_takes_no_answer_is_cut_off() {
+    let node = NodeProcess::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        &[],
+        &[
+            "--keyspace",
+            "ks:64MiB",
+            "--source",
+            "echo:",
+            "--http-client-timeout",
+            "2s",
+            "--http-max-connections",
+            "1",
+        ],
+    );
+    drive(async {
+        let big = vec![b'v'; 6 << 20];
+        let put = http::request(Method::PUT, &node.url("ks", b"big"), big).await.expect("put");
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+
+        // The client above has closed its connection; the node frees its place at once
+        // after noticing, so a new connection may need a moment to get it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stalled = loop {
+            // A small receive buffer and no reading: the answer (6 MiB) cannot be written.
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+            let mut stream =
+                socket.connect(node.http_addr().parse().expect("an address")).await.expect("up");
+            stream.write_all(b"GET /v1/ks/big HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("sent");
+            let mut head = [0_u8; 12];
+            stream.read_exact(&mut head).await.expect("a status line");
+            if &head == b"HTTP/1.1 200" {
+                break stream;
+            }
+            assert_eq!(&head, b"HTTP/1.1 503", "{}", String::from_utf8_lossy(&head));
+            assert!(Instant::now() < deadline, "the put's connection was never released");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+
+        // While the stalled answer holds the one place, another connection is refused at
+        // once, without sending anything.
+        let mut refused = node.connect().await;
+        let (answer, ended) = read_to_close(&mut refused, Duration::from_secs(1)).await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 503 Service Unavailable", "{ended:?}");
+        assert!(String::from_utf8_lossy(&answer).ends_with("too many connections\n"));
+        assert_eq!(ended, Ended::Closed);
+
+        // After the client timeout the stalled answer is given up and its place freed.
+        let freed_by = Instant::now() + Duration::from_secs(10);
+        loop {
+            // A refusal may come before the request is sent: hyper's client calls that an
+            // error.
+            match http::get(&node.url("ks", b"small")).await {
+                Ok(answer) if answer.status == StatusCode::OK => {
+                    assert_eq!(answer.body, "small");
+                    break;
+                }
+                Ok(answer) => {
+                    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.text());
+                }
+                Err(_) => {}
+            }
+            assert!(Instant::now() < freed_by, "the stalled answer still holds its place");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (received, ended) = read_to_close(&mut stalled, Duration::from_secs(10)).await;
+        assert!(received.len() < 6 << 20, "the node gave the answer up: {ended:?}");
+        assert_ne!(ended, Ended::Open);
+    });
+}
+
+#[test]
+fn oversized_puts_are_refused_with_413_before_their_body_is_read() {
+    let node = NodeProcess::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        &[],
+        &["--keyspace", "ks:64MiB", "--source", "echo:"],
+    );
+    drive(async {
+        let head = "PUT /v1/ks/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n";
+        // With Expect: 100-continue: 413 at once, no 100 Continue.
+        let mut expecting = node.connect().await;
+        let request = format!("{head}expect: 100-continue\r\n\r\n");
+        expecting.write_all(request.as_bytes()).await.expect("sent");
+        let (answer, ended) = read_to_close(&mut expecting, Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large", "{text}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+        assert!(text.contains(&format!("at most {MAX_VALUE} bytes")), "{text}");
+        assert_eq!(ended, Ended::Closed);
+
+        // Without it, the body's first bytes already sent: 413 too, and closed.
+        let mut sending = node.connect().await;
+        sending.write_all(format!("{head}\r\nabc").as_bytes()).await.expect("sent");
+        let (answer, _) = read_to_close(&mut sending, Duration::from_secs(10)).await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
+
+        // Chunked, so no length is declared: 413 once the body crosses the limit.
+        let mut chunked = node.connect().await;
+        let request = "PUT /v1/ks/k HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+        chunked.write_all(request.as_bytes()).await.expect("sent");
+        let (mut reader, mut writer) = chunked.into_split();
+        let upload = tokio::spawn(async move {
+            let chunk = vec![b'v'; 1 << 20];
+            for _ in 0..=MAX_VALUE >> 20 {
+                let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                if writer.write_all(&frame).await.is_err() {
+                    return; // closed by the node: expected
+                }
+            }
+            let _ = writer.write_all(b"0\r\n\r\n").await;
+        });
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0_u8; 4096];
+            while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        read.await.expect("an answer in time");
+        assert_eq!(status_line(&answer), "HTTP/1.1 413 Payload Too Large");
+        upload.abort();
+
+        // Nothing was stored, and a value at the limit still is.
+        assert_eq!(node.get("ks", b"k").await.body, "k");
+        let at_limit = vec![b'v'; MAX_VALUE];
+        let put = http::request(Method::PUT, &node.url("ks", b"k"), at_limit).await.expect("x");
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+    });
+}
+
+#[test]
+fn sigterm_waits_for_the_answers_in_progress() {
+    drive(async {
+        let origin = Origin::start().await.expect("an origin");
+        origin.set_delay(Duration::from_millis(1500));
+        let source = origin.template("node");
+        let node = tokio::task::spawn_blocking(move || {
+            ring(1, &["--keyspace", "items", "--source", &source]).pop().expect("one node")
+        })
+        .await
+        .expect("started");
+
+        // A get waiting on the origin, and a put whose body is still on its way.
+        let url = node.url("items", b"slow");
+        let get = tokio::spawn(async move { http::get(&url).await });
+        let mut put = node.connect().await;
+        put.write_all(b"PUT /v1/items/p HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nabc")
+            .await
+            .expect("sent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while origin.loads_of("slow") == 0 {
+            assert!(Instant::now() < deadline, "the get never reached the origin");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        node.signal("TERM");
+        let answer = get.await.expect("joined").expect("the get is answered");
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        assert_eq!(answer.body, origin_value(b"slow"));
+
+        // The leave is over (it waited for the get); the put's body comes only now. The
+        // node is gone from the ring, so it refuses the put, but it answers.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        put.write_all(b"def").await.expect("the rest of the body");
+        let (answer, ended) = read_to_close(&mut put, Duration::from_secs(10)).await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 503 Service Unavailable", "{ended:?}");
+        let (status, stderr) =
+            tokio::task::spawn_blocking(move || node.wait_exit(EXIT_TIMEOUT)).await.expect("x");
+        assert!(status.success(), "{status}\n{stderr}");
+    });
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    drive(async {
+        let origin = Origin::start().await.expect("an origin");
+        origin.set_delay(Duration::from_secs(60));
+        let source = origin.template("node");
+        let node = tokio::task::spawn_blocking(move || {
+            let flags = ["--keyspace", "items", "--source", &source, "--origin-timeout", "90s"];
+            ring(1, &[&flags[..], &["--stop-timeout", "90s"]].concat()).pop().expect("one node")
+        })
+        .await
+        .expect("started");
+        let url = node.url("items", b"forever");
+        let _waiting = tokio::spawn(async move { http::get(&url).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while origin.loads_of("forever") == 0 {
+            assert!(Instant::now() < deadline, "the get never reached the origin");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // The first signal starts a leave that waits for the load; the second ends it.
+        node.signal("TERM");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node.signal("INT");
+        let (status, stderr) =
+            tokio::task::spawn_blocking(move || node.wait_exit(Duration::from_secs(5)))
+                .await
+                .expect("joined");
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("second SIGINT"), "{stderr}");
+    });
 }

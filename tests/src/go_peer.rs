@@ -10,7 +10,7 @@
 //! # use herdcache_tests::{drive, go_peers_available, GoPeer, GoPeerSpec, Origin, origin_value};
 //! # fn main() {
 //! if !go_peers_available() {
-//!     return; // printed why; never taken in CI (CI=true makes it a failure)
+//!     return; // printed why; never taken in CI (CI set, not 0 or false: a failure)
 //! }
 //! drive(async {
 //!     let origin = Origin::start().await.unwrap();
@@ -29,18 +29,23 @@
 //! The peer's HTTP surface (one port): `/_groupcache/{group}/{key}` (groupcache's protocol),
 //! `/get?key=K` (`group.Get`: 200 with the value, 500 with the error text), `/stats`
 //! ([`GoStats`]), `PUT /peers` (a comma-separated list of base URLs: `pool.Set`).
+//!
+//! A peer never outlives the test process: its stdin is a pipe from this process, and it exits
+//! when that reaches EOF, which this process's death (even by SIGKILL) causes. The Go build is
+//! bounded in time ([`GO_BUILD_TIMEOUT`]) and uses `$GOCACHE`, else `target/go-build-cache`,
+//! the cache CI's `go vet` uses too.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::harness::{KEYSPACE, KEYSPACE_BYTES};
 use crate::http::{self, escape};
@@ -50,6 +55,12 @@ pub const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 
 /// How long a started peer has to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long building the Go peer may take (a cold Go cache on a loaded two-core machine).
+pub(crate) const GO_BUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long `go version` may take.
+const GO_VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The GOPATH workspace of the project's Go programs.
 const GO_WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/go");
@@ -68,6 +79,9 @@ pub struct GoPeerSpec {
     pub group: String,
     /// The group's cache budget (default [`KEYSPACE_BYTES`]).
     pub cache_bytes: u64,
+    /// How long one request to another peer may take, body included (default 10 s); then
+    /// groupcache counts a peer error and loads locally.
+    pub peer_timeout: Duration,
 }
 
 impl GoPeerSpec {
@@ -79,6 +93,7 @@ impl GoPeerSpec {
             peers: Vec::new(),
             group: KEYSPACE.to_owned(),
             cache_bytes: KEYSPACE_BYTES,
+            peer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -132,9 +147,9 @@ pub struct GoCacheStats {
 
 /// Whether Go peers can run here: builds the Go program on the first call (once per test run).
 ///
-/// When they cannot (no Go toolchain, a Debian package missing, a build error): with
-/// `CI=true` this panics — interop tests never skip in CI; otherwise it prints why on stderr
-/// and returns `false`, and the test returns early.
+/// When they cannot (no Go toolchain, a Debian package missing, a build error): in CI (`CI`
+/// set to anything but empty, `0` or `false`) this panics — interop tests never skip in CI;
+/// otherwise it prints why on stderr and returns `false`, and the test returns early.
 ///
 /// # Panics
 /// In CI, when Go peers cannot run.
@@ -142,7 +157,7 @@ pub struct GoCacheStats {
 pub fn go_peers_available() -> bool {
     match gcpeer_binary() {
         Ok(_) => true,
-        Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+        Err(why) if ci_is_on() => {
             panic!("Go peers are required in CI: {why}")
         }
         Err(why) => {
@@ -150,6 +165,20 @@ pub fn go_peers_available() -> bool {
             false
         }
     }
+}
+
+/// Whether the tests run in CI: `CI` is set to anything but empty, `0` or `false` (CI
+/// services set `true`, `1`, `yes` or their name).
+#[must_use]
+pub(crate) fn ci_is_on() -> bool {
+    ci_flag_is_on(std::env::var_os("CI").as_deref().map(|value| value.to_string_lossy()).as_deref())
+}
+
+/// Whether a value of `CI` means on.
+fn ci_flag_is_on(value: Option<&str>) -> bool {
+    value.map(str::trim).is_some_and(|value| {
+        !(value.is_empty() || value == "0" || value.eq_ignore_ascii_case("false"))
+    })
 }
 
 /// The built `gcpeer` program, or why it cannot be built.
@@ -171,7 +200,7 @@ fn go_command() -> PathBuf {
 
 /// Builds `gcpeer` with `go` into the target directory (`target/<profile>/gcpeer`).
 fn build_gcpeer(go: &Path) -> Result<PathBuf, String> {
-    let version = std::process::Command::new(go).arg("version").output();
+    let version = output_within(std::process::Command::new(go).arg("version"), GO_VERSION_TIMEOUT);
     if !version.is_ok_and(|output| output.status.success()) {
         return Err(format!(
             "no Go toolchain ({} version failed): install Debian's golang-go",
@@ -195,17 +224,20 @@ fn build_gcpeer(go: &Path) -> Result<PathBuf, String> {
     let binary = profile_dir.join("gcpeer");
     // Test binaries may build at the same time: each writes its own file, then renames it.
     let partial = profile_dir.join(format!("gcpeer.{}.partial", std::process::id()));
+    // The cache `.ci/run`'s `go vet` uses too (target/go-build-cache), so CI compiles once.
+    let target_dir = profile_dir.parent().unwrap_or(profile_dir);
     let gocache = std::env::var_os("GOCACHE")
-        .map_or_else(|| profile_dir.join("go-build-cache"), PathBuf::from);
-    let output = std::process::Command::new(go)
+        .map_or_else(|| target_dir.join("go-build-cache"), PathBuf::from);
+    let mut build = std::process::Command::new(go);
+    build
         .args(["build", "-o"])
         .arg(&partial)
         .arg("gcpeer")
         .env("GO111MODULE", "off")
         .env("GOPATH", format!("{DEBIAN_GOCODE}:{GO_WORKSPACE}"))
         .env("GOCACHE", gocache)
-        .env("GOFLAGS", "")
-        .output()
+        .env("GOFLAGS", "");
+    let output = output_within(&mut build, GO_BUILD_TIMEOUT)
         .map_err(|error| format!("{} build: {error}", go.display()))?;
     if !output.status.success() {
         return Err(format!(
@@ -218,6 +250,41 @@ fn build_gcpeer(go: &Path) -> Result<PathBuf, String> {
         format!("rename {} to {}: {error}", partial.display(), binary.display())
     })?;
     Ok(binary)
+}
+
+/// Runs `command` to its exit and returns its output, killing it after `limit`.
+fn output_within(command: &mut std::process::Command, limit: Duration) -> io::Result<Output> {
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // Read both pipes while it runs, so that neither fills and blocks it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no exit within {limit:?}: killed"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let collected = |reader: std::thread::JoinHandle<Vec<u8>>| reader.join().unwrap_or_default();
+    Ok(Output { status, stdout: collected(stdout), stderr: collected(stderr) })
 }
 
 /// Why a [`GoPeer::get`] failed.
@@ -246,11 +313,15 @@ impl std::fmt::Display for GoGetError {
 
 impl std::error::Error for GoGetError {}
 
-/// A running Go groupcache peer process. Dropping it kills the process.
+/// A running Go groupcache peer process. Dropping it kills the process; so does this
+/// process's death (the peer exits when its stdin closes).
 #[derive(Debug)]
 pub struct GoPeer {
     base_url: String,
     child: Child,
+    /// The write end of the peer's stdin, held and never written: closed by this process's
+    /// exit or death, which ends the peer.
+    _parent_alive: Option<ChildStdin>,
 }
 
 impl GoPeer {
@@ -265,11 +336,13 @@ impl GoPeer {
         let mut child = Command::new(binary)
             .args(["-listen", "127.0.0.1:0", "-origin", &spec.origin, "-group", &spec.group])
             .args(["-cache-bytes", &spec.cache_bytes.to_string(), "-peers", &spec.peers.join(",")])
-            .stdin(Stdio::null())
+            .args(["-peer-timeout", &format!("{}ms", spec.peer_timeout.as_millis().max(1))])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
+        let parent_alive = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
         let base_url = match tokio::time::timeout(READY_TIMEOUT, ready_line(stdout)).await {
             Ok(Ok(base_url)) => base_url,
@@ -281,7 +354,7 @@ impl GoPeer {
                 ));
             }
         };
-        Ok(GoPeer { base_url, child })
+        Ok(GoPeer { base_url, child, _parent_alive: parent_alive })
     }
 
     /// Its base URL, `http://127.0.0.1:PORT`: its name in a groupcache ring.
@@ -382,6 +455,87 @@ async fn ready_line(stdout: ChildStdout) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ci_is_on_for_any_value_but_empty_0_or_false() {
+        for on in ["true", "1", "yes", "TRUE", "github-actions", "woodpecker"] {
+            assert!(ci_flag_is_on(Some(on)), "{on:?}");
+        }
+        for off in ["", " ", "0", "false", "False", "FALSE"] {
+            assert!(!ci_flag_is_on(Some(off)), "{off:?}");
+        }
+        assert!(!ci_flag_is_on(None));
+    }
+
+    #[test]
+    fn a_build_that_takes_too_long_is_killed() {
+        let started = Instant::now();
+        let mut sleep = std::process::Command::new("sleep");
+        sleep.arg("30");
+        let error = output_within(&mut sleep, Duration::from_millis(200)).expect_err("too slow");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(10), "killed at the limit");
+        let echo = output_within(std::process::Command::new("echo").arg("hi"), GO_BUILD_TIMEOUT);
+        assert_eq!(echo.expect("echo runs").stdout, b"hi\n");
+    }
+
+    /// Waits up to `limit` for `peer`'s process to exit.
+    async fn exits_within(peer: &mut GoPeer, limit: Duration) -> bool {
+        tokio::time::timeout(limit, peer.child.wait()).await.is_ok()
+    }
+
+    #[test]
+    fn a_peer_exits_when_its_parent_closes_its_stdin() {
+        if !go_peers_available() {
+            return;
+        }
+        crate::drive(async {
+            let origin = crate::Origin::start().await.expect("an origin");
+            let mut peer =
+                GoPeer::start(&GoPeerSpec::new(origin.template("go0"))).await.expect("up");
+            assert!(!exits_within(&mut peer, Duration::from_millis(300)).await, "runs at first");
+            // What the kernel does when this process dies, SIGKILL included.
+            drop(peer._parent_alive.take());
+            assert!(exits_within(&mut peer, Duration::from_secs(10)).await, "still running");
+        });
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_costs_a_go_fetch_the_peer_timeout_then_a_local_load() {
+        if !go_peers_available() {
+            return;
+        }
+        crate::drive(async {
+            let origin = crate::Origin::start().await.expect("an origin");
+            // Connections complete in the kernel's backlog and are never answered.
+            let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+            let blackhole_url = format!("http://{}", blackhole.local_addr().expect("its address"));
+            let mut spec = GoPeerSpec::new(origin.template("go0"));
+            spec.peer_timeout = Duration::from_millis(500);
+            let peer = GoPeer::start(&spec).await.expect("a Go peer");
+            let ring = [peer.base_url().to_owned(), blackhole_url.clone()];
+            peer.set_peers(&ring).await.expect("the ring");
+            let groupcache_ring = herdcache_proto::Ring::with_peers(
+                herdcache_proto::RingScheme::GROUPCACHE,
+                ring.iter().map(String::as_str),
+            )
+            .expect("a ring");
+            let key = (0..)
+                .map(|i| format!("key-{i}"))
+                .find(|key| groupcache_ring.owner(key.as_bytes()) == Some(&blackhole_url.as_str()))
+                .expect("the blackhole owns some key");
+
+            let started = Instant::now();
+            let value = tokio::time::timeout(Duration::from_secs(10), peer.get(&key))
+                .await
+                .expect("the fetch from the blackhole gave up")
+                .expect("loaded locally after the peer error");
+            assert_eq!(value, crate::origin_value(key.as_bytes()));
+            assert!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
+            let stats = peer.stats().await.expect("stats");
+            assert_eq!((stats.peer_errors, stats.local_loads), (1, 1), "{stats:?}");
+        });
+    }
 
     #[test]
     fn a_missing_toolchain_says_which_package_to_install() {

@@ -23,8 +23,8 @@
 //!   from; it counts loads per key (and who loaded) cluster-wide, with a configurable delay
 //!   and per-key statuses; values are [`origin_value`]`(key)`.
 //! - [`GoPeer`] runs a real Go groupcache peer (the project's `tests/go/src/gcpeer`, built
-//!   once per run); [`go_peers_available`] says whether it can run here (it never skips in
-//!   CI: `CI=true` turns a missing Go toolchain into a failure).
+//!   once per run); [`go_peers_available`] says whether it can run here. It never skips in
+//!   CI: with `CI` set to anything but empty, `0` or `false`, a missing Go toolchain fails.
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
 //!
 //! Adding a runtime crate: implement [`Runtime`] and [`TestNode`] for it in a module beside

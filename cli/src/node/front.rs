@@ -10,30 +10,47 @@
 //!   tier under `main_cache` and `hot_cache`).
 //!
 //! Keyspace and key are percent-decoded path segments (`+` stays `+`); the key is the rest of
-//! the path, so it may hold `/`. Errors answer a status with the error as text:
-//! 404 not found or unknown keyspace, 400 bad request, 405 other methods, 413 too large,
-//! 429 rate limited, 502 the data source failed, 503 circuit open / overloaded / owner
-//! unavailable / shutting down, 504 timed out.
+//! the path, so it may hold `/`; neither may be empty. Errors answer a status with the error
+//! as text: 404 not found or unknown keyspace, 400 bad request, 405 other methods, 408 a body
+//! that did not arrive in time, 413 too large, 429 rate limited, 502 the data source failed,
+//! 503 circuit open / overloaded / owner unavailable / shutting down / too many connections,
+//! 504 timed out.
+//!
+//! Clients are bounded, so that slow or hostile ones cannot hold the node: at most
+//! `max_connections` are open at once (one more is answered 503 and closed at once, unread);
+//! each has the client timeout to send a request's headers (an idle keep-alive connection
+//! too), again to send a body, and again to take an answer once its socket is full. A PUT
+//! whose declared length is over the largest value is answered 413 before any of its body is
+//! read (no `100 Continue`); a chunked one when it crosses the limit. Answers that leave a
+//! body unread close the connection.
 
 use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use herdcache_proto::{BreakerState, TierStats};
 use herdcache_tokio::{Bytes, Error, Handle, KeyspaceStats};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::body::{Body, Incoming};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value as Json, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Sleep;
 
 use crate::units::parse_duration;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a connection over the limit is told before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\n\
+too many connections\n";
 
 /// What the front end needs to serve.
 #[derive(Clone, Debug)]
@@ -42,11 +59,49 @@ pub(crate) struct Front {
     pub(crate) node: Handle,
     /// The largest value a PUT may carry.
     pub(crate) max_value: usize,
+    /// How long a client may take to send a request's headers, to send its body, and to take
+    /// an answer once its socket is full.
+    pub(crate) client_timeout: Duration,
+}
+
+/// The front end's open connections: at most a fixed number, and a way to wait until all
+/// have closed.
+#[derive(Clone, Debug)]
+pub(crate) struct Connections {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl Connections {
+    /// Room for `max` connections at once.
+    pub(crate) fn new(max: u32) -> Self {
+        let permits = usize::try_from(max).unwrap_or(Semaphore::MAX_PERMITS);
+        Connections { permits: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))), max }
+    }
+
+    /// A place for one more connection, if there is room.
+    fn try_open(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    /// Returns once no connection is open. Call it when no more can be accepted, else it
+    /// may wait for ever.
+    pub(crate) async fn all_closed(&self) {
+        // Every connection holds one permit until it is closed.
+        let _ = self.permits.acquire_many(self.max).await;
+    }
 }
 
 /// Serves the front end on `listener` until `stop` turns true; then accepts no more
-/// connections (those open finish their request and close).
-pub(crate) async fn serve(listener: TcpListener, front: Front, mut stop: watch::Receiver<bool>) {
+/// connections (those open finish their request and close: wait for them with
+/// [`Connections::all_closed`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    front: Front,
+    connections: Connections,
+    mut stop: watch::Receiver<bool>,
+) {
+    let front = Arc::new(front);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -60,29 +115,147 @@ pub(crate) async fn serve(listener: TcpListener, front: Front, mut stop: watch::
             },
             () = until_stopped(&mut stop) => return,
         };
+        let Some(permit) = connections.try_open() else {
+            // Refused at once, without reading or waiting: a fresh socket has room for this
+            // much, and a client that cannot take it only misses the reason.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let front = front.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let front = front.clone();
-                async move { Ok::<_, Infallible>(front.answer(request).await) }
-            });
-            // A client that trickles its headers is dropped rather than held forever.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                // A client that goes away mid-request is its own business.
-                _ = connection.as_mut() => {}
-                () = until_stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+        tokio::spawn(serve_connection(stream, Arc::clone(&front), permit, stop.clone()));
+    }
+}
+
+/// Serves one connection until the client closes it, breaks a time limit, or `stop` turns
+/// true (then the request in progress finishes first); holds `permit` until then.
+async fn serve_connection(
+    stream: TcpStream,
+    front: Arc<Front>,
+    permit: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _open = permit;
+    let timeout = front.client_timeout;
+    let service = service_fn(move |request| {
+        let front = Arc::clone(&front);
+        async move { Ok::<_, Infallible>(front.answer(request).await) }
+    });
+    // A client that trickles its headers, or idles between requests, is dropped rather than
+    // held for ever; so is one that does not take its answer.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(WriteDeadline::new(stream, timeout)), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        // A client that goes away mid-request is its own business.
+        _ = connection.as_mut() => {}
+        () = until_stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// A stream whose writes may not stay blocked for long: once a write finds the socket full,
+/// the peer has `limit` to take enough that a later write is accepted whole, else writing
+/// fails with [`io::ErrorKind::TimedOut`]. A client that reads a trickle thus cannot hold an
+/// answer for longer than `limit`, however slowly it drains it.
+#[derive(Debug)]
+struct WriteDeadline<S> {
+    stream: S,
+    limit: Duration,
+    /// Armed by the first write that found the socket full; disarmed by a whole write.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(stream: S, limit: Duration) -> Self {
+        WriteDeadline { stream, limit, deadline: None }
+    }
+
+    /// A write is blocked: pending until the socket has room, an error once past the deadline.
+    fn blocked<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no answer for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `written` of `offered` bytes went into the socket.
+    fn wrote(&mut self, written: usize, offered: usize) {
+        if written == offered {
+            self.deadline = None;
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(written)) => {
+                this.wrote(written, buf.len());
+                Poll::Ready(Ok(written))
             }
-        });
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(written)) => {
+                this.wrote(written, bufs.iter().map(|buf| buf.len()).sum());
+                Poll::Ready(Ok(written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_flush(cx) {
+            Poll::Pending => this.blocked(cx),
+            done => done,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_shutdown(cx) {
+            Poll::Pending => this.blocked(cx),
+            done => done,
+        }
     }
 }
 
@@ -141,24 +314,54 @@ fn decode(segment: &str) -> Bytes {
     Bytes::from(percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>())
 }
 
+/// `response` with `Connection: close`: the connection ends once it is written (its
+/// request's body may be left unread).
+fn closing(mut response: Answer) -> Answer {
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Where a request goes, by its path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// `/v1/stats`.
+    Stats,
+    /// `/v1/{keyspace}/{key}`, both decoded, neither empty.
+    Item { keyspace: Bytes, key: Bytes },
+}
+
+/// The route of `path`, or the status and message that refuse it.
+fn route(path: &str) -> Result<Route, (StatusCode, &'static str)> {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return Err((StatusCode::NOT_FOUND, "use /v1/{keyspace}/{key} or /v1/stats"));
+    };
+    if rest == "stats" {
+        return Ok(Route::Stats);
+    }
+    let Some((keyspace, key)) = rest.split_once('/') else {
+        return Err((StatusCode::BAD_REQUEST, "use /v1/{keyspace}/{key}"));
+    };
+    let (keyspace, key) = (decode(keyspace), decode(key));
+    if keyspace.is_empty() {
+        return Err((StatusCode::BAD_REQUEST, "empty keyspace: use /v1/{keyspace}/{key}"));
+    }
+    if key.is_empty() {
+        return Err((StatusCode::BAD_REQUEST, "empty key: use /v1/{keyspace}/{key}"));
+    }
+    Ok(Route::Item { keyspace, key })
+}
+
 impl Front {
     async fn answer(&self, request: Request<Incoming>) -> Answer {
-        let path = request.uri().path().to_owned();
-        let Some(rest) = path.strip_prefix("/v1/") else {
-            return text(StatusCode::NOT_FOUND, "use /v1/{keyspace}/{key} or /v1/stats");
-        };
-        if rest == "stats" {
-            return if request.method() == Method::GET {
+        let (keyspace, key) = match route(request.uri().path()) {
+            Ok(Route::Stats) if request.method() == Method::GET => {
                 let body = serde_json::to_vec_pretty(&self.stats()).unwrap_or_default();
-                bytes(StatusCode::OK, "application/json", Bytes::from(body))
-            } else {
-                method_not_allowed("GET")
-            };
-        }
-        let Some((keyspace, key)) = rest.split_once('/') else {
-            return text(StatusCode::BAD_REQUEST, "use /v1/{keyspace}/{key}");
+                return bytes(StatusCode::OK, "application/json", Bytes::from(body));
+            }
+            Ok(Route::Stats) => return method_not_allowed("GET"),
+            Ok(Route::Item { keyspace, key }) => (keyspace, key),
+            Err((status, message)) => return text(status, message),
         };
-        let (keyspace, key) = (decode(keyspace), decode(key));
         match *request.method() {
             Method::GET => match self.node.get(&keyspace, &key).await {
                 Ok(value) => bytes(StatusCode::OK, "application/octet-stream", value),
@@ -178,15 +381,29 @@ impl Front {
             Ok(ttl) => ttl.flatten(),
             Err(message) => return text(StatusCode::BAD_REQUEST, message),
         };
-        let value = match Limited::new(request.into_body(), self.max_value).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("a value is at most {} bytes", self.max_value),
-                );
+        // A declared length (Content-Length) over the limit is refused before the body is
+        // touched: hyper sends `100 Continue` only once the body is read.
+        let too_large = || {
+            closing(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a value is at most {} bytes", self.max_value),
+            ))
+        };
+        let max_value = u64::try_from(self.max_value).unwrap_or(u64::MAX);
+        if request.body().size_hint().lower() > max_value {
+            return too_large();
+        }
+        let body = Limited::new(request.into_body(), self.max_value).collect();
+        let value = match tokio::time::timeout(self.client_timeout, body).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+            Ok(Err(error)) => return closing(text(StatusCode::BAD_REQUEST, error.to_string())),
+            Err(_) => {
+                return closing(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the body did not arrive within {:?}", self.client_timeout),
+                ));
             }
-            Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
         };
         let stored = match ttl {
             Some(ttl) => self.node.put_with_ttl(keyspace, key, value, ttl).await,
@@ -297,6 +514,29 @@ mod tests {
         assert_eq!(ttl_of("a=1"), Ok(None));
         assert!(ttl_of("ttl=0s").is_err());
         assert!(ttl_of("ttl=soon").is_err());
+    }
+
+    #[test]
+    fn paths_route_to_stats_or_a_nonempty_keyspace_and_key() {
+        let item = |keyspace: &'static str, key: &'static str| {
+            Ok(Route::Item { keyspace: Bytes::from(keyspace), key: Bytes::from(key) })
+        };
+        assert_eq!(route("/v1/stats"), Ok(Route::Stats));
+        assert_eq!(route("/v1/ks/a%20b+c/d"), item("ks", "a b+c/d"));
+        assert_eq!(route("/v1/ks//"), item("ks", "/"));
+        assert_eq!(route("/v1/stats/x"), item("stats", "x"));
+        for (path, status) in [
+            ("/v1/ks/", StatusCode::BAD_REQUEST),
+            ("/v1//x", StatusCode::BAD_REQUEST),
+            ("/v1//", StatusCode::BAD_REQUEST),
+            ("/v1/ks", StatusCode::BAD_REQUEST),
+            ("/v1/", StatusCode::BAD_REQUEST),
+            ("/v2/ks/x", StatusCode::NOT_FOUND),
+        ] {
+            assert_eq!(route(path).map_err(|(status, _)| status), Err(status), "{path}");
+        }
+        assert!(route("/v1/ks/").is_err_and(|(_, message)| message.contains("empty key")));
+        assert!(route("/v1//x").is_err_and(|(_, message)| message.contains("empty keyspace")));
     }
 
     #[test]

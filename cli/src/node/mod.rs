@@ -10,27 +10,37 @@
 //!
 //! SIGINT or SIGTERM stops it gracefully: the front end accepts no more connections, the node
 //! leaves the ring (tells its peers, finishes what is in progress, up to `--stop-timeout`),
-//! then the process exits 0.
+//! the front end's open connections write their answers and close (again up to
+//! `--stop-timeout`), then the process exits 0. A second SIGINT or SIGTERM during that exits
+//! at once with status 1.
+//!
+//! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
+//! needs `--advertise`. The front end has unauthenticated PUT and DELETE: it binds to
+//! loopback unless `--http` says otherwise (DESIGN §6).
 
 mod front;
 mod source;
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
 use herdcache_proto::WireLimits;
 use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_positive_duration, parse_size};
 pub(crate) use source::SourceSpec;
 
 /// A keyspace's budget when `--keyspace` names none.
 const DEFAULT_KEYSPACE_BYTES: u64 = 64 << 20;
+
+/// The exit status when a second signal cuts the graceful stop short.
+const FORCED_EXIT_STATUS: i32 = 1;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -57,20 +67,25 @@ Front end (--http):
                                 failed (its status in the body) | 504 timed out (--origin-
                                 timeout) | 503 unavailable | 429 rate limited
   PUT    /v1/{keyspace}/{key}   body = the value, ?ttl=30s for an expiry; 204 | 413 too large
+                                (refused before the body is read) | 408 body too slow
   DELETE /v1/{keyspace}/{key}   204
   GET    /v1/stats              JSON per keyspace: gets, cache_hits, peer_loads, peer_errors,
                                 loads, loads_deduped, local_loads, local_load_errs,
                                 server_requests, hot_hits, bytes, items, evictions, ...
-  Keyspace and key are percent-decoded path segments; the key is the rest of the path.
+  Keyspace and key are percent-decoded path segments, neither empty (400); the key is the
+  rest of the path. Over --http-max-connections a connection is answered 503 and closed.
+  The front end has no authentication: it listens on loopback unless --http says otherwise.
 
-SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes), then exit 0.";
+SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
+progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.";
 
 /// The flags of `herdcache node`.
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = EXAMPLES)]
 pub(crate) struct NodeArgs {
     /// Address to listen on for peers (herdcache's protocol; with --groupcache-compat Go
-    /// groupcache's HTTP protocol). Port 0 picks a free port.
+    /// groupcache's HTTP protocol). Port 0 picks a free port. An unspecified IP (0.0.0.0,
+    /// ::) needs --advertise: peers cannot dial it.
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: SocketAddr,
 
@@ -87,10 +102,23 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub(crate) peers: Vec<String>,
 
-    /// Address of the HTTP front end. [default: --listen's IP and port + 1; port 0 when
-    /// --listen's port is 0]
+    /// Address of the HTTP front end. It has unauthenticated PUT and DELETE: keep it on
+    /// loopback or a trusted network. [default: loopback (127.0.0.1; ::1 for an IPv6
+    /// --listen) and --listen's port + 1; port 0 when --listen's port is 0]
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
+
+    /// How long an HTTP client may take to send a request's headers (or idle between
+    /// requests), to send a PUT's body (then 408), and to take an answer once its socket is
+    /// full; then its connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    pub(crate) http_client_timeout: Duration,
+
+    /// The most front-end connections open at once; one more is answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) http_max_connections: u32,
 
     /// Be a member of a Go groupcache ring: speak groupcache's HTTP protocol to peers and
     /// use its ring (keyspaces are groups).
@@ -119,10 +147,13 @@ pub(crate) struct NodeArgs {
 
     /// How long one data-source call may take (an origin's connect, answer and body); then
     /// its callers get 504.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          value_parser = parse_positive_duration)]
     pub(crate) origin_timeout: Duration,
 
-    /// How long a graceful stop may take before the node closes everything.
+    /// How long each step of a graceful stop may take: the leave (work in progress
+    /// finishes), then the front end's open connections (their answers are written); then
+    /// what is left is closed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) stop_timeout: Duration,
 }
@@ -146,6 +177,9 @@ impl KeyspaceSpec {
         let ttl = parts.next().map(parse_duration).transpose()?;
         if parts.next().is_some() {
             return Err(format!("{text:?}: NAME[:MAX_BYTES[:TTL]] has at most three parts"));
+        }
+        if max_bytes == 0 {
+            return Err(format!("{text:?}: a keyspace's MAX_BYTES must be more than zero"));
         }
         if ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(format!("{text:?}: a TTL must be more than zero (leave it out for none)"));
@@ -253,7 +287,9 @@ fn pair_sources(args: &NodeArgs) -> Result<Vec<(KeyspaceSpec, SourceSpec)>, Node
         .collect()
 }
 
-/// The front end's address: `--http`, else `--listen`'s IP and port + 1 (0 stays 0).
+/// The front end's address: `--http`, else loopback (of `--listen`'s IP family) and
+/// `--listen`'s port + 1 (0 stays 0). Never `--listen`'s IP: the front end has no
+/// authentication, so it is not exposed unless asked for.
 fn http_addr(args: &NodeArgs) -> Result<SocketAddr, NodeError> {
     if let Some(http) = args.http {
         return Ok(http);
@@ -264,7 +300,32 @@ fn http_addr(args: &NodeArgs) -> Result<SocketAddr, NodeError> {
             NodeError::Usage(format!("--listen port {port} has no port + 1: give --http"))
         })?,
     };
-    Ok(SocketAddr::new(args.listen.ip(), port))
+    let loopback = match args.listen.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    Ok(SocketAddr::new(loopback, port))
+}
+
+/// The node's id is the address peers dial: `--advertise`, else the bound `--listen` address,
+/// which must then be one a peer can dial.
+fn check_dialable(args: &NodeArgs) -> Result<(), NodeError> {
+    if args.listen.ip().is_unspecified() && args.advertise.is_none() {
+        return Err(NodeError::Usage(format!(
+            "--listen {}: an unspecified address cannot be this node's id (peers cannot dial \
+             it): give --advertise HOST:PORT, the address peers reach this node at",
+            args.listen
+        )));
+    }
+    Ok(())
+}
+
+/// The next SIGTERM or SIGINT, by name.
+async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
 }
 
 /// Switches the builder to Go groupcache's protocol and ring.
@@ -280,6 +341,7 @@ fn groupcache_compat(builder: Builder, args: &NodeArgs) -> Result<Builder, NodeE
 /// Runs the node until SIGINT or SIGTERM, then leaves gracefully.
 pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     let keyspaces = pair_sources(&args)?;
+    check_dialable(&args)?;
     let http = http_addr(&args)?;
     let max_value = usize::try_from(WireLimits::DEFAULT_MAX_VALUE).unwrap_or(usize::MAX);
     let mut builder = Node::builder()
@@ -302,20 +364,17 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     }
 
     // Signals first, so that a stop that comes during start-up is not lost.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(NodeError::Signal)?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(NodeError::Signal)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
 
     let listener = TcpListener::bind(http).await.map_err(|error| NodeError::Http(http, error))?;
     let http = listener.local_addr().map_err(|error| NodeError::Http(http, error))?;
     let node = builder.start().await.map_err(NodeError::Start)?;
     let (stop_front, stopped) = watch::channel(false);
-    let front_end = tokio::spawn(front::serve(
-        listener,
-        front::Front { node: node.clone(), max_value },
-        stopped,
-    ));
+    let connections = front::Connections::new(args.http_max_connections);
+    let front =
+        front::Front { node: node.clone(), max_value, client_timeout: args.http_client_timeout };
+    let front_end = tokio::spawn(front::serve(listener, front, connections.clone(), stopped));
     println!(
         "herdcache node ready: id={} listen={} http={http}",
         node.node_id(),
@@ -330,17 +389,31 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         );
     }
 
-    let signal = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    let signal = next_signal(&mut terminate, &mut interrupt).await;
+    eprintln!("herdcache node: {signal}: leaving the cluster (again to exit at once)");
+    let stop_timeout = args.stop_timeout;
+    let leave = async move {
+        let _ = stop_front.send(true);
+        let _ = front_end.await;
+        let started = tokio::time::Instant::now();
+        node.stop().await;
+        eprintln!("herdcache node: left the cluster in {:.2?}", started.elapsed());
+        // The answers the leave just finished are still to be written.
+        if tokio::time::timeout(stop_timeout, connections.all_closed()).await.is_err() {
+            eprintln!(
+                "herdcache node: front-end connections still open after {stop_timeout:?}: \
+                 closing them"
+            );
+        }
     };
-    eprintln!("herdcache node: {signal}: leaving the cluster");
-    let _ = stop_front.send(true);
-    let _ = front_end.await;
-    let started = tokio::time::Instant::now();
-    node.stop().await;
-    eprintln!("herdcache node: left the cluster in {:.2?}", started.elapsed());
-    Ok(())
+    tokio::select! {
+        () = leave => Ok(()),
+        signal = next_signal(&mut terminate, &mut interrupt) => {
+            eprintln!("herdcache node: second {signal}: exiting without finishing the leave");
+            // At once: returning would wait for the runtime's blocking threads (DNS lookups).
+            std::process::exit(FORCED_EXIT_STATUS)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -367,7 +440,8 @@ mod tests {
         let spec = KeyspaceSpec::parse("pages:1GiB:30s").expect("all three");
         assert_eq!(spec.max_bytes, 1 << 30);
         assert_eq!(spec.ttl, Some(Duration::from_secs(30)));
-        for bad in ["", ":1MiB", "a:lots", "a:1MiB:soon", "a:1MiB:0s", "a:1:2s:3"] {
+        for bad in ["", ":1MiB", "a:lots", "a:1MiB:soon", "a:1MiB:0s", "a:1:2s:3", "a:0", "a:0MiB"]
+        {
             assert!(KeyspaceSpec::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -402,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn the_front_end_defaults_to_the_next_port() {
+    fn the_front_end_defaults_to_the_next_port_on_loopback() {
         let flags = ["--keyspace=a", "--source=echo:"];
         let with = |listen: &str, extra: &[&str]| {
             let mut all = vec![listen];
@@ -412,10 +486,29 @@ mod tests {
         };
         assert_eq!(with("--listen=127.0.0.1:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
         assert_eq!(with("--listen=127.0.0.1:0", &[]).ok(), "127.0.0.1:0".parse().ok());
+        // Loopback whatever the peers' address: the front end has no authentication.
+        assert_eq!(with("--listen=10.0.0.5:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
+        assert_eq!(with("--listen=0.0.0.0:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
+        assert_eq!(with("--listen=[::]:7001", &[]).ok(), "[::1]:7002".parse().ok());
         assert_eq!(
             with("--listen=127.0.0.1:7001", &["--http=0.0.0.0:9000"]).ok(),
             "0.0.0.0:9000".parse().ok()
         );
         assert!(with("--listen=127.0.0.1:65535", &[]).is_err());
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_needs_an_advertised_one() {
+        let check = |flags: &[&str]| {
+            check_dialable(
+                &args(&[flags, &["--keyspace=a", "--source=echo:"]].concat()).expect("valid flags"),
+            )
+        };
+        for listen in ["--listen=0.0.0.0:0", "--listen=0.0.0.0:7001", "--listen=[::]:7001"] {
+            let refused = check(&[listen]).expect_err("no id peers can dial");
+            assert!(refused.to_string().contains("--advertise"), "{refused}");
+        }
+        assert!(check(&["--listen=0.0.0.0:7001", "--advertise=10.0.0.5:7001"]).is_ok());
+        assert!(check(&["--listen=127.0.0.1:0"]).is_ok());
     }
 }

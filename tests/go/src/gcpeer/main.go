@@ -11,7 +11,10 @@
 //	/stats                      the group's Stats and cache stats as JSON (snake_case names)
 //	/peers                      PUT or POST a comma-separated list of base URLs: pool.Set
 //
-// Once listening it prints "ready <base URL>" on stdout. Built in GOPATH mode:
+// Once listening it prints "ready <base URL>" on stdout. It exits when its stdin reaches EOF:
+// its parent holds the other end of a pipe, so the parent's death (even SIGKILL) ends it too.
+// Requests to other peers (HTTPPool's client) give up after -peer-timeout, body included.
+// Built in GOPATH mode:
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode:$REPO/tests/go go build gcpeer
 package main
@@ -45,6 +48,7 @@ func main() {
 	cacheBytes := flag.Int64("cache-bytes", 64<<20, "the group's cache budget in bytes")
 	origin := flag.String("origin", "", "origin URL template: {key} is replaced by the percent-encoded key (required)")
 	timeout := flag.Duration("origin-timeout", 10*time.Second, "timeout of one origin request")
+	peerTimeout := flag.Duration("peer-timeout", 10*time.Second, "timeout of one request to another peer, body included")
 	flag.Parse()
 	if !strings.Contains(*origin, "{key}") {
 		log.Fatalf("gcpeer: -origin must be a URL template containing {key}, got %q", *origin)
@@ -59,7 +63,13 @@ func main() {
 		base = "http://" + listener.Addr().String()
 	}
 
+	go exitOnStdinEOF()
+
 	pool := groupcache.NewHTTPPoolOpts(base, nil)
+	// Before Set: each peer's getter copies the transport. The default one has no timeout,
+	// so a peer that accepts and never answers would hold a fetch for ever.
+	transport := deadlineTransport{base: http.DefaultTransport, timeout: *peerTimeout}
+	pool.Transport = func(context.Context) http.RoundTripper { return transport }
 	pool.Set(peerList(*peers, base)...)
 	client := &http.Client{Timeout: *timeout}
 	group := groupcache.NewGroup(*groupName, *cacheBytes, groupcache.GetterFunc(
@@ -108,6 +118,42 @@ func main() {
 	fmt.Printf("ready %s\n", base)
 	os.Stdout.Sync()
 	log.Fatal(http.Serve(listener, mux))
+}
+
+// exitOnStdinEOF reads stdin to its end, then exits the process.
+func exitOnStdinEOF() {
+	io.Copy(io.Discard, os.Stdin)
+	log.Print("gcpeer: stdin closed (the parent is gone): exiting")
+	os.Exit(0)
+}
+
+// deadlineTransport gives each request at most timeout, its response body included.
+type deadlineTransport struct {
+	base    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t deadlineTransport) RoundTrip(request *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(request.Context(), t.timeout)
+	response, err := t.base.RoundTrip(request.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	response.Body = cancelOnClose{ReadCloser: response.Body, cancel: cancel}
+	return response, nil
+}
+
+// cancelOnClose releases a request's deadline once its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (body cancelOnClose) Close() error {
+	err := body.ReadCloser.Close()
+	body.cancel()
+	return err
 }
 
 // peerList splits a comma-separated list of base URLs; an empty list is this peer alone.
