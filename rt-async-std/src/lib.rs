@@ -30,6 +30,10 @@
 //! # }
 //! ```
 //!
+//! It joins a ring of Go groupcache peers the same way too
+//! ([`groupcache_compat`](herdcache_proto::runtime::Builder::groupcache_compat)): the protocol
+//! and the builder are the core's.
+//!
 //! ## Executors and threads
 //! async-std is discontinued upstream and smol is its successor; both run on the same
 //! reactor and timers (`async-io`). This crate is built on those shared pieces only
