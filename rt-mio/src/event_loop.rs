@@ -101,6 +101,7 @@ pub(crate) struct LoopConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) workers: usize,
+    pub(crate) worker_stack_size: usize,
 }
 
 /// The loop's state: owns every socket. Dropping it closes the front and the worker pool.
@@ -150,8 +151,12 @@ impl EventLoop {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::clone(&shared.waker);
         let notify = Arc::new(move || drop(waker.wake()));
-        let workers =
-            Workers::new(config.workers, format!("{}-worker", shared.node.node_id()), notify);
+        let workers = Workers::new(
+            config.workers,
+            config.worker_stack_size,
+            format!("{}-worker", shared.node.node_id()),
+            notify,
+        );
         Ok(EventLoop {
             front: shared.node.front().clone(),
             shared,
@@ -331,9 +336,11 @@ impl EventLoop {
                 let Some(state) = self.conns.get_mut(&token) else { return };
                 if matches!(state.phase, Phase::Open) {
                     state.phase = Phase::Closing;
-                    let deadline = Instant::now() + CLOSE_GRACE;
-                    state.deadline = Some(deadline);
-                    self.timers.push(Reverse((deadline, token)));
+                    let deadline = Instant::now().checked_add(CLOSE_GRACE);
+                    state.deadline = deadline;
+                    if let Some(deadline) = deadline {
+                        self.timers.push(Reverse((deadline, token)));
+                    }
                     // Ends it at once when nothing is pending.
                     self.to_flush.push(token);
                 }
@@ -368,7 +375,8 @@ impl EventLoop {
         });
         match connecting {
             Ok(mut conn) => {
-                conn.deadline = Some(now + self.config.connect_timeout);
+                // No deadline when the timeout is too far to count (`Duration::MAX`).
+                conn.deadline = now.checked_add(self.config.connect_timeout);
                 self.insert(conn);
             }
             Err(error) => {
@@ -426,7 +434,7 @@ impl EventLoop {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
-                    self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                    self.accept_retry_at = now.checked_add(ACCEPT_RETRY);
                     return;
                 }
             };
@@ -576,15 +584,15 @@ impl EventLoop {
         for token in std::mem::take(&mut self.to_flush) {
             self.flush(token);
         }
-        let deadline = Instant::now() + CLOSE_GRACE;
+        let deadline = Instant::now().checked_add(CLOSE_GRACE);
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !self.conns.is_empty() && self.shared.command() != Command::Kill {
-            let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
                 break;
             }
-            let timeout = if self.unread.is_empty() { deadline - now } else { Duration::ZERO };
-            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+            let timeout = if self.unread.is_empty() { left } else { Some(Duration::ZERO) };
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     break;
                 }

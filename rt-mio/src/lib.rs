@@ -48,9 +48,12 @@
 //!   asks for). A panicking source fails its load; the worker and the node go on.
 //!
 //! ## What it costs
-//! - **Threads**: 1 event loop + up to N workers (0 until the first load). The loop thread has
-//!   the platform's default stack (2 MiB reserved, a few pages touched); a worker 512 KiB
-//!   reserved. An idle node takes no CPU: the loop sleeps until a deadline or an event.
+//! - **Threads**: 1 event loop + up to N workers (0 until the first load; a burst of loads
+//!   starts one per queued load, up to N). The loop thread has Rust's default stack for a
+//!   spawned thread (2 MiB of address space reserved, a few pages touched); a worker
+//!   [`DEFAULT_WORKER_STACK`] (the same 2 MiB; [`Builder::worker_stack_size`]), of which only
+//!   the pages your source's calls touch take memory. An idle node takes no CPU: the loop
+//!   sleeps until a deadline or an event.
 //! - **Per node**, beyond the cache's own byte budget and the core's state: one 64 KiB read
 //!   buffer shared by every connection, a readiness list of 256 events (~3 KiB), the poller
 //!   and its waker (two file descriptors on Linux).
@@ -93,7 +96,7 @@ mod setup;
 mod source;
 mod workers;
 
-pub use builder::{Builder, DEFAULT_WORKERS, Node};
+pub use builder::{Builder, DEFAULT_WORKER_STACK, DEFAULT_WORKERS, Node};
 pub use bytes::Bytes;
 pub use handle::{Handle, KeyspaceHandle};
 pub use herdcache_proto::runtime::StartError;
