@@ -133,6 +133,7 @@ impl Runtime for AsyncStd {
             let config = DriverConfig {
                 connect_timeout: node.connect_timeout,
                 idle_timeout: node.idle_timeout,
+                send_limits: node.send_limits,
             };
             let driver = Driver::new(Arc::clone(&node.shared), &executor, listener, config);
             let task = executor.spawn(driver.run(Signals { wake, stop_now: stop_now_rx }));
