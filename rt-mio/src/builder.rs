@@ -14,7 +14,7 @@ use mio::{Poll, Waker};
 
 use crate::event_loop::{EventLoop, LoopConfig, Shared, WAKER};
 use crate::handle::{Handle, LoopThread};
-use herdcache_proto::runtime::{Setup, StartError};
+use herdcache_proto::runtime::{SendBuffer, Setup, StartError};
 
 use crate::source::{DataSource, SharedSource, erase};
 pub use crate::workers::DEFAULT_WORKER_STACK;
@@ -131,6 +131,18 @@ impl Builder {
         self
     }
 
+    /// How many bytes a connection may have queued for its socket (default
+    /// [`SendBuffer::default`]: stop reading it above 1 MiB, read again at 256 KiB, close it
+    /// when a transmit would pass 1 MiB plus the largest frame the wire limits allow, or when
+    /// its queued bytes see no write progress for 30 s). A peer that sends requests and does
+    /// not read the answers is pushed back through TCP, then closed; it cannot grow the
+    /// node's memory past the hard cap.
+    #[must_use]
+    pub fn send_buffer(mut self, buffer: SendBuffer) -> Self {
+        self.settings.set_send_buffer(buffer);
+        self
+    }
+
     /// How long [`Handle::stop`] waits for the node to finish what is in progress before it
     /// closes everything (default 10 s).
     #[must_use]
@@ -183,6 +195,7 @@ impl Builder {
         let config = LoopConfig {
             connect_timeout: node.connect_timeout,
             idle_timeout: node.idle_timeout,
+            send_limits: node.send_limits,
             workers: self.workers,
             worker_stack_size: self.worker_stack_size,
         };

@@ -59,9 +59,13 @@
 //!   and its waker (two file descriptors on Linux).
 //! - **Per connection**: one socket (file descriptor) and about 200 bytes of state here, plus
 //!   the bytes the node transmitted that the socket has not taken yet (nothing while the peer
-//!   keeps up; at most what the core allows in flight on a connection — its requests and
-//!   frame limits bound it), the partial frame the core is reassembling, and the kernel's
-//!   socket buffers. No per-connection thread, task or read buffer.
+//!   keeps up), bounded by the send buffer ([`Builder::send_buffer`], the core's
+//!   `SendLimits` policy shared with every runtime): above its high-water mark (1 MiB) the
+//!   loop stops reading the connection (TCP pushes back on the peer) until its low-water
+//!   mark; a transmit past its hard cap (1 MiB + the largest frame, 65 MiB by default) drops
+//!   the connection; bytes that see no write progress for the write-stall timeout (30 s)
+//!   close it. Plus the partial frame the core is reassembling and the kernel's socket
+//!   buffers. No per-connection thread, task or read buffer.
 //!
 //! ## The loop's contract
 //! - It makes **no protocol decision**. It executes the front's actions: `Load` → queue the
@@ -99,7 +103,7 @@ mod workers;
 pub use builder::{Builder, DEFAULT_WORKER_STACK, DEFAULT_WORKERS, Node};
 pub use bytes::Bytes;
 pub use handle::{Handle, KeyspaceHandle};
-pub use herdcache_proto::runtime::StartError;
+pub use herdcache_proto::runtime::{SendBuffer, StartError};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };

@@ -281,8 +281,8 @@ mod tests {
             if depth == 0 { frame[0] } else { deep(depth - 1).wrapping_add(frame[100]) }
         }
         let workers = Workers::new(1, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
-        // About 1 MiB: twice what the old 512 KiB worker stack had room for.
-        let source = erase(source_fn(|_key: Bytes| Ok::<_, String>(Bytes::from(vec![deep(64)]))));
+        // About 640 KiB of frames (more unoptimized): past the old 512 KiB worker stack.
+        let source = erase(source_fn(|_key: Bytes| Ok::<_, String>(Bytes::from(vec![deep(40)]))));
         let task = Task::Load { load: LoadId(1), source, key: "k".into() };
         workers.submit(task).expect("a worker");
         assert_eq!(wait_for(&workers, 1).len(), 1);
