@@ -1,26 +1,9 @@
 //! Transport pieces every connection of every runtime needs: the queue a writer gathers into
 //! vectored writes, the activity clock of the idle timeout, and the send-buffer policy.
 //!
-//! # The send-buffer policy ([`SendBuffer`], [`SendLimits`], [`Outflow`])
-//!
-//! Every runtime counts, per connection, the bytes the node transmitted that the socket has
-//! not taken yet ("queued"), and applies the one policy of [`SendLimits`]:
-//!
-//! - **Above the high-water mark, stop reading the connection**; read again once the queued
-//!   bytes fall to the low-water mark. The core answers only what it read, so it makes no
-//!   more replies for that peer, and TCP pushes back on the peer (its writes block).
-//! - **A transmit that would take the queued bytes above the hard cap closes the connection
-//!   at once** (its bytes are dropped). Replies to requests read before reading paused still
-//!   come, so the queue can pass the high-water mark by what one read carried: the cap
-//!   bounds that. It is, by default, the high-water mark plus the largest transmit the wire
-//!   limits allow, so that a lone reply of any legal size is always taken.
-//! - **Bytes queued with no write progress for the write-stall timeout close the
-//!   connection**, so two nodes that stop reading each other cannot wait forever.
-//!
-//! Worst case per connection: `hard_cap` queued bytes (with the defaults, 1 MiB + 64 MiB +
-//! 4 bytes for the native protocol), plus the partial frame the core is reassembling (at most
-//! a frame) and the kernel's socket buffers. Past the high-water mark a connection only
-//! drains; in the common case (a peer that keeps up) the queue stays near empty.
+//! The send-buffer policy is [`SendLimits`]'s (its docs state it), configured as a
+//! [`SendBuffer`] and counted by an [`Outflow`] where a connection's reader and writer are
+//! tasks of their own.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -47,7 +30,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How many bytes a connection may have queued for its socket, as a builder is told
 /// (`Builder::send_buffer`); [`SendBuffer::limits`] turns it into the [`SendLimits`] a driver
-/// applies. See the [module docs](self) for the policy.
+/// applies (its docs state the policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendBuffer {
     /// Stop reading a connection while more than this many bytes are queued for it.
@@ -103,8 +86,33 @@ impl Default for SendBuffer {
     }
 }
 
-/// The send-buffer policy of one node (see the [module docs](self)): every runtime's driver
-/// asks it, so that the rule is written once.
+/// The send-buffer policy of one node: every runtime's driver asks it, so that the rule is
+/// written once.
+///
+/// Every runtime counts, per connection, the bytes the node transmitted that the socket has
+/// not taken yet ("queued"), and applies the one policy of [`SendLimits`]:
+///
+/// - **Above the high-water mark, stop reading the connection**; read again once the queued
+///   bytes fall to the low-water mark. The core answers only what it read, so it makes no
+///   more replies for that peer, and TCP pushes back on the peer (its writes block).
+/// - **A transmit that would take the queued bytes above the hard cap closes the connection
+///   at once** (its bytes are dropped). Replies to requests read before reading paused still
+///   come, so the queue can pass the high-water mark by what one read carried: the cap
+///   bounds that. It is, by default, the high-water mark plus the largest transmit the wire
+///   limits allow, so that a lone reply of any legal size is always taken.
+/// - **Bytes queued with no write progress for the write-stall timeout close the
+///   connection**, so two nodes that stop reading each other cannot wait forever.
+///
+/// Worst case per connection: `hard_cap` queued bytes (with the defaults, 1 MiB + 64 MiB +
+/// 4 bytes for the native protocol), plus the partial frame the core is reassembling (at most
+/// a frame) and the kernel's socket buffers. Past the high-water mark a connection only
+/// drains; in the common case (a peer that keeps up) the queue stays near empty.
+///
+/// Not bounded here: the replies the core makes for the requests of one read exist (as
+/// transmits) before the driver sees them, so a read packed with gets of large values
+/// allocates up to `max_in_flight_per_connection` replies for a moment before the hard cap
+/// drops them and the connection. Bounding that needs the core to stop parsing a
+/// connection's frames while its unwritten replies are above a mark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendLimits {
     /// Reading stops above this many queued bytes.
