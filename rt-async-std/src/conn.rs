@@ -12,7 +12,7 @@ use async_net::TcpStream;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWrite, FutureExt, future};
 use herdcache_proto::ConnId;
-use herdcache_proto::runtime::{Activity, MAX_GATHER, READ_CHUNK, WriteQueue};
+use herdcache_proto::runtime::{Activity, MAX_GATHER, Outflow, READ_CHUNK, WriteQueue};
 
 use crate::driver::{Event, elapsed};
 
@@ -20,16 +20,21 @@ use crate::driver::{Event, elapsed};
 /// driver; then reports [`Event::ReaderDone`].
 ///
 /// Each chunk is copied out of one reused buffer (exactly the bytes read). The event channel
-/// is bounded, so a slow driver stops this reader and TCP pushes back on the peer.
+/// is bounded, so a slow driver stops this reader and TCP pushes back on the peer; so does a
+/// send buffer above its high-water mark (`outflow`): the reader waits for the low-water mark
+/// before it reads on.
 pub(crate) async fn read_loop(
     conn: ConnId,
     mut socket: TcpStream,
     events: Sender<Event>,
     activity: Arc<Activity>,
+    outflow: Arc<Outflow>,
     idle: Option<Duration>,
 ) {
     let mut buffer = vec![0; READ_CHUNK];
     loop {
+        // The writer's stall timeout ends a connection that never drains.
+        outflow.may_read().await;
         let read = match idle {
             None => socket.read(&mut buffer).await,
             Some(idle) => {
@@ -66,18 +71,21 @@ pub(crate) async fn read_loop(
 
 /// Writes every chunk the driver queues, in order, gathering what is queued into one vectored
 /// write. When the driver drops its sender (the node closed the connection), writes what is
-/// left, shuts the socket down and reports [`Event::WriterDone`]; a write error reports it at
+/// left, shuts the socket down and reports [`Event::WriterDone`]; a write error, or queued
+/// bytes that see no write progress for the send buffer's write-stall timeout, report it at
 /// once.
 ///
-/// The queue is unbounded on purpose: the driver must never wait on one peer's socket (two
-/// nodes writing to each other would deadlock), and the core bounds what it queues (requests
-/// in flight per connection and in total, frame sizes).
+/// The channel is unbounded in type, because the driver must never wait on one peer's socket
+/// (two nodes writing to each other would deadlock); the bytes in it are counted in
+/// `outflow`, which the driver checks against the hard cap and the reader against the
+/// high-water mark.
 pub(crate) async fn write_loop(
     conn: ConnId,
     mut socket: TcpStream,
     queue: Receiver<Vec<u8>>,
     events: Sender<Event>,
     activity: Arc<Activity>,
+    outflow: Arc<Outflow>,
 ) {
     let mut pending = WriteQueue::new();
     let result = loop {
@@ -89,10 +97,10 @@ pub(crate) async fn write_loop(
                 Err(_) => break,
             }
         }
-        if let Err(error) = write_all_vectored(&mut socket, &mut pending).await {
+        if let Err(error) = write_all_vectored(&mut socket, &mut pending, &outflow, &activity).await
+        {
             break Err(error);
         }
-        activity.touch();
     };
     match result {
         Ok(()) => drop(socket.shutdown(Shutdown::Write)),
@@ -101,11 +109,26 @@ pub(crate) async fn write_loop(
     let _ = events.send(Event::WriterDone { conn }).await;
 }
 
-/// Writes every byte of `pending` (emptying it), with vectored writes that may be partial.
-async fn write_all_vectored(socket: &mut TcpStream, pending: &mut WriteQueue) -> io::Result<()> {
-    future::poll_fn(|cx| {
-        pending
-            .poll_write_all(cx, |cx, slices| Pin::new(&mut *socket).poll_write_vectored(cx, slices))
-    })
-    .await
+/// Writes every byte of `pending` (emptying it), with vectored writes that may be partial,
+/// counting each one's progress in `outflow` and `activity`. A write that takes nothing for
+/// the write-stall timeout is [`io::ErrorKind::TimedOut`].
+async fn write_all_vectored(
+    socket: &mut TcpStream,
+    pending: &mut WriteQueue,
+    outflow: &Outflow,
+    activity: &Activity,
+) -> io::Result<()> {
+    let stall = outflow.limits().write_stall;
+    while !pending.is_empty() {
+        let write = future::poll_fn(|cx| {
+            pending.poll_write_some(cx, |cx, slices| {
+                Pin::new(&mut *socket).poll_write_vectored(cx, slices)
+            })
+        });
+        let stalled = elapsed(stall, Err(io::Error::new(io::ErrorKind::TimedOut, "write stalled")));
+        let written = write.or(stalled).await?;
+        outflow.written(written);
+        activity.touch();
+    }
+    Ok(())
 }

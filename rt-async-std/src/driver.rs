@@ -13,8 +13,8 @@ use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use herdcache_proto::runtime::{
-    Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Shared,
-    SharedSource, Turn,
+    Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, SendLimits,
+    Shared, SharedSource, Turn,
 };
 use herdcache_proto::{ConnId, Event as NodeEvent, LoadId, LoadResult};
 
@@ -53,6 +53,8 @@ pub(crate) struct Signals {
 /// it: the writer is flushing.
 pub(crate) struct Conn {
     queue: Option<Sender<Vec<u8>>>,
+    /// The bytes in `queue` and the writer's, against the send buffer's limits.
+    outflow: Arc<Outflow>,
     reader: Option<Task<()>>,
     /// Held only to be cancelled with the connection.
     _writer: Task<()>,
@@ -62,6 +64,7 @@ pub(crate) struct Conn {
 pub(crate) struct DriverConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) send_limits: SendLimits,
 }
 
 /// The IO half of the driver: spawns tasks on the node's executor; they report on the event
@@ -207,12 +210,17 @@ impl DriverIo for AsyncIo {
         });
     }
 
-    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) {
+    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) -> bool {
+        if !conn.outflow.queue(data.len()) {
+            tracing::debug!(queued = conn.outflow.queued(), "send buffer over its hard cap");
+            return false;
+        }
         // A send fails only when the writer already stopped; its WriterDone is on the way
         // and closes the connection.
         if let Some(queue) = &conn.queue {
             let _ = queue.try_send(data);
         }
+        true
     }
 
     fn close(&mut self, id: ConnId, conn: &mut Conn, grace: bool) {
@@ -261,10 +269,24 @@ impl AsyncIo {
         let (queue, queued) = async_channel::unbounded();
         let activity = Arc::new(Activity::default());
         activity.touch();
+        let outflow = Arc::new(Outflow::new(self.config.send_limits));
         let (events, idle) = (self.events.clone(), self.config.idle_timeout);
-        let reader = conn::read_loop(conn, stream.clone(), events, Arc::clone(&activity), idle);
-        let writer = conn::write_loop(conn, stream, queued, self.events.clone(), activity);
-        Conn { queue: Some(queue), reader: Some(self.spawn(reader)), _writer: self.spawn(writer) }
+        let reader = conn::read_loop(
+            conn,
+            stream.clone(),
+            events,
+            Arc::clone(&activity),
+            Arc::clone(&outflow),
+            idle,
+        );
+        let events = self.events.clone();
+        let writer = conn::write_loop(conn, stream, queued, events, activity, Arc::clone(&outflow));
+        Conn {
+            queue: Some(queue),
+            outflow,
+            reader: Some(self.spawn(reader)),
+            _writer: self.spawn(writer),
+        }
     }
 }
 

@@ -62,6 +62,11 @@
 //! period then close, `Event` → a `tracing` record), re-arm the one timer from the front's
 //! `poll_timeout`, wait on the front's wake-up, the bounded event channel, the timer or a
 //! stop; feed what came; at most 64 events per wake-up. No protocol decision is made here.
+//! Each connection's queued bytes are counted against the send buffer
+//! ([`Builder::send_buffer`](herdcache_proto::runtime::Builder::send_buffer), the core's
+//! [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): above its high-water mark the
+//! reader waits, a transmit past its hard cap drops the connection, and queued bytes without
+//! write progress for the write-stall timeout close it.
 //! Every channel is bounded except each connection's transmit queue, which the core bounds.
 //! The idle timeout (no traffic either way on a connection) is off unless
 //! [`Builder::idle_timeout`](herdcache_proto::runtime::Builder::idle_timeout) sets it.
@@ -93,7 +98,7 @@ use herdcache_proto::runtime::{self, CLOSE_GRACE, Control, Runtime, Setup};
 
 pub use bytes::Bytes;
 pub use herdcache_proto::runtime::{
-    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, Starting, source_fn,
+    DataSource, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting, source_fn,
 };
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
@@ -133,6 +138,7 @@ impl Runtime for AsyncStd {
             let config = DriverConfig {
                 connect_timeout: node.connect_timeout,
                 idle_timeout: node.idle_timeout,
+                send_limits: node.send_limits,
             };
             let driver = Driver::new(Arc::clone(&node.shared), &executor, listener, config);
             let task = executor.spawn(driver.run(Signals { wake, stop_now: stop_now_rx }));

@@ -14,9 +14,10 @@ use mio::{Poll, Waker};
 
 use crate::event_loop::{EventLoop, LoopConfig, Shared, WAKER};
 use crate::handle::{Handle, LoopThread};
-use herdcache_proto::runtime::{Setup, StartError};
+use herdcache_proto::runtime::{SendBuffer, Setup, StartError};
 
 use crate::source::{DataSource, SharedSource, erase};
+pub use crate::workers::DEFAULT_WORKER_STACK;
 
 /// Worker threads for data sources and name lookups, unless [`Builder::workers`] says.
 pub const DEFAULT_WORKERS: usize = 8;
@@ -38,6 +39,7 @@ impl Node {
 pub struct Builder {
     settings: Setup<SharedSource>,
     workers: usize,
+    worker_stack_size: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -45,6 +47,7 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("settings", &self.settings)
             .field("workers", &self.workers)
+            .field("worker_stack_size", &self.worker_stack_size)
             .finish()
     }
 }
@@ -58,11 +61,15 @@ impl Default for Builder {
 impl Builder {
     /// Defaults: listen on `127.0.0.1:0` (a free port), advertise the bound address, cluster
     /// `"herdcache"`, no peers (a ring of one), no keyspaces, no idle timeout, a 10 s deadline
-    /// for a graceful stop, at most [`DEFAULT_WORKERS`] worker threads, and
-    /// [`NodeConfig::new`]'s limits and timeouts.
+    /// for a graceful stop, at most [`DEFAULT_WORKERS`] worker threads with
+    /// [`DEFAULT_WORKER_STACK`] of stack each, and [`NodeConfig::new`]'s limits and timeouts.
     #[must_use]
     pub fn new() -> Self {
-        Builder { settings: Setup::new(), workers: DEFAULT_WORKERS }
+        Builder {
+            settings: Setup::new(),
+            workers: DEFAULT_WORKERS,
+            worker_stack_size: DEFAULT_WORKER_STACK,
+        }
     }
 
     /// The address to listen on for peers; port 0 picks a free one.
@@ -124,6 +131,18 @@ impl Builder {
         self
     }
 
+    /// How many bytes a connection may have queued for its socket (default
+    /// [`SendBuffer::default`]: stop reading it above 1 MiB, read again at 256 KiB, close it
+    /// when a transmit would pass 1 MiB plus the largest frame the wire limits allow, or when
+    /// its queued bytes see no write progress for 30 s). A peer that sends requests and does
+    /// not read the answers is pushed back through TCP, then closed; it cannot grow the
+    /// node's memory past the hard cap.
+    #[must_use]
+    pub fn send_buffer(mut self, buffer: SendBuffer) -> Self {
+        self.settings.set_send_buffer(buffer);
+        self
+    }
+
     /// How long [`Handle::stop`] waits for the node to finish what is in progress before it
     /// closes everything (default 10 s).
     #[must_use]
@@ -138,6 +157,17 @@ impl Builder {
     #[must_use]
     pub fn workers(mut self, count: usize) -> Self {
         self.workers = count.max(1);
+        self
+    }
+
+    /// The stack reserved for each worker thread, in bytes (default
+    /// [`DEFAULT_WORKER_STACK`], 2 MiB, Rust's default for a spawned thread). Your
+    /// [`DataSource::fetch`] runs on it: a call chain deeper than the stack aborts the whole
+    /// process (a stack overflow cannot be caught), so lower it only for sources you know.
+    /// It is address space; memory is taken only for the pages a call touches.
+    #[must_use]
+    pub fn worker_stack_size(mut self, bytes: usize) -> Self {
+        self.worker_stack_size = bytes;
         self
     }
 
@@ -165,7 +195,9 @@ impl Builder {
         let config = LoopConfig {
             connect_timeout: node.connect_timeout,
             idle_timeout: node.idle_timeout,
+            send_limits: node.send_limits,
             workers: self.workers,
+            worker_stack_size: self.worker_stack_size,
         };
         let shared = Arc::new(Shared::new(node.shared, waker));
         let event_loop = EventLoop::new(Arc::clone(&shared), poll, listener, config)

@@ -13,25 +13,33 @@ use mio::{Interest, Registry, Token};
 /// The most chunks one vectored write gathers (Linux takes up to 1024 slices per call).
 const MAX_GATHER: usize = 64;
 
-/// The bytes transmitted to a connection and not yet written, in order. Unbounded in type:
-/// the core bounds what it transmits (requests in flight per connection and in total, frame
-/// sizes), and the event loop never waits on one peer's socket.
+/// The bytes transmitted to a connection and not yet written, in order, and how many. The
+/// event loop never waits on one peer's socket; it bounds the count with the node's
+/// [`SendLimits`](herdcache_proto::runtime::SendLimits) (stop reading, close).
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of the front chunk already written.
     written: usize,
+    /// Bytes queued and not written.
+    queued: usize,
 }
 
 impl Outbox {
     pub(crate) fn push(&mut self, data: Vec<u8>) {
         if !data.is_empty() {
+            self.queued += data.len();
             self.chunks.push_back(data);
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
     }
 
     /// Writes as much as `socket` takes, with vectored writes, until everything is written
@@ -58,6 +66,7 @@ impl Outbox {
 
     /// Drops the first `taken` bytes.
     fn consume(&mut self, mut taken: usize) {
+        self.queued -= taken;
         while let Some(front) = self.chunks.front() {
             let left = front.len() - self.written;
             if taken < left {
@@ -94,8 +103,15 @@ pub(crate) struct Conn {
     interest: Interest,
     /// When bytes last moved either way, for the idle timeout.
     pub(crate) last_activity: Instant,
+    /// When the socket last took bytes, or bytes were queued on an empty outbox: the start
+    /// of the write-stall window.
+    pub(crate) last_write_progress: Instant,
+    /// Reading stopped: the outbox is above the high-water mark (until the low-water mark).
+    pub(crate) reading_paused: bool,
     /// When a connect or a closing flush gives up.
     pub(crate) deadline: Option<Instant>,
+    /// The earliest entry of this connection in the loop's timer heap (others are stale).
+    pub(crate) timer: Option<Instant>,
 }
 
 impl Conn {
@@ -110,15 +126,28 @@ impl Conn {
     ) -> io::Result<Conn> {
         registry.register(&mut stream, token, interest)?;
         let outbox = Outbox::default();
-        Ok(Conn { stream, token, phase, outbox, interest, last_activity: now, deadline: None })
+        Ok(Conn {
+            stream,
+            token,
+            phase,
+            outbox,
+            interest,
+            last_activity: now,
+            last_write_progress: now,
+            reading_paused: false,
+            deadline: None,
+            timer: None,
+        })
     }
 
-    /// Registers the interest the connection needs now: readable while open, writable while
-    /// connecting or while bytes are pending (and only then).
+    /// Registers the interest the connection needs now: readable while open (and reading is
+    /// not paused), writable while connecting or while bytes are pending (and only then).
     pub(crate) fn update_interest(&mut self, registry: &Registry) -> io::Result<()> {
         let pending = !self.outbox.is_empty();
         let wanted = match self.phase {
             Phase::Connecting { .. } => Interest::WRITABLE,
+            // Paused reading implies bytes pending (above the high-water mark).
+            Phase::Open if self.reading_paused => Interest::WRITABLE,
             Phase::Open if pending => Interest::READABLE | Interest::WRITABLE,
             Phase::Open => Interest::READABLE,
             // Readable too, so that what the peer still sends is drained and dropping the
@@ -138,8 +167,12 @@ impl Conn {
         if self.outbox.is_empty() {
             return Ok(true);
         }
+        let before = self.outbox.queued();
         let flushed = self.outbox.write_to(&mut self.stream)?;
         self.last_activity = now;
+        if self.outbox.queued() < before {
+            self.last_write_progress = now;
+        }
         Ok(flushed)
     }
 
@@ -153,11 +186,22 @@ impl Conn {
     }
 
     /// The next instant a timer of this connection is due: its connect or close deadline,
-    /// or (while open) the end of its idle window.
-    pub(crate) fn next_deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+    /// or (while open) the end of its idle window or of its write-stall window (while bytes
+    /// are pending), whichever is first. `None` when no deadline can be counted (too far).
+    pub(crate) fn next_deadline(
+        &self,
+        idle: Option<Duration>,
+        write_stall: Duration,
+    ) -> Option<Instant> {
         match self.phase {
             Phase::Connecting { .. } | Phase::Closing => self.deadline,
-            Phase::Open => idle.and_then(|idle| self.last_activity.checked_add(idle)),
+            Phase::Open => {
+                let idle = idle.and_then(|idle| self.last_activity.checked_add(idle));
+                let stall = (!self.outbox.is_empty())
+                    .then(|| self.last_write_progress.checked_add(write_stall))
+                    .flatten();
+                idle.into_iter().chain(stall).min()
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herdcache_proto::front::{Action, Front};
-use herdcache_proto::runtime;
+use herdcache_proto::runtime::{self, SendLimits};
 use herdcache_proto::{ConnId, Input, LoadResult};
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
@@ -100,7 +100,9 @@ impl Shared {
 pub(crate) struct LoopConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) send_limits: SendLimits,
     pub(crate) workers: usize,
+    pub(crate) worker_stack_size: usize,
 }
 
 /// The loop's state: owns every socket. Dropping it closes the front and the worker pool.
@@ -150,8 +152,12 @@ impl EventLoop {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::clone(&shared.waker);
         let notify = Arc::new(move || drop(waker.wake()));
-        let workers =
-            Workers::new(config.workers, format!("{}-worker", shared.node.node_id()), notify);
+        let workers = Workers::new(
+            config.workers,
+            config.worker_stack_size,
+            format!("{}-worker", shared.node.node_id()),
+            notify,
+        );
         Ok(EventLoop {
             front: shared.node.front().clone(),
             shared,
@@ -300,19 +306,10 @@ impl EventLoop {
                     feed(&self.front, Input::Loaded { load, result });
                 }
             }
-            Action::Transmit { conn, data } => {
-                let token = usize::try_from(conn.0).map(Token);
-                match token.ok().and_then(|token| Some((token, self.conns.get_mut(&token)?))) {
-                    Some((token, state)) => {
-                        // Already queued or waiting for WRITABLE when bytes were pending.
-                        if state.outbox.is_empty() {
-                            self.to_flush.push(token);
-                        }
-                        state.outbox.push(data);
-                    }
-                    None => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
-                }
-            }
+            Action::Transmit { conn, data } => match usize::try_from(conn.0).map(Token) {
+                Ok(token) if self.conns.contains_key(&token) => self.transmit(token, data),
+                _ => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
+            },
             Action::Connect { peer, address } => {
                 let parsed = std::str::from_utf8(&address).ok().and_then(|a| a.parse().ok());
                 match parsed {
@@ -331,9 +328,8 @@ impl EventLoop {
                 let Some(state) = self.conns.get_mut(&token) else { return };
                 if matches!(state.phase, Phase::Open) {
                     state.phase = Phase::Closing;
-                    let deadline = Instant::now() + CLOSE_GRACE;
-                    state.deadline = Some(deadline);
-                    self.timers.push(Reverse((deadline, token)));
+                    state.deadline = Instant::now().checked_add(CLOSE_GRACE);
+                    self.arm(token);
                     // Ends it at once when nothing is pending.
                     self.to_flush.push(token);
                 }
@@ -341,6 +337,52 @@ impl EventLoop {
             Action::Event(event) => {
                 self.drained |= log_event(self.shared.node.node_id(), event);
             }
+        }
+    }
+
+    /// Queues `data` on an open or closing connection, under the send-buffer policy: past
+    /// the hard cap the connection is dropped at once; above the high-water mark it stops
+    /// being read; bytes on an empty outbox start its write-stall window.
+    fn transmit(&mut self, token: Token, data: Vec<u8>) {
+        let limits = self.config.send_limits;
+        let Some(state) = self.conns.get_mut(&token) else { return };
+        if !limits.admits(state.outbox.queued(), data.len()) {
+            tracing::debug!(
+                conn = token.0,
+                queued = state.outbox.queued(),
+                "send buffer over its hard cap: closed"
+            );
+            if self.discard(token).is_some() {
+                feed(&self.front, Input::Closed { conn: conn_id(token) });
+            }
+            return;
+        }
+        // Already queued or waiting for WRITABLE when bytes were pending.
+        if state.outbox.is_empty() {
+            state.last_write_progress = Instant::now();
+            self.to_flush.push(token);
+        }
+        state.outbox.push(data);
+        if matches!(state.phase, Phase::Open)
+            && !state.reading_paused
+            && limits.pauses_reading(state.outbox.queued())
+        {
+            // The flush registers the interest without READABLE.
+            state.reading_paused = true;
+            self.to_flush.push(token);
+        }
+        self.arm(token);
+    }
+
+    /// Makes sure the timer heap holds the connection's next deadline (an entry at or before
+    /// it; an earlier entry re-arms it when it fires).
+    fn arm(&mut self, token: Token) {
+        let (idle, stall) = (self.config.idle_timeout, self.config.send_limits.write_stall);
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let Some(at) = conn.next_deadline(idle, stall) else { return };
+        if conn.timer.is_none_or(|armed| at < armed) {
+            conn.timer = Some(at);
+            self.timers.push(Reverse((at, token)));
         }
     }
 
@@ -352,10 +394,9 @@ impl EventLoop {
 
     /// Adds a registered connection and arms its first timer.
     fn insert(&mut self, conn: Conn) {
-        if let Some(at) = conn.next_deadline(self.config.idle_timeout) {
-            self.timers.push(Reverse((at, conn.token)));
-        }
-        self.conns.insert(conn.token, conn);
+        let token = conn.token;
+        self.conns.insert(token, conn);
+        self.arm(token);
     }
 
     /// Starts a non-blocking connect to `peer`, bounded by the core's connect timeout.
@@ -368,7 +409,8 @@ impl EventLoop {
         });
         match connecting {
             Ok(mut conn) => {
-                conn.deadline = Some(now + self.config.connect_timeout);
+                // No deadline when the timeout is too far to count (`Duration::MAX`).
+                conn.deadline = now.checked_add(self.config.connect_timeout);
                 self.insert(conn);
             }
             Err(error) => {
@@ -402,9 +444,7 @@ impl EventLoop {
         });
         match opened {
             Ok(()) => {
-                if let Some(at) = conn.next_deadline(self.config.idle_timeout) {
-                    self.timers.push(Reverse((at, token)));
-                }
+                self.arm(token);
                 feed(&self.front, Input::Connected { conn: conn_id(token), peer });
             }
             Err(error) => {
@@ -426,7 +466,7 @@ impl EventLoop {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
-                    self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                    self.accept_retry_at = now.checked_add(ACCEPT_RETRY);
                     return;
                 }
             };
@@ -455,6 +495,9 @@ impl EventLoop {
         }
         let now = Instant::now();
         let mut budget = READ_BUDGET;
+        if self.conns.get(&token).is_some_and(|conn| conn.reading_paused) {
+            return; // read again when the outbox drains to the low-water mark
+        }
         while let Some(conn) = self.conns.get_mut(&token) {
             let closing = matches!(conn.phase, Phase::Closing);
             match conn.stream.read(&mut self.read_buffer) {
@@ -487,6 +530,12 @@ impl EventLoop {
             return;
         }
         let flushed = conn.flush(Instant::now());
+        let queued = conn.outbox.queued();
+        if conn.reading_paused && self.config.send_limits.resumes_reading(queued) {
+            conn.reading_paused = false;
+            // Edge-triggered: what arrived meanwhile may not be announced again.
+            self.unread.push(token);
+        }
         match flushed {
             Ok(true) if matches!(conn.phase, Phase::Closing) => {
                 if let Some(conn) = self.conns.remove(&token) {
@@ -517,11 +566,16 @@ impl EventLoop {
                 return;
             }
             self.timers.pop();
-            let Some(conn) = self.conns.get(&token) else { continue };
-            match conn.next_deadline(self.config.idle_timeout) {
+            let Some(conn) = self.conns.get_mut(&token) else { continue };
+            if conn.timer != Some(at) {
+                continue; // stale: the connection has an earlier entry
+            }
+            conn.timer = None;
+            let (idle, limits) = (self.config.idle_timeout, self.config.send_limits);
+            match conn.next_deadline(idle, limits.write_stall) {
                 Some(due) if due <= now => {}
-                Some(later) => {
-                    self.timers.push(Reverse((later, token)));
+                Some(_later) => {
+                    self.arm(token);
                     continue;
                 }
                 None => continue,
@@ -533,7 +587,12 @@ impl EventLoop {
                     feed(&self.front, Input::ConnectFailed { peer });
                 }
                 Phase::Open => {
-                    tracing::debug!(conn = token.0, "closing idle connection");
+                    let queued = conn.outbox.queued();
+                    if limits.stalled(queued, conn.last_write_progress.into(), now.into()) {
+                        tracing::debug!(conn = token.0, queued, "closing: writes stalled");
+                    } else {
+                        tracing::debug!(conn = token.0, "closing idle connection");
+                    }
                     feed(&self.front, Input::Closed { conn: conn_id(token) });
                 }
                 Phase::Closing => feed(&self.front, Input::Closed { conn: conn_id(token) }),
@@ -576,15 +635,15 @@ impl EventLoop {
         for token in std::mem::take(&mut self.to_flush) {
             self.flush(token);
         }
-        let deadline = Instant::now() + CLOSE_GRACE;
+        let deadline = Instant::now().checked_add(CLOSE_GRACE);
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         while !self.conns.is_empty() && self.shared.command() != Command::Kill {
-            let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
                 break;
             }
-            let timeout = if self.unread.is_empty() { deadline - now } else { Duration::ZERO };
-            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+            let timeout = if self.unread.is_empty() { left } else { Some(Duration::ZERO) };
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     break;
                 }

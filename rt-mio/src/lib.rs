@@ -48,17 +48,24 @@
 //!   asks for). A panicking source fails its load; the worker and the node go on.
 //!
 //! ## What it costs
-//! - **Threads**: 1 event loop + up to N workers (0 until the first load). The loop thread has
-//!   the platform's default stack (2 MiB reserved, a few pages touched); a worker 512 KiB
-//!   reserved. An idle node takes no CPU: the loop sleeps until a deadline or an event.
+//! - **Threads**: 1 event loop + up to N workers (0 until the first load; a burst of loads
+//!   starts one per queued load, up to N). The loop thread has Rust's default stack for a
+//!   spawned thread (2 MiB of address space reserved, a few pages touched); a worker
+//!   [`DEFAULT_WORKER_STACK`] (the same 2 MiB; [`Builder::worker_stack_size`]), of which only
+//!   the pages your source's calls touch take memory. An idle node takes no CPU: the loop
+//!   sleeps until a deadline or an event.
 //! - **Per node**, beyond the cache's own byte budget and the core's state: one 64 KiB read
 //!   buffer shared by every connection, a readiness list of 256 events (~3 KiB), the poller
 //!   and its waker (two file descriptors on Linux).
 //! - **Per connection**: one socket (file descriptor) and about 200 bytes of state here, plus
 //!   the bytes the node transmitted that the socket has not taken yet (nothing while the peer
-//!   keeps up; at most what the core allows in flight on a connection — its requests and
-//!   frame limits bound it), the partial frame the core is reassembling, and the kernel's
-//!   socket buffers. No per-connection thread, task or read buffer.
+//!   keeps up), bounded by the send buffer ([`Builder::send_buffer`], the core's
+//!   `SendLimits` policy shared with every runtime): above its high-water mark (1 MiB) the
+//!   loop stops reading the connection (TCP pushes back on the peer) until its low-water
+//!   mark; a transmit past its hard cap (1 MiB + the largest frame, 65 MiB by default) drops
+//!   the connection; bytes that see no write progress for the write-stall timeout (30 s)
+//!   close it. Plus the partial frame the core is reassembling and the kernel's socket
+//!   buffers. No per-connection thread, task or read buffer.
 //!
 //! ## The loop's contract
 //! - It makes **no protocol decision**. It executes the front's actions: `Load` → queue the
@@ -93,10 +100,10 @@ mod setup;
 mod source;
 mod workers;
 
-pub use builder::{Builder, DEFAULT_WORKERS, Node};
+pub use builder::{Builder, DEFAULT_WORKER_STACK, DEFAULT_WORKERS, Node};
 pub use bytes::Bytes;
 pub use handle::{Handle, KeyspaceHandle};
-pub use herdcache_proto::runtime::StartError;
+pub use herdcache_proto::runtime::{SendBuffer, StartError};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };

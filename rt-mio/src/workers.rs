@@ -22,8 +22,13 @@ use herdcache_proto::{LoadId, LoadResult};
 use crate::setup::panicked;
 use crate::source::SharedSource;
 
-/// Stack of a worker thread: enough for a database client's call chain.
-const WORKER_STACK: usize = 512 * 1024;
+/// Stack reserved for a worker thread unless [`Builder::worker_stack_size`] says: Rust's own
+/// default for spawned threads, so that a source that runs on an ordinary thread runs here
+/// too (a stack overflow aborts the process and cannot be caught). It is reserved address
+/// space; only the pages a call touches take memory.
+///
+/// [`Builder::worker_stack_size`]: crate::Builder::worker_stack_size
+pub const DEFAULT_WORKER_STACK: usize = 2 << 20;
 
 /// Work for a worker.
 pub(crate) enum Task {
@@ -57,6 +62,7 @@ struct Pool {
     done: Mutex<Vec<Done>>,
     notify: Notify,
     max: usize,
+    stack_size: usize,
     name: String,
 }
 
@@ -70,9 +76,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Workers {
-    /// A pool of at most `max` (at least one) threads named `name`, calling `notify` when a
-    /// result is queued.
-    pub(crate) fn new(max: usize, name: String, notify: Notify) -> Workers {
+    /// A pool of at most `max` (at least one) threads named `name` with `stack_size` bytes of
+    /// stack each, calling `notify` when a result is queued.
+    pub(crate) fn new(max: usize, stack_size: usize, name: String, notify: Notify) -> Workers {
         let state = State { tasks: VecDeque::new(), started: 0, idle: 0, closed: false };
         let pool = Pool {
             state: Mutex::new(state),
@@ -80,23 +86,26 @@ impl Workers {
             done: Mutex::new(Vec::new()),
             notify,
             max: max.max(1),
+            stack_size,
             name,
         };
         Workers { pool: Arc::new(pool) }
     }
 
-    /// Queues `task`, starting a worker if none is idle and the pool has room.
+    /// Queues `task`, starting a worker when the queued tasks (this one included) outnumber
+    /// the idle workers and the pool has room. Idle counts a worker already woken for a task
+    /// that has not taken it yet, so "no idle worker" alone would leave a burst to one thread.
     ///
     /// # Errors
     /// When no worker runs and none can be started (the OS refused a thread); the task is not
     /// queued then.
     pub(crate) fn submit(&self, task: Task) -> io::Result<()> {
         let mut state = lock(&self.pool.state);
-        if state.idle == 0 && state.started < self.pool.max {
+        if state.tasks.len() >= state.idle && state.started < self.pool.max {
             let pool = Arc::clone(&self.pool);
             let spawned = thread::Builder::new()
                 .name(self.pool.name.clone())
-                .stack_size(WORKER_STACK)
+                .stack_size(self.pool.stack_size)
                 .spawn(move || pool.work());
             match spawned {
                 Ok(_detached) => state.started += 1,
@@ -199,6 +208,7 @@ mod tests {
         let counter = Arc::clone(&notified);
         let workers = Workers::new(
             1,
+            DEFAULT_WORKER_STACK,
             "test-worker".into(),
             Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -229,7 +239,7 @@ mod tests {
 
     #[test]
     fn the_pool_never_grows_past_its_bound() {
-        let workers = Workers::new(2, "test-worker".into(), Arc::new(|| {}));
+        let workers = Workers::new(2, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
         let source = erase(source_fn(|key: Bytes| {
             thread::sleep(Duration::from_millis(20));
             Ok::<_, String>(key)
@@ -244,8 +254,43 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_gets_a_worker_per_task_up_to_the_bound() {
+        let workers = Workers::new(4, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
+        let load_time = Duration::from_millis(200);
+        let source = erase(source_fn(move |key: Bytes| {
+            thread::sleep(load_time);
+            Ok::<_, String>(key)
+        }));
+        let started = Instant::now();
+        for id in 0..4 {
+            let task =
+                Task::Load { load: LoadId(id), source: Arc::clone(&source), key: "k".into() };
+            workers.submit(task).expect("a worker");
+        }
+        assert_eq!(wait_for(&workers, 4).len(), 4);
+        let took = started.elapsed();
+        assert!(took < load_time * 2, "four loads in parallel took {took:?}");
+        assert_eq!(lock(&workers.pool.state).started, 4);
+    }
+
+    #[test]
+    fn a_source_with_a_deep_call_chain_fits_the_default_stack() {
+        /// Uses about `depth` × 16 KiB of stack.
+        fn deep(depth: u32) -> u8 {
+            let frame = std::hint::black_box([depth as u8; 16 << 10]);
+            if depth == 0 { frame[0] } else { deep(depth - 1).wrapping_add(frame[100]) }
+        }
+        let workers = Workers::new(1, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
+        // About 640 KiB of frames (more unoptimized): past the old 512 KiB worker stack.
+        let source = erase(source_fn(|_key: Bytes| Ok::<_, String>(Bytes::from(vec![deep(40)]))));
+        let task = Task::Load { load: LoadId(1), source, key: "k".into() };
+        workers.submit(task).expect("a worker");
+        assert_eq!(wait_for(&workers, 1).len(), 1);
+    }
+
+    #[test]
     fn host_names_are_resolved_and_nonsense_is_not() {
-        let workers = Workers::new(1, "test-worker".into(), Arc::new(|| {}));
+        let workers = Workers::new(1, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
         workers
             .submit(Task::Resolve { peer: "a".into(), address: "localhost:7000".into() })
             .expect("a worker");

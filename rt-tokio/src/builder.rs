@@ -43,6 +43,7 @@ impl Runtime for Tokio {
             let config = DriverConfig {
                 connect_timeout: node.connect_timeout,
                 idle_timeout: node.idle_timeout,
+                send_limits: node.send_limits,
             };
             let driver =
                 Driver::new(Arc::clone(&node.shared), Arc::clone(&signals), listener, config);

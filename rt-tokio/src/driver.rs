@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::runtime::{
-    Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Shared,
-    SharedSource, Turn,
+    Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, SendLimits,
+    Shared, SharedSource, Turn,
 };
 use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,6 +54,8 @@ enum Job {
 /// it: the writer is flushing.
 pub(crate) struct Conn {
     queue: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// The bytes in `queue` and the writer's, against the send buffer's limits.
+    outflow: Arc<Outflow>,
     reader: AbortHandle,
     writer: AbortHandle,
 }
@@ -69,6 +71,7 @@ impl Drop for Conn {
 pub(crate) struct DriverConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) send_limits: SendLimits,
 }
 
 /// The tokio half of the driver: spawns the tasks.
@@ -213,12 +216,17 @@ impl DriverIo for TokioIo {
         });
     }
 
-    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) {
+    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) -> bool {
+        if !conn.outflow.queue(data.len()) {
+            tracing::debug!(queued = conn.outflow.queued(), "send buffer over its hard cap");
+            return false;
+        }
         // A send fails only when the writer already stopped; its WriterDone is on the way
         // and closes the connection.
         if let Some(queue) = &conn.queue {
             let _ = queue.send(data);
         }
+        true
     }
 
     fn close(&mut self, id: ConnId, conn: &mut Conn, grace: bool) {
@@ -254,12 +262,22 @@ impl TokioIo {
         let (queue, queued) = mpsc::unbounded_channel();
         let activity = Arc::new(Activity::default());
         activity.touch();
+        let outflow = Arc::new(Outflow::new(self.config.send_limits));
         let (events, idle) = (self.events_tx.clone(), self.config.idle_timeout);
-        let reader =
-            self.io.spawn(conn::read_loop(conn, read_half, events, Arc::clone(&activity), idle));
+        let reader = conn::read_loop(
+            conn,
+            read_half,
+            events,
+            Arc::clone(&activity),
+            Arc::clone(&outflow),
+            idle,
+        );
+        let reader = self.io.spawn(reader);
         let events = self.events_tx.clone();
-        let writer = self.io.spawn(conn::write_loop(conn, write_half, queued, events, activity));
-        Conn { queue: Some(queue), reader, writer }
+        let writer =
+            conn::write_loop(conn, write_half, queued, events, activity, Arc::clone(&outflow));
+        let writer = self.io.spawn(writer);
+        Conn { queue: Some(queue), outflow, reader, writer }
     }
 }
 

@@ -98,9 +98,13 @@
 //! - The idle timeout (no traffic either way on a connection) is a transport concern and
 //!   lives here; it is off unless
 //!   [`Builder::idle_timeout`](herdcache_proto::runtime::Builder::idle_timeout) sets it.
-//! - Every channel is bounded except each connection's transmit queue, which the core bounds
-//!   (requests in flight per connection and in total, frame sizes), so that the driver never
-//!   waits on one peer's socket.
+//! - Every channel is bounded except each connection's transmit queue (the driver never
+//!   waits on one peer's socket), whose bytes are counted against the send buffer
+//!   ([`Builder::send_buffer`](herdcache_proto::runtime::Builder::send_buffer), the core's
+//!   [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): above its high-water mark
+//!   the reader waits (TCP pushes back on the peer), a transmit past its hard cap drops the
+//!   connection, and queued bytes without write progress for its write-stall timeout close
+//!   it. Worst case per connection: the hard cap (1 MiB + the largest frame by default).
 //!
 //! ## Stopping
 //! [`Handle::stop`] leaves gracefully: the node tells its peers, refuses new requests,
@@ -119,7 +123,7 @@ mod driver;
 pub use builder::{Builder, Node, Tokio};
 pub use bytes::Bytes;
 pub use herdcache_proto::runtime::{
-    DataSource, Handle, KeyspaceHandle, SourceFn, StartError, Starting, source_fn,
+    DataSource, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting, source_fn,
 };
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use herdcache_proto::runtime::SendBuffer;
 use herdcache_proto::{Error, KeyspaceStats, NodeConfig, Ring, RingScheme, Value};
 
 use crate::source::Source;
@@ -37,6 +38,8 @@ pub struct NodeSpec {
     pub source: Arc<Source>,
     /// Adjusts the node's configuration after the runtime filled it in.
     pub tune: fn(&mut NodeConfig),
+    /// The send-buffer limits of its connections.
+    pub send_buffer: SendBuffer,
 }
 
 impl fmt::Debug for NodeSpec {
@@ -118,6 +121,7 @@ pub struct Cluster {
     version: Arc<AtomicU64>,
     delay: Duration,
     tune: fn(&mut NodeConfig),
+    send_buffer: SendBuffer,
 }
 
 impl fmt::Debug for Cluster {
@@ -141,6 +145,16 @@ impl Cluster {
     /// Starts one node per runtime of `spec` on `127.0.0.1:0`, each source waiting `delay`
     /// per load, then gives every node the full member list.
     pub async fn start(spec: &ClusterSpec, delay: Duration, tune: fn(&mut NodeConfig)) -> Self {
+        Cluster::start_with(spec, delay, tune, SendBuffer::default()).await
+    }
+
+    /// [`Cluster::start`] with the send-buffer limits `send_buffer` on every node.
+    pub async fn start_with(
+        spec: &ClusterSpec,
+        delay: Duration,
+        tune: fn(&mut NodeConfig),
+        send_buffer: SendBuffer,
+    ) -> Self {
         let version = Arc::new(AtomicU64::new(0));
         let mut members = Vec::new();
         for &runtime in spec {
@@ -150,6 +164,7 @@ impl Cluster {
                 peers: Vec::new(),
                 source: Arc::clone(&source),
                 tune,
+                send_buffer,
             };
             let node = within(Duration::from_secs(10), "start", runtime.start(node_spec))
                 .await
@@ -157,7 +172,7 @@ impl Cluster {
             let addr = node.addr();
             members.push(Member { runtime, node, source, addr });
         }
-        let cluster = Cluster { members, version, delay, tune };
+        let cluster = Cluster { members, version, delay, tune, send_buffer };
         let ids = cluster.ids();
         for member in &cluster.members {
             member.node.set_peers(&ids);
@@ -275,6 +290,7 @@ impl Cluster {
             peers: self.ids(),
             source: Arc::clone(&source),
             tune: self.tune,
+            send_buffer: self.send_buffer,
         };
         let mut attempt = 0;
         let node = loop {

@@ -43,6 +43,7 @@ mod rt_mio;
 mod rt_tokio;
 pub mod scenarios;
 mod source;
+pub mod transport;
 
 pub use go_peer::{
     DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoStats, READY_TIMEOUT,

@@ -47,7 +47,8 @@ impl Runtime for AsyncStd {
             .listen(spec.listen)
             .peers(spec.peers)
             .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), AsyncIoSource(spec.source))
-            .config(spec.tune);
+            .config(spec.tune)
+            .send_buffer(spec.send_buffer);
         Box::pin(async move {
             match builder.start().await {
                 Ok(handle) => Ok(Arc::new(AsyncStdNode(handle)) as Arc<dyn TestNode>),

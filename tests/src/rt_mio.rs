@@ -66,6 +66,7 @@ impl Runtime for Mio {
                 .peers(spec.peers)
                 .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), MioSource(spec.source))
                 .config(spec.tune)
+                .send_buffer(spec.send_buffer)
                 .start();
             match started {
                 Ok(handle) => Ok(Arc::new(MioNode { handle }) as Arc<dyn TestNode>),

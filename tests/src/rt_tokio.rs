@@ -52,7 +52,8 @@ impl Runtime for Tokio {
                 .listen(spec.listen)
                 .peers(spec.peers)
                 .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), TokioSource(spec.source))
-                .config(spec.tune);
+                .config(spec.tune)
+                .send_buffer(spec.send_buffer);
             let started = runtime.spawn(builder.start()).await;
             let handle = match started {
                 Ok(Ok(handle)) => handle,

@@ -11,3 +11,19 @@ mod api_on_async_std {
 mod api_on_smol {
     herdcache_tests::api_tests!(herdcache_async_std::AsyncStd, smol::block_on);
 }
+
+mod transport {
+    #[test]
+    fn a_client_that_never_reads_is_pushed_back_then_closed_2_nodes() {
+        herdcache_tests::transport::a_client_that_never_reads_is_pushed_back_then_closed(
+            &herdcache_tests::async_std_cluster(2),
+        );
+    }
+
+    #[test]
+    fn a_huge_connect_timeout_still_connects_2_nodes() {
+        herdcache_tests::transport::a_huge_connect_timeout_still_connects(
+            &herdcache_tests::async_std_cluster(2),
+        );
+    }
+}

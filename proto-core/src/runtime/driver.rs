@@ -29,8 +29,12 @@ pub trait DriverIo<S = SharedSource> {
     /// reports [`DriverCore::open`] with `peer`, or [`DriverCore::connect_failed`].
     fn connect(&mut self, peer: Bytes, address: Bytes);
 
-    /// Queues `data` on the connection's writer, after what was queued before.
-    fn transmit(&mut self, conn: &mut Self::Conn, data: Vec<u8>);
+    /// Queues `data` on the connection's writer, after what was queued before, counting it
+    /// against the connection's send buffer ([`Outflow::queue`](super::Outflow::queue));
+    /// `false` when that refused it (past the hard cap): the connection is then dropped at
+    /// once, its tasks with it.
+    #[must_use]
+    fn transmit(&mut self, conn: &mut Self::Conn, data: Vec<u8>) -> bool;
 
     /// Stops reading `conn` and lets its writer flush what was queued and shut the socket
     /// down; the writer then reports [`DriverCore::writer_done`]. With `grace`, also
@@ -152,7 +156,9 @@ impl<C, S: Clone> DriverCore<C, S> {
             // A connection no longer in the table: its close is on the way to the node.
             Action::Transmit { conn, data } => {
                 if let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closing) {
-                    io.transmit(&mut entry.io, data);
+                    if !io.transmit(&mut entry.io, data) {
+                        self.forget(conn);
+                    }
                 }
             }
             Action::Connect { peer, address } => io.connect(peer, address),
@@ -272,6 +278,8 @@ mod tests {
     /// The runtime half, recording what the core asked of it.
     #[derive(Default)]
     struct Recorder {
+        /// Transmits longer than this are refused (over the hard cap).
+        refuse_above: usize,
         transmitted: Vec<(ConnId, usize)>,
         closed: Vec<(ConnId, bool)>,
         loads: Vec<(LoadId, Bytes)>,
@@ -287,8 +295,9 @@ mod tests {
 
         fn connect(&mut self, _peer: Bytes, _address: Bytes) {}
 
-        fn transmit(&mut self, conn: &mut ConnId, data: Vec<u8>) {
+        fn transmit(&mut self, conn: &mut ConnId, data: Vec<u8>) -> bool {
             self.transmitted.push((*conn, data.len()));
+            data.len() <= self.refuse_above
         }
 
         fn close(&mut self, id: ConnId, _conn: &mut ConnId, grace: bool) {
@@ -310,7 +319,8 @@ mod tests {
 
     #[test]
     fn garbage_closes_the_connection_once_and_nothing_is_sent_after_the_close() {
-        let (mut core, mut io) = (driver(), Recorder::default());
+        let (mut core, mut io) =
+            (driver(), Recorder { refuse_above: usize::MAX, ..Default::default() });
         let conn = core.open(None, |id| id);
         core.received(conn, &[0xff; 64]);
         core.execute_actions(&mut io);
@@ -327,8 +337,20 @@ mod tests {
     }
 
     #[test]
-    fn loads_go_to_the_source_or_fail_without_one() {
+    fn a_transmit_the_send_buffer_refuses_drops_the_connection_at_once() {
         let (mut core, mut io) = (driver(), Recorder::default());
+        let conn = core.open(None, |id| id);
+        core.received(conn, &[0xff; 64]);
+        core.execute_actions(&mut io);
+        assert_eq!(io.transmitted.len(), 1, "the error frame was refused");
+        assert!(io.closed.is_empty(), "dropped, not closed with a flush");
+        assert!(core.flushed(None), "the connection is gone");
+    }
+
+    #[test]
+    fn loads_go_to_the_source_or_fail_without_one() {
+        let (mut core, mut io) =
+            (driver(), Recorder { refuse_above: usize::MAX, ..Default::default() });
         let front = core.shared().front().clone();
         let mut sourced = front.get(b"sourced", b"k");
         front.create_keyspace(KeyspaceConfig::new("bare", 1 << 20)).expect("created");
@@ -345,7 +367,8 @@ mod tests {
 
     #[test]
     fn the_timer_is_rearmed_only_when_the_deadline_moves_and_a_leave_drains() {
-        let (mut core, mut io) = (driver(), Recorder::default());
+        let (mut core, mut io) =
+            (driver(), Recorder { refuse_above: usize::MAX, ..Default::default() });
         let front = core.shared().front().clone();
         let _pending = front.get(b"sourced", b"k");
         let Turn::Wait { rearm: Some(_), armed: true } = core.turn(&mut io) else {

@@ -11,7 +11,10 @@
 //!   whatever the runtime; the runtime plugs in how its driver is stopped or killed
 //!   ([`Control`]). [`Shared`] is what the handles and the driver share.
 //! - Transport pieces: [`WriteQueue`] (partial vectored writes), [`Activity`] (idle timeout),
-//!   the read size and close grace every driver uses.
+//!   the read size and close grace every driver uses, and the send-buffer policy every
+//!   driver applies ([`SendBuffer`] as configured, [`SendLimits`] as applied, [`Outflow`] for
+//!   a reader and a writer on tasks of their own): stop reading a connection above a
+//!   high-water mark of queued bytes, close it above a hard cap or after a write stall.
 //!
 //! - The driver's bookkeeping: [`DriverCore`] keeps the connection table and the timer's
 //!   deadline, feeds the front and executes its actions through the runtime's [`DriverIo`].
@@ -34,5 +37,6 @@ pub use source::{
     DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
 };
 pub use transport::{
-    Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, READ_CHUNK, WriteQueue,
+    Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, Outflow, READ_CHUNK,
+    SendBuffer, SendLimits, WriteQueue,
 };

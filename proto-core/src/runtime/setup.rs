@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::handle::Shared;
 use super::source::{DataSource, SharedSource, erase};
+use super::transport::{SendBuffer, SendLimits};
 use crate::front::{Front, WakeDriver};
 use crate::node::{ConfigError, KeyspaceConfig, NodeConfig};
 use crate::time::UnixTime;
@@ -50,6 +51,7 @@ pub struct Setup<S = SharedSource> {
     keyspaces: Vec<(KeyspaceConfig, S)>,
     configure: Vec<ConfigureFn>,
     idle_timeout: Option<Duration>,
+    send_buffer: SendBuffer,
     stop_timeout: Duration,
     groupcache: bool,
 }
@@ -63,6 +65,7 @@ impl<S> fmt::Debug for Setup<S> {
             .field("peers", &self.peers)
             .field("keyspaces", &self.keyspaces.iter().map(|(c, _)| &c.name).collect::<Vec<_>>())
             .field("idle_timeout", &self.idle_timeout)
+            .field("send_buffer", &self.send_buffer)
             .field("stop_timeout", &self.stop_timeout)
             .field("groupcache", &self.groupcache)
             .finish_non_exhaustive()
@@ -85,6 +88,8 @@ pub struct Assembled<S = SharedSource> {
     pub connect_timeout: Duration,
     /// Close connections without traffic for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// The send-buffer policy every connection follows (sized by the node's wire limits).
+    pub send_limits: SendLimits,
     /// How long a graceful stop may take before everything is closed.
     pub stop_timeout: Duration,
 }
@@ -101,6 +106,7 @@ impl<S> Setup<S> {
             keyspaces: Vec::new(),
             configure: Vec::new(),
             idle_timeout: None,
+            send_buffer: SendBuffer::default(),
             stop_timeout: Duration::from_secs(10),
             groupcache: false,
         }
@@ -152,6 +158,11 @@ impl<S> Setup<S> {
         self.idle_timeout = Some(idle);
     }
 
+    /// Sets the send-buffer limits ([`Builder::send_buffer`]).
+    pub fn set_send_buffer(&mut self, buffer: SendBuffer) {
+        self.send_buffer = buffer;
+    }
+
     /// Sets the stop timeout ([`Builder::stop_timeout`]).
     pub fn set_stop_timeout(&mut self, timeout: Duration) {
         self.stop_timeout = timeout;
@@ -194,6 +205,7 @@ impl<S> Setup<S> {
             configure(&mut config);
         }
         let connect_timeout = config.connect_timeout;
+        let send_limits = self.send_buffer.limits(&config);
         let front = Front::new(config, wake).map_err(StartError::Config)?;
         if !self.peers.is_empty() {
             front.set_peers(self.peers.into_iter().map(Bytes::from).collect());
@@ -203,6 +215,7 @@ impl<S> Setup<S> {
             shared,
             connect_timeout,
             idle_timeout: self.idle_timeout,
+            send_limits,
             stop_timeout: self.stop_timeout,
         })
     }
@@ -330,6 +343,18 @@ impl<R: Runtime> Builder<R> {
     #[must_use]
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.setup.set_idle_timeout(idle);
+        self
+    }
+
+    /// How many bytes a connection may have queued for its socket (default
+    /// [`SendBuffer::default`]: stop reading it above 1 MiB, read again at 256 KiB, close it
+    /// when a transmit would pass 1 MiB plus the largest frame the wire limits allow, or when
+    /// its queued bytes see no write progress for 30 s). A peer that sends requests and does
+    /// not read the answers is pushed back through TCP, then closed; it cannot grow the
+    /// node's memory past the hard cap.
+    #[must_use]
+    pub fn send_buffer(mut self, buffer: SendBuffer) -> Self {
+        self.setup.set_send_buffer(buffer);
         self
     }
 

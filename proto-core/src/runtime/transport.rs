@@ -1,13 +1,19 @@
 //! Transport pieces every connection of every runtime needs: the queue a writer gathers into
-//! vectored writes, and the activity clock of the idle timeout.
+//! vectored writes, the activity clock of the idle timeout, and the send-buffer policy.
+//!
+//! The send-buffer policy is [`SendLimits`]'s (its docs state it), configured as a
+//! [`SendBuffer`] and counted by an [`Outflow`] where a connection's reader and writer are
+//! tasks of their own.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::{Context, Poll, ready};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker, ready};
 use core::time::Duration;
 use std::io::{self, IoSlice};
+use std::sync::{Mutex, PoisonError};
 
+use crate::node::{NodeConfig, PeerProtocol};
 use crate::time::Instant;
 
 /// Bytes asked of one read.
@@ -21,6 +27,218 @@ pub const EVENT_QUEUE: usize = 1024;
 pub const EVENTS_PER_WAKE: usize = 64;
 /// How long a closing connection may take to flush what the node transmitted before.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How many bytes a connection may have queued for its socket, as a builder is told
+/// (`Builder::send_buffer`); [`SendBuffer::limits`] turns it into the [`SendLimits`] a driver
+/// applies (its docs state the policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendBuffer {
+    /// Stop reading a connection while more than this many bytes are queued for it.
+    pub high_water: usize,
+    /// Read it again once at most this many are (clamped to `high_water`).
+    pub low_water: usize,
+    /// Close a connection at once when a transmit would queue more than this; `None`: the
+    /// high-water mark plus the largest transmit the node's wire limits allow.
+    pub hard_cap: Option<usize>,
+    /// Close a connection whose queued bytes see no write progress for this long.
+    pub write_stall: Duration,
+}
+
+impl SendBuffer {
+    /// Default [`SendBuffer::high_water`]: 1 MiB, a few socket buffers' worth.
+    pub const DEFAULT_HIGH_WATER: usize = 1 << 20;
+    /// Default [`SendBuffer::low_water`]: 256 KiB.
+    pub const DEFAULT_LOW_WATER: usize = 256 << 10;
+    /// Default [`SendBuffer::write_stall`]: 30 s, far above any honest peer's pause.
+    pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
+
+    /// The limits for a node configured as `config` (whose wire limits size the hard cap).
+    #[must_use]
+    pub fn limits(&self, config: &NodeConfig) -> SendLimits {
+        let largest_transmit = match config.peer_protocol {
+            // A frame is its length prefix and at most `max_frame` bytes.
+            PeerProtocol::Native => config.limits.max_frame as usize + 4,
+            PeerProtocol::GroupcacheHttp => {
+                let http = &config.groupcache.limits;
+                http.max_head as usize + http.max_body as usize
+            }
+        };
+        SendLimits {
+            high_water: self.high_water,
+            low_water: self.low_water.min(self.high_water),
+            hard_cap: self
+                .hard_cap
+                .unwrap_or_else(|| self.high_water.saturating_add(largest_transmit))
+                .max(self.high_water),
+            write_stall: self.write_stall,
+        }
+    }
+}
+
+impl Default for SendBuffer {
+    fn default() -> Self {
+        SendBuffer {
+            high_water: SendBuffer::DEFAULT_HIGH_WATER,
+            low_water: SendBuffer::DEFAULT_LOW_WATER,
+            hard_cap: None,
+            write_stall: SendBuffer::DEFAULT_WRITE_STALL,
+        }
+    }
+}
+
+/// The send-buffer policy of one node: every runtime's driver asks it, so that the rule is
+/// written once.
+///
+/// Every runtime counts, per connection, the bytes the node transmitted that the socket has
+/// not taken yet ("queued"), and applies the one policy of [`SendLimits`]:
+///
+/// - **Above the high-water mark, stop reading the connection**; read again once the queued
+///   bytes fall to the low-water mark. The core answers only what it read, so it makes no
+///   more replies for that peer, and TCP pushes back on the peer (its writes block).
+/// - **A transmit that would take the queued bytes above the hard cap closes the connection
+///   at once** (its bytes are dropped). Replies to requests read before reading paused still
+///   come, so the queue can pass the high-water mark by what one read carried: the cap
+///   bounds that. It is, by default, the high-water mark plus the largest transmit the wire
+///   limits allow, so that a lone reply of any legal size is always taken.
+/// - **Bytes queued with no write progress for the write-stall timeout close the
+///   connection**, so two nodes that stop reading each other cannot wait forever.
+///
+/// Worst case per connection: `hard_cap` queued bytes (with the defaults, 1 MiB + 64 MiB +
+/// 4 bytes for the native protocol), plus the partial frame the core is reassembling (at most
+/// a frame) and the kernel's socket buffers. Past the high-water mark a connection only
+/// drains; in the common case (a peer that keeps up) the queue stays near empty.
+///
+/// Not bounded here: the replies the core makes for the requests of one read exist (as
+/// transmits) before the driver sees them, so a read packed with gets of large values
+/// allocates up to `max_in_flight_per_connection` replies for a moment before the hard cap
+/// drops them and the connection. Bounding that needs the core to stop parsing a
+/// connection's frames while its unwritten replies are above a mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Reading stops above this many queued bytes.
+    pub high_water: usize,
+    /// Reading resumes at or below this many (at most `high_water`).
+    pub low_water: usize,
+    /// A transmit that would queue more closes the connection (at least `high_water`).
+    pub hard_cap: usize,
+    /// Queued bytes without write progress for this long close the connection.
+    pub write_stall: Duration,
+}
+
+impl SendLimits {
+    /// Whether `more` bytes may be queued after `queued`; if not, close the connection.
+    #[must_use]
+    pub fn admits(&self, queued: usize, more: usize) -> bool {
+        queued.saturating_add(more) <= self.hard_cap
+    }
+
+    /// Whether reading stops now, with `queued` bytes queued (while reading).
+    #[must_use]
+    pub fn pauses_reading(&self, queued: usize) -> bool {
+        queued > self.high_water
+    }
+
+    /// Whether reading resumes now, with `queued` bytes queued (while paused).
+    #[must_use]
+    pub fn resumes_reading(&self, queued: usize) -> bool {
+        queued <= self.low_water
+    }
+
+    /// Whether bytes are queued and none was written since `last_progress` for the
+    /// write-stall timeout, at `now`.
+    #[must_use]
+    pub fn stalled(&self, queued: usize, last_progress: Instant, now: Instant) -> bool {
+        queued > 0 && now.saturating_duration_since(last_progress) >= self.write_stall
+    }
+}
+
+/// The queued-byte count of one connection whose reader and writer are tasks of their own,
+/// with the reader's gate: the driver counts what it queues ([`Outflow::queue`]), the writer
+/// what the socket took ([`Outflow::written`]), and the reader waits on
+/// [`Outflow::poll_may_read`] before each read. Applies [`SendLimits`].
+#[derive(Debug)]
+pub struct Outflow {
+    limits: SendLimits,
+    queued: AtomicUsize,
+    /// Reading stopped above the high-water mark and waits for the low-water mark.
+    paused: AtomicBool,
+    /// The reader waiting for the low-water mark.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl Outflow {
+    /// Nothing queued yet.
+    #[must_use]
+    pub fn new(limits: SendLimits) -> Self {
+        Outflow {
+            limits,
+            queued: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            reader: Mutex::new(None),
+        }
+    }
+
+    /// The bytes queued and not yet written.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Counts `bytes` the driver queues; `false` (nothing counted) when they would pass the
+    /// hard cap: the driver closes the connection then.
+    #[must_use]
+    pub fn queue(&self, bytes: usize) -> bool {
+        // Only the driver adds, so the check and the add cannot race another add.
+        if !self.limits.admits(self.queued(), bytes) {
+            return false;
+        }
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        true
+    }
+
+    /// Counts `bytes` the socket took; wakes a paused reader at the low-water mark.
+    pub fn written(&self, bytes: usize) {
+        let left = self.queued.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
+        if self.paused.load(Ordering::Acquire) && self.limits.resumes_reading(left) {
+            let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(reader) = reader {
+                reader.wake();
+            }
+        }
+    }
+
+    /// Ready when the reader may read: below the high-water mark, or, once paused above it,
+    /// back at the low-water mark.
+    pub fn poll_may_read(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let paused = self.paused.load(Ordering::Acquire);
+        if !paused && !self.limits.pauses_reading(self.queued()) {
+            return Poll::Ready(());
+        }
+        if self.limits.resumes_reading(self.queued()) {
+            self.paused.store(false, Ordering::Release);
+            return Poll::Ready(());
+        }
+        self.paused.store(true, Ordering::Release);
+        *self.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        // The writer may have drained between the check and the registration.
+        if self.limits.resumes_reading(self.queued()) {
+            self.paused.store(false, Ordering::Release);
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// [`Outflow::poll_may_read`] as a future.
+    pub async fn may_read(&self) {
+        core::future::poll_fn(|cx| self.poll_may_read(cx)).await;
+    }
+
+    /// The policy it applies.
+    #[must_use]
+    pub fn limits(&self) -> &SendLimits {
+        &self.limits
+    }
+}
 
 /// The chunks queued on one connection, written in order with vectored writes that may be
 /// partial: [`WriteQueue::io_slices`] lends the next slices, [`WriteQueue::advance`] consumes
@@ -70,24 +288,27 @@ impl WriteQueue {
         filled
     }
 
-    /// Writes until the queue is empty with `write_vectored` (a socket's
-    /// `poll_write_vectored`), which may take part of what it is given. A write of zero bytes
-    /// is [`io::ErrorKind::WriteZero`]; an error leaves the unwritten bytes queued.
-    pub fn poll_write_all(
+    /// Makes one vectored write of the queued bytes with `write_vectored` (a socket's
+    /// `poll_write_vectored`), which may take part of what it is given, and consumes what it
+    /// took; returns how many bytes that was (0 when the queue is empty). A write of zero
+    /// bytes is [`io::ErrorKind::WriteZero`]; an error leaves the unwritten bytes queued.
+    /// A writer loops on it, counting each write's progress (the write-stall timeout).
+    pub fn poll_write_some(
         &mut self,
         cx: &mut Context<'_>,
-        mut write_vectored: impl FnMut(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<()>> {
-        while !self.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_GATHER];
-            let filled = self.io_slices(&mut slices);
-            let written = ready!(write_vectored(cx, &slices[..filled]))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.advance(written);
+        write_vectored: impl FnOnce(&mut Context<'_>, &[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.is_empty() {
+            return Poll::Ready(Ok(0));
         }
-        Poll::Ready(Ok(()))
+        let mut slices = [IoSlice::new(&[]); MAX_GATHER];
+        let filled = self.io_slices(&mut slices);
+        let written = ready!(write_vectored(cx, &slices[..filled]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.advance(written);
+        Poll::Ready(Ok(written))
     }
 
     /// Consumes `written` bytes from the front (what a write reported).
@@ -167,26 +388,96 @@ mod tests {
     }
 
     #[test]
-    fn poll_write_all_retries_partial_writes_and_refuses_a_zero_write() {
+    fn poll_write_some_takes_one_write_and_refuses_a_zero_write() {
         let mut cx = Context::from_waker(core::task::Waker::noop());
         let mut queue = WriteQueue::new();
         queue.push(b"hello".to_vec());
         queue.push(b" world".to_vec());
         let mut written = Vec::new();
-        let done = queue.poll_write_all(&mut cx, |_, slices| {
-            let n = slices[0].len().min(4);
-            written.extend_from_slice(&slices[0][..n]);
-            Poll::Ready(Ok(n))
-        });
-        assert!(matches!(done, Poll::Ready(Ok(()))));
+        while !queue.is_empty() {
+            let took = queue.poll_write_some(&mut cx, |_, slices| {
+                let n = slices[0].len().min(4);
+                written.extend_from_slice(&slices[0][..n]);
+                Poll::Ready(Ok(n))
+            });
+            assert!(matches!(took, Poll::Ready(Ok(n)) if (1..=4).contains(&n)));
+        }
         assert_eq!(written, b"hello world");
+        assert!(matches!(
+            queue.poll_write_some(&mut cx, |_, _| unreachable!()),
+            Poll::Ready(Ok(0))
+        ));
 
         queue.push(b"x".to_vec());
-        let zero = queue.poll_write_all(&mut cx, |_, _| Poll::Ready(Ok(0)));
+        let zero = queue.poll_write_some(&mut cx, |_, _| Poll::Ready(Ok(0)));
         assert!(matches!(zero, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WriteZero));
-        let blocked = queue.poll_write_all(&mut cx, |_, _| Poll::Pending);
+        let blocked = queue.poll_write_some(&mut cx, |_, _| Poll::Pending);
         assert!(blocked.is_pending());
         assert_eq!(queue.len(), 1, "unwritten bytes stay queued");
+    }
+
+    fn limits() -> SendLimits {
+        let buffer = SendBuffer {
+            high_water: 100,
+            low_water: 40,
+            hard_cap: Some(1000),
+            write_stall: Duration::from_secs(1),
+        };
+        buffer.limits(&NodeConfig::new("n", "c"))
+    }
+
+    #[test]
+    fn the_default_hard_cap_takes_one_reply_of_any_legal_size_above_the_high_water_mark() {
+        let config = NodeConfig::new("n", "c");
+        let limits = SendBuffer::default().limits(&config);
+        let largest = config.limits.max_frame as usize + 4;
+        assert!(limits.admits(limits.high_water, largest));
+        assert!(!limits.admits(limits.high_water, largest + 1));
+        assert_eq!(limits.hard_cap, (1 << 20) + (64 << 20) + 4, "as the module docs say");
+        let http = SendBuffer::default().limits(&config.with_groupcache_compat());
+        assert!(http.hard_cap > http.high_water + (8 << 20), "an 8 MiB body fits");
+    }
+
+    #[test]
+    fn reading_pauses_above_the_high_water_mark_and_resumes_at_the_low_water_mark() {
+        let waker = alloc::sync::Arc::new(CountingWaker::default());
+        let as_waker = Waker::from(alloc::sync::Arc::clone(&waker));
+        let mut cx = Context::from_waker(&as_waker);
+        let outflow = Outflow::new(limits());
+        assert!(outflow.queue(100));
+        assert!(outflow.poll_may_read(&mut cx).is_ready(), "at the mark: still reading");
+        assert!(outflow.queue(900), "up to the hard cap");
+        assert!(!outflow.queue(1), "past the hard cap: refused, not counted");
+        assert_eq!(outflow.queued(), 1000);
+        assert!(outflow.poll_may_read(&mut cx).is_pending(), "above the mark: paused");
+        outflow.written(900);
+        assert!(outflow.poll_may_read(&mut cx).is_pending(), "between the marks: still paused");
+        assert_eq!(waker.0.load(Ordering::SeqCst), 0);
+        outflow.written(60);
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1, "the low-water mark wakes the reader");
+        assert!(outflow.poll_may_read(&mut cx).is_ready());
+        assert!(outflow.queue(80), "back to 120 queued");
+        assert!(outflow.poll_may_read(&mut cx).is_pending(), "above the mark again");
+    }
+
+    #[test]
+    fn a_stall_is_queued_bytes_without_progress_for_the_timeout() {
+        let limits = limits();
+        let start = Instant::from_micros(1_000_000);
+        let later = Instant::from_micros(2_000_000);
+        assert!(!limits.stalled(0, start, later), "nothing queued is never a stall");
+        assert!(!limits.stalled(10, start, Instant::from_micros(1_999_999)));
+        assert!(limits.stalled(10, start, later));
+        assert!(!limits.stalled(10, later, start), "time going backwards is no time");
+    }
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl alloc::task::Wake for CountingWaker {
+        fn wake(self: alloc::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     #[test]
