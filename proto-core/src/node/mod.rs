@@ -224,7 +224,16 @@ struct Conn {
     out: Vec<u8>,
     dirty: bool,
     in_flight: u32,
+    /// Frames are buffered that wait for the next turn ([`Timer::Parse`] is set).
+    backlogged: bool,
 }
+
+/// Bytes of frames one connection's input may queue on that connection before the node stops
+/// parsing its buffered frames for this turn: the rest are parsed on the next one (a timer due
+/// at once), after the driver has taken — and written, paused or refused — what was produced.
+/// So a burst of pipelined gets of large values cannot make one input build every reply in
+/// memory at once.
+const OUTPUT_PER_TURN: usize = 1 << 20;
 
 #[derive(Default)]
 struct PeerLink {
@@ -251,6 +260,8 @@ enum Timer {
     Connect(u64),
     /// A connection whose hello has not arrived.
     Hello(ConnId),
+    /// A connection with frames left for the next turn.
+    Parse(ConnId),
 }
 
 /// Where a miss that needs the owner's copy goes — (owner, (key, flight)) — collected while a
@@ -455,6 +466,8 @@ impl Node {
     /// Fires every deadline at or before `now`. Early or repeated calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
+        // Parsed after the other timers, once each: parsing may set the timer again, due now.
+        let mut backlogged = Vec::new();
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
@@ -485,6 +498,13 @@ impl Node {
                         self.drop_conn(now, conn);
                     }
                 }
+                Timer::Parse(conn) => backlogged.push(conn),
+            }
+        }
+        for conn in backlogged {
+            if let Some(state) = self.conns.get_mut(&conn).filter(|s| s.backlogged) {
+                state.backlogged = false;
+                self.parse_frames(now, conn);
             }
         }
         for keyspace in self.keyspaces.values_mut() {
@@ -593,19 +613,8 @@ impl Node {
                     self.refuse(conn, error.error_code());
                     return Ok(());
                 }
-                // Frames until the buffer is drained or the connection was closed meanwhile.
-                while let Some(state) = self.conns.get_mut(&conn) {
-                    let Codec::Native(decoder) = &mut state.codec else { break };
-                    match decoder.next_frame() {
-                        Ok(Some((header, message))) => {
-                            self.handle_frame(now, conn, header.request_id, message)
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            self.refuse(conn, error.error_code());
-                            break;
-                        }
-                    }
+                if !state.backlogged {
+                    self.parse_frames(now, conn);
                 }
             }
             // A close the node asked for is reported back too: nothing left to do then.
@@ -615,6 +624,29 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Handles a connection's buffered frames until the buffer is drained, the connection was
+    /// closed meanwhile, or this turn's output on it reached [`OUTPUT_PER_TURN`].
+    fn parse_frames(&mut self, now: Instant, conn: ConnId) {
+        while let Some(state) = self.conns.get_mut(&conn) {
+            let Codec::Native(decoder) = &mut state.codec else { break };
+            if state.out.len() >= OUTPUT_PER_TURN {
+                state.backlogged = true;
+                self.push_timer(now, Timer::Parse(conn));
+                break;
+            }
+            match decoder.next_frame() {
+                Ok(Some((header, message))) => {
+                    self.handle_frame(now, conn, header.request_id, message)
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    self.refuse(conn, error.error_code());
+                    break;
+                }
+            }
+        }
     }
 
     fn new_local(
@@ -1764,6 +1796,7 @@ impl Node {
                 out: Vec::new(),
                 dirty: false,
                 in_flight: 0,
+                backlogged: false,
             },
         );
     }
@@ -2242,6 +2275,7 @@ impl Node {
                     self.peers.values().any(|link| link.connecting && link.attempt == *attempt)
                 }
                 Timer::Hello(conn) => self.conns.get(conn).is_some_and(|c| !c.hello_received),
+                Timer::Parse(conn) => self.conns.get(conn).is_some_and(|c| c.backlogged),
             })
             .collect();
         self.timers = BinaryHeap::from(kept);

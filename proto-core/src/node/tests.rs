@@ -396,6 +396,60 @@ fn hello_from(node_id: &'static str) -> Vec<u8> {
     out
 }
 
+#[test]
+fn pipelined_gets_of_large_values_are_answered_a_bounded_amount_per_turn() {
+    use crate::wire::{Message, WireLimits};
+    let mut config =
+        NodeConfig::new("a", "c").with_keyspace(KeyspaceConfig::new(KEYSPACE, 64 << 20));
+    config.max_in_flight_per_connection = 10_000;
+    let mut n = Node::new(config, Instant::ZERO).unwrap();
+    let value = Bytes::from(alloc::vec![7u8; 256 << 10]);
+    let put = Input::Put {
+        request: RequestId(1),
+        keyspace: Bytes::from_static(KEYSPACE),
+        entry: Entry { key: Bytes::from_static(b"big"), value, expires_at: None },
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, put).unwrap();
+    drain(&mut n);
+    // One read carrying a hello and 200 gets of the 256 KiB value: 50 MiB of replies.
+    let mut data = hello_from("b");
+    for id in 1..=200u64 {
+        let get = Message::Get {
+            keyspace: Bytes::from_static(KEYSPACE),
+            key: Bytes::from_static(b"big"),
+            timeout_ms: 1_000,
+        };
+        get.encode(id, &mut data, &WireLimits::default()).unwrap();
+    }
+    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &data }).unwrap();
+    let sent = |outputs: Vec<Output>| -> usize {
+        outputs
+            .into_iter()
+            .map(|o| match o {
+                Output::Transmit { conn: ConnId(1), data } => data.len(),
+                _ => 0,
+            })
+            .sum()
+    };
+    let first = sent(drain(&mut n));
+    assert!(first < super::OUTPUT_PER_TURN + (300 << 10), "one turn queued {first} bytes");
+    assert_eq!(n.poll_timeout(), Some(Instant::ZERO), "the rest is due at once");
+    // Turn after turn, every get is answered, none is lost.
+    let mut total = first;
+    let mut turns = 1;
+    while n.poll_timeout() == Some(Instant::ZERO) {
+        n.handle_timeout(Instant::ZERO);
+        let this = sent(drain(&mut n));
+        assert!(this < super::OUTPUT_PER_TURN + (300 << 10), "a turn queued {this} bytes");
+        total += this;
+        turns += 1;
+        assert!(turns < 1_000, "a bounded number of turns");
+    }
+    assert!(total > 200 * (256 << 10), "every get answered: {total} bytes in {turns} turns");
+}
+
 /// Found in review: a hello naming another node than the one dialled took over the link's
 /// identity, and the dialled peer's link pointed at a dead connection forever.
 #[test]
