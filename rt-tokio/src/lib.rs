@@ -118,10 +118,10 @@ mod driver;
 
 pub use builder::{Builder, Node, Tokio};
 pub use bytes::Bytes;
+pub use herdcache_proto::front::Pending;
 pub use herdcache_proto::runtime::{
     DataSource, GetFuture, Handle, KeyspaceHandle, SourceFn, StartError, Starting, source_fn,
 };
-pub use herdcache_proto::front::Pending;
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
