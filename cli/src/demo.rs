@@ -44,7 +44,7 @@ pub(crate) struct DemoArgs {
     pub(crate) nodes: u32,
 
     /// The runtime of each node, comma-separated: node i runs on entry i % len (e.g.
-    /// `tokio,mio`); `all` is every runtime this build has (tokio, mio).
+    /// `tokio,async-std,mio`); `all` is every runtime this build has (tokio, async-std, mio).
     #[arg(long, value_name = "LIST", default_value = "tokio", value_parser = parse_runtimes)]
     pub(crate) runtimes: RuntimeList,
 

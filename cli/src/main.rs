@@ -33,8 +33,8 @@ struct Cli {
 enum Command {
     /// Runs a herdcache cluster in this process under a Zipf load and reports hit ratio,
     /// loads per key, latency by path and per-node counters; then one node leaves gracefully
-    /// while the load goes on. `--runtimes tokio,mio` mixes runtimes in the ring. Needs no
-    /// external service.
+    /// while the load goes on. `--runtimes tokio,async-std,mio` (or `all`) mixes runtimes in
+    /// the ring. Needs no external service.
     Demo(demo::DemoArgs),
     /// Runs one cluster member until SIGINT or SIGTERM: keyspaces loaded from an HTTP origin
     /// (or an echo: source) on a miss, once in the cluster, and an HTTP front end

@@ -2,9 +2,10 @@
 //! so that "loaded once in the cluster" can be checked rather than claimed.
 //!
 //! One [`SlowSource`] serves every runtime: it is herdcache-tokio's async `DataSource` (it
-//! waits on tokio's timer) and herdcache-mio's blocking one (it sleeps its worker thread).
-//! The counting, the per-key accounting and the values are the same code; only the waiting
-//! differs.
+//! waits on tokio's timer) and herdcache-mio's blocking one (it sleeps its worker thread);
+//! wrapped in an [`AsyncIoSlowSource`] it is herdcache-async-std's (it waits on async-io's
+//! timer, which runs under async-std and smol alike). The counting, the per-key accounting
+//! and the values are the same code; only the waiting differs.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -124,6 +125,30 @@ impl herdcache_tokio::DataSource for SlowSource {
         let delay = self.begin_fetch(&key);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        Ok(value_of(&key))
+    }
+}
+
+/// The async-io flavour of a [`SlowSource`], for herdcache-async-std: waits on async-io's
+/// timer, not tokio's. A wrapper because herdcache-async-std's `DataSource` is the same trait
+/// as herdcache-tokio's (the core's), which [`SlowSource`] already implements.
+#[derive(Clone, Debug)]
+pub(crate) struct AsyncIoSlowSource(SlowSource);
+
+impl From<SlowSource> for AsyncIoSlowSource {
+    fn from(source: SlowSource) -> Self {
+        AsyncIoSlowSource(source)
+    }
+}
+
+impl herdcache_async_std::DataSource for AsyncIoSlowSource {
+    type Error = Infallible;
+
+    async fn fetch(&self, key: Bytes) -> Result<Bytes, Infallible> {
+        let delay = self.0.begin_fetch(&key);
+        if !delay.is_zero() {
+            async_io::Timer::after(delay).await;
         }
         Ok(value_of(&key))
     }

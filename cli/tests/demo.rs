@@ -40,7 +40,7 @@ fn run_small_demo(nodes: u32, extra: &[&str]) -> String {
         "| PeerFetch",
         "| Load",
         "| node ",
-        "| runtime ",
+        " runtime |",
         "local_loads",
         "## Phase 2:",
         "graceful stop took",
@@ -91,6 +91,30 @@ fn demo_mixes_runtimes_and_any_node_leaves() {
         assert_eq!(per_node.matches(runtime).count(), 2, "{runtime:?} in:\n{per_node}");
     }
     assert!(phase2.starts_with(": node 127.0.0.1:") && phase2.contains("(mio) left"), "{phase2}");
+    assert!(phase2.contains("every get was answered: 0 errors"), "{phase2}");
+}
+
+#[test]
+fn demo_mixes_all_three_runtimes() {
+    // Nodes 0 and 3 on tokio, 1 and 4 on async-std, 2 on mio: `run_small_demo` checks one
+    // load per key in the whole cluster in phase 1 and every get answered there; the last
+    // node (async-std) leaves in phase 2, mid load, and every get must still be answered by
+    // the survivors, of all three runtimes.
+    let stdout = run_small_demo(5, &["--runtimes", "tokio,async-std,mio"]);
+    let nodes = stdout.lines().find(|line| line.starts_with("Nodes: ")).unwrap_or_default();
+    assert_eq!(nodes.matches(" (tokio)").count(), 2, "{nodes}");
+    assert_eq!(nodes.matches(" (async-std)").count(), 2, "{nodes}");
+    assert_eq!(nodes.matches(" (mio)").count(), 1, "{nodes}");
+    assert!(
+        stdout.contains("(herdcache-tokio × 2, herdcache-async-std × 2, herdcache-mio × 1)"),
+        "{stdout}"
+    );
+    let (phase1, phase2) = stdout.split_once("## Phase 2").unwrap_or_default();
+    let per_node = phase1.rsplit("### Per node").next().unwrap_or_default();
+    for (runtime, count) in [(" tokio |", 2), (" async-std |", 2), (" mio |", 1)] {
+        assert_eq!(per_node.matches(runtime).count(), count, "{runtime:?} in:\n{per_node}");
+    }
+    assert!(phase2.contains("(async-std) left"), "{phase2}");
     assert!(phase2.contains("every get was answered: 0 errors"), "{phase2}");
 }
 

@@ -97,8 +97,10 @@ use herdcache_proto::front::WakeDriver;
 use herdcache_proto::runtime::{self, CLOSE_GRACE, Control, Runtime, Setup};
 
 pub use bytes::Bytes;
+pub use herdcache_proto::front::Pending;
 pub use herdcache_proto::runtime::{
-    DataSource, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting, source_fn,
+    DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
+    source_fn,
 };
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,

@@ -122,8 +122,10 @@ mod driver;
 
 pub use builder::{Builder, Node, Tokio};
 pub use bytes::Bytes;
+pub use herdcache_proto::front::Pending;
 pub use herdcache_proto::runtime::{
-    DataSource, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting, source_fn,
+    DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
+    source_fn,
 };
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,

@@ -12,12 +12,17 @@
 //!   ([`Client::run_blocking`]). Both hand their tally to the same [`JoinSet`], so a phase's
 //!   report merges them alike.
 //!
-//! Adding a runtime (herdcache-async-std next): a variant of [`Runtime`] (the compiler then
-//! asks for its arms in [`Runtime::name`], [`Runtime::blocks`] and [`Runtime::start`]; add it
-//! to [`Runtime::ALL`] and to the list in `--runtimes`' help), one `DemoNode` implementation
-//! like [`TokioNode`] (an async runtime: an [`AsyncKeyspace`] impl for its keyspace handle
-//! and `Client::run_async` on a tokio task) or [`MioNode`] (a blocking one), and its flavour of
-//! [`SlowSource`] (the `DataSource` impl: counting shared, its own way of waiting).
+//! - The async runtime crates (herdcache-tokio, herdcache-async-std) hand out the same
+//!   `Handle` and `KeyspaceHandle` types (the core's), so one [`AsyncNode`] serves both; only
+//!   starting differs (each crate's builder, and the source's way of waiting: tokio's timer,
+//!   or async-io's for async-std via [`AsyncIoSlowSource`]).
+//!
+//! Adding a runtime: a variant of [`Runtime`] (the compiler then asks for its arms in
+//! [`Runtime::name`], [`Runtime::blocks`] and [`Runtime::start`]; add it to [`Runtime::ALL`]
+//! and to the list in `--runtimes`' help), a start function giving an [`AsyncNode`] (an async
+//! runtime whose handle is the core's) or a `DemoNode` implementation like [`MioNode`] (a
+//! blocking one), and its flavour of [`SlowSource`] (the `DataSource` impl: counting shared,
+//! its own way of waiting).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,25 +33,29 @@ use herdcache_tokio::{Error, KeyspaceConfig, KeyspaceStats, Value};
 use tokio::task::JoinSet;
 
 use super::{Client, ClientTally, DemoError, KEYSPACE};
-use crate::source::SlowSource;
+use crate::source::{AsyncIoSlowSource, SlowSource};
 
 /// A runtime crate a demo node can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Runtime {
     /// herdcache-tokio: async, on the demo's own tokio runtime.
     Tokio,
+    /// herdcache-async-std: async, its driver on async-std's executor, its source waiting on
+    /// async-io's timer; its clients are tokio tasks all the same.
+    AsyncStd,
     /// herdcache-mio: a mio event-loop thread per node, a blocking API, a synchronous source.
     Mio,
 }
 
 impl Runtime {
     /// Every runtime this build has, in the order `--runtimes all` uses.
-    pub(crate) const ALL: [Runtime; 2] = [Runtime::Tokio, Runtime::Mio];
+    pub(crate) const ALL: [Runtime; 3] = [Runtime::Tokio, Runtime::AsyncStd, Runtime::Mio];
 
     /// The runtime's name on the command line (its crate is `herdcache-` + the name).
     pub(crate) fn name(self) -> &'static str {
         match self {
             Runtime::Tokio => "tokio",
+            Runtime::AsyncStd => "async-std",
             Runtime::Mio => "mio",
         }
     }
@@ -54,7 +63,7 @@ impl Runtime {
     /// Whether its API blocks (its clients are then threads, not tasks).
     pub(crate) fn blocks(self) -> bool {
         match self {
-            Runtime::Tokio => false,
+            Runtime::Tokio | Runtime::AsyncStd => false,
             Runtime::Mio => true,
         }
     }
@@ -68,7 +77,8 @@ impl Runtime {
     ) -> Result<Box<dyn DemoNode>, DemoError> {
         let keyspace = KeyspaceConfig::new(KEYSPACE, budget);
         match self {
-            Runtime::Tokio => TokioNode::start(keyspace, source).await,
+            Runtime::Tokio => AsyncNode::start_tokio(keyspace, source).await,
+            Runtime::AsyncStd => AsyncNode::start_async_std(keyspace, source).await,
             Runtime::Mio => MioNode::start(keyspace, source).await,
         }
     }
@@ -141,39 +151,63 @@ pub(crate) trait AsyncKeyspace: Send + Sync + 'static {
     fn get_value(&self, key: &[u8]) -> impl Future<Output = Result<Value, Error>> + Send;
 }
 
-/// A herdcache-tokio node.
-struct TokioNode {
-    node: herdcache_tokio::Handle,
-    keyspace: herdcache_tokio::KeyspaceHandle,
+/// A node of an async runtime crate: herdcache-tokio's and herdcache-async-std's handles are
+/// the same types (the core's), and their futures run on any executor, so the demo's tokio
+/// tasks drive the clients of both.
+struct AsyncNode {
+    runtime: Runtime,
+    node: herdcache_proto::runtime::Handle,
+    keyspace: herdcache_proto::runtime::KeyspaceHandle,
 }
 
-impl AsyncKeyspace for herdcache_tokio::KeyspaceHandle {
+impl AsyncKeyspace for herdcache_proto::runtime::KeyspaceHandle {
     fn get_value(&self, key: &[u8]) -> impl Future<Output = Result<Value, Error>> + Send {
-        herdcache_tokio::KeyspaceHandle::get_value(self, key)
+        herdcache_proto::runtime::KeyspaceHandle::get_value(self, key)
     }
 }
 
-impl TokioNode {
-    async fn start(
+impl AsyncNode {
+    async fn start_tokio(
         keyspace: KeyspaceConfig,
         source: SlowSource,
     ) -> Result<Box<dyn DemoNode>, DemoError> {
-        let node = herdcache_tokio::Node::builder()
+        let started = herdcache_tokio::Node::builder()
             .listen(LOOPBACK_FREE_PORT)
             .cluster(CLUSTER)
             .keyspace(keyspace, source)
             .stop_timeout(STOP_TIMEOUT)
             .start()
-            .await
-            .map_err(|error| DemoError::Start(Runtime::Tokio, Box::new(error)))?;
+            .await;
+        AsyncNode::started(Runtime::Tokio, started)
+    }
+
+    async fn start_async_std(
+        keyspace: KeyspaceConfig,
+        source: SlowSource,
+    ) -> Result<Box<dyn DemoNode>, DemoError> {
+        let started = herdcache_async_std::Node::builder()
+            .listen(LOOPBACK_FREE_PORT)
+            .cluster(CLUSTER)
+            .keyspace(keyspace, AsyncIoSlowSource::from(source))
+            .stop_timeout(STOP_TIMEOUT)
+            .start()
+            .await;
+        AsyncNode::started(Runtime::AsyncStd, started)
+    }
+
+    fn started(
+        runtime: Runtime,
+        started: Result<herdcache_proto::runtime::Handle, herdcache_proto::runtime::StartError>,
+    ) -> Result<Box<dyn DemoNode>, DemoError> {
+        let node = started.map_err(|error| DemoError::Start(runtime, Box::new(error)))?;
         let keyspace = node.keyspace(KEYSPACE).ok_or(DemoError::NoKeyspace)?;
-        Ok(Box::new(TokioNode { node, keyspace }))
+        Ok(Box::new(AsyncNode { runtime, node, keyspace }))
     }
 }
 
-impl DemoNode for TokioNode {
+impl DemoNode for AsyncNode {
     fn runtime(&self) -> Runtime {
-        Runtime::Tokio
+        self.runtime
     }
 
     fn node_id(&self) -> &str {
@@ -199,7 +233,7 @@ impl DemoNode for TokioNode {
     }
 
     fn leave(self: Box<Self>) -> BoxFuture {
-        let TokioNode { node, keyspace } = *self;
+        let AsyncNode { node, keyspace, .. } = *self;
         drop(keyspace);
         Box::pin(node.stop())
     }
@@ -301,6 +335,7 @@ mod tests {
             Ok(vec![Runtime::Mio, Runtime::Tokio, Runtime::Mio])
         );
         assert_eq!(parsed("all"), Ok(Runtime::ALL.to_vec()));
+        assert_eq!(parsed("async-std,mio"), Ok(vec![Runtime::AsyncStd, Runtime::Mio]));
         let list = parse_runtimes("tokio,mio").expect("valid");
         let nodes: Vec<Runtime> = (0..5).map(|node| list.of_node(node)).collect();
         assert_eq!(
@@ -309,7 +344,7 @@ mod tests {
         );
         for bad in ["", "tokio,", "smol", "all,tokio", "TOKIO"] {
             let error = parse_runtimes(bad).expect_err(bad);
-            assert!(error.contains("tokio, mio"), "{bad:?}: {error}");
+            assert!(error.contains("tokio, async-std, mio"), "{bad:?}: {error}");
         }
     }
 

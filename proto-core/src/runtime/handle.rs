@@ -9,6 +9,7 @@ use core::fmt;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
+use core::task::{Context, Poll};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -16,7 +17,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 
 use super::source::{DataSource, SharedSource, erase};
-use crate::front::{Front, KeyspaceFront};
+use crate::front::{Front, KeyspaceFront, Pending};
 use crate::node::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
 use crate::time::Instant;
 
@@ -131,6 +132,8 @@ pub trait Control: Send + Sync + 'static {
 /// The node runs until [`Handle::stop`] or [`Handle::kill`], or until the last `Handle` (and
 /// [`KeyspaceHandle`]) is dropped, which kills it. Its futures complete on any executor: a
 /// hit is answered in the call, anything else by the node's driver waking the caller.
+/// `get` and `get_value` look the key up when called (a miss's request starts then, see
+/// [`GetFuture`]); the other methods start when first polled.
 #[derive(Clone)]
 pub struct Handle {
     inner: Arc<Inner>,
@@ -202,26 +205,26 @@ impl Handle {
     /// The value of `key`: from this node's caches, from the owning peer, or loaded from the
     /// keyspace's data source (once in the cluster, however many callers).
     ///
+    /// The lookup happens in this call (see [`GetFuture`]): a hit is ready at once, a miss's
+    /// request is on its way when `get` returns.
+    ///
     /// # Errors
     /// Any [`Error`]: `NotFound`, `DataSource(message)`, `TimedOut`, `UnknownKeyspace`, …
-    pub async fn get(
-        &self,
-        keyspace: impl AsRef<[u8]>,
-        key: impl AsRef<[u8]>,
-    ) -> Result<Bytes, Error> {
-        self.get_value(keyspace, key).await.map(|value| value.bytes)
+    pub fn get(&self, keyspace: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> GetFuture {
+        GetFuture { pending: self.get_value(keyspace, key) }
     }
 
-    /// Like [`Handle::get`], with the value's expiry and the [`Path`](crate::Path) it took.
+    /// Like [`Handle::get`], with the value's expiry and the [`Path`](crate::Path) it took:
+    /// the front's [`Pending`] itself, looked up in this call as [`Handle::get`].
     ///
     /// # Errors
     /// As [`Handle::get`].
-    pub async fn get_value(
+    pub fn get_value(
         &self,
         keyspace: impl AsRef<[u8]>,
         key: impl AsRef<[u8]>,
-    ) -> Result<Value, Error> {
-        self.front().get(keyspace.as_ref(), key.as_ref()).await
+    ) -> Pending<Result<Value, Error>> {
+        self.front().get(keyspace.as_ref(), key.as_ref())
     }
 
     /// The values of several keys of one keyspace, in order; keys are grouped by owner and
@@ -431,12 +434,13 @@ impl KeyspaceHandle {
         self.front.name()
     }
 
-    /// The value of `key`, as [`Handle::get`]. A hit completes without waiting.
+    /// The value of `key`, as [`Handle::get`]: looked up in this call, so a hit's future is
+    /// ready at once.
     ///
     /// # Errors
     /// As [`Handle::get`].
-    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Bytes, Error> {
-        self.front.get(key.as_ref()).await.map(|value| value.bytes)
+    pub fn get(&self, key: impl AsRef<[u8]>) -> GetFuture {
+        GetFuture { pending: self.get_value(key) }
     }
 
     /// A local hit read in place, without touching the value's reference count: `read` sees
@@ -445,11 +449,45 @@ impl KeyspaceHandle {
         self.front.peek_with(key.as_ref(), read)
     }
 
-    /// Like [`KeyspaceHandle::get`], with the value's expiry and path.
+    /// Like [`KeyspaceHandle::get`], with the value's expiry and path: the front's
+    /// [`Pending`] itself.
     ///
     /// # Errors
     /// As [`Handle::get`].
-    pub async fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Value, Error> {
-        self.front.get(key.as_ref()).await
+    pub fn get_value(&self, key: impl AsRef<[u8]>) -> Pending<Result<Value, Error>> {
+        self.front.get(key.as_ref())
+    }
+}
+
+/// The value's bytes from a [`Handle::get`] or [`KeyspaceHandle::get`]: the front's
+/// [`Pending`] with the value's expiry and path dropped on completion.
+///
+/// `get` looks the key up before it returns this future, which only delivers the answer: a
+/// hit is ready on the first poll and allocates nothing, with no state machine around it
+/// (an `async fn` would move its arguments and the `Pending` into its own state and poll
+/// through it); a miss's request is already with the node. The future borrows nothing, so it
+/// may outlive the handle and move to another task. Like every future of the handles it
+/// completes on any executor. Dropping it abandons the answer; the request itself goes on,
+/// bounded by its timeout.
+#[must_use = "the answer is lost unless the future is awaited"]
+#[derive(Debug)]
+pub struct GetFuture {
+    pending: Pending<Result<Value, Error>>,
+}
+
+impl GetFuture {
+    /// Whether the answer was there when `get` returned (a cache hit, or an error found
+    /// without the node's help).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.pending.is_ready()
+    }
+}
+
+impl Future for GetFuture {
+    type Output = Result<Bytes, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.pending).poll(cx).map(|answer| answer.map(|value| value.bytes))
     }
 }

@@ -9,7 +9,9 @@
 //!   configuration, front and source table once the listener is bound. [`StartError`].
 //! - [`Handle`] and [`KeyspaceHandle`]: the whole cache API over the front, the same type
 //!   whatever the runtime; the runtime plugs in how its driver is stopped or killed
-//!   ([`Control`]). [`Shared`] is what the handles and the driver share.
+//!   ([`Control`]). Their `get` returns a [`GetFuture`] (their `get_value` the front's
+//!   [`Pending`](crate::front::Pending)), looked up in the call, so a hit costs what the
+//!   front's does. [`Shared`] is what the handles and the driver share.
 //! - Transport pieces: [`WriteQueue`] (partial vectored writes), [`Activity`] (idle timeout),
 //!   the read size and close grace every driver uses, and the send-buffer policy every
 //!   driver applies ([`SendBuffer`] as configured, [`SendLimits`] as applied, [`Outflow`] for
@@ -31,7 +33,7 @@ mod source;
 mod transport;
 
 pub use driver::{DriverCore, DriverIo, Turn};
-pub use handle::{Control, Handle, KeyspaceHandle, Shared};
+pub use handle::{Control, GetFuture, Handle, KeyspaceHandle, Shared};
 pub use setup::{Assembled, Builder, Node, Runtime, Setup, StartError, Starting, unix_now};
 pub use source::{
     DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
