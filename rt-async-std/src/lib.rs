@@ -64,9 +64,9 @@
 //! stop; feed what came; at most 64 events per wake-up. No protocol decision is made here.
 //! Each connection's queued bytes are counted against the send buffer
 //! ([`Builder::send_buffer`](herdcache_proto::runtime::Builder::send_buffer), the core's
-//! [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): above its high-water mark the
-//! reader waits, a transmit past its hard cap drops the connection, and queued bytes without
-//! write progress for the write-stall timeout close it.
+//! [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): a transmit past its hard cap
+//! drops the connection, queued bytes without write progress for the write-stall timeout
+//! close it, and above a high-water mark (when one is set; off by default) the reader waits.
 //! Every channel is bounded except each connection's transmit queue, which the core bounds.
 //! The idle timeout (no traffic either way on a connection) is off unless
 //! [`Builder::idle_timeout`](herdcache_proto::runtime::Builder::idle_timeout) sets it.

@@ -60,10 +60,10 @@
 //! - **Per connection**: one socket (file descriptor) and about 200 bytes of state here, plus
 //!   the bytes the node transmitted that the socket has not taken yet (nothing while the peer
 //!   keeps up), bounded by the send buffer ([`Builder::send_buffer`], the core's
-//!   `SendLimits` policy shared with every runtime): above its high-water mark (1 MiB) the
-//!   loop stops reading the connection (TCP pushes back on the peer) until its low-water
-//!   mark; a transmit past its hard cap (1 MiB + the largest frame, 65 MiB by default) drops
-//!   the connection; bytes that see no write progress for the write-stall timeout (30 s)
+//!   `SendLimits` policy shared with every runtime): a transmit past its hard cap (the largest
+//!   frame + 1 MiB, 65 MiB by default) drops the connection; above a high-water mark, when
+//!   one is set (off by default), the loop stops reading the connection until its low-water
+//!   mark; bytes that see no write progress for the write-stall timeout (30 s)
 //!   close it. Plus the partial frame the core is reassembling and the kernel's socket
 //!   buffers. No per-connection thread, task or read buffer.
 //!

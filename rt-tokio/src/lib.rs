@@ -101,10 +101,11 @@
 //! - Every channel is bounded except each connection's transmit queue (the driver never
 //!   waits on one peer's socket), whose bytes are counted against the send buffer
 //!   ([`Builder::send_buffer`](herdcache_proto::runtime::Builder::send_buffer), the core's
-//!   [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): above its high-water mark
-//!   the reader waits (TCP pushes back on the peer), a transmit past its hard cap drops the
-//!   connection, and queued bytes without write progress for its write-stall timeout close
-//!   it. Worst case per connection: the hard cap (1 MiB + the largest frame by default).
+//!   [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): a transmit past its hard
+//!   cap drops the connection, queued bytes without write progress for its write-stall
+//!   timeout close it, and above a high-water mark (when one is set; off by default) the
+//!   reader waits. Worst case per connection: the hard cap (the largest frame + 1 MiB by
+//!   default).
 //!
 //! ## Stopping
 //! [`Handle::stop`] leaves gracefully: the node tells its peers, refuses new requests,

@@ -347,11 +347,12 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// How many bytes a connection may have queued for its socket (default
-    /// [`SendBuffer::default`]: stop reading it above 1 MiB, read again at 256 KiB, close it
-    /// when a transmit would pass 1 MiB plus the largest frame the wire limits allow, or when
-    /// its queued bytes see no write progress for 30 s). A peer that sends requests and does
-    /// not read the answers is pushed back through TCP, then closed; it cannot grow the
-    /// node's memory past the hard cap.
+    /// [`SendBuffer::default`]: close it when a transmit would pass the largest frame the wire
+    /// limits allow plus 1 MiB, or when its queued bytes see no write progress for 30 s; never
+    /// stop reading it). A peer that sends requests and does not read the answers is closed;
+    /// it cannot grow the node's memory past the hard cap. A high-water mark (opt-in) also
+    /// pushes such a peer back through TCP before that; see
+    /// [`SendLimits`](crate::runtime::SendLimits) for why it is off by default.
     #[must_use]
     pub fn send_buffer(mut self, buffer: SendBuffer) -> Self {
         self.setup.set_send_buffer(buffer);

@@ -33,20 +33,24 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// applies (its docs state the policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendBuffer {
-    /// Stop reading a connection while more than this many bytes are queued for it.
+    /// Stop reading a connection while more than this many bytes are queued for it
+    /// (`usize::MAX`, the default: never; see [`SendLimits`] for why).
     pub high_water: usize,
     /// Read it again once at most this many are (clamped to `high_water`).
     pub low_water: usize,
-    /// Close a connection at once when a transmit would queue more than this; `None`: the
-    /// high-water mark plus the largest transmit the node's wire limits allow.
+    /// Close a connection at once when a transmit would queue more than this; `None`:
+    /// [`SendBuffer::CAP_HEADROOM`] plus the largest transmit the node's wire limits allow.
     pub hard_cap: Option<usize>,
     /// Close a connection whose queued bytes see no write progress for this long.
     pub write_stall: Duration,
 }
 
 impl SendBuffer {
-    /// Default [`SendBuffer::high_water`]: 1 MiB, a few socket buffers' worth.
+    /// A high-water mark for nodes that pause reading (the default is not to): 1 MiB, a few
+    /// socket buffers' worth.
     pub const DEFAULT_HIGH_WATER: usize = 1 << 20;
+    /// What the default hard cap allows above one largest transmit: 1 MiB.
+    pub const CAP_HEADROOM: usize = 1 << 20;
     /// Default [`SendBuffer::low_water`]: 256 KiB.
     pub const DEFAULT_LOW_WATER: usize = 256 << 10;
     /// Default [`SendBuffer::write_stall`]: 30 s, far above any honest peer's pause.
@@ -63,13 +67,13 @@ impl SendBuffer {
                 http.max_head as usize + http.max_body as usize
             }
         };
+        let hard_cap = self
+            .hard_cap
+            .unwrap_or_else(|| SendBuffer::CAP_HEADROOM.saturating_add(largest_transmit));
         SendLimits {
             high_water: self.high_water,
             low_water: self.low_water.min(self.high_water),
-            hard_cap: self
-                .hard_cap
-                .unwrap_or_else(|| self.high_water.saturating_add(largest_transmit))
-                .max(self.high_water),
+            hard_cap,
             write_stall: self.write_stall,
         }
     }
@@ -78,7 +82,7 @@ impl SendBuffer {
 impl Default for SendBuffer {
     fn default() -> Self {
         SendBuffer {
-            high_water: SendBuffer::DEFAULT_HIGH_WATER,
+            high_water: usize::MAX,
             low_water: SendBuffer::DEFAULT_LOW_WATER,
             hard_cap: None,
             write_stall: SendBuffer::DEFAULT_WRITE_STALL,
@@ -92,27 +96,25 @@ impl Default for SendBuffer {
 /// Every runtime counts, per connection, the bytes the node transmitted that the socket has
 /// not taken yet ("queued"), and applies the one policy of [`SendLimits`]:
 ///
-/// - **Above the high-water mark, stop reading the connection**; read again once the queued
-///   bytes fall to the low-water mark. The core answers only what it read, so it makes no
-///   more replies for that peer, and TCP pushes back on the peer (its writes block).
 /// - **A transmit that would take the queued bytes above the hard cap closes the connection
-///   at once** (its bytes are dropped). Replies to requests read before reading paused still
-///   come, so the queue can pass the high-water mark by what one read carried: the cap
-///   bounds that. It is, by default, the high-water mark plus the largest transmit the wire
-///   limits allow, so that a lone reply of any legal size is always taken.
+///   at once** (its bytes are dropped). By default the cap is the largest transmit the wire
+///   limits allow plus [`SendBuffer::CAP_HEADROOM`], so that a lone reply of any legal size
+///   is always taken. The core makes at most about 1 MiB of replies per connection and turn
+///   (it parses the rest of a read on the next turn), so a peer that pipelines requests and
+///   never reads is cut off at the cap, not after the core built every reply.
 /// - **Bytes queued with no write progress for the write-stall timeout close the
-///   connection**, so two nodes that stop reading each other cannot wait forever.
+///   connection.**
+/// - **Above the high-water mark, stop reading the connection** (off by default); read again
+///   once the queued bytes fall to the low-water mark. The core answers only what it read,
+///   so it makes no more replies for that peer, and TCP pushes back on the peer. Off by
+///   default because peers share one connection both ways: two nodes fetching large values
+///   from each other would each stop reading the replies the other is waiting to write, and
+///   wait for the write-stall timeout. Set it on nodes whose clients only ask.
 ///
-/// Worst case per connection: `hard_cap` queued bytes (with the defaults, 1 MiB + 64 MiB +
-/// 4 bytes for the native protocol), plus the partial frame the core is reassembling (at most
-/// a frame) and the kernel's socket buffers. Past the high-water mark a connection only
-/// drains; in the common case (a peer that keeps up) the queue stays near empty.
-///
-/// Not bounded here: the replies the core makes for the requests of one read exist (as
-/// transmits) before the driver sees them, so a read packed with gets of large values
-/// allocates up to `max_in_flight_per_connection` replies for a moment before the hard cap
-/// drops them and the connection. Bounding that needs the core to stop parsing a
-/// connection's frames while its unwritten replies are above a mark.
+/// Worst case per connection: `hard_cap` queued bytes (with the defaults, 64 MiB + 1 MiB +
+/// 4 bytes for the native protocol), plus about 1 MiB the core builds in one turn, the
+/// partial frame it is reassembling (at most a frame) and the kernel's socket buffers. In the
+/// common case (a peer that keeps up) the queue stays near empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendLimits {
     /// Reading stops above this many queued bytes.
@@ -427,15 +429,16 @@ mod tests {
     }
 
     #[test]
-    fn the_default_hard_cap_takes_one_reply_of_any_legal_size_above_the_high_water_mark() {
+    fn the_default_hard_cap_takes_one_reply_of_any_legal_size_and_reading_never_pauses() {
         let config = NodeConfig::new("n", "c");
         let limits = SendBuffer::default().limits(&config);
         let largest = config.limits.max_frame as usize + 4;
-        assert!(limits.admits(limits.high_water, largest));
-        assert!(!limits.admits(limits.high_water, largest + 1));
+        assert!(limits.admits(SendBuffer::CAP_HEADROOM, largest));
+        assert!(!limits.admits(SendBuffer::CAP_HEADROOM, largest + 1));
         assert_eq!(limits.hard_cap, (1 << 20) + (64 << 20) + 4, "as the module docs say");
+        assert!(!limits.pauses_reading(limits.hard_cap), "pausing is opt-in");
         let http = SendBuffer::default().limits(&config.with_groupcache_compat());
-        assert!(http.hard_cap > http.high_water + (8 << 20), "an 8 MiB body fits");
+        assert!(http.hard_cap > 8 << 20, "an 8 MiB body fits");
     }
 
     #[test]
