@@ -125,6 +125,20 @@ fn mixed_ring_loads_each_of_1000_keys_once_and_everyone_answers_everything() {
         }
         let owned_by_herdcache = keys.iter().filter(|key| ring.owner_tag(key) == "hc").count();
         assert!(owned_by_herdcache > 0, "the herdcache node owns part of the ring");
+        let by = |tag: &str| keys.iter().filter(|key| origin.loaders_of(key) == [tag]).count();
+        let mut fetched = Vec::new();
+        for peer in &ring.go {
+            fetched.push(peer.stats().await.expect("stats").peer_loads);
+        }
+        eprintln!(
+            "mixed ring, {} keys: origin loads {} (go0 {}, go1 {}, herdcache {}); Go peers' \
+             fetches from their peers {fetched:?}",
+            keys.len(),
+            origin.loads(),
+            by("go0"),
+            by("go1"),
+            by("hc"),
+        );
     });
 }
 
