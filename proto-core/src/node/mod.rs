@@ -190,6 +190,10 @@ enum CallKind {
         pending: u64,
         indices: Vec<u32>,
     },
+    /// A leaving node's goodbye to one peer, acknowledged once the peer took it off its ring:
+    /// the peer's requests sent before then came on the same connection, ahead of the ack, so
+    /// the node drains only after it has seen them.
+    Leave,
     /// An owner's "drop your copy" to one peer, covering `indices` of pending write `pending`.
     DropHot {
         pending: u64,
@@ -234,6 +238,9 @@ struct Conn {
 /// So a burst of pipelined gets of large values cannot make one input build every reply in
 /// memory at once.
 const OUTPUT_PER_TURN: usize = 1 << 20;
+
+/// The longest a leaving node waits for a peer to acknowledge its goodbye.
+const LEAVE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct PeerLink {
@@ -576,7 +583,7 @@ impl Node {
             }
             Input::Loaded { load, result } => return self.loaded(now, load, result),
             Input::SetPeers(members) => self.set_peers(now, members),
-            Input::Leave => self.leave(),
+            Input::Leave => self.leave(now),
             Input::Connected { conn, peer } => {
                 if self.conns.contains_key(&conn) {
                     return Err(InputError::DuplicateConnection(conn));
@@ -1666,6 +1673,8 @@ impl Node {
                     self.fetch_failed(now, &keyspace, flight, id, &call.peer);
                 }
             }
+            // The peer went away or did not answer in time: nothing more to wait for.
+            CallKind::Leave => {}
             CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices } => {
                 let error = if call.deadline <= now { Error::TimedOut } else { Error::Unavailable };
                 self.uncover(pending, &indices, &[Err(error)]);
@@ -1980,6 +1989,11 @@ impl Node {
                         .collect();
                     self.set_peers(now, members);
                 }
+                // Acknowledged after the peer is off the ring: whatever this node asked of it
+                // before came on this connection ahead of the ack.
+                if request_id != 0 {
+                    self.send_reply(conn, request_id, Message::Ack(Ok(())));
+                }
             }
             Message::Get { keyspace, key, timeout_ms } => {
                 if overloaded {
@@ -2113,6 +2127,7 @@ impl Node {
             (CallKind::DropHot { pending, indices }, Message::Ack(result)) => {
                 self.uncover(pending, &indices, &to_results(vec![result]));
             }
+            (CallKind::Leave, _) => {}
             (kind, _) => {
                 // A reply of the wrong shape: the peer is broken; treat the call as failed.
                 self.calls.insert(
@@ -2208,22 +2223,37 @@ impl Node {
         }
     }
 
-    fn leave(&mut self) {
+    /// Tells every connected peer; each goodbye is a call the peer acknowledges, and the node
+    /// is idle (so drained) only once every peer acknowledged, went away, or took longer than
+    /// the leave timeout.
+    fn leave(&mut self, now: Instant) {
         if self.leaving {
             return;
         }
         self.leaving = true;
         self.warmup.clear();
-        let conns: Vec<ConnId> = self
+        let conns: Vec<(ConnId, Option<Bytes>)> = self
             .conns
             .iter()
             .filter(|(_, state)| {
                 (state.hello_received || state.outbound) && !compat::is_http(state)
             })
-            .map(|(id, _)| *id)
+            .map(|(id, state)| (*id, state.peer.clone()))
             .collect();
-        for conn in conns {
-            let _ = self.send(conn, 0, &Message::Leaving);
+        let deadline = now + self.config.peer_timeout.min(LEAVE_ACK_TIMEOUT);
+        for (conn, peer) in conns {
+            let Some(peer) = peer else {
+                let _ = self.send(conn, 0, &Message::Leaving);
+                continue;
+            };
+            let id = self.fresh_id();
+            let call =
+                Call { peer, conn: Some(conn), deadline, kind: CallKind::Leave, unsent: None };
+            self.calls.insert(id, call);
+            self.push_timer(deadline, Timer::Call(id));
+            if self.send(conn, id, &Message::Leaving).is_err() {
+                self.calls.remove(&id);
+            }
         }
     }
 

@@ -737,6 +737,32 @@ fn a_fetch_refused_by_a_leaving_owner_goes_to_the_new_owner() {
 }
 
 #[test]
+fn a_leaving_node_drains_only_after_its_peers_acknowledged_the_goodbye() {
+    use crate::wire::{FrameDecoder, Message, WireLimits};
+    let mut n = node("a", "c");
+    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &hello_from("b") })
+        .unwrap();
+    drain(&mut n);
+    n.handle_input(Instant::ZERO, Input::Leave).unwrap();
+    let outputs = drain(&mut n);
+    assert!(!outputs.contains(&Output::Event(Event::Drained)), "the peer has not acknowledged");
+    let mut decoder = FrameDecoder::new(WireLimits::default());
+    for output in &outputs {
+        if let Output::Transmit { conn: ConnId(1), data } = output {
+            decoder.push(data).unwrap();
+        }
+    }
+    let (header, message) = decoder.next_frame().unwrap().expect("the goodbye");
+    assert_eq!(message, Message::Leaving);
+    assert_ne!(header.request_id, 0, "a call the peer answers");
+    let mut ack = Vec::new();
+    Message::Ack(Ok(())).encode(header.request_id, &mut ack, &WireLimits::default()).unwrap();
+    n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &ack }).unwrap();
+    assert!(drain(&mut n).contains(&Output::Event(Event::Drained)));
+}
+
+#[test]
 fn leave_tells_peers_and_drains() {
     let mut n = node("a", "c");
     n.handle_input(Instant::ZERO, Input::Leave).unwrap();
