@@ -88,6 +88,17 @@ impl Builder {
         self
     }
 
+    /// Joins a ring of Go groupcache peers, as herdcache-tokio's and herdcache-async-std's
+    /// builders do: the node speaks groupcache's HTTP protocol on its listener and to its
+    /// peers and places keys on groupcache's ring; [`Builder::advertise`] is its base URL
+    /// (default `http://{bound address}`), [`Builder::peers`] are base URLs, keyspace names
+    /// are group names, and puts and deletes apply to this node only.
+    #[must_use]
+    pub fn groupcache_compat(mut self) -> Self {
+        self.settings.set_groupcache_compat();
+        self
+    }
+
     /// The cluster label: peers with another label are refused.
     #[must_use]
     pub fn cluster(mut self, label: impl Into<Bytes>) -> Self {

@@ -27,6 +27,10 @@
 //! # }
 //! ```
 //!
+//! [`Builder::groupcache_compat`] makes the node a member of a ring of Go groupcache peers,
+//! as in herdcache-tokio and herdcache-async-std: base URLs, groupcache's HTTP protocol and
+//! ring, keyspaces as groups, puts and deletes local only. The protocol is the core's.
+//!
 //! ## Threads
 //! - **Callers** ([`Handle`], [`KeyspaceHandle`]) block on their own threads. A cache hit is
 //!   served right there by the core's concurrent front ([`herdcache_proto::front::Front`]): a

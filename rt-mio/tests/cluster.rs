@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Counting, KEYSPACE, concurrently, start_cluster, within};
-use herdcache_mio::{Bytes, Error, Handle, Path};
+use herdcache_mio::{Bytes, Error, Handle, KeyspaceConfig, Node, Path};
 
 fn stop_all(nodes: Vec<Handle>) {
     within("stop", move || nodes.into_iter().for_each(Handle::stop));
@@ -144,5 +144,50 @@ fn a_killed_peer_is_loaded_around() {
         }
     }
     assert_eq!(dead.get(KEYSPACE, "d-0"), Err(Error::ShuttingDown));
+    stop_all(nodes);
+}
+
+#[test]
+fn groupcache_compat_nodes_load_once_and_answer_a_plain_http_get() {
+    let source = Counting::new(Duration::from_millis(20));
+    let nodes: Vec<Handle> = (0..3)
+        .map(|_| {
+            Node::builder()
+                .groupcache_compat()
+                .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
+                .config(|config| config.peer_timeout = Duration::from_secs(10))
+                .start()
+                .expect("node starts")
+        })
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    assert!(urls.iter().all(|url| url.starts_with("http://127.0.0.1:")), "{urls:?}");
+    for node in &nodes {
+        node.set_peers(urls.clone());
+    }
+    let keys = ["plain", "a b", "x/y", "100%", "ключ", ""];
+    for key in keys {
+        for node in &nodes {
+            let value = node.get(KEYSPACE, key);
+            assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))), "{key:?}");
+        }
+    }
+    assert_eq!(source.calls(), keys.len(), "each key loaded once in the ring");
+    // A Go peer's request, as Go's client writes it, answered with a protobuf GetResponse.
+    let address = urls[0].trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).expect("connects");
+    let request = format!("GET /_groupcache/{KEYSPACE}/plain HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("written");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout set");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(7).any(|w| w == b"v:plain") {
+        let read = stream.read(&mut chunk).expect("an answer");
+        assert!(read > 0, "closed early: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("application/x-protobuf"), "{text}");
     stop_all(nodes);
 }

@@ -39,7 +39,8 @@
 //! herdcache one node at a time. The protocol and every decision are the core's
 //! ([`herdcache_proto::groupcache`],
 //! [`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)), and so is
-//! the builder: herdcache-async-std has the same mode.
+//! the builder: herdcache-async-std has the same mode, and herdcache-mio's builder has
+//! `groupcache_compat` too.
 //!
 //! ```no_run
 //! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};
