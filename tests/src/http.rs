@@ -16,15 +16,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer body read.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
-/// Characters percent-encoded in a path segment or query value: everything outside the
-/// unreserved set (`A-Z a-z 0-9 - . _ ~`), so space is `%20` and `+` is `%2B`.
-pub const ESCAPE: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// `bytes` percent-encoded with [`ESCAPE`], for a path segment or a query value.
+/// `bytes` percent-encoded for a path segment or a query value, by the core's
+/// [`herdcache_proto::groupcache::escape`]: everything outside the unreserved set
+/// (`A-Z a-z 0-9 - . _ ~`), so space is `%20` and `+` is `%2B`.
 #[must_use]
 pub fn escape(bytes: &[u8]) -> String {
-    percent_encoding::percent_encode(bytes, ESCAPE).to_string()
+    let mut escaped = Vec::with_capacity(bytes.len());
+    herdcache_proto::groupcache::escape(bytes, &mut escaped);
+    // Only ASCII is written.
+    String::from_utf8_lossy(&escaped).into_owned()
 }
 
 /// An answer: its status and body.

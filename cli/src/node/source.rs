@@ -12,11 +12,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Characters percent-encoded when a key goes into a URL template: everything outside the
-/// unreserved set (`A-Z a-z 0-9 - . _ ~`), so space is `%20`, `+` is `%2B`, `/` is `%2F`.
-const ESCAPE: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
 /// The placeholder a URL template must contain.
 const KEY_PLACEHOLDER: &str = "{key}";
 
@@ -98,8 +93,11 @@ impl fmt::Display for SourceSpec {
 
 /// The key percent-encoded into `template` (every `{key}`).
 fn origin_url(template: &str, key: &[u8]) -> String {
-    let escaped = percent_encoding::percent_encode(key, ESCAPE).to_string();
-    template.replace(KEY_PLACEHOLDER, &escaped)
+    // The core's escaping: every byte outside the unreserved set (`A-Z a-z 0-9 - . _ ~`), so
+    // space is `%20`, `+` is `%2B`, `/` is `%2F`.
+    let mut escaped = Vec::with_capacity(key.len());
+    herdcache_proto::groupcache::escape(key, &mut escaped);
+    template.replace(KEY_PLACEHOLDER, &String::from_utf8_lossy(&escaped))
 }
 
 /// An HTTP origin: `GET` the templated URL on a pooled keep-alive client. 2xx is the value,
