@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use herdcache_proto::runtime::{DataSource, Handle, KeyspaceHandle, Runtime, Starting};
 use herdcache_proto::{Entry, KeyspaceConfig};
+use herdcache_runtime::{DataSource, Handle, KeyspaceHandle, Runtime, Starting};
 
 use crate::{FILL_BATCH, KEYSPACE, VALUE, fresh, ready_or};
 
@@ -19,11 +19,11 @@ pub(crate) struct RuntimeNode {
 
 /// The source behind the bench keyspace: never called on the hit run (every key is put).
 fn source() -> impl DataSource {
-    herdcache_proto::runtime::source_fn(|_key: Bytes| async { Ok::<_, String>(fresh(&VALUE)) })
+    herdcache_runtime::source_fn(|_key: Bytes| async { Ok::<_, String>(fresh(&VALUE)) })
 }
 
-fn builder<R: Runtime<Started = Starting>>(max_bytes: u64) -> herdcache_proto::runtime::Builder<R> {
-    herdcache_proto::runtime::Builder::new()
+fn builder<R: Runtime<Started = Starting>>(max_bytes: u64) -> herdcache_runtime::Builder<R> {
+    herdcache_runtime::Builder::new()
         .cluster("bench")
         .keyspace(KeyspaceConfig::new(KEYSPACE, max_bytes), source())
 }

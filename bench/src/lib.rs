@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::front::{Action, Front, KeyspaceFront};
 use herdcache_proto::{ENTRY_OVERHEAD, Input, KeyspaceConfig, LoadResult, NodeConfig};
+use herdcache_runtime::front::{Action, Front, KeyspaceFront};
 
 mod handles;
 pub mod zipf;

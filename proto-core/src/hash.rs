@@ -11,15 +11,15 @@
 use core::hash::BuildHasher;
 
 /// Builds the seeded hasher for key maps.
-pub(crate) type KeyHashBuilder = foldhash::fast::FixedState;
+pub type KeyHashBuilder = foldhash::fast::FixedState;
 
 /// A key hasher for `seed`.
-pub(crate) fn key_hash_builder(seed: u64) -> KeyHashBuilder {
+pub fn key_hash_builder(seed: u64) -> KeyHashBuilder {
     foldhash::fast::FixedState::with_seed(seed)
 }
 
 /// The 64-bit hash of `key` under `builder`.
 #[inline]
-pub(crate) fn hash_key(builder: &KeyHashBuilder, key: &[u8]) -> u64 {
+pub fn hash_key(builder: &KeyHashBuilder, key: &[u8]) -> u64 {
     builder.hash_one(key)
 }

@@ -124,8 +124,6 @@ extern crate std;
 mod breaker;
 mod cache;
 mod flight;
-#[cfg(feature = "std")]
-pub mod front;
 pub mod groupcache;
 mod hash;
 mod hotkeys;
@@ -133,8 +131,6 @@ pub mod http;
 mod limiter;
 mod node;
 mod ring;
-#[cfg(feature = "std")]
-pub mod runtime;
 #[cfg(any(test, feature = "_sim"))]
 #[doc(hidden)]
 pub mod sim;
@@ -151,6 +147,7 @@ pub use cache::{
 pub use flight::{
     Begin, Completed, FlightError, FlightId, FlightLimits, FlightTable, Waiters, WaitersIntoIter,
 };
+pub use hash::{KeyHashBuilder, hash_key, key_hash_builder};
 pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
 pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
 pub use node::{

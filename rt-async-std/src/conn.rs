@@ -12,7 +12,7 @@ use async_net::TcpStream;
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWrite, FutureExt, future};
 use herdcache_proto::ConnId;
-use herdcache_proto::runtime::{Activity, MAX_GATHER, Outflow, READ_CHUNK, WriteQueue};
+use herdcache_runtime::{Activity, MAX_GATHER, Outflow, READ_CHUNK, WriteQueue};
 
 use crate::driver::{Event, elapsed};
 

@@ -12,11 +12,11 @@ use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::FutureExt;
-use herdcache_proto::runtime::{
+use herdcache_proto::{ConnId, Event as NodeEvent, LoadId, LoadResult};
+use herdcache_runtime::{
     Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, SendLimits,
     Shared, SharedSource, Turn,
 };
-use herdcache_proto::{ConnId, Event as NodeEvent, LoadId, LoadResult};
 
 use crate::conn;
 

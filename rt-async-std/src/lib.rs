@@ -6,7 +6,7 @@
 //! ([`herdcache_proto`]); this crate only moves bytes, reads clocks and calls your source.
 //!
 //! The API is herdcache-tokio's, name for name (both are the core's
-//! [`herdcache_proto::runtime`]): switching runtime is changing the crate in the imports.
+//! [`herdcache_runtime`]): switching runtime is changing the crate in the imports.
 //!
 //! ```no_run
 //! use herdcache_async_std::{source_fn, Bytes, KeyspaceConfig, Node};
@@ -31,7 +31,7 @@
 //! ```
 //!
 //! It joins a ring of Go groupcache peers the same way too
-//! ([`groupcache_compat`](herdcache_proto::runtime::Builder::groupcache_compat)): the protocol
+//! ([`groupcache_compat`](herdcache_runtime::Builder::groupcache_compat)): the protocol
 //! and the builder are the core's.
 //!
 //! ## Executors and threads
@@ -42,7 +42,7 @@
 //!
 //! - **Callers** ([`Handle`], [`KeyspaceHandle`]) await on whatever executor they run on. A
 //!   cache hit is served right there by the core's concurrent front
-//!   ([`herdcache_proto::front::Front`]); anything else is answered by the driver waking the
+//!   ([`herdcache_runtime::front::Front`]); anything else is answered by the driver waking the
 //!   caller's waker.
 //! - **The node** runs on an executor of its own (`async-executor`) on one dedicated thread
 //!   (`herdcache-node`), driven by `async_io::block_on`: the driver task, one reader and one
@@ -55,7 +55,7 @@
 //!   `async_std::task::spawn_blocking`. A panicking source fails its load; the node serves on.
 //!
 //! ## The driver's contract
-//! The bookkeeping is the core's [`DriverCore`](herdcache_proto::runtime::DriverCore); this
+//! The bookkeeping is the core's [`DriverCore`](herdcache_runtime::DriverCore); this
 //! crate implements its IO half and runs the loop every herdcache runtime runs (`driver.rs`): drain the front's actions and
 //! execute them (`Load` → the keyspace's source, `Transmit` → the connection's writer,
 //! `Connect` → dial within `NodeConfig::connect_timeout`, `Close` → flush within a grace
@@ -63,13 +63,13 @@
 //! `poll_timeout`, wait on the front's wake-up, the bounded event channel, the timer or a
 //! stop; feed what came; at most 64 events per wake-up. No protocol decision is made here.
 //! Each connection's queued bytes are counted against the send buffer
-//! ([`Builder::send_buffer`](herdcache_proto::runtime::Builder::send_buffer), the core's
-//! [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): a transmit past its hard cap
+//! ([`Builder::send_buffer`](herdcache_runtime::Builder::send_buffer), the core's
+//! [`SendLimits`](herdcache_runtime::SendLimits) policy): a transmit past its hard cap
 //! drops the connection, queued bytes without write progress for the write-stall timeout
 //! close it, and above a high-water mark (when one is set; off by default) the reader waits.
 //! Every channel is bounded except each connection's transmit queue, which the core bounds.
 //! The idle timeout (no traffic either way on a connection) is off unless
-//! [`Builder::idle_timeout`](herdcache_proto::runtime::Builder::idle_timeout) sets it.
+//! [`Builder::idle_timeout`](herdcache_runtime::Builder::idle_timeout) sets it.
 //!
 //! ## Stopping
 //! [`Handle::stop`] leaves gracefully: the node tells its peers, refuses new requests,
@@ -93,27 +93,27 @@ use async_channel::Sender;
 use async_executor::{Executor, Task};
 use async_net::TcpListener;
 use futures_lite::FutureExt;
-use herdcache_proto::front::WakeDriver;
-use herdcache_proto::runtime::{self, CLOSE_GRACE, Control, Runtime, Setup};
+use herdcache_runtime::front::WakeDriver;
+use herdcache_runtime::{CLOSE_GRACE, Control, Runtime, Setup};
 
 pub use bytes::Bytes;
-pub use herdcache_proto::front::Pending;
-pub use herdcache_proto::runtime::{
-    DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
-    source_fn,
-};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
+};
+pub use herdcache_runtime::front::Pending;
+pub use herdcache_runtime::{
+    DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
+    source_fn,
 };
 
 use crate::driver::{Driver, DriverConfig, Signals};
 
 /// The entry point: `Node::builder()` sets up a cluster member.
-pub type Node = runtime::Node<AsyncStd>;
+pub type Node = herdcache_runtime::Node<AsyncStd>;
 
 /// Sets a node up (the builder every herdcache runtime shares); `start().await` starts it on
 /// a thread of its own, from any executor.
-pub type Builder = runtime::Builder<AsyncStd>;
+pub type Builder = herdcache_runtime::Builder<AsyncStd>;
 
 /// The async-std/smol runtime, as the [`Builder`] names it.
 #[derive(Debug, Clone, Copy)]

@@ -7,14 +7,14 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::front::WakeDriver;
 use herdcache_proto::{KeyspaceConfig, NodeConfig};
+use herdcache_runtime::front::WakeDriver;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::event_loop::{EventLoop, LoopConfig, Shared, WAKER};
 use crate::handle::{Handle, LoopThread};
-use herdcache_proto::runtime::{SendBuffer, Setup, StartError};
+use herdcache_runtime::{SendBuffer, Setup, StartError};
 
 use crate::source::{DataSource, SharedSource, erase};
 pub use crate::workers::DEFAULT_WORKER_STACK;

@@ -15,7 +15,7 @@ const MAX_GATHER: usize = 64;
 
 /// The bytes transmitted to a connection and not yet written, in order, and how many. The
 /// event loop never waits on one peer's socket; it bounds the count with the node's
-/// [`SendLimits`](herdcache_proto::runtime::SendLimits) (stop reading, close).
+/// [`SendLimits`](herdcache_runtime::SendLimits) (stop reading, close).
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     chunks: VecDeque<Vec<u8>>,

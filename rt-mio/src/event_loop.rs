@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::front::{Action, Front};
-use herdcache_proto::runtime::{self, SendLimits};
 use herdcache_proto::{ConnId, Input, LoadResult};
+use herdcache_runtime::SendLimits;
+use herdcache_runtime::front::{Action, Front};
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -68,13 +68,16 @@ pub(crate) enum Command {
 /// What the node shares between its handles and its event loop: the core's shared state of
 /// a node (front, sources, id, address) and the loop's waker and command.
 pub(crate) struct Shared {
-    pub(crate) node: Arc<runtime::Shared<SharedSource>>,
+    pub(crate) node: Arc<herdcache_runtime::Shared<SharedSource>>,
     pub(crate) waker: Arc<Waker>,
     command: AtomicU8,
 }
 
 impl Shared {
-    pub(crate) fn new(node: Arc<runtime::Shared<SharedSource>>, waker: Arc<Waker>) -> Self {
+    pub(crate) fn new(
+        node: Arc<herdcache_runtime::Shared<SharedSource>>,
+        waker: Arc<Waker>,
+    ) -> Self {
         let command = AtomicU8::new(Command::Run as u8);
         Shared { node, waker, command }
     }

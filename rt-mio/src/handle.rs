@@ -8,8 +8,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::front::{Answer, KeyspaceFront, Pending};
 use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
+use herdcache_runtime::front::{Answer, KeyspaceFront, Pending};
 
 use crate::event_loop::{CLOSE_GRACE, Command, Shared};
 use crate::source::{DataSource, erase};

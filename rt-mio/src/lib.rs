@@ -33,7 +33,7 @@
 //!
 //! ## Threads
 //! - **Callers** ([`Handle`], [`KeyspaceHandle`]) block on their own threads. A cache hit is
-//!   served right there by the core's concurrent front ([`herdcache_proto::front::Front`]): a
+//!   served right there by the core's concurrent front ([`herdcache_runtime::front::Front`]): a
 //!   sharded store behind short locks, no channel, no hop to another thread, no wait. A miss
 //!   or a write queues work for the event loop, wakes it, and parks the caller until the
 //!   node answers — within the request's timeout (`NodeConfig::request_timeout`), or at once
@@ -107,8 +107,8 @@ mod workers;
 pub use builder::{Builder, DEFAULT_WORKER_STACK, DEFAULT_WORKERS, Node};
 pub use bytes::Bytes;
 pub use handle::{Handle, KeyspaceHandle};
-pub use herdcache_proto::runtime::{SendBuffer, StartError};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
+pub use herdcache_runtime::{SendBuffer, StartError};
 pub use source::{DataSource, SourceFn, source_fn};

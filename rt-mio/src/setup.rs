@@ -1,12 +1,12 @@
 //! The answers a load gets when its source cannot give one, and recording the core's events.
 //!
 //! The builder's settings, assembling the node (configuration, front, sources by keyspace),
-//! the start error and the wall clock are the core's ([`herdcache_proto::runtime`]: `Setup`,
+//! the start error and the wall clock are the core's ([`herdcache_runtime`]: `Setup`,
 //! `Shared`, `StartError`), shared with the async runtime crates.
 
 use bytes::Bytes;
-use herdcache_proto::runtime::PANICKED;
 use herdcache_proto::{Event, LoadResult};
+use herdcache_runtime::PANICKED;
 
 /// What a load answers when its source panicked.
 pub(crate) fn panicked() -> LoadResult {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herdcache_proto::LoadResult;
 
-use herdcache_proto::runtime::load_result;
+use herdcache_runtime::load_result;
 
 /// Where a keyspace's values come from on a miss: a database, a service, a computation.
 ///

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herdcache_proto::front::WakeDriver;
-use herdcache_proto::runtime::{
-    self, CLOSE_GRACE, Control, Handle, Runtime, Setup, StartError, Starting,
-};
+use herdcache_runtime::front::WakeDriver;
+use herdcache_runtime::{CLOSE_GRACE, Control, Handle, Runtime, Setup, StartError, Starting};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -14,11 +12,11 @@ use tokio::task::JoinHandle;
 use crate::driver::{Driver, DriverConfig, Signals};
 
 /// The entry point: `Node::builder()` sets up a cluster member.
-pub type Node = runtime::Node<Tokio>;
+pub type Node = herdcache_runtime::Node<Tokio>;
 
 /// Sets a node up (the builder every herdcache runtime shares); `start().await` starts it on
 /// the current tokio runtime.
-pub type Builder = runtime::Builder<Tokio>;
+pub type Builder = herdcache_runtime::Builder<Tokio>;
 
 /// The tokio runtime, as the [`Builder`] names it.
 #[derive(Debug, Clone, Copy)]

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use herdcache_proto::ConnId;
-use herdcache_proto::runtime::{
-    Activity, CLOSE_GRACE, MAX_GATHER, Outflow, READ_CHUNK, WriteQueue,
-};
+use herdcache_runtime::{Activity, CLOSE_GRACE, MAX_GATHER, Outflow, READ_CHUNK, WriteQueue};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -141,7 +139,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use herdcache_proto::NodeConfig;
-    use herdcache_proto::runtime::SendBuffer;
+    use herdcache_runtime::SendBuffer;
     use std::io::IoSlice;
     use std::task::{Context, Poll};
 

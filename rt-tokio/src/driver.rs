@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::runtime::{
+use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
+use herdcache_runtime::{
     Activity, CLOSE_GRACE, DriverCore, DriverIo, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, SendLimits,
     Shared, SharedSource, Turn,
 };
-use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinSet};

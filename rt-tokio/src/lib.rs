@@ -28,7 +28,7 @@
 //! ```
 //!
 //! ## groupcache compatibility
-//! [`Builder::groupcache_compat`](herdcache_proto::runtime::Builder::groupcache_compat)
+//! [`Builder::groupcache_compat`](herdcache_runtime::Builder::groupcache_compat)
 //! makes the node a member of a ring of Go groupcache peers (golang/groupcache's `HTTPPool`):
 //! it is named by its base URL (`http://host:port`, by default `http://{bound address}`), its
 //! peers are base URLs, keys are placed on groupcache's ring (50 CRC-32 points per peer, keyed
@@ -64,7 +64,7 @@
 //! ## Tasks and threads
 //! - **Callers** ([`Handle`], [`KeyspaceHandle`]) run on their own tasks, on any thread. A
 //!   cache hit is served right there by the core's concurrent front
-//!   ([`herdcache_proto::front::Front`]): a sharded store behind short locks, no channel, no
+//!   ([`herdcache_runtime::front::Front`]): a sharded store behind short locks, no channel, no
 //!   hop to another task. Everything else the front queues as work for the driver and wakes it.
 //! - **The driver** is one task per node. It owns the front's driver side and runs the loop
 //!   every herdcache runtime runs: drain the front's actions and execute them, re-arm the one
@@ -81,7 +81,7 @@
 //!   node down.
 //!
 //! The builder, the handle, the data source and the errors are the core's
-//! ([`herdcache_proto::runtime`]), shared by every async runtime crate: switching runtime is
+//! ([`herdcache_runtime`]), shared by every async runtime crate: switching runtime is
 //! changing this crate's name in the imports. This crate adds the driver.
 //!
 //! ## The driver's contract
@@ -94,15 +94,15 @@
 //!   requests, loads and hellos, reconnect backoff: all the core's.
 //! - The bookkeeping — the connection table (ids unique for the node's lifetime), executing
 //!   the actions, the timer's deadline, the flush on shutdown — is the core's
-//!   [`DriverCore`](herdcache_proto::runtime::DriverCore), shared with every runtime crate;
+//!   [`DriverCore`](herdcache_runtime::DriverCore), shared with every runtime crate;
 //!   this crate implements its IO half.
 //! - The idle timeout (no traffic either way on a connection) is a transport concern and
 //!   lives here; it is off unless
-//!   [`Builder::idle_timeout`](herdcache_proto::runtime::Builder::idle_timeout) sets it.
+//!   [`Builder::idle_timeout`](herdcache_runtime::Builder::idle_timeout) sets it.
 //! - Every channel is bounded except each connection's transmit queue (the driver never
 //!   waits on one peer's socket), whose bytes are counted against the send buffer
-//!   ([`Builder::send_buffer`](herdcache_proto::runtime::Builder::send_buffer), the core's
-//!   [`SendLimits`](herdcache_proto::runtime::SendLimits) policy): a transmit past its hard
+//!   ([`Builder::send_buffer`](herdcache_runtime::Builder::send_buffer), the core's
+//!   [`SendLimits`](herdcache_runtime::SendLimits) policy): a transmit past its hard
 //!   cap drops the connection, queued bytes without write progress for its write-stall
 //!   timeout close it, and above a high-water mark (when one is set; off by default) the
 //!   reader waits. Worst case per connection: the hard cap (the largest frame + 1 MiB by
@@ -124,13 +124,13 @@ mod driver;
 
 pub use builder::{Builder, Node, Tokio};
 pub use bytes::Bytes;
-pub use herdcache_proto::front::Pending;
-pub use herdcache_proto::runtime::{
-    DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
-    source_fn,
-};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
+};
+pub use herdcache_runtime::front::Pending;
+pub use herdcache_runtime::{
+    DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
+    source_fn,
 };
 
 /// The README's Rust examples (the core's and this crate's), compiled and run as doctests.

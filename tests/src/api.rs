@@ -21,10 +21,8 @@ use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use herdcache_proto::groupcache::{GetReply, parse_get_response};
 use herdcache_proto::http::{HttpLimits, ResponseDecoder};
-use herdcache_proto::runtime::{
-    Builder, DataSource, Handle, Runtime, StartError, Starting, source_fn,
-};
 use herdcache_proto::{Entry, Error, KeyspaceConfig, Path};
+use herdcache_runtime::{Builder, DataSource, Handle, Runtime, StartError, Starting, source_fn};
 
 /// The keyspace of the API tests.
 const KEYSPACE: &str = "ks";

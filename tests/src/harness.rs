@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::runtime::SendBuffer;
 use herdcache_proto::{Error, KeyspaceStats, NodeConfig, Ring, RingScheme, Value};
+use herdcache_runtime::SendBuffer;
 
 use crate::source::Source;
 

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::runtime::SendBuffer;
 use herdcache_proto::{Message, NodeConfig, PROTOCOL_VERSION, WireLimits};
+use herdcache_runtime::SendBuffer;
 
 use crate::harness::{CLUSTER, Cluster, ClusterSpec, KEYSPACE, default_tune, drive, within};
 use crate::source::value_of;

@@ -156,13 +156,13 @@ pub(crate) trait AsyncKeyspace: Send + Sync + 'static {
 /// tasks drive the clients of both.
 struct AsyncNode {
     runtime: Runtime,
-    node: herdcache_proto::runtime::Handle,
-    keyspace: herdcache_proto::runtime::KeyspaceHandle,
+    node: herdcache_runtime::Handle,
+    keyspace: herdcache_runtime::KeyspaceHandle,
 }
 
-impl AsyncKeyspace for herdcache_proto::runtime::KeyspaceHandle {
+impl AsyncKeyspace for herdcache_runtime::KeyspaceHandle {
     fn get_value(&self, key: &[u8]) -> impl Future<Output = Result<Value, Error>> + Send {
-        herdcache_proto::runtime::KeyspaceHandle::get_value(self, key)
+        herdcache_runtime::KeyspaceHandle::get_value(self, key)
     }
 }
 
@@ -197,7 +197,7 @@ impl AsyncNode {
 
     fn started(
         runtime: Runtime,
-        started: Result<herdcache_proto::runtime::Handle, herdcache_proto::runtime::StartError>,
+        started: Result<herdcache_runtime::Handle, herdcache_runtime::StartError>,
     ) -> Result<Box<dyn DemoNode>, DemoError> {
         let node = started.map_err(|error| DemoError::Start(runtime, Box::new(error)))?;
         let keyspace = node.keyspace(KEYSPACE).ok_or(DemoError::NoKeyspace)?;

@@ -16,12 +16,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::handle::Shared;
-use super::source::{DataSource, SharedSource, erase};
-use super::transport::{SendBuffer, SendLimits};
 use crate::front::{Front, WakeDriver};
-use crate::node::{ConfigError, KeyspaceConfig, NodeConfig};
-use crate::time::UnixTime;
+use crate::handle::Shared;
+use crate::source::{DataSource, SharedSource, erase};
+use crate::transport::{SendBuffer, SendLimits};
+use herdcache_proto::UnixTime;
+use herdcache_proto::{ConfigError, KeyspaceConfig, NodeConfig};
 
 /// A runtime crate, as its [`Builder`] sees it: how a [`Setup`] becomes a running node.
 pub trait Runtime: 'static {
@@ -34,9 +34,9 @@ pub trait Runtime: 'static {
 }
 
 /// What [`Builder::start`] returns on an async runtime crate: the future of the node's
-/// [`Handle`](super::Handle), which any executor can await.
+/// [`Handle`](crate::Handle), which any executor can await.
 pub type Starting =
-    core::pin::Pin<Box<dyn Future<Output = Result<super::Handle, StartError>> + Send + 'static>>;
+    core::pin::Pin<Box<dyn Future<Output = Result<crate::Handle, StartError>> + Send + 'static>>;
 
 type ConfigureFn = Box<dyn FnOnce(&mut NodeConfig) + Send>;
 
@@ -288,7 +288,7 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// Joins a ring of Go groupcache peers: the node speaks groupcache's HTTP protocol
-    /// ([`PeerProtocol::GroupcacheHttp`](crate::PeerProtocol::GroupcacheHttp)) on its
+    /// ([`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)) on its
     /// listener and to its peers, and places keys on groupcache's ring.
     ///
     /// In this mode [`advertise`](Self::advertise) is this node's base URL (default
@@ -311,7 +311,7 @@ impl<R: Runtime> Builder<R> {
 
     /// The cluster's members by advertised address (static discovery); this node's own may
     /// be among them. Replace the list at run time with
-    /// [`Handle::set_peers`](super::Handle::set_peers).
+    /// [`Handle::set_peers`](crate::Handle::set_peers).
     #[must_use]
     pub fn peers<I, S>(mut self, peers: I) -> Self
     where
@@ -352,14 +352,14 @@ impl<R: Runtime> Builder<R> {
     /// stop reading it). A peer that sends requests and does not read the answers is closed;
     /// it cannot grow the node's memory past the hard cap. A high-water mark (opt-in) also
     /// pushes such a peer back through TCP before that; see
-    /// [`SendLimits`](crate::runtime::SendLimits) for why it is off by default.
+    /// [`SendLimits`](crate::SendLimits) for why it is off by default.
     #[must_use]
     pub fn send_buffer(mut self, buffer: SendBuffer) -> Self {
         self.setup.set_send_buffer(buffer);
         self
     }
 
-    /// How long [`Handle::stop`](super::Handle::stop) waits for the node to finish what is in
+    /// How long [`Handle::stop`](crate::Handle::stop) waits for the node to finish what is in
     /// progress before it closes everything (default 10 s).
     #[must_use]
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {

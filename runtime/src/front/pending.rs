@@ -13,7 +13,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
 use super::sync::{Arc, Mutex, unpoison};
-use crate::node::{Error, Reply, Value};
+use herdcache_proto::{Error, Reply, Value};
 
 /// What a slot receives: the node's reply, or why there will be none.
 pub(crate) type Outcome = Result<Reply, Error>;
@@ -83,10 +83,10 @@ pub trait Answer: Sized + sealed::Sealed {
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for Result<crate::node::Value, crate::node::Error> {}
-    impl Sealed for Result<(), crate::node::Error> {}
-    impl Sealed for alloc::vec::Vec<Result<crate::node::Value, crate::node::Error>> {}
-    impl Sealed for alloc::vec::Vec<Result<(), crate::node::Error>> {}
+    impl Sealed for Result<herdcache_proto::Value, herdcache_proto::Error> {}
+    impl Sealed for Result<(), herdcache_proto::Error> {}
+    impl Sealed for alloc::vec::Vec<Result<herdcache_proto::Value, herdcache_proto::Error>> {}
+    impl Sealed for alloc::vec::Vec<Result<(), herdcache_proto::Error>> {}
 }
 
 impl Answer for Result<Value, Error> {

@@ -26,9 +26,11 @@ use core::cmp::Reverse;
 use hashbrown::HashTable;
 
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering, RwLock, unpoison};
-use crate::cache::{Cache, CacheConfig, CacheStats, InsertError, Store, Stored, Tier, TierStats};
-use crate::hash::{KeyHashBuilder, hash_key, key_hash_builder};
-use crate::time::{Instant, Monotonic};
+use herdcache_proto::{
+    Cache, CacheConfig, CacheStats, InsertError, Store, Stored, Tier, TierStats,
+};
+use herdcache_proto::{Instant, Monotonic};
+use herdcache_proto::{KeyHashBuilder, hash_key, key_hash_builder};
 
 /// Shards per store: enough that two to a few dozen threads rarely meet on one, few enough
 /// that a small keyspace does not pay for many empty tables. The loom models use two.

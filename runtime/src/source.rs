@@ -12,16 +12,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
 
-use crate::node::LoadResult;
+use herdcache_proto::LoadResult;
 
 /// Where a keyspace's values come from on a miss: a database, a service, a computation.
 ///
 /// The node calls [`DataSource::fetch`] at most once per key at a time across the whole
 /// cluster (on the key's owner), from a task of its own runtime. `Ok(bytes)` is cached with
 /// the keyspace's default TTL; `Err(e)` fails every waiting caller with
-/// [`Error::DataSource`](crate::Error::DataSource) carrying `e.to_string()`, unless
+/// [`Error::DataSource`](herdcache_proto::Error::DataSource) carrying `e.to_string()`, unless
 /// [`DataSource::is_not_found`] says the error means "no such key", in which case callers get
-/// [`Error::NotFound`](crate::Error::NotFound) and the circuit breaker counts a success. A
+/// [`Error::NotFound`](herdcache_proto::Error::NotFound) and the circuit breaker counts a success. A
 /// fetch that panics fails its load ("data source panicked"); the node serves on.
 ///
 /// The future runs on the runtime crate's executor: use that runtime's timers and IO in it
@@ -58,7 +58,7 @@ impl<F> fmt::Debug for SourceFn<F> {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use herdcache_proto::runtime::source_fn;
+/// use herdcache_runtime::source_fn;
 /// let source = source_fn(|key: Bytes| async move {
 ///     Ok::<_, std::io::Error>(Bytes::from(format!("value of {}", String::from_utf8_lossy(&key))))
 /// });

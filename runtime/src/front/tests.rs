@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::node::{LoadResult, NodeConfig};
+use herdcache_proto::{LoadResult, NodeConfig};
 
 struct Harness {
     front: Front,
@@ -151,7 +151,7 @@ fn puts_are_seen_by_hits_and_expire_on_the_front_clock() {
 
 #[test]
 fn the_budget_holds_and_clock_keeps_what_is_read() {
-    let charge = crate::cache::Cache::charge(b"key-000", &[0; 100]);
+    let charge = herdcache_proto::Cache::charge(b"key-000", &[0; 100]);
     let h = harness(charge * 64);
     let ks = h.front.keyspace(b"ks").expect("exists");
     for i in 0..64 {
@@ -237,7 +237,7 @@ fn a_user_request_that_sets_an_earlier_deadline_wakes_the_driver() {
 /// the budget holds after every operation, and a store that fits is never refused.
 mod store_model {
     use super::*;
-    use crate::cache::{Cache, CacheConfig, InsertError, Store, Tier};
+    use herdcache_proto::{Cache, CacheConfig, InsertError, Store, Tier};
     use proptest::prelude::*;
     use std::collections::HashMap as StdHashMap;
     use store::StoreWriter;
@@ -271,7 +271,7 @@ mod store_model {
     }
 
     proptest! {
-        #![proptest_config(crate::testing::model_config())]
+        #![proptest_config(crate::front::tests::model_config())]
         #[test]
         fn the_sharded_store_keeps_the_cache_contract(ops in proptest::collection::vec(op(), 1..120)) {
             let mut max = 4_000u64;
@@ -345,4 +345,10 @@ mod store_model {
             }
         }
     }
+}
+
+/// Model tests run at least 256 cases; `PROPTEST_CASES` can raise it.
+fn model_config() -> proptest::test_runner::Config {
+    let default = proptest::test_runner::Config::default();
+    proptest::test_runner::Config { cases: default.cases.max(256), ..default }
 }

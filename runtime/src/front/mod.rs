@@ -11,7 +11,7 @@
 //!   `handle_input` and the drain that follows: misses (which join the node's singleflight),
 //!   writes, membership, and the driver's network and data-source events.
 //! - **Replies go straight to the caller.** The front drains the node's outputs itself: a
-//!   [`Reply`](crate::Reply) completes the caller's [`Pending`] (a future, or a blocking wait),
+//!   [`Reply`](herdcache_proto::Reply) completes the caller's [`Pending`] (a future, or a blocking wait),
 //!   everything else is queued as an [`Action`] for the driver. When a user thread queued
 //!   actions, or moved the node's next deadline earlier than the one the driver is sleeping
 //!   towards, the front calls the driver's [`WakeDriver`] once; the driver then drains with
@@ -46,13 +46,13 @@ use pending::{Outcome, Slot};
 use store::{SharedStore, StoreWriter};
 use sync::{Arc, Mutex, MutexGuard, RwLock, unpoison};
 
-use crate::cache::{CacheConfig, Store, StoreFactory, Tier};
-use crate::hash::{KeyHashBuilder, key_hash_builder};
-use crate::node::{
+use herdcache_proto::Instant;
+use herdcache_proto::{CacheConfig, Store, StoreFactory, Tier};
+use herdcache_proto::{
     ConfigError, ConnId, Entry, Error, Event, Input, InputError, KeyspaceConfig, KeyspaceStats,
     LoadId, Node, NodeConfig, Output, Path, RequestId, Value,
 };
-use crate::time::Instant;
+use herdcache_proto::{KeyHashBuilder, key_hash_builder};
 
 /// Work for the driver: every [`Output`] except replies, which the front delivers itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

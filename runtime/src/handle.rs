@@ -16,10 +16,10 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use super::source::{DataSource, SharedSource, erase};
 use crate::front::{Front, KeyspaceFront, Pending};
-use crate::node::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
-use crate::time::Instant;
+use crate::source::{DataSource, SharedSource, erase};
+use herdcache_proto::Instant;
+use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
 
 /// What a node's handles and its driver share: the front, the data source of each keyspace,
 /// the node's id and address. `S` is what a data source is (a [`SharedSource`] for the async
@@ -214,7 +214,7 @@ impl Handle {
         GetFuture { pending: self.get_value(keyspace, key) }
     }
 
-    /// Like [`Handle::get`], with the value's expiry and the [`Path`](crate::Path) it took:
+    /// Like [`Handle::get`], with the value's expiry and the [`Path`](herdcache_proto::Path) it took:
     /// the front's [`Pending`] itself, looked up in this call as [`Handle::get`].
     ///
     /// # Errors

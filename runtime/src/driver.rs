@@ -9,11 +9,11 @@ use core::time::Duration;
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use super::handle::Shared;
-use super::source::SharedSource;
 use crate::front::{Action, Front};
-use crate::node::{ConnId, Event, Input, LoadId, LoadResult};
-use crate::time::Instant;
+use crate::handle::Shared;
+use crate::source::SharedSource;
+use herdcache_proto::Instant;
+use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult};
 
 /// What a driver does with the runtime: the actions' IO half. `Conn` is what it keeps per
 /// connection (its writer's queue, its tasks).
@@ -30,7 +30,7 @@ pub trait DriverIo<S = SharedSource> {
     fn connect(&mut self, peer: Bytes, address: Bytes);
 
     /// Queues `data` on the connection's writer, after what was queued before, counting it
-    /// against the connection's send buffer ([`Outflow::queue`](super::Outflow::queue));
+    /// against the connection's send buffer ([`Outflow::queue`](crate::Outflow::queue));
     /// `false` when that refused it (past the hard cap): the connection is then dropped at
     /// once, its tasks with it.
     #[must_use]
@@ -38,7 +38,7 @@ pub trait DriverIo<S = SharedSource> {
 
     /// Stops reading `conn` and lets its writer flush what was queued and shut the socket
     /// down; the writer then reports [`DriverCore::writer_done`]. With `grace`, also
-    /// reports [`DriverCore::close_grace_over`] after [`CLOSE_GRACE`](super::CLOSE_GRACE),
+    /// reports [`DriverCore::close_grace_over`] after [`CLOSE_GRACE`](crate::CLOSE_GRACE),
     /// which cuts a writer whose peer does not read.
     fn close(&mut self, id: ConnId, conn: &mut Self::Conn, grace: bool);
 
@@ -270,10 +270,10 @@ impl<C, S> Drop for DriverCore<C, S> {
 #[cfg(all(test, not(herdcache_loom)))]
 mod tests {
     use super::*;
-    use crate::node::{Error, KeyspaceConfig};
-    use crate::runtime::Setup;
+    use crate::Setup;
     use alloc::vec;
     use core::net::SocketAddr;
+    use herdcache_proto::{Error, KeyspaceConfig};
 
     /// The runtime half, recording what the core asked of it.
     #[derive(Default)]

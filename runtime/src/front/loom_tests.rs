@@ -13,8 +13,8 @@ use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 use super::*;
-use crate::cache::{CacheConfig, Store, Tier};
-use crate::node::{LoadResult, NodeConfig};
+use herdcache_proto::{CacheConfig, Store, Tier};
+use herdcache_proto::{LoadResult, NodeConfig};
 
 /// The driver's doorbell: set by the front's wake-up, waited on by the driver.
 struct Doorbell {

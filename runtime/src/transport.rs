@@ -13,8 +13,8 @@ use core::time::Duration;
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, PoisonError};
 
-use crate::node::{NodeConfig, PeerProtocol};
-use crate::time::Instant;
+use herdcache_proto::Instant;
+use herdcache_proto::{NodeConfig, PeerProtocol};
 
 /// Bytes asked of one read.
 pub const READ_CHUNK: usize = 64 * 1024;
