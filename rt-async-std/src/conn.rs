@@ -126,7 +126,11 @@ async fn write_all_vectored(
             })
         });
         let stalled = elapsed(stall, Err(io::Error::new(io::ErrorKind::TimedOut, "write stalled")));
-        let written = write.or(stalled).await?;
+        // The deadline first: async-io retries the write on every wake-up, the timer's too,
+        // and the kernel takes a few bytes whenever its send buffer has any room, while it
+        // reports the socket writable only with a third of it free. Polled first, the write
+        // made progress at the very deadline its own timer set, and the stall clock restarted.
+        let written = stalled.or(write).await?;
         outflow.written(written);
         activity.touch();
     }
