@@ -5,7 +5,7 @@
 //! workers, read the clock, log an event.
 //!
 //! Each turn: run the command of a handle (stop, kill), feed the workers' results, let the
-//! core act on time when its deadline passed, execute the front's actions (then write every
+//! core act on time when its deadline passed, execute the front's outputs (then write every
 //! connection that got bytes, once, vectored), expire transport timers, and sleep in
 //! `Poll::poll` until the earliest of the core's deadline and the transport's. Readiness is
 //! edge-triggered: the listener is accepted from and every readable connection read until
@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::{ConnId, Input, LoadResult};
+use herdcache_proto::{ConnId, Input, LoadResult, Output};
 use herdcache_runtime::SendLimits;
-use herdcache_runtime::front::{Action, Front};
+use herdcache_runtime::front::Front;
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -122,7 +122,6 @@ pub(crate) struct EventLoop {
     accept_retry_at: Option<Instant>,
     workers: Workers,
     config: LoopConfig,
-    actions: Vec<Action>,
     done: Vec<Done>,
     /// Connections that got bytes to write since the last flush.
     to_flush: Vec<Token>,
@@ -172,7 +171,6 @@ impl EventLoop {
             accept_retry_at: None,
             workers,
             config,
-            actions: Vec::new(),
             done: Vec::new(),
             to_flush: Vec::new(),
             unread: Vec::new(),
@@ -195,9 +193,9 @@ impl EventLoop {
             if self.front.poll_timeout_in() == Some(Duration::ZERO) {
                 self.front.handle_timeout();
             }
-            self.execute_actions();
+            self.execute_outputs();
             self.expire(Instant::now());
-            self.execute_actions();
+            self.execute_outputs();
             if self.drained {
                 break;
             }
@@ -275,30 +273,28 @@ impl EventLoop {
         }
     }
 
-    /// Drains the front's actions and executes them, then writes every connection that got
+    /// Drains the front's outputs and executes them, then writes every connection that got
     /// bytes; until neither leaves more work (executing one may feed an input that queues
     /// more).
-    fn execute_actions(&mut self) {
+    fn execute_outputs(&mut self) {
         loop {
-            self.front.drain_actions(&mut self.actions);
-            if self.actions.is_empty() && self.to_flush.is_empty() {
+            let mut executed = false;
+            while let Some(output) = self.front.poll_output() {
+                self.execute(output);
+                executed = true;
+            }
+            if !executed && self.to_flush.is_empty() {
                 return;
             }
-            let mut actions = std::mem::take(&mut self.actions);
-            for action in actions.drain(..) {
-                self.execute(action);
-            }
-            // Keep the allocation for the next drain.
-            self.actions = actions;
             for token in std::mem::take(&mut self.to_flush) {
                 self.flush(token);
             }
         }
     }
 
-    fn execute(&mut self, action: Action) {
-        match action {
-            Action::Load { load, keyspace, key } => {
+    fn execute(&mut self, output: Output) {
+        match output {
+            Output::Load { load, keyspace, key } => {
                 let Some(source) = self.shared.node.source(&keyspace) else {
                     feed(&self.front, Input::Loaded { load, result: no_source() });
                     return;
@@ -309,11 +305,11 @@ impl EventLoop {
                     feed(&self.front, Input::Loaded { load, result });
                 }
             }
-            Action::Transmit { conn, data } => match usize::try_from(conn.0).map(Token) {
+            Output::Transmit { conn, data } => match usize::try_from(conn.0).map(Token) {
                 Ok(token) if self.conns.contains_key(&token) => self.transmit(token, data),
                 _ => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
             },
-            Action::Connect { peer, address } => {
+            Output::Connect { peer, address } => {
                 let parsed = std::str::from_utf8(&address).ok().and_then(|a| a.parse().ok());
                 match parsed {
                     Some(parsed) => self.connect(peer, parsed),
@@ -326,7 +322,7 @@ impl EventLoop {
                     }
                 }
             }
-            Action::Close { conn } => {
+            Output::Close { conn } => {
                 let Ok(token) = usize::try_from(conn.0).map(Token) else { return };
                 let Some(state) = self.conns.get_mut(&token) else { return };
                 if matches!(state.phase, Phase::Open) {
@@ -337,9 +333,11 @@ impl EventLoop {
                     self.to_flush.push(token);
                 }
             }
-            Action::Event(event) => {
+            Output::Event(event) => {
                 self.drained |= log_event(self.shared.node.node_id(), event);
             }
+            // The front answers its callers itself and never queues a reply.
+            Output::Reply { .. } => {}
         }
     }
 
@@ -631,7 +629,7 @@ impl EventLoop {
         for token in tokens {
             match self.conns.get(&token).map(|conn| &conn.phase) {
                 Some(Phase::Connecting { .. }) => drop(self.discard(token)),
-                Some(_) => self.execute(Action::Close { conn: conn_id(token) }),
+                Some(_) => self.execute(Output::Close { conn: conn_id(token) }),
                 None => {}
             }
         }
