@@ -2,8 +2,9 @@
 //! on it, against moka and quick_cache.
 //!
 //! One run measures every contender, interleaved, for several trials and reports the median
-//! (DESIGN.md §8–§9: absolute figures swing 2–3× between runs on these machines, so only the
-//! ratios within one run mean anything). See [`run`] and the `hits` binary and bench.
+//! (docs/ARCHITECTURE.md, "Measuring": absolute figures swing 2–3× between runs on these
+//! machines, so only the ratios within one run mean anything). See [`run`] and the `hits`
+//! binary and bench.
 
 use std::fmt::Write as _;
 use std::future::Future;
