@@ -77,7 +77,7 @@ pub use herdcache_runtime::{
     source_fn,
 };
 
-pub use runtime::{AsyncStd, Reader};
+pub use runtime::{AsyncStd, TcpReader};
 
 /// The entry point: `Node::builder()` sets up a cluster member.
 pub type Node = herdcache_runtime::Node<AsyncStd>;

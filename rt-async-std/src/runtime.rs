@@ -26,7 +26,7 @@ pub struct AsyncStd;
 /// The reading half of a connection: the stream (async-net's streams are shared handles)
 /// and the buffer reads land in before they are appended to the driver's chunk.
 #[derive(Debug)]
-pub struct Reader {
+pub struct TcpReader {
     stream: TcpStream,
     scratch: Box<[u8]>,
 }
@@ -38,7 +38,7 @@ impl Runtime for AsyncStd {
     type Task = Task<()>;
     type Listener = TcpListener;
     type Stream = TcpStream;
-    type Reader = Reader;
+    type Reader = TcpReader;
     type Writer = TcpStream;
     type Timer = Timer;
 
@@ -82,15 +82,15 @@ impl Runtime for AsyncStd {
         TcpStream::connect(address).await
     }
 
-    fn split(stream: TcpStream) -> io::Result<(Reader, TcpStream)> {
+    fn split(stream: TcpStream) -> io::Result<(TcpReader, TcpStream)> {
         stream.set_nodelay(true)?;
-        let reader = Reader { stream: stream.clone(), scratch: vec![0; READ_CHUNK].into() };
+        let reader = TcpReader { stream: stream.clone(), scratch: vec![0; READ_CHUNK].into() };
         Ok((reader, stream))
     }
 
     /// Reads into the reader's scratch buffer and appends exactly the bytes read (async-io
     /// reads into initialised memory only).
-    async fn read<'a>(reader: &'a mut Reader, buffer: &'a mut BytesMut) -> io::Result<usize> {
+    async fn read<'a>(reader: &'a mut TcpReader, buffer: &'a mut BytesMut) -> io::Result<usize> {
         let read = reader.stream.read(&mut reader.scratch).await?;
         buffer.extend_from_slice(&reader.scratch[..read]);
         Ok(read)

@@ -56,6 +56,9 @@ pub(crate) enum JobDone<R: Runtime> {
 
 /// Starts a node on `runtime`: binds the listener, assembles the node, spawns its driver.
 pub(crate) async fn start<R: Runtime>(runtime: R, setup: Setup) -> Result<Handle, StartError> {
+    // First, so that a runtime that cannot be used here (tokio's, outside its context) is an
+    // error rather than a panic of its socket calls; a home made for nothing ends on return.
+    let (spawner, home) = runtime.home().map_err(StartError::Runtime)?;
     let listener = R::bind(setup.listen_addr()).await.map_err(StartError::Bind)?;
     let local_addr = R::local_addr(&listener).map_err(StartError::Bind)?;
     let (wake_tx, wake) = async_channel::bounded(1);
@@ -64,7 +67,6 @@ pub(crate) async fn start<R: Runtime>(runtime: R, setup: Setup) -> Result<Handle
         let _ = wake_tx.try_send(());
     });
     let node = setup.assemble(local_addr, wake_driver)?;
-    let (spawner, home) = runtime.home().map_err(StartError::Runtime)?;
     let (stop_now, stop_now_rx) = async_channel::bounded(1);
     let config = DriverConfig {
         connect_timeout: node.connect_timeout,
