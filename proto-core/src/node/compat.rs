@@ -1,5 +1,5 @@
 //! groupcache compatibility: the node's peer connections speaking golang/groupcache's HTTP
-//! protocol ([`PeerProtocol::GroupcacheHttp`](super::PeerProtocol::GroupcacheHttp)).
+//! protocol ([`PeerProtocol::GroupcacheHttp`]).
 //!
 //! The loading process is the node's own; this part only changes how a fetch travels and how
 //! a peer's get arrives:

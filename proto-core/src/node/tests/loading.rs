@@ -129,3 +129,77 @@ fn warmup_loads_warm_keys_this_node_comes_to_own() {
         .count();
     assert!(outputs.contains(&Output::Event(Event::WarmupStarted { keys: owned })));
 }
+
+#[test]
+fn create_and_update_refuse_the_same_bad_settings_and_a_refused_update_changes_nothing() {
+    let mut n = node("a", "c");
+    let zero_read = KeyspaceConfig { read_timeout: Duration::ZERO, ..KeyspaceConfig::new("z", 1) };
+    let zero_write =
+        KeyspaceConfig { write_timeout: Duration::ZERO, ..KeyspaceConfig::new("z", 1) };
+    let mut no_hot_keys = KeyspaceConfig::new("z", 1);
+    no_hot_keys.hot_keys.capacity = 0;
+    let long_name = KeyspaceConfig::new(Bytes::from(alloc::vec![b'n'; 256]), 1);
+    let cases = [
+        (zero_read, ConfigError::BadTiming),
+        (zero_write, ConfigError::BadTiming),
+        (no_hot_keys, ConfigError::BadHotKeys),
+    ];
+    let before: Vec<KeyspaceConfig> = n.keyspaces().cloned().collect();
+    for (bad, error) in cases {
+        assert_eq!(n.create_keyspace(bad.clone()), Err(error.clone()), "create {bad:?}");
+        let update = KeyspaceConfig { name: Bytes::from_static(KEYSPACE), ..bad };
+        assert_eq!(n.update_keyspace(update.clone()), Err(error), "update {update:?}");
+        assert_eq!(n.keyspaces().cloned().collect::<Vec<_>>(), before, "nothing changed");
+    }
+    assert_eq!(n.create_keyspace(long_name), Err(ConfigError::BadKeyspaceName));
+    assert_eq!(
+        n.update_keyspace(KeyspaceConfig::new("missing", 1)),
+        Err(ConfigError::UnknownKeyspace)
+    );
+    let mut good = KeyspaceConfig::new(KEYSPACE, 1 << 10);
+    good.read_timeout = Duration::from_millis(7);
+    assert_eq!(n.update_keyspace(good.clone()), Ok(()));
+    assert_eq!(n.keyspaces().cloned().collect::<Vec<_>>(), [good]);
+}
+
+#[test]
+fn updating_a_keyspace_keeps_its_open_breaker_open() {
+    let reset = Duration::from_secs(10);
+    let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
+    config.breaker = Some(crate::BreakerConfig::new(1, reset).unwrap());
+    let mut n =
+        Node::new(NodeConfig::new("a", "c").with_keyspace(config.clone()), Instant::ZERO).unwrap();
+    let get = |request: u64| Input::Get {
+        request: RequestId(request),
+        keyspace: Bytes::from_static(KEYSPACE),
+        key: Bytes::from_static(b"k"),
+        timeout: None,
+    };
+    n.handle_input(Instant::ZERO, get(1)).unwrap();
+    let load = drain(&mut n).into_iter().find_map(|o| match o {
+        Output::Load { load, .. } => Some(load),
+        _ => None,
+    });
+    let failed = LoadResult::Failed(Bytes::from_static(b"down"));
+    n.handle_input(Instant::ZERO, Input::Loaded { load: load.unwrap(), result: failed }).unwrap();
+    drain(&mut n);
+    let open = Some(crate::BreakerState::Open { until: Instant::ZERO + reset });
+    assert_eq!(n.keyspace_stats(KEYSPACE).unwrap().breaker, open);
+
+    // Every kind of update: the same breaker settings, new ones, none (the node's default).
+    let updates = [
+        KeyspaceConfig { max_bytes: 1 << 10, ..config.clone() },
+        KeyspaceConfig { breaker: Some(crate::BreakerConfig::new(3, reset).unwrap()), ..config },
+        KeyspaceConfig::new(KEYSPACE, 1 << 20),
+    ];
+    for (request, update) in (2..).zip(updates) {
+        n.update_keyspace(update.clone()).unwrap();
+        assert_eq!(n.keyspace_stats(KEYSPACE).unwrap().breaker, open, "after {update:?}");
+        n.handle_input(Instant::from_secs(1), get(request)).unwrap();
+        let reply = Output::Reply {
+            request: RequestId(request),
+            reply: Reply::Get(Err(Error::CircuitOpen)),
+        };
+        assert_eq!(drain(&mut n), [reply], "still refused after {update:?}");
+    }
+}
