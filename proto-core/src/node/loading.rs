@@ -55,6 +55,21 @@ impl Loads {
         self.loads.get(&id)
     }
 
+    /// Registers a load.
+    fn insert(&mut self, id: LoadId, load: Load) {
+        self.loads.insert(id, load);
+    }
+
+    /// The load, while in progress.
+    fn get_mut(&mut self, id: LoadId) -> Option<&mut Load> {
+        self.loads.get_mut(&id)
+    }
+
+    /// Forgets a load (see [`Node::take_load`], the only caller).
+    fn remove(&mut self, id: LoadId) -> Option<Load> {
+        self.loads.remove(&id)
+    }
+
     /// The load's flight finished another way: its answer will only feed the breaker.
     pub(super) fn detach(&mut self, id: LoadId) {
         if let Some(load) = self.loads.get_mut(&id) {
@@ -103,7 +118,7 @@ impl Node {
         let deadline = start_at + read_timeout;
         let keyspace = keyspace_name.clone();
         let entry = Load { keyspace, key, flight: Some(flight), permit: None, deadline };
-        self.loads.loads.insert(load, entry);
+        self.loads.insert(load, entry);
         match permit {
             Some(permit) => self.issue_load(load, permit),
             None => self.timers.set(start_at, Timer::StartLoad(load)),
@@ -120,7 +135,7 @@ impl Node {
 
     /// Asks the driver for a load that holds its breaker permit, with its deadline.
     fn issue_load(&mut self, id: LoadId, permit: Permit) {
-        let Some(load) = self.loads.loads.get_mut(&id) else { return };
+        let Some(load) = self.loads.get_mut(id) else { return };
         load.permit = Some(permit);
         let (keyspace, key, deadline) = (load.keyspace.clone(), load.key.clone(), load.deadline);
         if let Some(state) = self.keyspaces.get_mut(&keyspace) {
@@ -132,7 +147,7 @@ impl Node {
 
     /// Ends a load: out of the table, its timers cancelled.
     fn take_load(&mut self, id: LoadId) -> Option<Load> {
-        let load = self.loads.loads.remove(&id)?;
+        let load = self.loads.remove(id)?;
         self.timers.cancel(Timer::Load(id));
         self.timers.cancel(Timer::StartLoad(id));
         Some(load)

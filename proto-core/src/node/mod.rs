@@ -31,11 +31,13 @@
 //! with an error frame), framing and limits (a malformed frame closes that connection and
 //! nothing else), request ids, in-flight limits, reconnect backoff, and batching (all frames
 //! for a connection since the last drain go out in one [`Output::Transmit`]).
-
 //!
 //! # Parts
 //! `Node` owns its state in parts that keep their own invariants (the shape of quinn-proto's
-//! `connection/`); it composes them and never edits their tables directly:
+//! `connection/`). The tables of requests, links, calls, loads and timers are private to their
+//! types, so what each states — a local id names one request, a connection indexes what depends
+//! on it, a call ends once, a timer fires once per setting — holds whatever the node does with
+//! them. The node's handlers (`on_*`) live beside the part they mostly drive:
 //! - [`requests`]: requests in progress, local or from peers, each answered once;
 //! - [`links`]: connections and peer links, each connection indexing the calls and requests
 //!   that depend on it;
