@@ -16,7 +16,7 @@
 //!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
 //! needs `--advertise`. The front end has unauthenticated PUT and DELETE: it binds to
-//! loopback unless `--http` says otherwise (DESIGN §6).
+//! loopback unless `--http` says otherwise (docs/ARCHITECTURE.md, "Security").
 
 mod front;
 mod source;

@@ -71,8 +71,8 @@ pub(crate) const MIN_DECLARED_LEN: u32 = (FRAME_HEADER_LEN - LENGTH_PREFIX_LEN) 
 /// - [`max_value`](Self::max_value) 8 MiB: eight times memcached's default item limit;
 ///   larger objects belong in a blob store or in chunks.
 /// - [`max_batch`](Self::max_batch) 1024 keys or entries per batch message: enough to
-///   amortise a syscall and a round trip (DESIGN §9), small enough that one batch does not
-///   monopolise a connection.
+///   amortise a syscall and a round trip (docs/ARCHITECTURE.md, "Measured costs"), small
+///   enough that one batch does not monopolise a connection.
 /// - [`max_frame`](Self::max_frame) 64 MiB. It must hold one reply with a value of
 ///   `max_value` (8 MiB plus 32 bytes of framing), and it decides how large the values of a
 ///   full batch reply may be: a [`Message::GetManyReply`] of `max_batch` found values with
