@@ -49,6 +49,15 @@ pub(super) struct HttpFetching {
     call: Option<CallId>,
 }
 
+/// Serving connections whose answer went out during a mutation: after it, they read their
+/// next request or close — never inside it, where the answer may have been given from within
+/// that connection's own reading loop.
+#[derive(Default)]
+pub(super) struct HttpTurns {
+    resume: Vec<ConnId>,
+    closing: Vec<ConnId>,
+}
+
 /// How a connection reads its bytes.
 #[derive(Debug)]
 pub(super) enum Codec {
@@ -431,20 +440,20 @@ impl Node {
         let keep_alive = serving.keep_alive;
         self.links.mark_dirty(conn);
         if keep_alive {
-            self.http_resume.push(conn);
+            self.http_turns.resume.push(conn);
         } else {
-            self.http_closing.push(conn);
+            self.http_turns.closing.push(conn);
         }
     }
 
     /// After a mutation: serving connections whose answer went out read their next request;
     /// those that asked for it close.
     pub(super) fn http_after_mutation(&mut self, now: Instant) {
-        while !self.http_resume.is_empty() || !self.http_closing.is_empty() {
-            for conn in core::mem::take(&mut self.http_resume) {
+        while !self.http_turns.resume.is_empty() || !self.http_turns.closing.is_empty() {
+            for conn in core::mem::take(&mut self.http_turns.resume) {
                 self.http_read(now, conn);
             }
-            for conn in core::mem::take(&mut self.http_closing) {
+            for conn in core::mem::take(&mut self.http_turns.closing) {
                 self.close_now(now, conn);
             }
         }

@@ -301,3 +301,42 @@ impl Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::key_hash_builder;
+    use crate::node::NodeConfig;
+    use crate::ring::RingScheme;
+
+    fn conn(peer: &'static [u8]) -> Conn {
+        let codec = Codec::new(&NodeConfig::new("a", "c"), true);
+        Conn::new(codec, Some(Bytes::from_static(peer)), true, true)
+    }
+
+    #[test]
+    fn closing_a_connection_returns_only_what_it_owns() {
+        let mut links = Links::new(&key_hash_builder(1));
+        links.insert(ConnId(1), conn(b"b"));
+        links.insert(ConnId(2), conn(b"c"));
+        links.link_or_default(&Bytes::from_static(b"b")).conn = Some(ConnId(1));
+        links.bind_call(ConnId(1), CallId(7));
+        links.bind_call(ConnId(1), CallId(3));
+        links.bind_call(ConnId(2), CallId(8));
+        links.bind_request(ConnId(1), PendingId(4));
+        links.bind_request(ConnId(2), PendingId(5));
+        links.unbind_call(ConnId(1), CallId(7));
+        assert_eq!(links.get(ConnId(1)).unwrap().in_flight(), 1);
+
+        let ring = Ring::new(RingScheme::BALANCED);
+        let closed = links.remove(ConnId(1), &ring).unwrap();
+        assert_eq!(closed.calls, [CallId(3)], "an answered call is no longer its");
+        assert_eq!(closed.requests, [PendingId(4)]);
+        assert!(!closed.never_greeted);
+        assert!(links.link_mut(b"b").is_none(), "an unused link off the ring goes");
+        assert!(!links.unbind_request(ConnId(1), PendingId(4)), "the connection is gone");
+        let other = links.get(ConnId(2)).unwrap();
+        assert_eq!(other.in_flight(), 1, "the other connection is untouched");
+        assert!(other.calls.contains(&CallId(8)));
+    }
+}

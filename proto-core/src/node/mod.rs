@@ -119,9 +119,8 @@ pub struct Node {
     outputs: VecDeque<Output>,
     ids: Ids,
     rng: u64,
-    /// groupcache HTTP: serving connections to read the next request from, and to close.
-    http_resume: Vec<ConnId>,
-    http_closing: Vec<ConnId>,
+    /// groupcache HTTP: serving connections that move on after this mutation.
+    http_turns: compat::HttpTurns,
 }
 
 impl Node {
@@ -189,8 +188,7 @@ impl Node {
             outputs: VecDeque::new(),
             ids: Ids::new(),
             rng: config.seed | 1,
-            http_resume: Vec::new(),
-            http_closing: Vec::new(),
+            http_turns: compat::HttpTurns::default(),
             config,
         };
         for keyspace in core::mem::take(&mut node.config.keyspaces) {

@@ -1,7 +1,8 @@
-//! The seam between the node and its peer protocol ([`PeerProtocol`]): every place where
-//! herdcache's native frames and groupcache's HTTP ([`super::compat`]) differ is decided here,
-//! once per operation, or by one of [`PeerProtocol`]'s capabilities (writes on the wire, a
-//! hello, keys per fetch). The rest of the node does not know which protocol it speaks.
+//! The seam between the node and its peer protocol ([`PeerProtocol`]): where herdcache's
+//! native frames and groupcache's HTTP ([`super::compat`]) differ, it is decided here — once
+//! per operation, by the node's protocol or by the connection's codec — or by one of the
+//! [`PeerProtocol`] capabilities defined here (writes on the wire, a hello, keys per fetch).
+//! The rest of the node does not know which protocol it speaks.
 //!
 //! Contract, for both protocols: a call handed to [`Node::dispatch_call`] is sent, queued for a
 //! connection (opened on demand, at most one attempt per peer at a time, none while the peer is
