@@ -3,10 +3,12 @@
 //! A herdcache node in an async-std or smol program: a member of a ring of peers that shard
 //! keys by consistent hashing, load each missing key once in the whole cluster from your
 //! [`DataSource`], and mirror hot keys. Every decision is the sans-IO core's
-//! ([`herdcache_proto`]); this crate only moves bytes, reads clocks and calls your source.
+//! ([`herdcache_proto`]); the driver every async runtime shares ([`herdcache_runtime`]) moves
+//! the bytes, reads the clocks and calls your source, and this crate gives it async-io's
+//! sockets, timers and an executor.
 //!
-//! The API is herdcache-tokio's, name for name (both are the core's
-//! [`herdcache_runtime`]): switching runtime is changing the crate in the imports.
+//! The API is herdcache-tokio's, name for name (both re-export herdcache-runtime's):
+//! switching runtime is changing the crate in the imports.
 //!
 //! ```no_run
 //! use herdcache_async_std::{source_fn, Bytes, KeyspaceConfig, Node};
@@ -31,8 +33,8 @@
 //! ```
 //!
 //! It joins a ring of Go groupcache peers the same way too
-//! ([`groupcache_compat`](herdcache_runtime::Builder::groupcache_compat)): the protocol
-//! and the builder are the core's.
+//! ([`groupcache_compat`](herdcache_runtime::Builder::groupcache_compat)): the protocol is
+//! the core's and the builder the shared one.
 //!
 //! ## Executors and threads
 //! This crate is herdcache's [`Runtime`](herdcache_runtime::Runtime) on async-io

@@ -3,7 +3,9 @@
 //! A herdcache node in a tokio program: a member of a ring of peers that shard keys by
 //! consistent hashing, load each missing key once in the whole cluster from your
 //! [`DataSource`], and mirror hot keys. Every decision is the sans-IO core's
-//! ([`herdcache_proto`]); this crate only moves bytes, reads clocks and calls your source.
+//! ([`herdcache_proto`]); the driver every async runtime shares ([`herdcache_runtime`]) moves
+//! the bytes, reads the clocks and calls your source, and this crate gives it tokio's
+//! sockets, timers and tasks.
 //!
 //! ```no_run
 //! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};
@@ -38,9 +40,9 @@
 //! its wire, so puts and deletes apply to this node only. A team with a Go fleet can move to
 //! herdcache one node at a time. The protocol and every decision are the core's
 //! ([`herdcache_proto::groupcache`],
-//! [`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)), and so is
-//! the builder: herdcache-async-std has the same mode, and herdcache-mio's builder has
-//! `groupcache_compat` too.
+//! [`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)), and the
+//! builder is the shared one: herdcache-async-std has the same mode, and herdcache-mio's
+//! builder has `groupcache_compat` too.
 //!
 //! ```no_run
 //! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};

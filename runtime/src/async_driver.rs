@@ -25,14 +25,17 @@ use crate::handle::{Control, Handle, Shared};
 use crate::rt::{Runtime, deadline_in, elapsed, sleep};
 use crate::setup::{Setup, StartError};
 use crate::source::SharedSource;
-use crate::transport::{Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, SendLimits};
+use crate::transport::{
+    Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, ReadPermit, SendLimits,
+};
 
 /// What the node's tasks (IO, dials, data-source calls, grace timers) tell the driver.
 pub(crate) enum IoEvent<R: Runtime> {
     /// The listener accepted a connection.
     Accepted { stream: R::Stream },
-    /// Bytes arrived.
-    Received { conn: ConnId, data: Bytes },
+    /// Bytes arrived; the permit counts them against the reader's read-ahead until the
+    /// event is dropped, after the node was fed.
+    Received { conn: ConnId, data: Bytes, permit: ReadPermit },
     /// The reader stopped: EOF, a read error, or the idle timeout.
     ReaderDone { conn: ConnId },
     /// The writer stopped: flushed and shut down after a close, or a write error.
@@ -248,7 +251,10 @@ impl<R: Runtime> Driver<R> {
                     core.open(None, |id| self.io.start(id, streams));
                 }
             }
-            IoEvent::Received { conn, data } => core.received(conn, &data),
+            IoEvent::Received { conn, data, permit } => {
+                core.received(conn, &data);
+                drop(permit);
+            }
             IoEvent::ReaderDone { conn } => core.reader_done(conn),
             IoEvent::WriterDone { conn } => core.writer_done(conn),
             IoEvent::Job { job, done } => {

@@ -4,9 +4,11 @@
 //!
 //! Contract:
 //! - The reader reads into one reused buffer and hands each chunk to the driver over the
-//!   bounded event channel (a slow driver stops it, and TCP pushes back on the peer). Before
-//!   each read it waits for the send buffer's gate ([`Outflow::may_read`]). EOF, an error or
-//!   the idle timeout end it with [`IoEvent::ReaderDone`].
+//!   bounded event channel. Before each read it waits for its gate ([`Outflow::may_read`]):
+//!   at most [`READ_AHEAD`](crate::READ_AHEAD) chunks the driver has not fed to the node yet
+//!   (a slow driver stops it, and TCP pushes back on the peer), and the send buffer's
+//!   high-water mark. EOF, an error or the idle timeout end it with
+//!   [`IoEvent::ReaderDone`].
 //! - The writer gathers what the driver queued into vectored writes, in order. Its queue is
 //!   unbounded in type (the driver never waits on one peer's socket: two nodes writing to
 //!   each other would deadlock); its bytes are counted in the [`Outflow`], which the driver
@@ -73,7 +75,8 @@ pub(crate) async fn read_loop<R: Runtime>(
             Ok(_) => {
                 activity.touch();
                 let data = buffer.split().freeze();
-                if events.send(IoEvent::Received { conn, data }).await.is_err() {
+                let permit = outflow.read_permit();
+                if events.send(IoEvent::Received { conn, data, permit }).await.is_err() {
                     return; // the driver is gone
                 }
             }

@@ -41,7 +41,8 @@
 //!   repeat. It checks expiry against the clock as well as the timer, and handles at most
 //!   [`EVENTS_PER_WAKE`] events per wake-up before it looks at the rest again.
 //! - **Per connection** a reader task (reads into a reused buffer, sends the bytes to the
-//!   driver; EOF, an error or the idle timeout ends it) and a writer task (gathers the queued
+//!   driver, at most [`READ_AHEAD`] chunks ahead of what the driver fed to the node; EOF, an
+//!   error or the idle timeout ends it) and a writer task (gathers the queued
 //!   chunks into vectored writes; after a close it flushes and shuts the socket down). One
 //!   accept task. TCP_NODELAY on every socket.
 //! - **Jobs**: one task per data-source call ([`DataSource::fetch`]), per dial (bounded by
@@ -101,6 +102,6 @@ pub use source::{
     DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
 };
 pub use transport::{
-    Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, Outflow, READ_CHUNK,
-    SendBuffer, SendLimits, WriteQueue,
+    Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, Outflow, READ_AHEAD,
+    READ_CHUNK, ReadPermit, SendBuffer, SendLimits, WriteQueue,
 };
