@@ -96,19 +96,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod builder;
 mod conn;
 mod event_loop;
-mod handle;
-mod setup;
-mod source;
+mod node;
 mod workers;
 
-pub use builder::{Builder, DEFAULT_WORKER_STACK, DEFAULT_WORKERS, Node};
 pub use bytes::Bytes;
-pub use handle::{Handle, KeyspaceHandle};
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
+pub use herdcache_runtime::blocking::{DataSource, Handle, KeyspaceHandle, SourceFn, source_fn};
 pub use herdcache_runtime::{SendBuffer, StartError};
-pub use source::{DataSource, SourceFn, source_fn};
+pub use node::{Builder, DEFAULT_WORKERS, Mio, Node};
+pub use workers::DEFAULT_WORKER_STACK;

@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 
 use crate::front::{Front, KeyspaceFront, Pending};
-use crate::source::{DataSource, SharedSource, erase};
+use crate::source::{IntoSource, SharedSource};
 use herdcache_proto::Instant;
 use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
 
@@ -122,6 +122,15 @@ pub trait Control: Send + Sync + 'static {
     /// (with a bounded grace for flushing), and aborts it if even that hangs.
     fn stop(self: Box<Self>, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
+    /// [`Control::stop`] for a thread that may block (the blocking facade's
+    /// [`Handle::stop`](crate::blocking::Handle::stop)): returns once the driver ended. The
+    /// default drives `stop`'s future on this thread, which works where that future needs no
+    /// runtime context; a runtime whose timers do (tokio's) or whose driver is a thread
+    /// (herdcache-mio) overrides it.
+    fn stop_blocking(self: Box<Self>, timeout: Duration) {
+        crate::source::block_on(self.stop(timeout));
+    }
+
     /// Aborts the driver and every task and socket of the node at once, as a crash would.
     fn kill(self: Box<Self>);
 }
@@ -186,7 +195,7 @@ impl Handle {
         &self.inner.shared
     }
 
-    fn front(&self) -> &Front {
+    pub(crate) fn front(&self) -> &Front {
         &self.inner.shared.front
     }
 
@@ -320,17 +329,18 @@ impl Handle {
         self.front().delete_keyspace(keyspace.as_ref()).await
     }
 
-    /// Creates a keyspace on this node, with the data source its misses load from. Create it
-    /// on every member, with the same configuration.
+    /// Creates a keyspace on this node, with the data source its misses load from: an async
+    /// [`DataSource`](crate::DataSource) or a [`blocking::DataSource`](crate::blocking::DataSource),
+    /// on a node of any runtime. Create it on every member, with the same configuration.
     ///
     /// # Errors
     /// `DuplicateKeyspace`, `BadKeyspaceName`, … ; nothing changed then.
-    pub fn create_keyspace(
+    pub fn create_keyspace<K>(
         &self,
         config: KeyspaceConfig,
-        source: impl DataSource,
+        source: impl IntoSource<K>,
     ) -> Result<(), ConfigError> {
-        self.shared().create_keyspace(config, erase(source))
+        self.shared().create_keyspace(config, source.into_shared())
     }
 
     /// Changes a keyspace's configuration (budget, TTL, timeouts, limiter, breaker, …); its
@@ -399,6 +409,14 @@ impl Handle {
         let Some(control) = self.inner.take_control() else { return };
         self.front().leave();
         control.stop(self.inner.stop_timeout).await;
+        self.front().close();
+    }
+
+    /// [`Handle::stop`], blocking this thread until the driver ended.
+    pub(crate) fn stop_blocking(self) {
+        let Some(control) = self.inner.take_control() else { return };
+        self.front().leave();
+        control.stop_blocking(self.inner.stop_timeout);
         self.front().close();
     }
 

@@ -1,22 +1,19 @@
-//! The user's side of a running node: blocking calls.
+//! The blocking facade over the shared handle.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
-use herdcache_runtime::front::{Answer, KeyspaceFront, Pending};
 
-use crate::event_loop::{CLOSE_GRACE, Command, Shared};
-use crate::source::{DataSource, erase};
+use crate::front::{Answer, Pending};
+use crate::source::IntoSource;
+use herdcache_proto::{ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, Value};
 
 /// Blocks until the answer is there: at once on a hit (no waker is made then), else when the
-/// node answers, which it does within the request's timeout, or with `ShuttingDown` when the
-/// node stops.
+/// node answers.
 fn wait<T: Answer>(mut pending: Pending<T>) -> T {
     match pending.try_take() {
         Some(answer) => answer,
@@ -28,101 +25,58 @@ fn bytes_of(data: impl AsRef<[u8]>) -> Bytes {
     Bytes::copy_from_slice(data.as_ref())
 }
 
-/// The event-loop thread, and a channel that disconnects when it ends (even by a panic).
-pub(crate) struct LoopThread {
-    pub(crate) thread: JoinHandle<()>,
-    pub(crate) exited: Receiver<()>,
-}
-
-impl LoopThread {
-    /// Waits up to `limit` for the loop to end; whether it did.
-    fn ended_within(&self, limit: Duration) -> bool {
-        // The loop never sends: the only answers are its end and the timeout.
-        !matches!(self.exited.recv_timeout(limit), Err(RecvTimeoutError::Timeout))
-    }
-
-    /// Joins the thread if it ended (it holds nothing then), else lets it go.
-    fn reap(self) {
-        let ended = self.ended_within(Duration::ZERO);
-        if ended && self.thread.thread().id() != thread::current().id() {
-            let _ = self.thread.join();
-        }
-    }
-}
-
-/// A running node: the cache API and the node's lifecycle. Cheap to clone; every clone talks
-/// to the same node. Every call blocks the calling thread until it is answered.
+/// A running node, with calls that block the calling thread until they are answered: the
+/// shared [`crate::Handle`]'s API, call for call. Cheap to clone; every clone (and the async
+/// handle it converts to and from) talks to the same node.
 ///
-/// The node runs until [`Handle::stop`] or [`Handle::kill`], or until the last `Handle` (and
-/// [`KeyspaceHandle`]) is dropped, which kills it.
+/// The node runs until [`Handle::stop`] or [`Handle::kill`], or until the last handle of
+/// either kind (and keyspace handle) is dropped, which kills it.
 #[derive(Clone)]
 pub struct Handle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    event_loop: Mutex<Option<LoopThread>>,
-    stop_timeout: Duration,
-}
-
-impl Inner {
-    fn take_loop(&self) -> Option<LoopThread> {
-        self.event_loop.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-
-    fn kill(&self) {
-        let event_loop = self.take_loop();
-        self.shared.send(Command::Kill);
-        self.shared.node.front().close();
-        if let Some(event_loop) = event_loop {
-            // A killed loop exits at its next turn: the sockets are closed when this returns.
-            event_loop.ended_within(CLOSE_GRACE);
-            event_loop.reap();
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    node: crate::Handle,
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
-            .field("node_id", &self.inner.shared.node.node_id())
-            .field("local_addr", &self.inner.shared.node.local_addr())
-            .finish_non_exhaustive()
+        f.debug_tuple("blocking::Handle").field(&self.node).finish()
+    }
+}
+
+impl From<crate::Handle> for Handle {
+    fn from(node: crate::Handle) -> Self {
+        Handle { node }
+    }
+}
+
+impl From<Handle> for crate::Handle {
+    fn from(handle: Handle) -> Self {
+        handle.node
     }
 }
 
 impl Handle {
-    pub(crate) fn new(shared: Arc<Shared>, event_loop: LoopThread, stop_timeout: Duration) -> Self {
-        let event_loop = Mutex::new(Some(event_loop));
-        Handle { inner: Arc::new(Inner { shared, event_loop, stop_timeout }) }
-    }
-
-    fn shared(&self) -> &Shared {
-        &self.inner.shared
+    /// The async handle of the same node: its futures complete on any executor.
+    #[must_use]
+    pub fn as_async(&self) -> &crate::Handle {
+        &self.node
     }
 
     /// This node's id: its advertised address.
     #[must_use]
     pub fn node_id(&self) -> &str {
-        self.shared().node.node_id()
+        self.node.node_id()
     }
 
     /// The address the node listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared().node.local_addr()
+        self.node.local_addr()
     }
 
     /// The value of `key`: from this node's caches, from the owning peer, or loaded from the
     /// keyspace's data source (once in the cluster, however many callers). Returns when the
-    /// value is there or the request's deadline passed (`NodeConfig::request_timeout`).
+    /// value is there or the request's deadline passed (`NodeConfig::request_timeout`); a hit
+    /// returns at once.
     ///
     /// # Errors
     /// Any [`Error`]: `NotFound`, `DataSource(message)`, `TimedOut`, `UnknownKeyspace`, …
@@ -130,7 +84,8 @@ impl Handle {
         self.get_value(keyspace, key).map(|value| value.bytes)
     }
 
-    /// Like [`Handle::get`], with the value's expiry and the [`Path`](crate::Path) it took.
+    /// Like [`Handle::get`], with the value's expiry and the [`Path`](herdcache_proto::Path)
+    /// it took.
     ///
     /// # Errors
     /// As [`Handle::get`].
@@ -139,7 +94,7 @@ impl Handle {
         keyspace: impl AsRef<[u8]>,
         key: impl AsRef<[u8]>,
     ) -> Result<Value, Error> {
-        wait(self.shared().node.front().get(keyspace.as_ref(), key.as_ref()))
+        wait(self.node.get_value(keyspace, key))
     }
 
     /// The values of several keys of one keyspace, in order; keys are grouped by owner and
@@ -150,7 +105,7 @@ impl Handle {
         K: AsRef<[u8]>,
     {
         let keys = keys.into_iter().map(bytes_of).collect();
-        wait(self.shared().node.front().get_many(keyspace.as_ref(), keys))
+        wait(self.node.front().get_many(keyspace.as_ref(), keys))
     }
 
     /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
@@ -165,7 +120,7 @@ impl Handle {
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
         let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
-        wait(self.shared().node.front().put(keyspace.as_ref(), entry))
+        wait(self.node.front().put(keyspace.as_ref(), entry))
     }
 
     /// Like [`Handle::put`], expiring `ttl` from now.
@@ -179,7 +134,7 @@ impl Handle {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let front = &self.shared().node.front();
+        let front = self.node.front();
         let expires_at = Some(front.now().saturating_add(ttl));
         let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
         wait(front.put(keyspace.as_ref(), entry))
@@ -193,7 +148,7 @@ impl Handle {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Vec<Result<(), Error>> {
         let entries = entries.into_iter().collect();
-        wait(self.shared().node.front().put_many(keyspace.as_ref(), entries))
+        wait(self.node.front().put_many(keyspace.as_ref(), entries))
     }
 
     /// Removes `key` at its owner and from every peer's hot cache; a load of the key already
@@ -202,7 +157,7 @@ impl Handle {
     /// # Errors
     /// `Unavailable` (the owner could not be reached), `UnknownKeyspace`, …
     pub fn delete(&self, keyspace: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<(), Error> {
-        wait(self.shared().node.front().delete(keyspace.as_ref(), bytes_of(key)))
+        wait(self.node.front().delete(keyspace.as_ref(), bytes_of(key)))
     }
 
     /// Removes several keys; one result per key, in order.
@@ -212,7 +167,7 @@ impl Handle {
         K: AsRef<[u8]>,
     {
         let keys = keys.into_iter().map(bytes_of).collect();
-        wait(self.shared().node.front().delete_many(keyspace.as_ref(), keys))
+        wait(self.node.front().delete_many(keyspace.as_ref(), keys))
     }
 
     /// Removes every key of a keyspace on every member (the keyspace itself stays).
@@ -220,21 +175,20 @@ impl Handle {
     /// # Errors
     /// `Unavailable` when a member did not confirm, `UnknownKeyspace`, …
     pub fn delete_keyspace(&self, keyspace: impl AsRef<[u8]>) -> Result<(), Error> {
-        wait(self.shared().node.front().delete_keyspace(keyspace.as_ref()))
+        wait(self.node.front().delete_keyspace(keyspace.as_ref()))
     }
 
-    /// Creates a keyspace on this node, with the data source its misses load from. Create it
-    /// on every member, with the same configuration.
+    /// Creates a keyspace on this node, with the data source its misses load from (blocking
+    /// or async). Create it on every member, with the same configuration.
     ///
     /// # Errors
     /// `DuplicateKeyspace`, `BadKeyspaceName`, … ; nothing changed then.
-    pub fn create_keyspace(
+    pub fn create_keyspace<K>(
         &self,
         config: KeyspaceConfig,
-        source: impl DataSource,
+        source: impl IntoSource<K>,
     ) -> Result<(), ConfigError> {
-        let shared = self.shared();
-        shared.node.create_keyspace(config, erase(source))
+        self.node.create_keyspace(config, source)
     }
 
     /// Changes a keyspace's configuration (budget, TTL, timeouts, limiter, breaker, …); its
@@ -243,7 +197,7 @@ impl Handle {
     /// # Errors
     /// `UnknownKeyspace`, … ; nothing changed then.
     pub fn update_keyspace(&self, config: KeyspaceConfig) -> Result<(), ConfigError> {
-        self.shared().node.front().update_keyspace(config)
+        self.node.update_keyspace(config)
     }
 
     /// Removes a keyspace from this node, with its cached values and its data source.
@@ -251,38 +205,31 @@ impl Handle {
     /// # Errors
     /// `UnknownKeyspace`; nothing changed then.
     pub fn remove_keyspace(&self, name: impl AsRef<[u8]>) -> Result<(), ConfigError> {
-        let shared = self.shared();
-        shared.node.remove_keyspace(name.as_ref())
+        self.node.remove_keyspace(name)
     }
 
     /// The configuration of every keyspace.
     #[must_use]
     pub fn keyspaces(&self) -> Vec<KeyspaceConfig> {
-        self.shared().node.front().keyspaces()
+        self.node.keyspaces()
     }
 
     /// The statistics of every keyspace, by name.
     #[must_use]
     pub fn stats(&self) -> Vec<(Bytes, KeyspaceStats)> {
-        let front = &self.shared().node.front();
-        front
-            .keyspaces()
-            .into_iter()
-            .filter_map(|config| front.stats(&config.name).map(|stats| (config.name, stats)))
-            .collect()
+        self.node.stats()
     }
 
     /// The statistics of one keyspace.
     #[must_use]
     pub fn keyspace_stats(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceStats> {
-        self.shared().node.front().stats(name.as_ref())
+        self.node.keyspace_stats(name)
     }
 
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
     #[must_use]
     pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {
-        let front = self.shared().node.front().keyspace(name.as_ref())?;
-        Some(KeyspaceHandle { front, _node: Arc::clone(&self.inner) })
+        self.node.keyspace(name).map(KeyspaceHandle::from)
     }
 
     /// Replaces the cluster's member list (advertised addresses; this node's own may be among
@@ -292,63 +239,63 @@ impl Handle {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let peers = peers.into_iter().map(|peer| Bytes::from(peer.into())).collect();
-        self.shared().node.front().set_peers(peers);
+        self.node.set_peers(peers);
     }
 
     /// The node's clock, on which [`Entry::expires_at`] counts.
     #[must_use]
-    pub fn now(&self) -> herdcache_proto::Instant {
-        self.shared().node.front().now()
+    pub fn now(&self) -> Instant {
+        self.node.now()
     }
 
-    /// Leaves the cluster gracefully: tells the peers, refuses new requests, finishes what is
-    /// in progress (up to the builder's stop timeout), then closes every connection (writing
-    /// what was transmitted, for up to 2 s more). Calls still waiting then fail with
-    /// [`Error::ShuttingDown`]. Returns when the event loop has ended.
+    /// Leaves the cluster gracefully, as [`crate::Handle::stop`] does, and returns once the
+    /// node's driver ended. Calls still waiting then fail with [`Error::ShuttingDown`].
     pub fn stop(self) {
-        let Some(event_loop) = self.inner.take_loop() else { return };
-        let shared = self.shared();
-        shared.node.front().leave();
-        if !event_loop.ended_within(self.inner.stop_timeout) {
-            tracing::warn!(node = shared.node.node_id(), "not drained in time: closing");
-            shared.send(Command::Close);
-            if !event_loop.ended_within(CLOSE_GRACE * 2) {
-                shared.send(Command::Kill);
-                event_loop.ended_within(CLOSE_GRACE);
-            }
-        }
-        event_loop.reap();
-        shared.node.front().close();
+        self.node.stop_blocking();
     }
 
-    /// Stops the node abruptly, as a crash would: ends the event loop at once and drops every
-    /// socket without telling the peers. Calls still waiting fail with
-    /// [`Error::ShuttingDown`]. For fault-injection tests.
+    /// Stops the node abruptly, as a crash would (see [`crate::Handle::kill`]).
     pub fn kill(&self) {
-        self.inner.kill();
+        self.node.kill();
     }
 }
 
-/// One keyspace of a running node; `get` skips the keyspace lookup. Cheap to clone; keeps the
-/// node running like a [`Handle`].
+/// One keyspace of a running node, with a blocking `get` that skips the keyspace lookup.
+/// Cheap to clone; keeps the node running like a [`Handle`].
 #[derive(Clone)]
 pub struct KeyspaceHandle {
-    front: KeyspaceFront,
-    _node: Arc<Inner>,
+    keyspace: crate::KeyspaceHandle,
 }
 
 impl fmt::Debug for KeyspaceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyspaceHandle").field("name", self.front.name()).finish_non_exhaustive()
+        f.debug_tuple("blocking::KeyspaceHandle").field(&self.keyspace).finish()
+    }
+}
+
+impl From<crate::KeyspaceHandle> for KeyspaceHandle {
+    fn from(keyspace: crate::KeyspaceHandle) -> Self {
+        KeyspaceHandle { keyspace }
+    }
+}
+
+impl From<KeyspaceHandle> for crate::KeyspaceHandle {
+    fn from(handle: KeyspaceHandle) -> Self {
+        handle.keyspace
     }
 }
 
 impl KeyspaceHandle {
+    /// The async keyspace handle of the same keyspace.
+    #[must_use]
+    pub fn as_async(&self) -> &crate::KeyspaceHandle {
+        &self.keyspace
+    }
+
     /// The keyspace's name.
     #[must_use]
     pub fn name(&self) -> &Bytes {
-        self.front.name()
+        self.keyspace.name()
     }
 
     /// The value of `key`, as [`Handle::get`]. A hit is answered on this thread, without
@@ -363,7 +310,7 @@ impl KeyspaceHandle {
     /// A local hit read in place, without touching the value's reference count: `read` sees
     /// the bytes; `None` on a miss (nothing is loaded or fetched then).
     pub fn peek_with<R>(&self, key: impl AsRef<[u8]>, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        self.front.peek_with(key.as_ref(), read)
+        self.keyspace.peek_with(key, read)
     }
 
     /// Like [`KeyspaceHandle::get`], with the value's expiry and path.
@@ -371,6 +318,6 @@ impl KeyspaceHandle {
     /// # Errors
     /// As [`Handle::get`].
     pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Value, Error> {
-        wait(self.front.get(key.as_ref()))
+        wait(self.keyspace.get_value(key))
     }
 }
