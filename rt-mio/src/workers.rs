@@ -20,12 +20,12 @@ use herdcache_proto::{LoadId, LoadResult};
 
 use herdcache_runtime::SharedSource;
 
-/// Stack reserved for a worker thread unless [`Builder::worker_stack_size`] says: Rust's own
+/// Stack reserved for a worker thread unless [`Mio::worker_stack_size`] says: Rust's own
 /// default for spawned threads, so that a source that runs on an ordinary thread runs here
 /// too (a stack overflow aborts the process and cannot be caught). It is reserved address
 /// space; only the pages a call touches take memory.
 ///
-/// [`Builder::worker_stack_size`]: crate::Builder::worker_stack_size
+/// [`Mio::worker_stack_size`]: crate::Mio::worker_stack_size
 pub const DEFAULT_WORKER_STACK: usize = 2 << 20;
 
 /// Work for a worker.
