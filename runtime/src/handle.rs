@@ -247,8 +247,29 @@ impl Handle {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        let keys = keys.into_iter().map(bytes_of).collect();
-        self.front().get_many(keyspace.as_ref(), keys).await
+        self.request_get_many(keyspace.as_ref(), keys).await
+    }
+
+    /// The request of [`Handle::get_many`] (and of the blocking facade's), made now.
+    pub(crate) fn request_get_many<K: AsRef<[u8]>>(
+        &self,
+        keyspace: &[u8],
+        keys: impl IntoIterator<Item = K>,
+    ) -> Pending<Vec<Result<Value, Error>>> {
+        self.front().get_many(keyspace, keys.into_iter().map(bytes_of).collect())
+    }
+
+    /// The request of a put (with the keyspace's TTL, or `ttl` from now), made now.
+    pub(crate) fn request_put(
+        &self,
+        keyspace: &[u8],
+        key: impl AsRef<[u8]>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Pending<Result<(), Error>> {
+        let front = self.front();
+        let expires_at = ttl.map(|ttl| front.now().saturating_add(ttl));
+        front.put(keyspace, Entry { key: bytes_of(key), value, expires_at })
     }
 
     /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
@@ -262,8 +283,7 @@ impl Handle {
         key: impl AsRef<[u8]>,
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
-        self.front().put(keyspace.as_ref(), entry).await
+        self.request_put(keyspace.as_ref(), key, value.into(), None).await
     }
 
     /// Like [`Handle::put`], expiring `ttl` from now.
@@ -277,10 +297,7 @@ impl Handle {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let front = self.front();
-        let expires_at = Some(front.now().saturating_add(ttl));
-        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
-        front.put(keyspace.as_ref(), entry).await
+        self.request_put(keyspace.as_ref(), key, value.into(), Some(ttl)).await
     }
 
     /// Stores several entries; one result per entry, in order. An entry's `expires_at` is on
@@ -317,8 +334,16 @@ impl Handle {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        let keys = keys.into_iter().map(bytes_of).collect();
-        self.front().delete_many(keyspace.as_ref(), keys).await
+        self.request_delete_many(keyspace.as_ref(), keys).await
+    }
+
+    /// The request of [`Handle::delete_many`] (and of the blocking facade's), made now.
+    pub(crate) fn request_delete_many<K: AsRef<[u8]>>(
+        &self,
+        keyspace: &[u8],
+        keys: impl IntoIterator<Item = K>,
+    ) -> Pending<Vec<Result<(), Error>>> {
+        self.front().delete_many(keyspace, keys.into_iter().map(bytes_of).collect())
     }
 
     /// Removes every key of a keyspace on every member (the keyspace itself stays).

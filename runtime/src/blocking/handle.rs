@@ -21,10 +21,6 @@ fn wait<T: Answer>(mut pending: Pending<T>) -> T {
     }
 }
 
-fn bytes_of(data: impl AsRef<[u8]>) -> Bytes {
-    Bytes::copy_from_slice(data.as_ref())
-}
-
 /// A running node, with calls that block the calling thread until they are answered: the
 /// shared [`crate::Handle`]'s API, call for call. Cheap to clone; every clone (and the async
 /// handle it converts to and from) talks to the same node.
@@ -104,8 +100,7 @@ impl Handle {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        let keys = keys.into_iter().map(bytes_of).collect();
-        wait(self.node.front().get_many(keyspace.as_ref(), keys))
+        wait(self.node.request_get_many(keyspace.as_ref(), keys))
     }
 
     /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
@@ -119,8 +114,7 @@ impl Handle {
         key: impl AsRef<[u8]>,
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
-        wait(self.node.front().put(keyspace.as_ref(), entry))
+        wait(self.node.request_put(keyspace.as_ref(), key, value.into(), None))
     }
 
     /// Like [`Handle::put`], expiring `ttl` from now.
@@ -134,10 +128,7 @@ impl Handle {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let front = self.node.front();
-        let expires_at = Some(front.now().saturating_add(ttl));
-        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
-        wait(front.put(keyspace.as_ref(), entry))
+        wait(self.node.request_put(keyspace.as_ref(), key, value.into(), Some(ttl)))
     }
 
     /// Stores several entries; one result per entry, in order. An entry's `expires_at` is on
@@ -157,7 +148,7 @@ impl Handle {
     /// # Errors
     /// `Unavailable` (the owner could not be reached), `UnknownKeyspace`, …
     pub fn delete(&self, keyspace: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<(), Error> {
-        wait(self.node.front().delete(keyspace.as_ref(), bytes_of(key)))
+        wait(self.node.front().delete(keyspace.as_ref(), Bytes::copy_from_slice(key.as_ref())))
     }
 
     /// Removes several keys; one result per key, in order.
@@ -166,8 +157,7 @@ impl Handle {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        let keys = keys.into_iter().map(bytes_of).collect();
-        wait(self.node.front().delete_many(keyspace.as_ref(), keys))
+        wait(self.node.request_delete_many(keyspace.as_ref(), keys))
     }
 
     /// Removes every key of a keyspace on every member (the keyspace itself stays).
