@@ -438,6 +438,7 @@ impl Handle {
     }
 
     /// [`Handle::stop`], blocking this thread until the driver ended.
+    #[cfg(not(herdcache_loom))]
     pub(crate) fn stop_blocking(self) {
         let Some(control) = self.inner.take_control() else { return };
         self.front().leave();
