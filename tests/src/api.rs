@@ -632,8 +632,10 @@ pub async fn idle_connections_are_closed<R: Runtime<Started: Started>>() {
         .into_handle()
         .await
         .expect("starts");
-    let mut silent = TcpStream::connect(node.local_addr()).await.expect("connects");
+    // Timed from before the connect: the node cannot accept earlier, whereas the connect's
+    // answer may reach this task well after the node accepted (on a loaded machine).
     let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(node.local_addr()).await.expect("connects");
     let mut buffer = [0u8; 64];
     let read = within("idle close", silent.read(&mut buffer)).await;
     assert!(matches!(read, Ok(0) | Err(_)), "closed, not {read:?}");
