@@ -54,6 +54,11 @@ impl Runtime for Tokio {
         Ok((handle, Box::new(())))
     }
 
+    /// With the runtime's context: its timers need it.
+    fn block_on<T>(spawner: &Self::Spawner, future: impl Future<Output = T>) -> T {
+        spawner.block_on(future)
+    }
+
     fn spawn(
         spawner: &Self::Spawner,
         task: impl Future<Output = ()> + Send + 'static,

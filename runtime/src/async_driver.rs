@@ -79,7 +79,7 @@ pub(crate) async fn start<R: Runtime>(runtime: R, setup: Setup) -> Result<Handle
     let driver = Driver::<R>::new(Arc::clone(&node.shared), spawner.clone(), listener, config);
     let task = R::spawn(&spawner, driver.run(Signals { wake, stop_now: stop_now_rx }));
     tracing::info!(node = node.shared.node_id(), %local_addr, "node started");
-    let control = Box::new(NodeControl::<R> { driver: task, stop_now, home });
+    let control = Box::new(NodeControl::<R> { driver: task, stop_now, spawner, home });
     Ok(Handle::new(node.shared, control, node.stop_timeout))
 }
 
@@ -96,6 +96,8 @@ struct Signals {
 struct NodeControl<R: Runtime> {
     driver: R::Task,
     stop_now: Sender<()>,
+    /// For a blocking stop, which waits on the runtime's timers.
+    spawner: R::Spawner,
     /// Dropped after `driver` (fields drop in order).
     #[allow(dead_code, reason = "held only to be dropped with the node")]
     home: Box<dyn Send + Sync>,
@@ -112,6 +114,12 @@ impl<R: Runtime> Control for NodeControl<R> {
                 finishes_within::<R>(&mut this.driver, CLOSE_GRACE * 2).await;
             }
         })
+    }
+
+    /// From a thread outside the runtime (a blocking facade's caller).
+    fn stop_blocking(self: Box<Self>, timeout: Duration) {
+        let spawner = self.spawner.clone();
+        R::block_on(&spawner, self.stop(timeout));
     }
 
     fn kill(self: Box<Self>) {

@@ -6,8 +6,9 @@
 //!
 //! - [`front`]: the concurrent front (a sharded store any thread reads hits from, the node
 //!   behind one short lock, replies straight to the caller), checked with loom.
-//! - [`DataSource`] (the async loader of a keyspace), [`source_fn`], and its type-erased form
-//!   [`SharedSource`], whose [`Load`] maps the outcome to the core's
+//! - [`DataSource`] (the async loader of a keyspace), [`source_fn`], the blocking ones in
+//!   [`blocking`], and their type-erased form [`SharedSource`] (either kind, on a node of any
+//!   runtime: [`IntoSource`]), which maps the outcome to the core's
 //!   [`LoadResult`](herdcache_proto::LoadResult) and turns a panic into a failed load.
 //! - [`Node`] and [`Builder`] (generic over how the runtime crate starts a node, [`Start`];
 //!   each crate names them `Node` and `Builder`), the [`Setup`] it collects, and
@@ -16,7 +17,9 @@
 //! - [`Handle`] and [`KeyspaceHandle`]: the whole cache API over the front, the same type
 //!   whatever the runtime; the runtime plugs in how its driver is stopped or killed
 //!   ([`Control`]). Their `get` returns a [`GetFuture`], looked up in the call, so a hit
-//!   costs what the front's does.
+//!   costs what the front's does. [`blocking::Handle`] and [`blocking::KeyspaceHandle`] are
+//!   the same API with calls that block the thread (herdcache-mio hands them out; they
+//!   convert to and from the async ones).
 //! - **The one async driver and connection loop**, over a small [`Runtime`] trait (spawn,
 //!   one timer, connect, accept, a byte stream) that herdcache-tokio implements for tokio and
 //!   herdcache-async-std for async-io (async-std and smol). Every `R: Runtime` is a
@@ -85,6 +88,7 @@
 extern crate alloc;
 
 mod async_driver;
+pub mod blocking;
 mod connection;
 mod driver;
 pub mod front;
@@ -99,7 +103,8 @@ pub use handle::{Control, GetFuture, Handle, KeyspaceHandle, Shared};
 pub use rt::Runtime;
 pub use setup::{Assembled, Builder, Node, Setup, Start, StartError, Starting, unix_now};
 pub use source::{
-    DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
+    AsyncFetch, BlockingFetch, DataSource, IntoSource, Load, LoadSource, PANICKED, SharedSource,
+    SourceFn, erase, load_result, source_fn,
 };
 pub use transport::{
     Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, Outflow, READ_AHEAD,

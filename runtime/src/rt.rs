@@ -49,6 +49,14 @@ pub trait Runtime: Default + Send + Sync + 'static {
     /// When the runtime cannot be set up (no runtime to spawn on, a thread refused).
     fn home(&self) -> io::Result<(Self::Spawner, Box<dyn Send + Sync>)>;
 
+    /// Runs `future` to completion on the calling thread, which is not one of the runtime's
+    /// (a blocking caller's), with whatever context the runtime's timers need. The default
+    /// parks the thread between polls, for a runtime whose timers need no context.
+    fn block_on<T>(spawner: &Self::Spawner, future: impl Future<Output = T>) -> T {
+        let _ = spawner;
+        crate::source::block_on(future)
+    }
+
     /// Runs `task` in the background on `spawner`.
     fn spawn(
         spawner: &Self::Spawner,
