@@ -1,10 +1,10 @@
-//! The Node in the deterministic cluster simulation: named scenarios and a proptest driver.
+//! The Node in the deterministic cluster simulation: named scenarios (the random operations
+//! and their properties are in `sim/strategies.rs`).
 
 use super::*;
-use crate::sim::{KEYSPACE, Op, Sim, SimConfig};
+use crate::sim::{KEYSPACE, Sim, SimConfig};
 use alloc::format;
 use alloc::string::String;
-use proptest::prelude::*;
 
 const STEPS: u64 = 2_000_000;
 
@@ -778,136 +778,4 @@ fn leave_tells_peers_and_drains() {
         request: RequestId(1),
         reply: Reply::Get(Err(Error::ShuttingDown))
     }));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Random operations and faults.
-
-fn op_strategy(faults: bool) -> BoxedStrategy<Op> {
-    let nodes = 0usize..4;
-    let key = 0u8..12;
-    let base = prop_oneof![
-        8 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Get { node, key }),
-        2 => (nodes.clone(), proptest::collection::vec(key.clone(), 1..6)).prop_map(|(node, keys)| Op::GetMany { node, keys }),
-        2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Put { node, key }),
-        2 => (nodes.clone(), key.clone()).prop_map(|(node, key)| Op::Delete { node, key }),
-        1 => nodes.clone().prop_map(|node| Op::DeleteKeyspace { node }),
-        4 => prop_oneof![(0u16..30).prop_map(|ms| Op::Advance { ms }), (0u16..300).prop_map(|ms| Op::Advance { ms })],
-    ];
-    if !faults {
-        return base.boxed();
-    }
-    prop_oneof![
-        16 => base,
-        1 => nodes.clone().prop_map(|node| Op::Crash { node }),
-        1 => nodes.clone().prop_map(|node| Op::Restart { node }),
-        1 => (nodes.clone(), nodes).prop_map(|(a, b)| Op::Partition { a, b }),
-        1 => Just(Op::Heal),
-        1 => any::<usize>().prop_map(|pick| Op::Reset { pick }),
-    ]
-    .boxed()
-}
-
-fn run_ops(seed: u64, ops: &[Op], config: SimConfig) -> Result<Sim, String> {
-    let mut sim = Sim::new(SimConfig { seed, ..config });
-    for op in ops {
-        sim.apply(op);
-        sim.check().map_err(|e| format!("seed {seed}: {e}"))?;
-    }
-    sim.heal();
-    sim.run_until_idle(STEPS).map_err(|e| format!("seed {seed}: {e}"))?;
-    Ok(sim)
-}
-
-/// A well-formed frame a lying or confused peer might send: replies to ids never asked, hellos
-/// mid-stream, writes, drops, pings.
-fn forged_frame() -> impl Strategy<Value = Vec<u8>> {
-    use crate::wire::{Found, GetOutcome, KeyRate, Message, WireLimits};
-    let key = prop_oneof![Just(Bytes::from_static(b"key-1")), Just(Bytes::from_static(b"key-2"))];
-    let message = prop_oneof![
-        (key.clone(), any::<u8>()).prop_map(|(key, n)| Message::Get {
-            keyspace: Bytes::from_static(KEYSPACE),
-            key,
-            timeout_ms: u32::from(n)
-        }),
-        any::<u8>().prop_map(|n| Message::GetReply(GetOutcome::Found(Found {
-            value: Bytes::from(alloc::vec![n; 3]),
-            expires_at: None,
-            key_rate: KeyRate::from_per_second(f64::from(n)),
-        }))),
-        key.clone().prop_map(|key| Message::DropHot {
-            keyspace: Bytes::from_static(KEYSPACE),
-            keys: alloc::vec![key]
-        }),
-        key.prop_map(|key| Message::Delete { keyspace: Bytes::from_static(KEYSPACE), key }),
-        Just(Message::Ping),
-        Just(Message::Leaving),
-        Just(Message::Ack(Ok(()))),
-        Just(Message::Hello {
-            protocol_version: 1,
-            cluster: Bytes::from_static(b"sim"),
-            node_id: Bytes::from_static(b"node-9")
-        }),
-    ];
-    (message, 0u64..40).prop_map(|(message, request_id)| {
-        let mut out = Vec::new();
-        message
-            .encode(request_id, &mut out, &WireLimits::default())
-            .expect("small frames fit the limits");
-        out
-    })
-}
-
-proptest! {
-    #![proptest_config(crate::testing::model_config())]
-
-    /// Random operations with crashes, restarts, partitions and resets over 4 nodes, a source
-    /// that fails 5 % of the time and expires values: every invariant holds after every step.
-    #[test]
-    fn cluster_invariants_hold_under_faults(seed in any::<u64>(), ops in proptest::collection::vec(op_strategy(true), 1..120)) {
-        let config = SimConfig {
-            nodes: 4,
-            source_failures_per_mille: 50,
-            source_delay: (Duration::from_millis(1), Duration::from_millis(150)),
-            source_ttl: Some(Duration::from_millis(400)),
-            max_bytes: 4_000,
-            // Mirror readily, so that hot copies exist for writes to invalidate.
-            hot_threshold_per_second: 0.5,
-            ..SimConfig::default()
-        };
-        if let Err(error) = run_ops(seed, &ops, config) {
-            return Err(TestCaseError::fail(error));
-        }
-    }
-
-    /// Peers that send garbage or forged frames: no node panics, every request is still
-    /// answered by its deadline, budgets hold, and only the offending connections close.
-    #[test]
-    fn nodes_survive_garbage_and_forged_frames(
-        seed in any::<u64>(),
-        ops in proptest::collection::vec(prop_oneof![
-            6 => op_strategy(false),
-            1 => (0usize..4, any::<usize>(), proptest::collection::vec(any::<u8>(), 0..64))
-                .prop_map(|(node, pick, data)| Op::Inject { node, pick, data }),
-            1 => (0usize..4, any::<usize>(), forged_frame()).prop_map(|(node, pick, data)| Op::Inject { node, pick, data }),
-        ], 1..80),
-    ) {
-        if let Err(error) = run_ops(seed, &ops, SimConfig { nodes: 4, ..SimConfig::default() }) {
-            return Err(TestCaseError::fail(error));
-        }
-    }
-
-    /// On a stable ring with no faults and no writes, expiry or eviction, each key is loaded
-    /// once however the gets are spread.
-    #[test]
-    fn one_load_per_key_on_a_stable_ring(seed in any::<u64>(), gets in proptest::collection::vec((0usize..4, 0u8..12, 0u64..5), 1..120)) {
-        let ops: Vec<Op> = gets
-            .into_iter()
-            .flat_map(|(node, key, ms)| [Op::Get { node, key }, Op::Advance { ms: ms as u16 }])
-            .collect();
-        let sim = run_ops(seed, &ops, SimConfig { nodes: 4, ..SimConfig::default() }).map_err(TestCaseError::fail)?;
-        for key in 0..12 {
-            prop_assert!(sim.loads(&format!("key-{key}")) <= 1, "seed {}: key-{} loaded {} times", seed, key, sim.loads(&format!("key-{key}")));
-        }
-    }
 }
