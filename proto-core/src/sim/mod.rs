@@ -67,8 +67,8 @@ use bytes::Bytes;
 
 use crate::cache::{LruStores, StoreFactory};
 use crate::node::{
-    ConnId, Entry, Error, Input, InputError, KeyspaceConfig, LoadId, LoadResult, Node, NodeConfig, Output,
-    Reply, RequestId, Value,
+    ConnId, Entry, Error, Input, InputError, KeyspaceConfig, LoadId, LoadResult, Node, NodeConfig,
+    Output, Reply, RequestId, Value,
 };
 use crate::time::{Duration, Instant, UnixTime};
 
@@ -178,7 +178,8 @@ enum Event {
 struct RequestRecord {
     node: usize,
     issued: Instant,
-    /// The deadline on the node's own clock.
+    /// The deadline on the node's own clock (moved to the first reading after a forward jump
+    /// of that clock over it).
     deadline: Instant,
     /// Issued while every live node's ring had the same members: its value is judged stale
     /// or not.
@@ -553,12 +554,21 @@ impl Sim {
     pub fn skew_clock(&mut self, node: usize, ahead_micros: i64) {
         let bound = MAX_CLOCK_SKEW.as_micros() as i64;
         let skew = ahead_micros.clamp(-bound, bound);
-        if skew > self.nodes[node].skew {
+        let jumps = skew > self.nodes[node].skew;
+        self.nodes[node].skew = skew;
+        if jumps {
             // A jump forward fires the node's timers early in real time, as a slow peer or
             // source would: it may legitimately reload a key.
             self.stable_loads = None;
+            // A deadline the clock jumps over can only be met at the node's first reading
+            // after the jump, which is this one: its timer is due at once.
+            let (before, after) = (self.nodes[node].clock, self.local_now(node));
+            for record in self.requests.values_mut() {
+                if record.node == node && !record.answered && record.deadline > before {
+                    record.deadline = record.deadline.max(after);
+                }
+            }
         }
-        self.nodes[node].skew = skew;
     }
 
     /// The node's own clock: the highest time it was given since it booted.
@@ -842,9 +852,10 @@ impl Sim {
             // The node gave up on the load (its read timeout passed on its clock) before the
             // source answered: the documented outcome, with the value dropped.
             Err(InputError::UnknownLoad(load))
-                if self.loads_started.get(&(index, load)).is_some_and(|started| {
-                    self.nodes[index].clock >= *started + LOAD_TIMEOUT
-                }) => {}
+                if self
+                    .loads_started
+                    .get(&(index, load))
+                    .is_some_and(|started| self.nodes[index].clock >= *started + LOAD_TIMEOUT) => {}
             Err(error) => self.violations.push(format!("node {index} refused an input: {error}")),
         }
         // A ring change shows before the outputs it causes (warmup loads) are counted.

@@ -213,7 +213,8 @@ pub fn stable_ring_ops() -> impl Strategy<Value = Vec<Op>> {
     let step_back = step_back_op().prop_map(|op| alloc::vec![op]);
     let skews = proptest::collection::vec(skew_op(), 0..=NODES);
     let steps = proptest::collection::vec(prop_oneof![8 => get, 1 => step_back], 1..120);
-    (skews, steps).prop_map(|(skews, steps)| skews.into_iter().chain(steps.into_iter().flatten()).collect())
+    (skews, steps)
+        .prop_map(|(skews, steps)| skews.into_iter().chain(steps.into_iter().flatten()).collect())
 }
 
 /// On a ring that never changes, with no faults and no writes, expiry or eviction, each key
@@ -229,7 +230,14 @@ pub fn one_load_per_key_on_a_stable_ring(
     for key in 0..KEYS {
         let asked = ops.iter().any(|op| matches!(op, Op::Get { key: k, .. } if *k == key));
         let loads = sim.loads(&format!("key-{key}"));
-        prop_assert_eq!(loads, u64::from(asked), "seed {}: key-{} loaded {} times", seed, key, loads);
+        prop_assert_eq!(
+            loads,
+            u64::from(asked),
+            "seed {}: key-{} loaded {} times",
+            seed,
+            key,
+            loads
+        );
     }
     prop_assert!(sim.reloads_on_a_stable_ring().is_empty());
     Ok(())
@@ -267,7 +275,8 @@ pub fn one_load_per_stable_period_across_membership_changes(
     let mut sim = Sim::new(SimConfig { nodes: NODES, seed, stores, ..SimConfig::default() });
     for (op, settle_first) in ops {
         if *settle_first {
-            sim.run_until_idle(STEPS).map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
+            sim.run_until_idle(STEPS)
+                .map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
         }
         sim.apply(op);
         sim.check().map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
