@@ -21,7 +21,6 @@ use herdcache_proto::{ENTRY_OVERHEAD, Input, KeyspaceConfig, LoadResult, NodeCon
 use herdcache_runtime::front::{Action, Front, KeyspaceFront};
 
 mod handles;
-pub mod zipf;
 
 use handles::RuntimeNode;
 
@@ -143,7 +142,8 @@ impl Options {
 /// (markdown).
 pub fn run(opts: &Options) -> String {
     let mut report = String::new();
-    let keys: Vec<Bytes> = (0..opts.keys).map(|i| Bytes::from(format!("key:{i}"))).collect();
+    let keys: Vec<Bytes> =
+        (0..opts.keys).map(|i| Bytes::from(herdcache_workload::key(i))).collect();
     let key_bytes: usize = keys.iter().map(Bytes::len).sum();
     let entry_bytes = key_bytes as u64 + opts.keys as u64 * (VALUE_LEN as u64 + ENTRY_OVERHEAD);
 
@@ -171,7 +171,7 @@ pub fn run(opts: &Options) -> String {
     );
 
     // The hit run.
-    let stream = zipf::stream(opts.keys, ZIPF_S, STREAM_LEN, 0x5eed_0001);
+    let stream = herdcache_workload::zipf_stream(opts.keys, ZIPF_S, STREAM_LEN, 0x5eed_0001);
     let want = |name: &str| {
         opts.only.as_ref().is_none_or(|only| only.split(',').any(|part| name.contains(part)))
     };

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use herdcache_tokio::{Bytes, Error, Path, Value};
+use herdcache_workload::{Rng, Zipf, key};
 use tokio::task::JoinSet;
 
 use self::runtimes::{AsyncKeyspace, DemoNode, Runtime, RuntimeList, parse_runtimes};
@@ -23,7 +24,6 @@ use self::runtimes::{AsyncKeyspace, DemoNode, Runtime, RuntimeList, parse_runtim
 use crate::histogram::Histogram;
 use crate::source::{LoadCounts, LoadMap, SlowSource, looks_right};
 use crate::table::{Table, micros, percent, thousands, wrap};
-use crate::zipf::{XorShift, Zipf};
 
 /// Prints a paragraph wrapped for a terminal (and still a markdown paragraph).
 macro_rules! say {
@@ -343,7 +343,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
 
     let workload = Workload {
-        keys: (0..args.keys).map(|rank| Bytes::from(format!("key-{rank}"))).collect(),
+        keys: (0..args.keys as usize).map(|rank| Bytes::from(key(rank))).collect(),
         zipf: Arc::new(Zipf::new(args.keys as usize, args.skew)),
         counts: Arc::clone(&counts),
     };
@@ -571,7 +571,7 @@ impl Client {
     /// Runs on a tokio task, awaiting an async runtime's gets.
     async fn run_async(self, keyspace: &impl AsyncKeyspace) -> ClientTally {
         let mut seen = self.tally();
-        let mut rng = XorShift::new(self.seed);
+        let mut rng = Rng::new(self.seed);
         while !self.live.stop.load(Ordering::Relaxed) {
             let key = self.draw(&mut rng, &mut seen);
             let started = Instant::now();
@@ -586,7 +586,7 @@ impl Client {
     /// Runs on a thread of its own, calling a blocking runtime's gets.
     fn run_blocking(self, get: impl Fn(&[u8]) -> Result<Value, Error>) -> ClientTally {
         let mut seen = self.tally();
-        let mut rng = XorShift::new(self.seed);
+        let mut rng = Rng::new(self.seed);
         while !self.live.stop.load(Ordering::Relaxed) {
             let key = self.draw(&mut rng, &mut seen);
             let started = Instant::now();
@@ -601,7 +601,7 @@ impl Client {
     }
 
     /// The next key to get, by popularity.
-    fn draw(&self, rng: &mut XorShift, seen: &mut ClientTally) -> &Bytes {
+    fn draw(&self, rng: &mut Rng, seen: &mut ClientTally) -> &Bytes {
         let rank = self.workload.zipf.sample(rng);
         seen.requested[rank] = true;
         &self.workload.keys[rank]

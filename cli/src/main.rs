@@ -15,7 +15,6 @@ mod node;
 mod source;
 mod table;
 mod units;
-mod zipf;
 
 use std::process::ExitCode;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use herdcache_tokio::Bytes;
 
-use crate::zipf::{XorShift, splitmix64};
+use herdcache_workload::{Rng, mix};
 
 /// FNV-1a, mixed: a stable hash of a key, the seed of everything derived from it.
 fn key_hash(key: &[u8]) -> u64 {
@@ -24,7 +24,7 @@ fn key_hash(key: &[u8]) -> u64 {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    splitmix64(h)
+    mix(h)
 }
 
 /// The length of `key`'s value: 100 to 1000 bytes.
@@ -39,9 +39,9 @@ pub(crate) fn value_of(key: &[u8]) -> Bytes {
     let mut value = Vec::with_capacity(len);
     value.extend_from_slice(key);
     value.push(b'=');
-    let mut rng = XorShift::new(key_hash(key));
+    let mut rng = Rng::new(key_hash(key));
     while value.len() < len - 1 {
-        value.push(b'a' + (rng.next_u64() % 26) as u8);
+        value.push(b'a' + rng.below(26) as u8);
     }
     value.push(last_byte(key));
     Bytes::from(value)
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn values_are_deterministic_and_sized() {
         for i in 0..1000 {
-            let key = format!("key-{i}");
+            let key = herdcache_workload::key(i);
             let value = value_of(key.as_bytes());
             assert!((100..=1000).contains(&value.len()), "{}", value.len());
             assert_eq!(value, value_of(key.as_bytes()));
@@ -187,7 +187,7 @@ mod tests {
     fn delays_stay_near_the_setting() {
         let source = SlowSource::new(0, Duration::from_millis(3), Arc::default());
         for i in 0..1000 {
-            let delay = source.delay_for(format!("key-{i}").as_bytes());
+            let delay = source.delay_for(herdcache_workload::key(i).as_bytes());
             assert!(delay >= Duration::from_millis(2) && delay <= Duration::from_millis(4));
         }
     }

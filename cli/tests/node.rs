@@ -6,8 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use herdcache_tests::http::{self, Answer, escape};
@@ -39,7 +38,77 @@ struct NodeProcess {
     child: Child,
     id: String,
     http: String,
-    stderr: Option<JoinHandle<String>>,
+    stderr: Stderr,
+}
+
+/// A process's stderr as it arrives, line by line (at most [`MAX_STDERR`] bytes), so that a
+/// test can wait for what the node says it did instead of sleeping.
+#[derive(Clone, Default)]
+struct Stderr {
+    text: Arc<(Mutex<StderrText>, Condvar)>,
+}
+
+#[derive(Default)]
+struct StderrText {
+    text: String,
+    /// The pipe closed: nothing more will come.
+    closed: bool,
+}
+
+impl Stderr {
+    /// Reads `pipe` on a thread of its own until it closes.
+    fn capture(pipe: impl Read + Send + 'static) -> Stderr {
+        let stderr = Stderr::default();
+        let shared = stderr.clone();
+        std::thread::spawn(move || {
+            let (text, arrived) = &*shared.text;
+            for line in BufReader::new(pipe.take(MAX_STDERR)).lines() {
+                let Ok(line) = line else { break };
+                let mut text = text.lock().unwrap_or_else(PoisonError::into_inner);
+                text.text.push_str(&line);
+                text.text.push('\n');
+                arrived.notify_all();
+            }
+            text.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+            arrived.notify_all();
+        });
+        stderr
+    }
+
+    /// Waits up to `limit` until stderr contains `needle`; whether it did.
+    fn wait_for(&self, needle: &str, limit: Duration) -> bool {
+        self.wait_until(limit, |text| text.text.contains(needle))
+    }
+
+    /// Waits up to `limit` until `done` holds of what arrived, or nothing more can; whether
+    /// `done` holds.
+    fn wait_until(&self, limit: Duration, done: impl Fn(&StderrText) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let (text, arrived) = &*self.text;
+        let mut text = text.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if done(&text) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if text.closed || left.is_zero() {
+                return false;
+            }
+            text = arrived.wait_timeout(text, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Everything so far.
+    fn text(&self) -> String {
+        self.text.0.lock().unwrap_or_else(PoisonError::into_inner).text.clone()
+    }
+
+    /// Everything, once the pipe closed (bounded: the process must have exited or been
+    /// killed, which closes it).
+    fn all(&self) -> String {
+        self.wait_until(EXIT_TIMEOUT, |text| text.closed);
+        self.text()
+    }
 }
 
 impl NodeProcess {
@@ -63,12 +132,7 @@ impl NodeProcess {
             .spawn()
             .expect("herdcache node starts");
         let stdout = child.stdout.take().expect("a stdout pipe");
-        let stderr = child.stderr.take().expect("a stderr pipe");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.take(MAX_STDERR).read_to_string(&mut text);
-            text
-        });
+        let stderr = Stderr::capture(child.stderr.take().expect("a stderr pipe"));
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -78,8 +142,7 @@ impl NodeProcess {
             // Keep draining, so that the pipe never fills.
             for _ in lines {}
         });
-        let mut node =
-            NodeProcess { child, id: String::new(), http: String::new(), stderr: Some(stderr) };
+        let mut node = NodeProcess { child, id: String::new(), http: String::new(), stderr };
         // An exit before the ready line closes stdout: no need to wait the whole timeout.
         let Ok(line) = ready_rx.recv_timeout(READY_TIMEOUT) else {
             let _ = node.child.kill();
@@ -161,7 +224,14 @@ impl NodeProcess {
 
     /// Everything the process wrote on stderr (it must have exited or been killed).
     fn stderr_text(&mut self) -> String {
-        self.stderr.take().and_then(|reader| reader.join().ok()).unwrap_or_default()
+        self.stderr.all()
+    }
+
+    /// Waits (bounded) until the process wrote `line` on stderr: it got that far.
+    fn wait_for_stderr(&self, line: &str) {
+        let limit = EXIT_TIMEOUT;
+        let said = self.stderr.wait_for(line, limit);
+        assert!(said, "no {line:?} on stderr within {limit:?}:\n{}", self.stderr.text());
     }
 }
 
@@ -762,7 +832,12 @@ fn sigterm_waits_for_the_answers_in_progress() {
 
         // The leave is over (it waited for the get); the put's body comes only now. The
         // node is gone from the ring, so it refuses the put, but it answers.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let node = tokio::task::spawn_blocking(move || {
+            node.wait_for_stderr("left the cluster in");
+            node
+        })
+        .await
+        .expect("joined");
         put.write_all(b"def").await.expect("the rest of the body");
         let (answer, ended) = read_to_close(&mut put, Duration::from_secs(10)).await;
         assert_eq!(status_line(&answer), "HTTP/1.1 503 Service Unavailable", "{ended:?}");
@@ -794,7 +869,13 @@ fn a_second_signal_exits_at_once() {
 
         // The first signal starts a leave that waits for the load; the second ends it.
         node.signal("TERM");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let node = tokio::task::spawn_blocking(move || {
+            node.wait_for_stderr("SIGTERM: leaving the cluster");
+            node
+        })
+        .await
+        .expect("joined");
+        assert!(!node.stderr.text().contains("left the cluster in"), "the leave is waiting");
         node.signal("INT");
         let (status, stderr) =
             tokio::task::spawn_blocking(move || node.wait_exit(Duration::from_secs(5)))

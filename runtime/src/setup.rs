@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::front::{Front, WakeDriver};
+use crate::front::{Clock, Front, WakeDriver};
 use crate::handle::Shared;
 use crate::source::{DataSource, SharedSource, erase};
 use crate::transport::{SendBuffer, SendLimits};
@@ -54,6 +54,7 @@ pub struct Setup<S = SharedSource> {
     send_buffer: SendBuffer,
     stop_timeout: Duration,
     groupcache: bool,
+    clock: Option<Clock>,
 }
 
 impl<S> fmt::Debug for Setup<S> {
@@ -68,6 +69,7 @@ impl<S> fmt::Debug for Setup<S> {
             .field("send_buffer", &self.send_buffer)
             .field("stop_timeout", &self.stop_timeout)
             .field("groupcache", &self.groupcache)
+            .field("clock", &self.clock.as_ref().map(|_| "custom"))
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +111,7 @@ impl<S> Setup<S> {
             send_buffer: SendBuffer::default(),
             stop_timeout: Duration::from_secs(10),
             groupcache: false,
+            clock: None,
         }
     }
 
@@ -151,6 +154,11 @@ impl<S> Setup<S> {
     /// Adds a configuration step ([`Builder::config`]).
     pub fn add_config(&mut self, configure: impl FnOnce(&mut NodeConfig) + Send + 'static) {
         self.configure.push(Box::new(configure));
+    }
+
+    /// Sets the node's clock ([`Builder::clock`]).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = Some(clock);
     }
 
     /// Sets the idle timeout ([`Builder::idle_timeout`]).
@@ -206,7 +214,11 @@ impl<S> Setup<S> {
         }
         let connect_timeout = config.connect_timeout;
         let send_limits = self.send_buffer.limits(&config);
-        let front = Front::new(config, wake).map_err(StartError::Config)?;
+        let front = match self.clock {
+            Some(clock) => Front::with_clock(config, wake, clock),
+            None => Front::new(config, wake),
+        }
+        .map_err(StartError::Config)?;
         if !self.peers.is_empty() {
             front.set_peers(self.peers.into_iter().map(Bytes::from).collect());
         }
@@ -335,6 +347,19 @@ impl<R: Runtime> Builder<R> {
     #[must_use]
     pub fn config(mut self, configure: impl FnOnce(&mut NodeConfig) + Send + 'static) -> Self {
         self.setup.add_config(configure);
+        self
+    }
+
+    /// The clock the node reads (default: the process's monotonic clock,
+    /// [`Instant::now`](herdcache_proto::Instant::now)): every `now` the core sees, expiry
+    /// checks on hits, and [`Handle::now`](crate::Handle::now). For tests that move time on
+    /// instead of sleeping, e.g. a TTL that expires without waiting for it: a clock that runs
+    /// with the real one plus an offset the test raises. It must never go backwards by much
+    /// (the core treats time going back as no time passing). The driver's timer still waits in
+    /// real time; a deadline a jump of the clock has passed is acted on at the next wake-up.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.setup.set_clock(clock);
         self
     }
 

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -21,14 +21,41 @@ use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use herdcache_proto::groupcache::{GetReply, parse_get_response};
 use herdcache_proto::http::{HttpLimits, ResponseDecoder};
-use herdcache_proto::{Entry, Error, KeyspaceConfig, Path};
+use herdcache_proto::{Entry, Error, Instant, KeyspaceConfig, Path};
+use herdcache_runtime::front::Clock;
 use herdcache_runtime::{Builder, DataSource, Handle, Runtime, StartError, Starting, source_fn};
 
 /// The keyspace of the API tests.
 const KEYSPACE: &str = "ks";
 
+/// How much longer a load of a key starting with `slow` takes: long enough for something
+/// to happen while it is in flight.
+const SLOW_LOAD: Duration = Duration::from_millis(500);
+
+/// A node clock that runs with the real one plus an offset the test raises: time moves on
+/// without the test sleeping ([`Builder::clock`]).
+#[derive(Clone, Default)]
+struct SkewedClock {
+    ahead_micros: Arc<AtomicU64>,
+}
+
+impl SkewedClock {
+    fn clock(&self) -> Clock {
+        let ahead = Arc::clone(&self.ahead_micros);
+        Arc::new(move || {
+            Instant::now().saturating_add(Duration::from_micros(ahead.load(Ordering::SeqCst)))
+        })
+    }
+
+    fn advance(&self, by: Duration) {
+        let micros = u64::try_from(by.as_micros()).expect("a test-sized jump");
+        self.ahead_micros.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
 /// A data source that counts its calls, sleeps a little, and answers `v:<key>`; keys starting
-/// with `missing` are not found, keys starting with `fail` fail.
+/// with `missing` are not found, keys starting with `fail` fail, keys starting with `slow`
+/// take [`SLOW_LOAD`] more.
 #[derive(Clone, Default)]
 struct Counting {
     calls: Arc<AtomicUsize>,
@@ -66,6 +93,9 @@ impl DataSource for Counting {
     async fn fetch(&self, key: Bytes) -> Result<Bytes, SourceError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Timer::after(self.delay).await;
+        if key.starts_with(b"slow") {
+            Timer::after(SLOW_LOAD).await;
+        }
         if key.starts_with(b"missing") {
             return Err(SourceError::Missing);
         }
@@ -127,9 +157,15 @@ async fn start_node<R: Runtime<Started = Starting>>(source: Counting) -> Handle 
 
 /// Starts `n` nodes sharing `source`, each with every node (itself included) as its peers.
 async fn start_cluster<R: Runtime<Started = Starting>>(n: usize, source: &Counting) -> Vec<Handle> {
+    start_ring::<R>(vec![source.clone(); n]).await
+}
+
+/// Starts a node per source, each loading from its own, in one ring: the sources tell which
+/// node loaded what.
+async fn start_ring<R: Runtime<Started = Starting>>(sources: Vec<Counting>) -> Vec<Handle> {
     let mut nodes = Vec::new();
-    for _ in 0..n {
-        nodes.push(start_node::<R>(source.clone()).await);
+    for source in sources {
+        nodes.push(start_node::<R>(source).await);
     }
     let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
     for node in &nodes {
@@ -176,12 +212,29 @@ pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started = Start
     assert_eq!(within("get", node.get(KEYSPACE, "b")).await, Ok(Bytes::from_static(b"v:b")));
     assert_eq!(source.calls(), 1, "after a delete the value is loaded again");
 
-    within("put ttl", node.put_with_ttl(KEYSPACE, "t", "short", Duration::from_millis(50)))
+    within("stop", node.stop()).await;
+
+    // A TTL, on a node clock the test moves on: no sleeping, so no race with a slow machine.
+    let clock = SkewedClock::default();
+    let node = Builder::<R>::new()
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
+        .clock(clock.clock())
+        .start()
         .await
-        .expect("stored");
-    assert_eq!(within("get", node.get(KEYSPACE, "t")).await, Ok(Bytes::from_static(b"short")));
-    Timer::after(Duration::from_millis(120)).await;
-    assert_eq!(within("get", node.get(KEYSPACE, "t")).await, Ok(Bytes::from_static(b"v:t")));
+        .expect("node starts");
+    let ttl = Duration::from_secs(60);
+    within("put ttl", node.put_with_ttl(KEYSPACE, "t", "short", ttl)).await.expect("stored");
+    let stored = within("get", node.get_value(KEYSPACE, "t")).await.expect("a value");
+    assert_eq!((stored.bytes, stored.path), (Bytes::from_static(b"short"), Path::LocalHit));
+    let expires_at = stored.expires_at.expect("the TTL gave the value an expiry");
+    assert!(expires_at > node.now() && expires_at <= node.now().saturating_add(ttl));
+    clock.advance(ttl - Duration::from_secs(1));
+    let before = within("get", node.get_value(KEYSPACE, "t")).await.expect("a value");
+    assert_eq!(before.bytes, Bytes::from_static(b"short"), "not expired a second before");
+    clock.advance(Duration::from_secs(2));
+    let after = within("get", node.get_value(KEYSPACE, "t")).await.expect("a value");
+    assert_eq!((after.bytes, after.path), (Bytes::from_static(b"v:t"), Path::Load), "expired");
+    assert_eq!(source.calls(), 2, "the expired value was loaded again");
     within("stop", node.stop()).await;
 }
 
@@ -230,7 +283,22 @@ pub async fn keyspaces_are_created_updated_and_removed_at_run_time<
     let again = source_fn(|_key: Bytes| async move { Ok::<_, String>(Bytes::new()) });
     assert!(node.create_keyspace(KeyspaceConfig::new("echo", 1 << 20), again).is_err());
     assert_eq!(within("get", node.get("echo", "other")).await, Ok(Bytes::from_static(b"other")));
-    node.update_keyspace(KeyspaceConfig::new("echo", 2 << 20)).expect("updated");
+    let before = within("get", node.get_value("echo", "before")).await.expect("a value");
+    assert_eq!(before.expires_at, None, "no default TTL yet");
+    let mut updated = KeyspaceConfig::new("echo", 2 << 20);
+    updated.default_ttl = Some(Duration::from_secs(3600));
+    node.update_keyspace(updated).expect("updated");
+    // The update took effect: the listing shows it, and a new load gets the default TTL.
+    let listed: Vec<_> = node.keyspaces().into_iter().filter(|c| c.name == "echo").collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].max_bytes, 2 << 20);
+    assert_eq!(listed[0].default_ttl, Some(Duration::from_secs(3600)));
+    let after = within("get", node.get_value("echo", "after")).await.expect("a value");
+    assert_eq!((after.bytes, after.path), (Bytes::from_static(b"after"), Path::Load));
+    let expires_at = after.expires_at.expect("the updated default TTL applies to new loads");
+    let hour_from_now = node.now().saturating_add(Duration::from_secs(3600));
+    assert!(expires_at <= hour_from_now, "{expires_at:?} within the hour from {:?}", node.now());
+    assert!(expires_at > node.now().saturating_add(Duration::from_secs(3000)), "{expires_at:?}");
     let mut names: Vec<_> = node.keyspaces().into_iter().map(|config| config.name).collect();
     names.sort();
     assert_eq!(names, vec![Bytes::from_static(b"echo"), Bytes::from_static(b"ks")]);
@@ -281,27 +349,44 @@ pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Start
 pub async fn keys_are_loaded_by_their_owner_and_fetched_by_the_others<
     R: Runtime<Started = Starting>,
 >() {
-    let source = Counting::new(Duration::ZERO);
-    let nodes = start_cluster::<R>(3, &source).await;
-    let keys: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
+    let sources: Vec<Counting> = (0..3).map(|_| Counting::default()).collect();
+    let nodes = start_ring::<R>(sources.clone()).await;
+    let calls = || sources.iter().map(Counting::calls).collect::<Vec<_>>();
+    let keys: Vec<String> = (0..30).map(herdcache_workload::key).collect();
+    let mut owners = [0; 3];
     for key in &keys {
+        let before = calls();
         let mut paths = Vec::new();
         for node in &nodes {
             let value = within("get", node.get_value(KEYSPACE, key)).await.expect("value");
             assert_eq!(value.bytes, Bytes::from(format!("v:{key}")));
             paths.push(value.path);
         }
-        // The owner loaded it (or hit it); the two others fetched it from the owner.
-        let fetched = paths.iter().filter(|path| **path == Path::PeerFetch).count();
-        assert!(fetched >= 1, "{key}: {paths:?}");
+        // One node loaded it (the owner: it loaded for itself, or for the first asker and
+        // then hit); the two others fetched it from the owner.
+        let loaded: Vec<usize> = (0..3).filter(|&i| calls()[i] != before[i]).collect();
+        assert_eq!(loaded.len(), 1, "{key}: one node loaded it: {:?} -> {:?}", before, calls());
+        let owner = loaded[0];
+        assert_eq!(calls()[owner], before[owner] + 1, "{key}: loaded once");
+        owners[owner] += 1;
+        for (i, path) in paths.iter().enumerate() {
+            let expected: &[Path] =
+                if i == owner { &[Path::Load, Path::LocalHit] } else { &[Path::PeerFetch] };
+            assert!(expected.contains(path), "{key} from node {i} (owner {owner}): {paths:?}");
+        }
+        // The first asker's get is the load, at the owner or through it.
+        let first = if owner == 0 { Path::Load } else { Path::PeerFetch };
+        assert_eq!(paths[0], first, "{key} (owner {owner}): {paths:?}");
     }
-    assert_eq!(source.calls(), keys.len(), "each key loaded once");
+    assert!(owners.iter().all(|&owned| owned > 0), "every node owns some of 30 keys: {owners:?}");
 
+    let before = calls();
     within("put", nodes[1].put(KEYSPACE, "key-0", "new")).await.expect("stored");
     for node in &nodes {
         let value = within("get", node.get(KEYSPACE, "key-0")).await;
         assert_eq!(value, Ok(Bytes::from_static(b"new")));
     }
+    assert_eq!(calls(), before, "a put value is served without a load");
     stop_all(nodes).await;
 }
 
@@ -349,34 +434,75 @@ pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started = 
     for key in &keys {
         within("warm", nodes[2].get(KEYSPACE, key)).await.expect("value");
     }
+    assert_eq!(source.calls(), keys.len());
 
+    // The leaving node has a get in flight (a slow load, here or at the key's owner): its
+    // leave waits for it, so the leave lasts while the others are read.
     let leaving = nodes.remove(2);
-    let readers = nodes.iter().map(|node| async {
-        let mut answered = 0;
-        for round in 0..10 {
-            for key in &keys {
-                let value = node.get(KEYSPACE, key).await;
-                assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))), "round {round}");
-                answered += 1;
-            }
-            Timer::after(Duration::from_millis(5)).await;
+    let slow = leaving.get(KEYSPACE, "slow-leave");
+    within("the slow load starts", async {
+        while source.calls() == keys.len() {
+            Timer::after(Duration::from_millis(1)).await;
         }
-        answered
+    })
+    .await;
+    let (stopping, left) = (AtomicBool::new(false), AtomicBool::new(false));
+    let readers = nodes.iter().enumerate().map(|(i, node)| {
+        let (stopping, left, keys) = (&stopping, &left, &keys);
+        async move {
+            let (mut answered, mut during_the_leave) = (0, 0);
+            loop {
+                for key in keys {
+                    let value = node.get(KEYSPACE, key).await;
+                    assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))), "{key} from node {i}");
+                    answered += 1;
+                    // Counted once the answer is in: it came while the leave was under way.
+                    if stopping.load(Ordering::SeqCst) && !left.load(Ordering::SeqCst) {
+                        during_the_leave += 1;
+                    }
+                }
+                if left.load(Ordering::SeqCst) {
+                    return (answered, during_the_leave);
+                }
+                Timer::after(Duration::from_millis(1)).await;
+            }
+        }
     });
-    let stopping = async {
+    let stop = async {
+        stopping.store(true, Ordering::SeqCst);
         within("stop", leaving.stop()).await;
-        0
+        left.store(true, Ordering::SeqCst);
+        (0, 0)
     };
-    let answered =
-        within("readers", join_all(readers.map(FutureExt::boxed).chain([stopping.boxed()]))).await;
-    assert_eq!(answered, vec![10 * keys.len(), 10 * keys.len(), 0]);
-    // After the leave, the two left serve every key.
+    let slow = async {
+        let value = within("the leaving node's own get", slow).await;
+        assert_eq!(value, Ok(Bytes::from_static(b"v:slow-leave")), "the leave finished it");
+        (0, 0)
+    };
+    let tasks = readers.map(FutureExt::boxed).chain([stop.boxed(), slow.boxed()]);
+    let answered = within("readers", join_all(tasks)).await;
+    for (i, &(all, during_the_leave)) in answered[..2].iter().enumerate() {
+        assert!(all >= keys.len(), "node {i} answered {all}");
+        assert!(during_the_leave > 0, "node {i} answered while the other node left: {answered:?}");
+    }
+
+    // After the leave, the two left serve every key. The leaver's keys have new owners,
+    // which load them (during the leave or now): at most once more each.
     for key in &keys {
         for node in &nodes {
             let value = within("get", node.get(KEYSPACE, key)).await;
             assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
         }
     }
+    let reloaded = source.calls() - keys.len() - 1;
+    assert!(reloaded <= keys.len(), "each key loaded at most once more: {reloaded}");
+    for key in &keys {
+        for node in &nodes {
+            let value = within("get", node.get_value(KEYSPACE, key)).await.expect("value");
+            assert_ne!(value.path, Path::Load, "{key} is cached now");
+        }
+    }
+    assert_eq!(source.calls(), keys.len() + 1 + reloaded, "served from the caches now");
     stop_all(nodes).await;
 }
 
@@ -531,20 +657,31 @@ pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started = Starting>>() {
 
 /// A node of another cluster is refused; the stranger loads locally instead.
 pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started = Starting>>() {
-    let source = Counting::new(Duration::ZERO);
-    let nodes = start_cluster::<R>(1, &source).await;
+    let member_source = Counting::new(Duration::ZERO);
+    let nodes = start_cluster::<R>(1, &member_source).await;
+    let stranger_source = Counting::new(Duration::ZERO);
     let stranger = Builder::<R>::new()
         .cluster("other")
-        .keyspace(KeyspaceConfig::new(KEYSPACE, 1 << 20), source.clone())
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 1 << 20), stranger_source.clone())
         .start()
         .await
         .expect("starts");
     stranger.set_peers([nodes[0].node_id().to_owned(), stranger.node_id().to_owned()]);
-    for i in 0..10 {
+    // 40 keys: the stranger's ring gives the member some of them (all 40 to the stranger has
+    // probability 2^-40), which it then tries to fetch from the member.
+    let keys = 40;
+    for i in 0..keys {
         let key = format!("s-{i}");
-        let value = within("get", stranger.get(KEYSPACE, &key)).await;
-        assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+        let value = within("get", stranger.get_value(KEYSPACE, &key)).await.expect("a value");
+        assert_eq!(value.bytes, Bytes::from(format!("v:{key}")));
+        assert_eq!(value.path, Path::Load, "{key}: loaded by the stranger itself");
     }
+    assert_eq!(stranger_source.calls(), keys, "the stranger loaded every key");
+    assert_eq!(member_source.calls(), 0, "the member loaded nothing for the stranger");
+    let member = nodes[0].keyspace_stats(KEYSPACE).expect("the member's keyspace");
+    assert_eq!(member.server_requests, 0, "the member answered no request of the stranger");
+    let stranger_stats = stranger.keyspace_stats(KEYSPACE).expect("the stranger's keyspace");
+    assert!(stranger_stats.peer_errors > 0, "the stranger tried the member: {stranger_stats:?}");
     within("stop", stranger.stop()).await;
     stop_all(nodes).await;
 }

@@ -366,17 +366,10 @@ pub fn node_down_mid_load(spec: &ClusterSpec, how: Down) {
     });
 }
 
-/// Bytes from a fixed xorshift sequence: garbage, the same every run.
+/// Bytes from a fixed seed: garbage, the same every run.
 fn garbage(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
+    let mut rng = herdcache_workload::Rng::new(0x6a7b_a6e0);
+    (0..len).map(|_| rng.next_u64().to_le_bytes()[0]).collect()
 }
 
 /// Connects to `addr`, writes `bytes` (a write the node cuts short counts as closed), and

@@ -153,16 +153,31 @@ fn delete_keyspace_clears_every_node() {
 
 #[test]
 fn batch_gets_group_keys_by_owner() {
+    use crate::wire::FrameKind;
     let mut sim = Sim::new(SimConfig { nodes: 3, ..SimConfig::default() });
     let keys: Vec<String> = (0..30).map(|i| format!("batch-{i}")).collect();
+    let owners: Vec<usize> = keys.iter().map(|key| sim.owner(key).unwrap()).collect();
+    let owned = |node| owners.iter().filter(|&&owner| owner == node).count() as u64;
+    assert!((0..3).all(|node| owned(node) > 0), "every node owns some of the keys");
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let request = sim.get_many(0, &refs);
     sim.run_until_idle(STEPS).unwrap();
     let Some(Reply::GetMany(results)) = sim.reply(request) else { panic!("a batch reply") };
     assert_eq!(results.len(), 30);
     for (key, result) in keys.iter().zip(results) {
-        assert!(result.as_ref().unwrap().bytes.starts_with(key.as_bytes()));
+        let value = result.as_ref().unwrap();
+        assert!(value.bytes.starts_with(key.as_bytes()));
         assert_eq!(sim.loads(key), 1);
+        let path = if sim.owner(key) == Some(0) { Path::Load } else { Path::PeerFetch };
+        assert_eq!(value.path, path, "{key}");
+    }
+    // One message per remote owner, carrying all its keys; each owner loaded its own keys.
+    for owner in 1..3 {
+        assert_eq!(sim.frames_sent(0, owner, FrameKind::GetMany), 1, "one batch to {owner}");
+        assert_eq!(sim.frames_sent(0, owner, FrameKind::Get), 0, "no single gets to {owner}");
+    }
+    for node in 0..3 {
+        assert_eq!(sim.loads_by(node), owned(node), "node {node} loaded the keys it owns");
     }
 }
 

@@ -71,6 +71,7 @@ use crate::node::{
     Output, Reply, RequestId, Value,
 };
 use crate::time::{Duration, Instant, UnixTime};
+use crate::wire::{FrameDecoder, FrameKind, WireLimits};
 
 /// The keyspace every simulated node serves.
 pub const KEYSPACE: &[u8] = b"ks";
@@ -287,6 +288,10 @@ pub struct Sim {
     /// Bytes on their way to each connection end, in order.
     inbox: BTreeMap<(usize, ConnId), VecDeque<Vec<u8>>>,
     partitions: BTreeSet<(usize, usize)>,
+    /// Each connection end's outgoing byte stream, cut back into frames to count them.
+    sent_streams: BTreeMap<(usize, ConnId), FrameDecoder>,
+    /// Frames sent, by sender, receiver and kind (native protocol only).
+    frames_sent: BTreeMap<(usize, usize, FrameKind), u64>,
     next_conn: u64,
     next_request: u64,
     requests: BTreeMap<RequestId, RequestRecord>,
@@ -327,6 +332,8 @@ impl Sim {
             fifo: BTreeMap::new(),
             inbox: BTreeMap::new(),
             partitions: BTreeSet::new(),
+            sent_streams: BTreeMap::new(),
+            frames_sent: BTreeMap::new(),
             next_conn: 1,
             next_request: 1,
             requests: BTreeMap::new(),
@@ -762,6 +769,13 @@ impl Sim {
         self.loads_per_key.values().sum()
     }
 
+    /// Frames of `kind` node `from` sent to node `to` so far (native protocol; counted when
+    /// written, whether or not they arrived).
+    #[must_use]
+    pub fn frames_sent(&self, from: usize, to: usize, kind: FrameKind) -> u64 {
+        self.frames_sent.get(&(from, to, kind)).copied().unwrap_or(0)
+    }
+
     /// Data-source loads made by one node so far.
     #[must_use]
     pub fn loads_by(&self, node: usize) -> u64 {
@@ -1004,6 +1018,25 @@ impl Sim {
         }
     }
 
+    /// Counts the frames that `data`, the next bytes node `from` wrote on `conn` (to `to`),
+    /// completes. A stream that does not parse stops being counted (the invariants judge
+    /// nodes, not this tally).
+    fn count_frames(&mut self, from: usize, conn: ConnId, to: usize, data: &[u8]) {
+        if self.config.groupcache {
+            return;
+        }
+        let stream = self
+            .sent_streams
+            .entry((from, conn))
+            .or_insert_with(|| FrameDecoder::new(WireLimits::default()));
+        if stream.push(data).is_err() {
+            return;
+        }
+        while let Ok(Some((header, _))) = stream.next_frame() {
+            *self.frames_sent.entry((from, to, header.kind)).or_default() += 1;
+        }
+    }
+
     fn drain(&mut self, index: usize) {
         loop {
             let Some(node) = self.nodes[index].node.as_mut() else { return };
@@ -1053,6 +1086,7 @@ impl Sim {
             }
             Output::Transmit { conn, data } => {
                 let Some(&(to, to_conn)) = self.links.get(&(index, conn)) else { return };
+                self.count_frames(index, conn, to, &data);
                 let latency = self.latency();
                 let last = self.fifo.get(&(to, to_conn)).copied().unwrap_or(Instant::ZERO);
                 let at = (self.now + latency).max(last);
