@@ -1,7 +1,7 @@
 //! Writes the seed corpora under `fuzz/corpus/`: `cargo run --example seed_corpus` in `fuzz/`.
 //!
-//! - `wire_decode`: one valid frame of every kind, a stream of several frames, and a frame cut
-//!   short.
+//! - `wire_decode`: one valid frame of every kind, a stream of several frames, a frame cut
+//!   short, and acks carrying the newest error code and one no version defines.
 //! - `wire_roundtrip`: for every kind, the first of a fixed series of pseudo-random inputs that
 //!   `Arbitrary` turns into a message of that kind which encodes within the default limits.
 
@@ -11,8 +11,8 @@ use std::path::Path;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use herdcache_proto::{
-    ErrorCode, Found, FrameKind, GetOutcome, KeyRate, Message, PutEntry, ReplyError, UnixTime,
-    WireLimits,
+    ErrorCode, FRAME_HEADER_LEN, Found, FrameKind, GetOutcome, KeyRate, Message, PutEntry,
+    ReplyError, UnixTime, WireLimits,
 };
 
 fn b(bytes: &'static [u8]) -> Bytes {
@@ -70,6 +70,16 @@ fn main() -> std::io::Result<()> {
     }
     fs::write(decode.join("stream-of-every-kind"), &stream)?;
     fs::write(decode.join("stream-cut-short"), &stream[..stream.len() / 2 + 3])?;
+    // Error codes: one added after the first release (`Unavailable`), and one no version
+    // defines, which a decoder refuses as malformed (without panicking).
+    let mut unavailable = Vec::new();
+    Message::Ack(Err(ReplyError::new(ErrorCode::Unavailable, "")))
+        .encode(9, &mut unavailable, &limits)
+        .expect("an ack is within the limits");
+    fs::write(decode.join("frame-ack-unavailable"), &unavailable)?;
+    let mut unknown = unavailable;
+    unknown[FRAME_HEADER_LEN + 1] = 99; // after the ack's error tag: the code
+    fs::write(decode.join("frame-ack-unknown-code"), &unknown)?;
 
     let roundtrip = root.join("wire_roundtrip");
     fs::create_dir_all(&roundtrip)?;

@@ -200,6 +200,14 @@ impl Breaker {
         self.config
     }
 
+    /// Takes a new configuration and keeps the state: an open breaker stays open until the
+    /// end of its current open period, a probe in flight stays the probe, and the failures
+    /// counted so far are compared with the new threshold at the next failure. Permits issued
+    /// before stay valid.
+    pub fn reconfigure(&mut self, config: BreakerConfig) {
+        self.config = config;
+    }
+
     /// Asks to make one call at `now`.
     ///
     /// Closed: always a permit. Open: denied until the open period ends. Half-open: the first

@@ -1,5 +1,5 @@
 //! groupcache compatibility: the node's peer connections speaking golang/groupcache's HTTP
-//! protocol ([`PeerProtocol::GroupcacheHttp`](super::PeerProtocol::GroupcacheHttp)).
+//! protocol ([`PeerProtocol::GroupcacheHttp`]).
 //!
 //! The loading process is the node's own; this part only changes how a fetch travels and how
 //! a peer's get arrives:
@@ -18,7 +18,9 @@ use alloc::format;
 use alloc::vec::Vec;
 use bytes::Bytes;
 
-use super::{Call, Conn, Error, Event, Node, Output, PeerLink, Timer};
+use super::calls::{Call, CallKind};
+use super::ids::CallId;
+use super::{Error, Event, Node, NodeConfig, Output, PeerProtocol};
 use crate::groupcache::{
     GetReply, PeerUrl, encode_error_response, encode_value_response, parse_get_request,
     parse_get_response,
@@ -44,44 +46,69 @@ pub(super) struct HttpFetching {
     /// The call whose request is on the wire, answered by the next response. `Some` even
     /// after the call itself finished another way: the connection is busy until the answer
     /// arrives.
-    call: Option<u64>,
+    call: Option<CallId>,
+}
+
+/// Serving connections whose answer went out during a mutation: after it, they read their
+/// next request or close — never inside it, where the answer may have been given from within
+/// that connection's own reading loop.
+#[derive(Default)]
+pub(super) struct HttpTurns {
+    resume: Vec<ConnId>,
+    closing: Vec<ConnId>,
 }
 
 /// How a connection reads its bytes.
 #[derive(Debug)]
 pub(super) enum Codec {
+    /// herdcache's frames.
     Native(crate::wire::FrameDecoder),
+    /// groupcache HTTP, accepted: serving gets.
     HttpServer(HttpServing),
+    /// groupcache HTTP, opened: fetching.
     HttpClient(HttpFetching),
 }
 
-impl Node {
-    pub(super) fn is_groupcache(&self) -> bool {
-        self.config.peer_protocol == super::PeerProtocol::GroupcacheHttp
-    }
-
-    /// The codec of a new connection.
-    pub(super) fn new_codec(&self, outbound: bool) -> Codec {
-        let limits = self.config.groupcache.limits;
-        match (self.is_groupcache(), outbound) {
-            (false, _) => Codec::Native(crate::wire::FrameDecoder::new(self.config.limits)),
-            (true, false) => Codec::HttpServer(HttpServing {
+impl Codec {
+    /// The codec of a new connection of a node configured by `config`.
+    pub(super) fn new(config: &NodeConfig, outbound: bool) -> Codec {
+        let limits = config.groupcache.limits;
+        match (config.peer_protocol, outbound) {
+            (PeerProtocol::Native, _) => {
+                Codec::Native(crate::wire::FrameDecoder::new(config.limits))
+            }
+            (PeerProtocol::GroupcacheHttp, false) => Codec::HttpServer(HttpServing {
                 decoder: RequestDecoder::new(limits),
                 busy: false,
                 keep_alive: true,
             }),
-            (true, true) => Codec::HttpClient(HttpFetching {
+            (PeerProtocol::GroupcacheHttp, true) => Codec::HttpClient(HttpFetching {
                 decoder: ResponseDecoder::new(limits),
                 call: None,
             }),
         }
     }
 
-    /// Where to dial a peer: its node id, or its base URL's `host:port`.
-    pub(super) fn dial_address(&self, peer: &Bytes) -> Option<Bytes> {
-        if !self.is_groupcache() {
-            return Some(peer.clone());
+    /// The frame decoder of a native connection.
+    pub(super) fn native(&self) -> Option<&crate::wire::FrameDecoder> {
+        match self {
+            Codec::Native(decoder) => Some(decoder),
+            _ => None,
         }
+    }
+
+    /// The frame decoder of a native connection.
+    pub(super) fn native_mut(&mut self) -> Option<&mut crate::wire::FrameDecoder> {
+        match self {
+            Codec::Native(decoder) => Some(decoder),
+            _ => None,
+        }
+    }
+}
+
+impl Node {
+    /// Where to dial a groupcache peer: its base URL's `host:port`.
+    fn dial_address(peer: &Bytes) -> Option<Bytes> {
         PeerUrl::parse(peer).ok().map(|url| url.address().clone())
     }
 
@@ -89,12 +116,11 @@ impl Node {
     // Client side
 
     /// Sends or queues a fetch to `peer` (the call is registered already).
-    pub(super) fn http_send_call(&mut self, now: Instant, id: u64, peer: Bytes) {
+    pub(super) fn http_send_call(&mut self, now: Instant, id: CallId, peer: Bytes) {
         let settings = self.config.groupcache;
-        let attempt = self.fresh_id();
-        let address = self.dial_address(&peer);
-        let leaving = self.leaving;
-        let link = self.peers.entry(peer.clone()).or_default();
+        let address = Node::dial_address(&peer);
+        let leaving = self.membership.is_leaving();
+        let link = self.links.link_or_default(&peer);
         if let Some(conn) = link.idle.pop() {
             self.transmit_call(id, conn);
             return;
@@ -104,100 +130,69 @@ impl Node {
             return;
         }
         let may_grow = link.pool.len() < settings.max_connections_per_peer as usize;
-        if link.connecting || (!link.pool.is_empty() && !may_grow) {
-            link.queued.push(id);
+        if link.is_connecting() || (!link.pool.is_empty() && !may_grow) {
+            link.queued.push_back(id);
         } else if may_grow && now >= link.retry_at && !leaving && address.is_some() {
-            link.queued.push(id);
-            self.http_connect(now, &peer, attempt, address);
+            link.queued.push_back(id);
+            if let Some(address) = address {
+                self.begin_connect(now, &peer, address);
+            }
         } else if !link.pool.is_empty() {
-            link.queued.push(id); // backing off from growing: wait for a busy connection
+            link.queued.push_back(id); // backing off from growing: wait for a busy connection
         } else {
             self.fail_call(now, id);
         }
     }
 
-    fn http_connect(&mut self, now: Instant, peer: &Bytes, attempt: u64, address: Option<Bytes>) {
-        let Some(address) = address else { return };
-        let Some(link) = self.peers.get_mut(peer) else { return };
-        link.connecting = true;
-        link.attempt = attempt;
-        self.outputs.push_back(Output::Connect { peer: peer.clone(), address });
-        self.push_timer(now + self.config.connect_timeout, Timer::Connect(attempt));
-    }
-
-    /// A connection to `peer` opened.
-    pub(super) fn http_connected(&mut self, now: Instant, conn: ConnId, peer: Bytes) {
-        self.open_conn(conn, Some(peer.clone()), true);
-        let link = self.peers.entry(peer).or_default();
-        link.connecting = false;
-        link.backoff = super::Duration::ZERO;
-        link.pool.push(conn);
-        self.http_conn_free(now, conn);
-    }
-
-    /// A connection to `peer` failed to open: the waiting fetches fail (and load locally)
-    /// unless open connections will serve them.
-    pub(super) fn http_connect_failed(&mut self, now: Instant, peer: &Bytes) {
-        self.back_off(now, peer);
-        let Some(link) = self.peers.get_mut(peer) else { return };
-        if link.pool.is_empty() {
-            for id in core::mem::take(&mut link.queued) {
-                self.fail_call(now, id);
-            }
-        }
-    }
-
     /// `conn` has no request on the wire: it takes the next waiting fetch or becomes idle;
     /// the pool grows while fetches still wait.
-    fn http_conn_free(&mut self, now: Instant, conn: ConnId) {
-        let Some(peer) = self.conns.get(&conn).and_then(|state| state.peer.clone()) else {
+    pub(super) fn http_conn_free(&mut self, now: Instant, conn: ConnId) {
+        let Some(peer) = self.links.get(conn).and_then(|state| state.peer.clone()) else {
             return;
         };
         loop {
-            let Some(link) = self.peers.get_mut(&peer) else { return };
-            if link.queued.is_empty() {
+            let Some(link) = self.links.link_mut(&peer) else { return };
+            let Some(id) = link.queued.pop_front() else {
                 link.idle.push(conn);
                 return;
-            }
-            let id = link.queued.remove(0);
-            if self.calls.get(&id).is_some_and(|call| call.unsent.is_some()) {
+            };
+            if self.calls.get(id).is_some_and(|call| call.unsent.is_some()) {
                 self.transmit_call(id, conn);
                 break;
             }
         }
         let settings = self.config.groupcache;
-        let attempt = self.fresh_id();
-        let address = self.dial_address(&peer);
-        let leaving = self.leaving;
-        let Some(link) = self.peers.get_mut(&peer) else { return };
+        let address = Node::dial_address(&peer);
+        let leaving = self.membership.is_leaving();
+        let Some(link) = self.links.link_mut(&peer) else { return };
         let grow = !link.queued.is_empty()
-            && !link.connecting
+            && !link.is_connecting()
             && link.pool.len() < settings.max_connections_per_peer as usize
             && now >= link.retry_at
             && !leaving;
-        if grow {
-            self.http_connect(now, &peer, attempt, address);
+        if let (true, Some(address)) = (grow, address) {
+            self.begin_connect(now, &peer, address);
         }
     }
 
     /// Writes a call's request on `conn`. `false` when it cannot be (the call then fails).
-    pub(super) fn http_transmit(&mut self, id: u64, conn: ConnId, message: &Message) -> bool {
-        let Some(peer) = self.calls.get(&id).map(|call| call.peer.clone()) else { return false };
+    pub(super) fn http_transmit(&mut self, id: CallId, conn: ConnId, message: &Message) -> bool {
+        let Some(peer) = self.calls.get(id).map(|call| call.peer.clone()) else { return false };
         let (Message::Get { keyspace, key, .. }, Ok(url)) = (message, PeerUrl::parse(&peer)) else {
             return false;
         };
-        let Some(state) = self.conns.get_mut(&conn) else { return false };
+        let Some(state) = self.links.get_mut(conn) else { return false };
         let Codec::HttpClient(fetching) = &mut state.codec else { return false };
         fetching.call = Some(id);
         url.encode_get(keyspace, key, &mut state.out);
-        self.mark_dirty(conn);
+        self.links.mark_dirty(conn);
         true
     }
 
     /// A call failed while its request was on `conn`: the connection goes too.
     pub(super) fn http_abandon(&mut self, now: Instant, call: &Call) {
         let Some(conn) = call.conn else { return };
-        let on_wire = self.conns.get(&conn).is_some_and(
+        let on_wire = self.links.get(conn).is_some_and(
             |state| matches!(&state.codec, Codec::HttpClient(fetching) if fetching.call.is_some()),
         );
         if on_wire {
@@ -205,13 +200,15 @@ impl Node {
         }
     }
 
+    /// A response (or a failure to read one) on a fetching connection: it answers the call on
+    /// the wire, if that call still waits; the connection then takes the next fetch or closes.
     fn http_response(
         &mut self,
         now: Instant,
         conn: ConnId,
         reply: Result<(GetReply, bool), HttpError>,
     ) {
-        let call = match self.conns.get_mut(&conn).map(|state| &mut state.codec) {
+        let call = match self.links.get_mut(conn).map(|state| &mut state.codec) {
             Some(Codec::HttpClient(fetching)) => fetching.call.take(),
             _ => return,
         };
@@ -226,9 +223,9 @@ impl Node {
             self.close_now(now, conn);
             return;
         };
-        if self.calls.get(&id).is_some_and(|call| call.conn == Some(conn)) {
-            let call = self.calls.remove(&id).expect("just looked up");
-            if let super::CallKind::Get { keyspace, flight } = call.kind {
+        if self.calls.get(id).is_some_and(|call| call.conn == Some(conn)) {
+            let call = self.take_call(id).expect("just looked up");
+            if let CallKind::Get { keyspace, flight } = call.kind {
                 match reply {
                     GetReply::Value { value, minute_qps } => {
                         let rate = minute_qps.unwrap_or(0.0) / 60.0;
@@ -237,7 +234,7 @@ impl Node {
                             expires_at: None,
                             key_rate: KeyRate::from_per_second(rate),
                         };
-                        self.fetched(
+                        self.on_fetched(
                             now,
                             &keyspace,
                             flight,
@@ -249,7 +246,7 @@ impl Node {
                     // The owner's load failed: its answer, as groupcache's own error.
                     GetReply::Failed { status: 500, message } => {
                         let error = Error::DataSource(message).to_reply_error();
-                        self.fetched(
+                        self.on_fetched(
                             now,
                             &keyspace,
                             flight,
@@ -261,7 +258,7 @@ impl Node {
                     // 404 (the owner lacks the group), 503 (overloaded), anything else: the
                     // owner could not serve it; load here.
                     GetReply::Failed { .. } => {
-                        self.fetch_failed(now, &keyspace, flight, id, &call.peer);
+                        self.on_fetch_failed(now, &keyspace, flight, id, &call.peer);
                     }
                 }
             }
@@ -278,7 +275,7 @@ impl Node {
 
     /// Bytes arrived on an HTTP connection.
     pub(super) fn http_received(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
-        let Some(state) = self.conns.get_mut(&conn) else { return };
+        let Some(state) = self.links.get_mut(conn) else { return };
         let pushed = match &mut state.codec {
             Codec::HttpServer(serving) => serving.decoder.push(data),
             Codec::HttpClient(fetching) => fetching.decoder.push(data),
@@ -293,7 +290,7 @@ impl Node {
 
     /// The peer closed an HTTP connection: an answer that ran until the close is complete.
     pub(super) fn http_closed(&mut self, now: Instant, conn: ConnId) {
-        let finished = match self.conns.get_mut(&conn).map(|state| &mut state.codec) {
+        let finished = match self.links.get_mut(conn).map(|state| &mut state.codec) {
             Some(Codec::HttpClient(fetching)) if fetching.call.is_some() => {
                 fetching.decoder.finish()
             }
@@ -308,7 +305,7 @@ impl Node {
     /// Handles what the connection's decoder holds, as far as it can now.
     pub(super) fn http_read(&mut self, now: Instant, conn: ConnId) {
         loop {
-            let Some(state) = self.conns.get_mut(&conn) else { return };
+            let Some(state) = self.links.get_mut(conn) else { return };
             match &mut state.codec {
                 Codec::HttpClient(fetching) => match fetching.decoder.next_response() {
                     Ok(Some(response)) => {
@@ -358,7 +355,7 @@ impl Node {
     /// side closes.
     fn http_failed(&mut self, now: Instant, conn: ConnId, error: HttpError) {
         let server =
-            matches!(self.conns.get(&conn).map(|state| &state.codec), Some(Codec::HttpServer(_)));
+            matches!(self.links.get(conn).map(|state| &state.codec), Some(Codec::HttpServer(_)));
         if !server {
             self.http_response(now, conn, Err(error));
             return;
@@ -366,9 +363,9 @@ impl Node {
         let mut out = Vec::new();
         let message = crate::groupcache::GroupcacheError::Http(error).message();
         encode_error_response(error.status(), message.as_bytes(), false, &mut out);
-        if let Some(state) = self.conns.get_mut(&conn) {
+        if let Some(state) = self.links.get_mut(conn) {
             state.out.extend_from_slice(&out);
-            self.mark_dirty(conn);
+            self.links.mark_dirty(conn);
         }
         let reason = ErrorCode::Malformed;
         self.outputs.push_back(Output::Event(Event::ConnectionRefused { conn, reason }));
@@ -385,7 +382,7 @@ impl Node {
             self.http_answer(conn, 404, text.as_bytes());
             return;
         }
-        if self.pending.len() >= self.config.max_pending {
+        if self.requests.len() >= self.config.max_pending {
             self.http_answer(conn, 503, b"overloaded");
             return;
         }
@@ -401,7 +398,7 @@ impl Node {
                 let per_minute = found.key_rate.as_per_second() * 60.0;
                 let minute_qps = (per_minute > 0.0).then_some(per_minute);
                 let keep_alive = self.http_keep_alive(conn);
-                if let Some(state) = self.conns.get_mut(&conn) {
+                if let Some(state) = self.links.get_mut(conn) {
                     encode_value_response(&found.value, minute_qps, keep_alive, &mut state.out);
                 }
                 self.http_answered(conn);
@@ -417,8 +414,9 @@ impl Node {
         }
     }
 
+    /// Whether the request in progress on a serving connection lets it stay open.
     fn http_keep_alive(&self, conn: ConnId) -> bool {
-        match self.conns.get(&conn).map(|state| &state.codec) {
+        match self.links.get(conn).map(|state| &state.codec) {
             Some(Codec::HttpServer(serving)) => serving.keep_alive,
             _ => false,
         }
@@ -427,7 +425,7 @@ impl Node {
     /// Answers the request in progress with an error status and text.
     fn http_answer(&mut self, conn: ConnId, status: u16, text: &[u8]) {
         let keep_alive = self.http_keep_alive(conn);
-        if let Some(state) = self.conns.get_mut(&conn) {
+        if let Some(state) = self.links.get_mut(conn) {
             encode_error_response(status, text, keep_alive, &mut state.out);
         }
         self.http_answered(conn);
@@ -436,49 +434,28 @@ impl Node {
     /// The request in progress was answered: the connection reads its next one (after this
     /// mutation, not inside it) or closes.
     fn http_answered(&mut self, conn: ConnId) {
-        let Some(state) = self.conns.get_mut(&conn) else { return };
+        let Some(state) = self.links.get_mut(conn) else { return };
         let Codec::HttpServer(serving) = &mut state.codec else { return };
         serving.busy = false;
         let keep_alive = serving.keep_alive;
-        self.mark_dirty(conn);
+        self.links.mark_dirty(conn);
         if keep_alive {
-            self.http_resume.push(conn);
+            self.http_turns.resume.push(conn);
         } else {
-            self.http_closing.push(conn);
+            self.http_turns.closing.push(conn);
         }
     }
 
     /// After a mutation: serving connections whose answer went out read their next request;
     /// those that asked for it close.
     pub(super) fn http_after_mutation(&mut self, now: Instant) {
-        while !self.http_resume.is_empty() || !self.http_closing.is_empty() {
-            for conn in core::mem::take(&mut self.http_resume) {
+        while !self.http_turns.resume.is_empty() || !self.http_turns.closing.is_empty() {
+            for conn in core::mem::take(&mut self.http_turns.resume) {
                 self.http_read(now, conn);
             }
-            for conn in core::mem::take(&mut self.http_closing) {
+            for conn in core::mem::take(&mut self.http_turns.closing) {
                 self.close_now(now, conn);
             }
         }
     }
-
-    /// Sends what is queued on `conn`, closes it and forgets it (its calls fail).
-    pub(super) fn close_now(&mut self, now: Instant, conn: ConnId) {
-        if !self.conns.contains_key(&conn) {
-            return;
-        }
-        self.flush_transmits();
-        self.outputs.push_back(Output::Close { conn });
-        self.drop_conn(now, conn);
-    }
-
-    /// Forgets an HTTP connection in its peer's pool.
-    pub(super) fn http_forget(link: &mut PeerLink, conn: ConnId) {
-        link.pool.retain(|&c| c != conn);
-        link.idle.retain(|&c| c != conn);
-    }
-}
-
-/// Whether a connection's state is an HTTP one.
-pub(super) fn is_http(state: &Conn) -> bool {
-    !matches!(state.codec, Codec::Native(_))
 }

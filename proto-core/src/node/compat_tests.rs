@@ -5,6 +5,7 @@ use super::*;
 use crate::groupcache::{GetReply, parse_get_response};
 use crate::http::{HttpLimits, ResponseDecoder};
 use crate::sim::{Sim, SimConfig};
+use crate::time::Duration;
 use alloc::format;
 use alloc::string::String;
 

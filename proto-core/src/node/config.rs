@@ -214,6 +214,32 @@ impl KeyspaceConfig {
             hot_keys: HotKeysConfig::default(),
         }
     }
+
+    /// Checks the settings against the node's wire `limits`: the one check both
+    /// `Node::create_keyspace` and `Node::update_keyspace` (and `Node::new`, for the keyspaces
+    /// of its config) apply, so a keyspace can never be updated into a state it could not be
+    /// created in.
+    ///
+    /// # Errors
+    /// [`ConfigError::BadKeyspaceName`] for an empty name or one over `max_label`;
+    /// [`ConfigError::BadTiming`] for a zero read or write timeout;
+    /// [`ConfigError::BadHotKeys`] for a hot-key tracker capacity or half-life out of range.
+    pub fn validate(&self, limits: &WireLimits) -> Result<(), ConfigError> {
+        if self.name.is_empty() || self.name.len() > limits.max_label as usize {
+            return Err(ConfigError::BadKeyspaceName);
+        }
+        if self.read_timeout.is_zero() || self.write_timeout.is_zero() {
+            return Err(ConfigError::BadTiming);
+        }
+        let hot = &self.hot_keys;
+        if hot.capacity == 0
+            || hot.capacity > HotKeysConfig::MAX_CAPACITY
+            || hot.half_life < HotKeysConfig::MIN_HALF_LIFE
+        {
+            return Err(ConfigError::BadHotKeys);
+        }
+        Ok(())
+    }
 }
 
 /// Why a configuration was refused. Nothing changed.

@@ -63,7 +63,7 @@ impl Error {
             Error::UnknownKeyspace => (ErrorCode::UnknownKeyspace, b""),
             Error::ShuttingDown => (ErrorCode::ShuttingDown, b""),
             Error::Overloaded => (ErrorCode::Overloaded, b""),
-            Error::Unavailable => (ErrorCode::Overloaded, b"unavailable"),
+            Error::Unavailable => (ErrorCode::Unavailable, b""),
             Error::BadRequest => (ErrorCode::BadRequest, b""),
         };
         ReplyError { code, message: Bytes::from_static(message) }
@@ -81,9 +81,14 @@ impl Error {
             ErrorCode::TooLarge => Error::TooLarge,
             ErrorCode::UnknownKeyspace => Error::UnknownKeyspace,
             ErrorCode::ShuttingDown => Error::ShuttingDown,
-            ErrorCode::Overloaded if error.message.as_ref() == b"unavailable" => Error::Unavailable,
             ErrorCode::Overloaded => Error::Overloaded,
-            _ => Error::BadRequest,
+            ErrorCode::Unavailable => Error::Unavailable,
+            ErrorCode::BadRequest
+            | ErrorCode::ProtocolVersion
+            | ErrorCode::ClusterMismatch
+            | ErrorCode::Malformed
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::TooManyInFlight => Error::BadRequest,
         }
     }
 

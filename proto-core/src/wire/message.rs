@@ -81,6 +81,16 @@ pub enum ErrorCode {
     Overloaded = 9,
     /// The request makes no sense (for example a reply kind sent as a request).
     BadRequest = 10,
+    /// A node the request needed could not be reached, or did not confirm in time: the owner
+    /// of a forwarded write, or a member asked to drop its copy.
+    ///
+    /// Added after the first release of the protocol: a decoder that predates it refuses a
+    /// frame carrying it as it refuses every unknown code ([`WireError::UnknownErrorCode`],
+    /// answered [`ErrorCode::Malformed`]), closing that one connection, whose calls then fail
+    /// over as on any lost connection — no panic, and no wrong answer.
+    ///
+    /// [`WireError::UnknownErrorCode`]: crate::WireError::UnknownErrorCode
+    Unavailable = 11,
     /// Connection-level: the peer speaks a protocol version this node does not.
     ProtocolVersion = 128,
     /// Connection-level: the peer belongs to another cluster (its hello's label differs).
@@ -108,6 +118,7 @@ impl ErrorCode {
             8 => ErrorCode::ShuttingDown,
             9 => ErrorCode::Overloaded,
             10 => ErrorCode::BadRequest,
+            11 => ErrorCode::Unavailable,
             128 => ErrorCode::ProtocolVersion,
             129 => ErrorCode::ClusterMismatch,
             130 => ErrorCode::Malformed,
@@ -143,6 +154,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting down",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::BadRequest => "bad request",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::ProtocolVersion => "unsupported protocol version",
             ErrorCode::ClusterMismatch => "cluster mismatch",
             ErrorCode::Malformed => "malformed frame",
