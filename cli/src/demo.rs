@@ -19,7 +19,7 @@ use herdcache_tokio::{Bytes, Error, Path, Value};
 use herdcache_workload::{Rng, Zipf, key};
 use tokio::task::JoinSet;
 
-use self::runtimes::{AsyncKeyspace, DemoNode, Runtime, RuntimeList, parse_runtimes};
+use self::runtimes::{DemoNode, Runtime, RuntimeList, parse_runtimes};
 
 use crate::histogram::Histogram;
 use crate::source::{LoadCounts, LoadMap, SlowSource, looks_right};
@@ -326,7 +326,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // Room for every value on every node (main and hot copies), so that nothing is evicted
     // and "one load per key" is the cache's doing, not luck.
     let budget = (u64::from(args.keys) * 1100).max(16 << 20);
-    let mut cluster: Vec<Box<dyn DemoNode>> = Vec::with_capacity(nodes);
+    let mut cluster: Vec<DemoNode> = Vec::with_capacity(nodes);
     for (node, runtime) in runtimes.iter().enumerate() {
         let source = SlowSource::new(node, delay, Arc::clone(&counts));
         cluster.push(runtime.start(budget, source).await?);
@@ -487,7 +487,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), DemoError> {
 async fn run_phase(
     label: &'static str,
     workload: &Workload,
-    nodes: &[Box<dyn DemoNode>],
+    nodes: &[DemoNode],
     concurrency: u32,
     duration: Duration,
     seed: u64,
@@ -569,7 +569,7 @@ pub(crate) struct ClientTally {
 
 impl Client {
     /// Runs on a tokio task, awaiting an async runtime's gets.
-    async fn run_async(self, keyspace: &impl AsyncKeyspace) -> ClientTally {
+    async fn run_async(self, keyspace: &herdcache_runtime::KeyspaceHandle) -> ClientTally {
         let mut seen = self.tally();
         let mut rng = Rng::new(self.seed);
         while !self.live.stop.load(Ordering::Relaxed) {
@@ -712,7 +712,7 @@ fn nanos(duration: Duration) -> u64 {
 }
 
 /// The failed peer fetches of these nodes, summed.
-fn peer_errors(nodes: &[Box<dyn DemoNode>]) -> u64 {
+fn peer_errors(nodes: &[DemoNode]) -> u64 {
     nodes.iter().filter_map(|node| node.stats()).map(|s| s.peer_errors).sum()
 }
 
@@ -768,7 +768,7 @@ fn latency_table(tally: &Tally) -> Table {
     table
 }
 
-fn node_table(nodes: &[Box<dyn DemoNode>]) -> Table {
+fn node_table(nodes: &[DemoNode]) -> Table {
     let mut table = Table::new([
         "node",
         "runtime",

@@ -154,12 +154,22 @@ impl herdcache_async_std::DataSource for AsyncIoSlowSource {
     }
 }
 
-/// The blocking flavour: sleeps the node's worker thread.
-impl herdcache_mio::DataSource for SlowSource {
+/// The blocking flavour of a [`SlowSource`], for herdcache-mio: sleeps the node's worker
+/// thread. A wrapper because a source of both kinds would leave a builder to guess which.
+#[derive(Clone, Debug)]
+pub(crate) struct BlockingSlowSource(SlowSource);
+
+impl From<SlowSource> for BlockingSlowSource {
+    fn from(source: SlowSource) -> Self {
+        BlockingSlowSource(source)
+    }
+}
+
+impl herdcache_mio::DataSource for BlockingSlowSource {
     type Error = Infallible;
 
     fn fetch(&self, key: Bytes) -> Result<Bytes, Infallible> {
-        let delay = self.begin_fetch(&key);
+        let delay = self.0.begin_fetch(&key);
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }

@@ -116,14 +116,14 @@ pub type Node = herdcache_runtime::Node<AsyncStd>;
 pub type Builder = herdcache_runtime::Builder<AsyncStd>;
 
 /// The async-std/smol runtime, as the [`Builder`] names it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncStd;
 
 impl Runtime for AsyncStd {
     type Started = Starting;
 
     /// Binds the listener, then starts the node's thread and its driver task.
-    fn start(setup: Setup) -> Starting {
+    fn start(self, setup: Setup) -> Starting {
         Box::pin(async move {
             let listener =
                 TcpListener::bind(setup.listen_addr()).await.map_err(StartError::Bind)?;

@@ -1,40 +1,36 @@
 //! One TCP connection of the event loop: its socket, where it is in its life, and the bytes
-//! the node transmitted that the socket has not taken yet. Transport only.
+//! the node transmitted that the socket has not taken yet. Transport only: the connection
+//! table itself is the shared [`DriverCore`](herdcache_runtime::DriverCore)'s.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herdcache_proto::ConnId;
+use herdcache_runtime::{MAX_GATHER, WriteQueue};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-/// The most chunks one vectored write gathers (Linux takes up to 1024 slices per call).
-const MAX_GATHER: usize = 64;
-
-/// The bytes transmitted to a connection and not yet written, in order, and how many. The
-/// event loop never waits on one peer's socket; it bounds the count with the node's
-/// [`SendLimits`](herdcache_runtime::SendLimits) (stop reading, close).
+/// The bytes transmitted to a connection and not yet written, in order (the shared
+/// [`WriteQueue`]), and how many. The event loop never waits on one peer's socket; it bounds
+/// the count with the node's [`SendLimits`](herdcache_runtime::SendLimits) (stop reading,
+/// close).
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    chunks: VecDeque<Vec<u8>>,
-    /// Bytes of the front chunk already written.
-    written: usize,
+    queue: WriteQueue,
     /// Bytes queued and not written.
     queued: usize,
 }
 
 impl Outbox {
     pub(crate) fn push(&mut self, data: Vec<u8>) {
-        if !data.is_empty() {
-            self.queued += data.len();
-            self.chunks.push_back(data);
-        }
+        self.queued += data.len();
+        self.queue.push(data);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.queue.is_empty()
     }
 
     /// Bytes queued and not yet written.
@@ -45,17 +41,18 @@ impl Outbox {
     /// Writes as much as `socket` takes, with vectored writes, until everything is written
     /// (`Ok(true)`) or the socket would block (`Ok(false)`: the rest stays queued).
     pub(crate) fn write_to(&mut self, socket: &mut impl Write) -> io::Result<bool> {
-        while let Some(front) = self.chunks.front() {
-            let mut slices = [IoSlice::new(&[]); MAX_GATHER];
-            slices[0] = IoSlice::new(&front[self.written..]);
-            let mut count = 1;
-            for chunk in self.chunks.iter().skip(1).take(MAX_GATHER - 1) {
-                slices[count] = IoSlice::new(chunk);
-                count += 1;
-            }
-            match socket.write_vectored(&slices[..count]) {
+        while !self.queue.is_empty() {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_GATHER];
+                let filled = self.queue.io_slices(&mut slices);
+                socket.write_vectored(&slices[..filled])
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(taken) => self.consume(taken),
+                Ok(taken) => {
+                    self.queue.advance(taken);
+                    self.queued -= taken;
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -63,44 +60,38 @@ impl Outbox {
         }
         Ok(true)
     }
-
-    /// Drops the first `taken` bytes.
-    fn consume(&mut self, mut taken: usize) {
-        self.queued -= taken;
-        while let Some(front) = self.chunks.front() {
-            let left = front.len() - self.written;
-            if taken < left {
-                self.written += taken;
-                return;
-            }
-            taken -= left;
-            self.written = 0;
-            self.chunks.pop_front();
-        }
-    }
 }
 
-/// Where a connection is in its life.
-#[derive(Debug)]
+/// Where an open connection is in its life (a connect in progress is not a connection yet:
+/// the event loop keeps it apart, see [`Connecting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// A non-blocking connect to `peer` is in progress (the core does not know the
-    /// connection yet).
-    Connecting { peer: Bytes },
     /// Open both ways.
     Open,
     /// The node closed it: what it transmitted before is being written, nothing is read.
     Closing,
 }
 
-/// A socket and its state.
+/// A non-blocking connect in progress: the core does not know it yet.
+#[derive(Debug)]
+pub(crate) struct Connecting {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: Bytes,
+    /// When the connect gives up (`None`: a timeout too far to count).
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// A connection's socket and transport state, as the driver's connection table
+/// ([`DriverCore`](herdcache_runtime::DriverCore)) keeps it.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
-    pub(crate) token: Token,
+    pub(crate) id: ConnId,
     pub(crate) phase: Phase,
     pub(crate) outbox: Outbox,
-    /// The interest registered with the poller now.
-    interest: Interest,
+    /// The interest registered with the poller now (`None`: registering failed, the
+    /// connection is dropped at once).
+    interest: Option<Interest>,
     /// When bytes last moved either way, for the idle timeout.
     pub(crate) last_activity: Instant,
     /// When the socket last took bytes, or bytes were queued on an empty outbox: the start
@@ -108,44 +99,61 @@ pub(crate) struct Conn {
     pub(crate) last_write_progress: Instant,
     /// Reading stopped: the outbox is above the high-water mark (until the low-water mark).
     pub(crate) reading_paused: bool,
-    /// When a connect or a closing flush gives up.
+    /// When a closing flush gives up (`None` while open, or closing without a grace timer).
     pub(crate) deadline: Option<Instant>,
     /// The earliest entry of this connection in the loop's timer heap (others are stale).
     pub(crate) timer: Option<Instant>,
 }
 
+/// The poll token of connection `id`: connection tokens count up from `first`, never reused.
+pub(crate) fn token_of(id: ConnId, first: usize) -> Token {
+    Token(usize::try_from(id.0).unwrap_or(usize::MAX).saturating_add(first))
+}
+
 impl Conn {
-    /// Registers `stream` for `interest` (connecting: writable; accepted: readable).
-    pub(crate) fn register(
+    /// Adopts `stream` as connection `id`, readable under its token (a connected stream
+    /// registered for its connect under another token is moved to it). A registration that
+    /// fails leaves the connection [`Conn::is_registered`] false.
+    pub(crate) fn adopt(
         registry: &Registry,
         mut stream: TcpStream,
+        id: ConnId,
         token: Token,
-        phase: Phase,
-        interest: Interest,
+        already_registered: bool,
         now: Instant,
-    ) -> io::Result<Conn> {
-        registry.register(&mut stream, token, interest)?;
-        let outbox = Outbox::default();
-        Ok(Conn {
+    ) -> Conn {
+        let registered = if already_registered {
+            registry.reregister(&mut stream, token, Interest::READABLE)
+        } else {
+            registry.register(&mut stream, token, Interest::READABLE)
+        };
+        if let Err(error) = &registered {
+            tracing::warn!(conn = id.0, %error, "cannot register a connection");
+        }
+        Conn {
             stream,
-            token,
-            phase,
-            outbox,
-            interest,
+            id,
+            phase: Phase::Open,
+            outbox: Outbox::default(),
+            interest: registered.ok().map(|()| Interest::READABLE),
             last_activity: now,
             last_write_progress: now,
             reading_paused: false,
             deadline: None,
             timer: None,
-        })
+        }
+    }
+
+    /// Whether the socket is registered with the poller (else it is dropped at once).
+    pub(crate) fn is_registered(&self) -> bool {
+        self.interest.is_some()
     }
 
     /// Registers the interest the connection needs now: readable while open (and reading is
-    /// not paused), writable while connecting or while bytes are pending (and only then).
-    pub(crate) fn update_interest(&mut self, registry: &Registry) -> io::Result<()> {
+    /// not paused), writable while bytes are pending (and only then).
+    pub(crate) fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let pending = !self.outbox.is_empty();
         let wanted = match self.phase {
-            Phase::Connecting { .. } => Interest::WRITABLE,
             // Paused reading implies bytes pending (above the high-water mark).
             Phase::Open if self.reading_paused => Interest::WRITABLE,
             Phase::Open if pending => Interest::READABLE | Interest::WRITABLE,
@@ -155,9 +163,9 @@ impl Conn {
             Phase::Closing if pending => Interest::READABLE | Interest::WRITABLE,
             Phase::Closing => Interest::READABLE,
         };
-        if wanted != self.interest {
-            registry.reregister(&mut self.stream, self.token, wanted)?;
-            self.interest = wanted;
+        if self.interest != Some(wanted) {
+            registry.reregister(&mut self.stream, token, wanted)?;
+            self.interest = Some(wanted);
         }
         Ok(())
     }
@@ -178,23 +186,31 @@ impl Conn {
 
     /// Ends a connection whose pending bytes were written: half-close, drop what the peer
     /// sent that is still unread (at most `scratch.len()` bytes: closing a socket with unread
-    /// bytes sends a reset, which may destroy what was just written), deregister, drop.
-    pub(crate) fn finish(mut self, registry: &Registry, scratch: &mut [u8]) {
+    /// bytes sends a reset, which may destroy what was just written), deregister. The socket
+    /// closes when the connection is dropped.
+    pub(crate) fn finish(&mut self, registry: &Registry, scratch: &mut [u8]) {
         let _ = self.stream.shutdown(Shutdown::Write);
         let _ = self.stream.read(scratch);
-        let _ = registry.deregister(&mut self.stream);
+        self.deregister(registry);
     }
 
-    /// The next instant a timer of this connection is due: its connect or close deadline,
-    /// or (while open) the end of its idle window or of its write-stall window (while bytes
-    /// are pending), whichever is first. `None` when no deadline can be counted (too far).
+    /// Takes the socket off the poller (before the connection is dropped).
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
+        if self.interest.take().is_some() {
+            let _ = registry.deregister(&mut self.stream);
+        }
+    }
+
+    /// The next instant a timer of this connection is due: while closing, its grace
+    /// deadline; while open, the end of its idle window or of its write-stall window (while
+    /// bytes are pending), whichever is first. `None` when no deadline can be counted.
     pub(crate) fn next_deadline(
         &self,
         idle: Option<Duration>,
         write_stall: Duration,
     ) -> Option<Instant> {
         match self.phase {
-            Phase::Connecting { .. } | Phase::Closing => self.deadline,
+            Phase::Closing => self.deadline,
             Phase::Open => {
                 let idle = idle.and_then(|idle| self.last_activity.checked_add(idle));
                 let stall = (!self.outbox.is_empty())
@@ -265,10 +281,11 @@ mod tests {
         }
     }
 
-    /// The crate docs promise about 200 bytes of state per connection (with its map entry).
+    /// The crate docs promise about 200 bytes of state per connection (with its entry in the
+    /// driver's table: an id, a closing flag).
     #[test]
     fn a_connection_costs_what_the_docs_say() {
-        let entry = std::mem::size_of::<(Token, Conn)>();
+        let entry = std::mem::size_of::<(ConnId, Conn, bool)>();
         assert!(entry <= 200, "{entry} bytes per connection");
     }
 

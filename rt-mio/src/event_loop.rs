@@ -1,12 +1,15 @@
-//! The event loop: one thread, one `mio::Poll`, the front's driver side.
+//! The event loop: one thread, one `mio::Poll`, the driver of one node.
 //!
-//! It makes no protocol decision. Everything it does is one of: move bytes between a socket
-//! and the front, open or close a socket, hand a data-source call or a name lookup to the
-//! workers, read the clock, log an event.
+//! It makes no protocol decision, and keeps no table of its own but the connects in
+//! progress: the connection table, executing the front's outputs and the one timer's deadline
+//! are the shared [`DriverCore`]'s, whose IO half ([`DriverIo`]) this file implements with
+//! mio. Everything it does is one of: move bytes between a socket and the core, open or
+//! close a socket, hand a data-source call or a name lookup to the workers, read the clock,
+//! log an event.
 //!
-//! Each turn: run the command of a handle (stop, kill), feed the workers' results, let the
-//! core act on time when its deadline passed, execute the front's actions (then write every
-//! connection that got bytes, once, vectored), expire transport timers, and sleep in
+//! Each turn: run the command of a handle (close, kill), feed the workers' results, expire
+//! transport timers, let the core act (an overdue deadline, then every output; then write
+//! every connection that got bytes, once, vectored; until nothing is left), and sleep in
 //! `Poll::poll` until the earliest of the core's deadline and the transport's. Readiness is
 //! edge-triggered: the listener is accepted from and every readable connection read until
 //! `WouldBlock`, at most [`READ_BUDGET`] bytes (or [`ACCEPTS_PER_WAKE`] connections) per turn
@@ -23,34 +26,31 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::{ConnId, Input, LoadResult};
-use herdcache_runtime::SendLimits;
-use herdcache_runtime::front::{Action, Front};
+use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
+use herdcache_runtime::{
+    CLOSE_GRACE, DriverCore, DriverIo, READ_CHUNK, SendLimits, Shared, SharedSource, Turn,
+};
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::conn::{Conn, Phase};
-use crate::setup::{log_event, no_source};
-use crate::source::SharedSource;
+use crate::conn::{Conn, Connecting, Phase, token_of};
 use crate::workers::{Done, Task, Workers};
 
 /// The token of the waker (front wake-ups, workers' results, handles' commands).
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
-/// Connection tokens count up from here, never reused; a connection's [`ConnId`] is its token.
+/// Connection tokens count up from here (a connection's token is this plus its id).
 const FIRST_CONN: usize = 2;
+/// Tokens of connects in progress count up from here, apart from connections'.
+const FIRST_CONNECTING: usize = 1 << (usize::BITS - 1);
 
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL: usize = 256;
-/// The one read buffer of the node, shared by every connection (the core keeps partial frames).
-const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per turn.
 const READ_BUDGET: usize = 4 * READ_CHUNK;
 /// Connections accepted per turn.
 const ACCEPTS_PER_WAKE: usize = 64;
-/// How long a closing connection may take to write what the node transmitted before.
-pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long the listener rests after an accept error (out of file descriptors and the like).
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
@@ -65,21 +65,15 @@ pub(crate) enum Command {
     Kill = 2,
 }
 
-/// What the node shares between its handles and its event loop: the core's shared state of
-/// a node (front, sources, id, address) and the loop's waker and command.
-pub(crate) struct Shared {
-    pub(crate) node: Arc<herdcache_runtime::Shared<SharedSource>>,
-    pub(crate) waker: Arc<Waker>,
+/// How a node's control reaches its event loop: the loop's waker and the command.
+pub(crate) struct Remote {
+    waker: Arc<Waker>,
     command: AtomicU8,
 }
 
-impl Shared {
-    pub(crate) fn new(
-        node: Arc<herdcache_runtime::Shared<SharedSource>>,
-        waker: Arc<Waker>,
-    ) -> Self {
-        let command = AtomicU8::new(Command::Run as u8);
-        Shared { node, waker, command }
+impl Remote {
+    pub(crate) fn new(waker: Arc<Waker>) -> Self {
+        Remote { waker, command: AtomicU8::new(Command::Run as u8) }
     }
 
     /// Asks the loop for `command` (a weaker one than already asked is ignored) and wakes it.
@@ -108,101 +102,105 @@ pub(crate) struct LoopConfig {
     pub(crate) worker_stack_size: usize,
 }
 
-/// The loop's state: owns every socket. Dropping it closes the front and the worker pool.
+/// The loop: the shared bookkeeping and its mio half. Dropping it closes the front (the
+/// core's `Drop`) and the worker pool, and drops every socket.
 pub(crate) struct EventLoop {
-    shared: Arc<Shared>,
-    front: Front,
+    core: DriverCore<Conn>,
+    io: MioIo,
+    remote: Arc<Remote>,
+    /// When the core's timer is due, as [`DriverCore::turn`] last set it.
+    core_deadline: Option<Instant>,
+}
+
+/// The mio half of the driver: the poller, the listener, connects in progress, transport
+/// timers and the workers.
+struct MioIo {
     poll: Poll,
     listener: Option<TcpListener>,
-    conns: HashMap<Token, Conn>,
-    next_token: usize,
-    /// Transport deadlines (connect, close grace, idle), checked against the connection's own
-    /// state when due: stale entries are skipped or moved.
+    connecting: HashMap<Token, Connecting>,
+    next_connecting: usize,
+    /// Transport deadlines (connect, close grace, idle, write stall) by token, checked
+    /// against the connection's own state when due: stale entries are skipped or moved.
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
     accept_retry_at: Option<Instant>,
     workers: Workers,
     config: LoopConfig,
-    actions: Vec<Action>,
+    /// Results to feed the core: the workers' and the loop's own (a connect that failed at
+    /// once, a load no worker could take).
     done: Vec<Done>,
-    /// Connections that got bytes to write since the last flush.
-    to_flush: Vec<Token>,
+    /// Connections that got bytes to write (or a close) since the last flush.
+    to_flush: Vec<ConnId>,
     /// The listener or connections whose budget ran out before `WouldBlock`.
     unread: Vec<Token>,
+    /// The one read buffer of the node, shared by every connection (the core keeps partial
+    /// frames).
     read_buffer: Box<[u8]>,
-    drained: bool,
 }
 
-fn conn_id(token: Token) -> ConnId {
-    ConnId(token.0 as u64)
+fn id_of(token: Token) -> ConnId {
+    ConnId((token.0 - FIRST_CONN) as u64)
 }
 
-fn feed(front: &Front, input: Input<'_>) {
-    if let Err(error) = front.handle_input(input) {
-        // Races the core resolves itself: bytes or a close for a connection it already
-        // dropped, a load it already timed out.
-        tracing::trace!(%error, "input refused");
-    }
+fn token(id: ConnId) -> Token {
+    token_of(id, FIRST_CONN)
 }
 
 impl EventLoop {
     /// Registers the listener with `poll`, whose waker is [`WAKER`].
     pub(crate) fn new(
         shared: Arc<Shared>,
+        remote: Arc<Remote>,
         poll: Poll,
         mut listener: TcpListener,
         config: LoopConfig,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::clone(&shared.waker);
+        let waker = Arc::clone(&remote.waker);
         let notify = Arc::new(move || drop(waker.wake()));
         let workers = Workers::new(
             config.workers,
             config.worker_stack_size,
-            format!("{}-worker", shared.node.node_id()),
+            format!("{}-worker", shared.node_id()),
             notify,
         );
-        Ok(EventLoop {
-            front: shared.node.front().clone(),
-            shared,
+        let io = MioIo {
             poll,
             listener: Some(listener),
-            conns: HashMap::new(),
-            next_token: FIRST_CONN,
+            connecting: HashMap::new(),
+            next_connecting: FIRST_CONNECTING,
             timers: BinaryHeap::new(),
             accept_retry_at: None,
             workers,
             config,
-            actions: Vec::new(),
             done: Vec::new(),
             to_flush: Vec::new(),
             unread: Vec::new(),
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
-            drained: false,
-        })
+        };
+        Ok(EventLoop { core: DriverCore::new(shared), io, remote, core_deadline: None })
     }
 
     /// Turns until the node drained after a leave, or a handle closes or kills it.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            match self.shared.command() {
+            match self.remote.command() {
                 Command::Run => {}
                 Command::Close => break,
                 Command::Kill => return,
             }
-            self.take_done();
-            // Expiry is checked against the clock, not only by the poll timeout.
-            if self.front.poll_timeout_in() == Some(Duration::ZERO) {
-                self.front.handle_timeout();
+            let now = Instant::now();
+            if self.core_deadline.is_some_and(|at| at <= now) {
+                self.core_deadline = None;
+                self.core.timer_fired();
             }
-            self.execute_actions();
-            self.expire(Instant::now());
-            self.execute_actions();
-            if self.drained {
+            self.feed_done();
+            self.expire(now);
+            if self.act() == Turn::Drained {
                 break;
             }
             let timeout = self.poll_timeout();
-            if let Err(error) = self.poll.poll(&mut events, timeout) {
+            if let Err(error) = self.io.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -212,46 +210,60 @@ impl EventLoop {
             for event in &events {
                 self.on_event(event);
             }
-            for token in std::mem::take(&mut self.unread) {
+            for token in std::mem::take(&mut self.io.unread) {
                 self.on_readable(token);
             }
         }
         self.shut_down();
     }
 
+    /// Lets the core act until nothing is left: its turn (an overdue deadline, every output),
+    /// then the writes the outputs asked for, which may feed it more (a connection ended).
+    /// Keeps the core's deadline for the poll timeout.
+    fn act(&mut self) -> Turn {
+        loop {
+            let turn = self.core.turn(&mut self.io);
+            if let Turn::Wait { rearm, armed } = turn {
+                if let Some(wait) = rearm {
+                    self.core_deadline = Instant::now().checked_add(wait);
+                }
+                if !armed {
+                    self.core_deadline = None;
+                }
+            }
+            if turn == Turn::Drained || self.io.to_flush.is_empty() {
+                return turn;
+            }
+            for id in std::mem::take(&mut self.io.to_flush) {
+                self.flush(id);
+            }
+        }
+    }
+
     /// How long `poll` may sleep: until the core's deadline or the transport's, whichever is
-    /// first; not at all while a connection has bytes left to read.
+    /// first; not at all while a connection has bytes left to read or results wait.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.unread.is_empty() {
+        if !self.io.unread.is_empty() || !self.io.done.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let transport = self.timers.peek().map(|Reverse((at, _))| *at);
-        let transport = [transport, self.accept_retry_at]
+        let transport = self.io.timers.peek().map(|Reverse((at, _))| *at);
+        [transport, self.io.accept_retry_at, self.core_deadline]
             .into_iter()
             .flatten()
             .min()
-            .map(|at| at.saturating_duration_since(now));
-        // Read last: it tells the front which deadline the loop sleeps towards.
-        let core = self.front.poll_timeout_in();
-        match (core, transport) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .map(|at| at.saturating_duration_since(now))
     }
 
     fn on_event(&mut self, event: &Readiness) {
         match event.token() {
-            WAKER => {} // commands, results and actions are looked at every turn
+            WAKER => {} // commands, results and outputs are looked at every turn
             LISTENER => self.accept(),
+            token if token.0 >= FIRST_CONNECTING => self.on_connect_ready(token),
             token => {
-                let Some(conn) = self.conns.get(&token) else { return };
-                if matches!(conn.phase, Phase::Connecting { .. }) {
-                    self.on_connect_ready(token);
-                    return;
-                }
+                let id = id_of(token);
                 if event.is_writable() {
-                    self.flush(token);
+                    self.flush(id);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.on_readable(token);
@@ -260,393 +272,236 @@ impl EventLoop {
         }
     }
 
-    /// Feeds the workers' results.
-    fn take_done(&mut self) {
-        self.workers.take_done(&mut self.done);
-        for done in std::mem::take(&mut self.done) {
+    /// Feeds the workers' results and the loop's own.
+    fn feed_done(&mut self) {
+        self.io.workers.take_done(&mut self.io.done);
+        for done in std::mem::take(&mut self.io.done) {
             match done {
-                Done::Loaded { load, result } => feed(&self.front, Input::Loaded { load, result }),
-                Done::Resolved { peer, address: Some(address) } => self.connect(peer, address),
+                Done::Loaded { load, result } => self.core.loaded(load, result),
+                Done::Resolved { peer, address: Some(address) } => {
+                    self.io.connect_to(peer, address)
+                }
                 Done::Resolved { peer, address: None } => {
                     tracing::debug!(peer = %String::from_utf8_lossy(&peer), "no address");
-                    feed(&self.front, Input::ConnectFailed { peer });
+                    self.core.connect_failed(peer);
                 }
+                Done::ConnectFailed { peer } => self.core.connect_failed(peer),
             }
         }
     }
 
-    /// Drains the front's actions and executes them, then writes every connection that got
-    /// bytes; until neither leaves more work (executing one may feed an input that queues
-    /// more).
-    fn execute_actions(&mut self) {
-        loop {
-            self.front.drain_actions(&mut self.actions);
-            if self.actions.is_empty() && self.to_flush.is_empty() {
-                return;
-            }
-            let mut actions = std::mem::take(&mut self.actions);
-            for action in actions.drain(..) {
-                self.execute(action);
-            }
-            // Keep the allocation for the next drain.
-            self.actions = actions;
-            for token in std::mem::take(&mut self.to_flush) {
-                self.flush(token);
-            }
+    /// Makes `stream` connection `id` of the core (accepted, or dialled to `peer`).
+    fn open(&mut self, peer: Option<Bytes>, stream: TcpStream, connect_token: Option<Token>) {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
         }
-    }
-
-    fn execute(&mut self, action: Action) {
-        match action {
-            Action::Load { load, keyspace, key } => {
-                let Some(source) = self.shared.node.source(&keyspace) else {
-                    feed(&self.front, Input::Loaded { load, result: no_source() });
-                    return;
-                };
-                if let Err(error) = self.workers.submit(Task::Load { load, source, key }) {
-                    tracing::error!(%error, "no worker thread for a load");
-                    let result = LoadResult::Failed(Bytes::from_static(b"no worker thread"));
-                    feed(&self.front, Input::Loaded { load, result });
-                }
-            }
-            Action::Transmit { conn, data } => match usize::try_from(conn.0).map(Token) {
-                Ok(token) if self.conns.contains_key(&token) => self.transmit(token, data),
-                _ => tracing::trace!(conn = conn.0, "transmit on a closed connection"),
-            },
-            Action::Connect { peer, address } => {
-                let parsed = std::str::from_utf8(&address).ok().and_then(|a| a.parse().ok());
-                match parsed {
-                    Some(parsed) => self.connect(peer, parsed),
-                    None => {
-                        let task = Task::Resolve { peer: peer.clone(), address };
-                        if let Err(error) = self.workers.submit(task) {
-                            tracing::error!(%error, "no worker thread for a name lookup");
-                            feed(&self.front, Input::ConnectFailed { peer });
-                        }
-                    }
-                }
-            }
-            Action::Close { conn } => {
-                let Ok(token) = usize::try_from(conn.0).map(Token) else { return };
-                let Some(state) = self.conns.get_mut(&token) else { return };
-                if matches!(state.phase, Phase::Open) {
-                    state.phase = Phase::Closing;
-                    state.deadline = Instant::now().checked_add(CLOSE_GRACE);
-                    self.arm(token);
-                    // Ends it at once when nothing is pending.
-                    self.to_flush.push(token);
-                }
-            }
-            Action::Event(event) => {
-                self.drained |= log_event(self.shared.node.node_id(), event);
-            }
-        }
-    }
-
-    /// Queues `data` on an open or closing connection, under the send-buffer policy: past
-    /// the hard cap the connection is dropped at once; above the high-water mark it stops
-    /// being read; bytes on an empty outbox start its write-stall window.
-    fn transmit(&mut self, token: Token, data: Vec<u8>) {
-        let limits = self.config.send_limits;
-        let Some(state) = self.conns.get_mut(&token) else { return };
-        if !limits.admits(state.outbox.queued(), data.len()) {
-            tracing::debug!(
-                conn = token.0,
-                queued = state.outbox.queued(),
-                "send buffer over its hard cap: closed"
-            );
-            if self.discard(token).is_some() {
-                feed(&self.front, Input::Closed { conn: conn_id(token) });
-            }
-            return;
-        }
-        // Already queued or waiting for WRITABLE when bytes were pending.
-        if state.outbox.is_empty() {
-            state.last_write_progress = Instant::now();
-            self.to_flush.push(token);
-        }
-        state.outbox.push(data);
-        if matches!(state.phase, Phase::Open)
-            && !state.reading_paused
-            && limits.pauses_reading(state.outbox.queued())
-        {
-            // The flush registers the interest without READABLE.
-            state.reading_paused = true;
-            self.to_flush.push(token);
-        }
-        self.arm(token);
-    }
-
-    /// Makes sure the timer heap holds the connection's next deadline (an entry at or before
-    /// it; an earlier entry re-arms it when it fires).
-    fn arm(&mut self, token: Token) {
-        let (idle, stall) = (self.config.idle_timeout, self.config.send_limits.write_stall);
-        let Some(conn) = self.conns.get_mut(&token) else { return };
-        let Some(at) = conn.next_deadline(idle, stall) else { return };
-        if conn.timer.is_none_or(|armed| at < armed) {
-            conn.timer = Some(at);
-            self.timers.push(Reverse((at, token)));
-        }
-    }
-
-    fn next_token(&mut self) -> Token {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        token
-    }
-
-    /// Adds a registered connection and arms its first timer.
-    fn insert(&mut self, conn: Conn) {
-        let token = conn.token;
-        self.conns.insert(token, conn);
-        self.arm(token);
-    }
-
-    /// Starts a non-blocking connect to `peer`, bounded by the core's connect timeout.
-    fn connect(&mut self, peer: Bytes, address: SocketAddr) {
-        let now = Instant::now();
-        let token = self.next_token();
-        let connecting = TcpStream::connect(address).and_then(|stream| {
-            let phase = Phase::Connecting { peer: peer.clone() };
-            Conn::register(self.poll.registry(), stream, token, phase, Interest::WRITABLE, now)
+        let (registry, now) = (self.io.poll.registry(), Instant::now());
+        let id = self.core.open(peer, |id| {
+            Conn::adopt(registry, stream, id, token(id), connect_token.is_some(), now)
         });
-        match connecting {
-            Ok(mut conn) => {
-                // No deadline when the timeout is too far to count (`Duration::MAX`).
-                conn.deadline = now.checked_add(self.config.connect_timeout);
-                self.insert(conn);
-            }
-            Err(error) => {
-                tracing::debug!(%address, %error, "connect failed");
-                feed(&self.front, Input::ConnectFailed { peer });
-            }
+        match self.core.conn_mut(id) {
+            Some(conn) if conn.is_registered() => self.io.arm(conn),
+            Some(_) => self.core.reader_done(id),
+            None => {}
         }
     }
 
     /// A connecting socket became writable (or failed): connected, failed, or not yet.
     fn on_connect_ready(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(&token) else { return };
-        let outcome = match conn.stream.take_error() {
+        let Some(connecting) = self.io.connecting.get_mut(&token) else { return };
+        let outcome = match connecting.stream.take_error() {
             Ok(Some(error)) | Err(error) => Err(error),
-            Ok(None) => match conn.stream.peer_addr() {
+            Ok(None) => match connecting.stream.peer_addr() {
                 Ok(_) => Ok(()),
                 // A wake-up before the handshake completed.
                 Err(error) if error.kind() == io::ErrorKind::NotConnected => return,
                 Err(error) => Err(error),
             },
         };
-        let Phase::Connecting { peer } = std::mem::replace(&mut conn.phase, Phase::Open) else {
-            return;
-        };
-        let now = Instant::now();
-        let opened = outcome.and_then(|()| {
-            conn.stream.set_nodelay(true)?;
-            conn.deadline = None;
-            conn.last_activity = now;
-            conn.update_interest(self.poll.registry())
-        });
-        match opened {
-            Ok(()) => {
-                self.arm(token);
-                feed(&self.front, Input::Connected { conn: conn_id(token), peer });
-            }
+        let Some(mut connecting) = self.io.connecting.remove(&token) else { return };
+        match outcome {
+            Ok(()) => self.open(Some(connecting.peer), connecting.stream, Some(token)),
             Err(error) => {
+                let peer = connecting.peer;
                 tracing::debug!(peer = %String::from_utf8_lossy(&peer), %error, "connect failed");
-                self.discard(token);
-                feed(&self.front, Input::ConnectFailed { peer });
+                let _ = self.io.poll.registry().deregister(&mut connecting.stream);
+                self.core.connect_failed(peer);
             }
         }
     }
 
     /// Accepts until `WouldBlock`, at most [`ACCEPTS_PER_WAKE`] connections.
     fn accept(&mut self) {
-        let now = Instant::now();
         for _ in 0..ACCEPTS_PER_WAKE {
-            let Some(listener) = &self.listener else { return };
-            let stream = match listener.accept() {
-                Ok((stream, _)) => stream,
+            let Some(listener) = &self.io.listener else { return };
+            match listener.accept() {
+                Ok((stream, _)) => self.open(None, stream, None),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
-                    self.accept_retry_at = now.checked_add(ACCEPT_RETRY);
+                    self.io.accept_retry_at = Instant::now().checked_add(ACCEPT_RETRY);
                     return;
                 }
-            };
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set");
-            }
-            let token = self.next_token();
-            let registry = self.poll.registry();
-            match Conn::register(registry, stream, token, Phase::Open, Interest::READABLE, now) {
-                Ok(conn) => {
-                    self.insert(conn);
-                    feed(&self.front, Input::Accepted { conn: conn_id(token) });
-                }
-                Err(error) => tracing::warn!(%error, "cannot register an accepted connection"),
             }
         }
-        self.unread.push(LISTENER);
+        self.io.unread.push(LISTENER);
     }
 
     /// Reads until `WouldBlock`, at most [`READ_BUDGET`] bytes, feeding every chunk to the
-    /// front (a closing connection's bytes are dropped).
+    /// core (a closing connection's bytes are dropped).
     fn on_readable(&mut self, token: Token) {
         if token == LISTENER {
             self.accept();
             return;
         }
+        let id = id_of(token);
         let now = Instant::now();
         let mut budget = READ_BUDGET;
-        if self.conns.get(&token).is_some_and(|conn| conn.reading_paused) {
-            return; // read again when the outbox drains to the low-water mark
-        }
-        while let Some(conn) = self.conns.get_mut(&token) {
-            let closing = matches!(conn.phase, Phase::Closing);
-            match conn.stream.read(&mut self.read_buffer) {
+        while let Some(conn) = self.core.conn_mut(id) {
+            if conn.reading_paused {
+                return; // read again when the outbox drains to the low-water mark
+            }
+            let closing = conn.phase == Phase::Closing;
+            match conn.stream.read(&mut self.io.read_buffer) {
                 Ok(0) if closing => return, // the peer is done too; the flush goes on
-                Ok(0) => return self.lost(token, None),
+                Ok(0) => return self.lost(id, None),
                 Ok(read) => {
                     conn.last_activity = now;
                     if !closing {
-                        let data = &self.read_buffer[..read];
-                        feed(&self.front, Input::Received { conn: conn_id(token), data });
+                        self.core.received(id, &self.io.read_buffer[..read]);
                     }
                     budget = budget.saturating_sub(read);
                     if budget == 0 {
-                        self.unread.push(token);
+                        self.io.unread.push(token);
                         return;
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return self.lost(token, Some(error)),
+                Err(error) => return self.lost(id, Some(error)),
             }
         }
     }
 
     /// Writes a connection's pending bytes; a closing connection whose bytes are all written
     /// is ended.
-    fn flush(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(&token) else { return };
-        if matches!(conn.phase, Phase::Connecting { .. }) {
-            return;
-        }
+    fn flush(&mut self, id: ConnId) {
+        let Some(conn) = self.core.conn_mut(id) else { return };
         let flushed = conn.flush(Instant::now());
-        let queued = conn.outbox.queued();
-        if conn.reading_paused && self.config.send_limits.resumes_reading(queued) {
+        let limits = self.io.config.send_limits;
+        if conn.reading_paused && limits.resumes_reading(conn.outbox.queued()) {
             conn.reading_paused = false;
             // Edge-triggered: what arrived meanwhile may not be announced again.
-            self.unread.push(token);
+            self.io.unread.push(token(id));
         }
+        let registry = self.io.poll.registry();
         match flushed {
-            Ok(true) if matches!(conn.phase, Phase::Closing) => {
-                if let Some(conn) = self.conns.remove(&token) {
-                    conn.finish(self.poll.registry(), &mut self.read_buffer);
-                }
-                feed(&self.front, Input::Closed { conn: conn_id(token) });
+            Ok(true) if conn.phase == Phase::Closing => {
+                conn.finish(registry, &mut self.io.read_buffer);
+                self.core.writer_done(id);
             }
             Ok(_) => {
-                if let Err(error) = conn.update_interest(self.poll.registry()) {
-                    self.lost(token, Some(error));
+                if let Err(error) = conn.update_interest(registry, token(id)) {
+                    self.lost(id, Some(error));
                 }
             }
-            Err(error) => self.lost(token, Some(error)),
+            Err(error) => self.lost(id, Some(error)),
         }
     }
 
     /// Fires the transport timers that are due: a connect that took too long fails, a closing
     /// connection that could not write everything in its grace period is cut, an open one
-    /// idle for the idle timeout is closed. A timer that is early for its connection's state
-    /// is moved to the right time.
+    /// idle for the idle timeout, or whose queued bytes saw no write progress for the
+    /// write-stall timeout, is closed. A timer that is early for its connection's state is
+    /// moved to the right time.
     fn expire(&mut self, now: Instant) {
-        if self.accept_retry_at.is_some_and(|at| at <= now) {
-            self.accept_retry_at = None;
+        if self.io.accept_retry_at.is_some_and(|at| at <= now) {
+            self.io.accept_retry_at = None;
             self.accept();
         }
-        while let Some(&Reverse((at, token))) = self.timers.peek() {
+        let (idle, limits) = (self.io.config.idle_timeout, self.io.config.send_limits);
+        while let Some(&Reverse((at, token))) = self.io.timers.peek() {
             if at > now {
                 return;
             }
-            self.timers.pop();
-            let Some(conn) = self.conns.get_mut(&token) else { continue };
+            self.io.timers.pop();
+            if token.0 >= FIRST_CONNECTING {
+                let due = self.io.connecting.get(&token).and_then(|c| c.deadline);
+                if due.is_some_and(|due| due <= now) {
+                    if let Some(mut connecting) = self.io.connecting.remove(&token) {
+                        let peer = connecting.peer;
+                        tracing::debug!(peer = %String::from_utf8_lossy(&peer), "connect timed out");
+                        let _ = self.io.poll.registry().deregister(&mut connecting.stream);
+                        self.core.connect_failed(peer);
+                    }
+                }
+                continue;
+            }
+            let id = id_of(token);
+            let Some(conn) = self.core.conn_mut(id) else { continue };
             if conn.timer != Some(at) {
                 continue; // stale: the connection has an earlier entry
             }
             conn.timer = None;
-            let (idle, limits) = (self.config.idle_timeout, self.config.send_limits);
             match conn.next_deadline(idle, limits.write_stall) {
                 Some(due) if due <= now => {}
                 Some(_later) => {
-                    self.arm(token);
+                    self.io.arm(conn);
                     continue;
                 }
                 None => continue,
             }
-            let Some(conn) = self.discard(token) else { continue };
+            conn.deregister(self.io.poll.registry());
             match conn.phase {
-                Phase::Connecting { peer } => {
-                    tracing::debug!(peer = %String::from_utf8_lossy(&peer), "connect timed out");
-                    feed(&self.front, Input::ConnectFailed { peer });
-                }
                 Phase::Open => {
                     let queued = conn.outbox.queued();
                     if limits.stalled(queued, conn.last_write_progress.into(), now.into()) {
-                        tracing::debug!(conn = token.0, queued, "closing: writes stalled");
+                        tracing::debug!(conn = id.0, queued, "closing: writes stalled");
                     } else {
-                        tracing::debug!(conn = token.0, "closing idle connection");
+                        tracing::debug!(conn = id.0, "closing idle connection");
                     }
-                    feed(&self.front, Input::Closed { conn: conn_id(token) });
+                    self.core.reader_done(id);
                 }
-                Phase::Closing => feed(&self.front, Input::Closed { conn: conn_id(token) }),
+                Phase::Closing => self.core.close_grace_over(id),
             }
         }
     }
 
     /// A connection ended by the peer (EOF) or by an IO error: dropped, the core told.
-    fn lost(&mut self, token: Token, error: Option<io::Error>) {
+    fn lost(&mut self, id: ConnId, error: Option<io::Error>) {
         match error {
-            Some(error) => tracing::debug!(conn = token.0, %error, "connection failed"),
-            None => tracing::trace!(conn = token.0, "connection closed by the peer"),
+            Some(error) => tracing::debug!(conn = id.0, %error, "connection failed"),
+            None => tracing::trace!(conn = id.0, "connection closed by the peer"),
         }
-        if self.discard(token).is_some() {
-            feed(&self.front, Input::Closed { conn: conn_id(token) });
-        }
-    }
-
-    /// Removes a connection and deregisters its socket (closed when the result is dropped).
-    fn discard(&mut self, token: Token) -> Option<Conn> {
-        let mut conn = self.conns.remove(&token)?;
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        Some(conn)
+        let Some(conn) = self.core.conn_mut(id) else { return };
+        conn.deregister(self.io.poll.registry());
+        // Over both ways, whether the node had closed it or not.
+        self.core.writer_done(id);
     }
 
     /// Stops accepting and closes every connection, writing what the node transmitted (within
-    /// [`CLOSE_GRACE`], or until a kill); then the front is closed (by `Drop`).
+    /// [`CLOSE_GRACE`], or until a kill); then fails every waiting caller.
     fn shut_down(mut self) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        if let Some(mut listener) = self.io.listener.take() {
+            let _ = self.io.poll.registry().deregister(&mut listener);
         }
-        let tokens: Vec<Token> = self.conns.keys().copied().collect();
-        for token in tokens {
-            match self.conns.get(&token).map(|conn| &conn.phase) {
-                Some(Phase::Connecting { .. }) => drop(self.discard(token)),
-                Some(_) => self.execute(Action::Close { conn: conn_id(token) }),
-                None => {}
-            }
-        }
-        for token in std::mem::take(&mut self.to_flush) {
-            self.flush(token);
+        self.io.connecting.clear();
+        self.core.close_all(&mut self.io);
+        for id in std::mem::take(&mut self.io.to_flush) {
+            self.flush(id);
         }
         let deadline = Instant::now().checked_add(CLOSE_GRACE);
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
-        while !self.conns.is_empty() && self.shared.command() != Command::Kill {
-            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        while !self.core.flushed(None) && self.remote.command() != Command::Kill {
+            let now = Instant::now();
+            let left = deadline.map(|at| at.saturating_duration_since(now));
             if left == Some(Duration::ZERO) {
                 break;
             }
-            let timeout = if self.unread.is_empty() { left } else { Some(Duration::ZERO) };
-            if let Err(error) = self.poll.poll(&mut events, timeout) {
+            self.expire(now);
+            let timeout = if self.io.unread.is_empty() { left } else { Some(Duration::ZERO) };
+            if let Err(error) = self.io.poll.poll(&mut events, timeout) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     break;
                 }
@@ -654,18 +509,144 @@ impl EventLoop {
             for event in &events {
                 self.on_event(event);
             }
-            for token in std::mem::take(&mut self.unread) {
+            for token in std::mem::take(&mut self.io.unread) {
                 self.on_readable(token);
             }
         }
-        tracing::debug!(node = self.shared.node.node_id(), "event loop stopped");
+        self.core.close_front();
+        tracing::debug!(node = self.core.shared().node_id(), "event loop stopped");
+    }
+}
+
+impl MioIo {
+    fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// Makes sure the timer heap holds the connection's next deadline (an entry at or before
+    /// it; an earlier entry re-arms it when it fires).
+    fn arm(&mut self, conn: &mut Conn) {
+        let (idle, stall) = (self.config.idle_timeout, self.config.send_limits.write_stall);
+        let Some(at) = conn.next_deadline(idle, stall) else { return };
+        if conn.timer.is_none_or(|armed| at < armed) {
+            conn.timer = Some(at);
+            self.timers.push(Reverse((at, token(conn.id))));
+        }
+    }
+
+    /// Starts a non-blocking connect to `peer`, bounded by the core's connect timeout.
+    fn connect_to(&mut self, peer: Bytes, address: SocketAddr) {
+        let token = Token(self.next_connecting);
+        self.next_connecting += 1;
+        let connecting = TcpStream::connect(address).and_then(|mut stream| {
+            self.registry().register(&mut stream, token, Interest::WRITABLE)?;
+            Ok(stream)
+        });
+        match connecting {
+            Ok(stream) => {
+                // No deadline when the timeout is too far to count (`Duration::MAX`).
+                let deadline = Instant::now().checked_add(self.config.connect_timeout);
+                if let Some(at) = deadline {
+                    self.timers.push(Reverse((at, token)));
+                }
+                self.connecting.insert(token, Connecting { stream, peer, deadline });
+            }
+            Err(error) => {
+                tracing::debug!(%address, %error, "connect failed");
+                self.done.push(Done::ConnectFailed { peer });
+            }
+        }
+    }
+}
+
+impl DriverIo for MioIo {
+    type Conn = Conn;
+
+    /// Queues the call on a worker.
+    fn load(&mut self, load: LoadId, source: SharedSource, key: Bytes) {
+        if let Err(error) = self.workers.submit(Task::Load { load, source, key }) {
+            tracing::error!(%error, "no worker thread for a load");
+            let result = LoadResult::Failed(Bytes::from_static(b"no worker thread"));
+            self.done.push(Done::Loaded { load, result });
+        }
+    }
+
+    /// An IP address is dialled at once; a host name is looked up on a worker first.
+    fn connect(&mut self, peer: Bytes, address: Bytes) {
+        let parsed = std::str::from_utf8(&address).ok().and_then(|a| a.parse().ok());
+        match parsed {
+            Some(parsed) => self.connect_to(peer, parsed),
+            None => {
+                let task = Task::Resolve { peer: peer.clone(), address };
+                if let Err(error) = self.workers.submit(task) {
+                    tracing::error!(%error, "no worker thread for a name lookup");
+                    self.done.push(Done::ConnectFailed { peer });
+                }
+            }
+        }
+    }
+
+    /// Appends to the connection's outbox, written after the outputs of this turn, under the
+    /// send-buffer policy: past the hard cap the connection is dropped; above the high-water
+    /// mark it stops being read; bytes on an empty outbox start its write-stall window.
+    fn transmit(&mut self, conn: &mut Conn, data: Vec<u8>) -> bool {
+        let limits = self.config.send_limits;
+        if !limits.admits(conn.outbox.queued(), data.len()) {
+            tracing::debug!(
+                conn = conn.id.0,
+                queued = conn.outbox.queued(),
+                "send buffer over its hard cap: closed"
+            );
+            conn.deregister(self.registry());
+            return false;
+        }
+        // Already queued for a flush, or waiting for WRITABLE, when bytes were pending.
+        if conn.outbox.is_empty() {
+            conn.last_write_progress = Instant::now();
+            self.to_flush.push(conn.id);
+        }
+        conn.outbox.push(data);
+        if conn.phase == Phase::Open
+            && !conn.reading_paused
+            && limits.pauses_reading(conn.outbox.queued())
+        {
+            // The flush registers the interest without READABLE.
+            conn.reading_paused = true;
+            self.to_flush.push(conn.id);
+        }
+        self.arm(conn);
+        true
+    }
+
+    /// Stops reading and writes what was transmitted before, then ends the connection (its
+    /// flush reports [`DriverCore::writer_done`]); with `grace`, within [`CLOSE_GRACE`].
+    fn close(&mut self, _id: ConnId, conn: &mut Conn, grace: bool) {
+        conn.phase = Phase::Closing;
+        conn.reading_paused = false;
+        conn.deadline = if grace { Instant::now().checked_add(CLOSE_GRACE) } else { None };
+        self.arm(conn);
+        // Ends it at once when nothing is pending.
+        self.to_flush.push(conn.id);
+    }
+
+    fn event(&mut self, node: &str, event: &Event) {
+        match event {
+            Event::Drained => tracing::info!(node, "drained"),
+            Event::ConnectionRefused { conn, reason } => {
+                tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
+            }
+            Event::PeerUp { peer } => {
+                tracing::debug!(node, peer = %String::from_utf8_lossy(peer), "peer up");
+            }
+            other => tracing::debug!(node, event = ?other, "event"),
+        }
     }
 }
 
 impl Drop for EventLoop {
-    /// However the loop ends (drained, closed, killed, a panic), no caller waits forever.
+    /// However the loop ends (drained, closed, killed, a panic), the workers stop taking
+    /// tasks; the core's own `Drop` fails every waiting caller.
     fn drop(&mut self) {
-        self.front.close();
-        self.workers.close();
+        self.io.workers.close();
     }
 }

@@ -12,22 +12,20 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use bytes::Bytes;
 use herdcache_proto::{LoadId, LoadResult};
 
-use crate::setup::panicked;
-use crate::source::SharedSource;
+use herdcache_runtime::SharedSource;
 
-/// Stack reserved for a worker thread unless [`Builder::worker_stack_size`] says: Rust's own
+/// Stack reserved for a worker thread unless [`Mio::worker_stack_size`] says: Rust's own
 /// default for spawned threads, so that a source that runs on an ordinary thread runs here
 /// too (a stack overflow aborts the process and cannot be caught). It is reserved address
 /// space; only the pages a call touches take memory.
 ///
-/// [`Builder::worker_stack_size`]: crate::Builder::worker_stack_size
+/// [`Mio::worker_stack_size`]: crate::Mio::worker_stack_size
 pub const DEFAULT_WORKER_STACK: usize = 2 << 20;
 
 /// Work for a worker.
@@ -38,10 +36,20 @@ pub(crate) enum Task {
     Resolve { peer: Bytes, address: Bytes },
 }
 
-/// A finished task.
+/// A finished task (or what the event loop answers itself when no task could run).
 pub(crate) enum Done {
-    Loaded { load: LoadId, result: LoadResult },
-    Resolved { peer: Bytes, address: Option<SocketAddr> },
+    Loaded {
+        load: LoadId,
+        result: LoadResult,
+    },
+    Resolved {
+        peer: Bytes,
+        address: Option<SocketAddr>,
+    },
+    /// The event loop's own: a connect that failed at once.
+    ConnectFailed {
+        peer: Bytes,
+    },
 }
 
 /// How workers tell the event loop that results are waiting.
@@ -166,12 +174,9 @@ impl Pool {
 
 fn run(task: Task) -> Done {
     match task {
+        // A panic of the source fails its load (`load_blocking` catches it).
         Task::Load { load, source, key } => {
-            let result = catch_unwind(AssertUnwindSafe(|| source.load(key))).unwrap_or_else(|_| {
-                tracing::error!(load = load.0, "data source panicked");
-                panicked()
-            });
-            Done::Loaded { load, result }
+            Done::Loaded { load, result: source.load_blocking(key) }
         }
         Task::Resolve { peer, address } => {
             let address = std::str::from_utf8(&address)
@@ -189,10 +194,15 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    use crate::source::{erase, source_fn};
+    use herdcache_runtime::blocking::source_fn;
+    use herdcache_runtime::{PANICKED, erase};
+
+    fn panicked() -> LoadResult {
+        LoadResult::Failed(Bytes::from_static(PANICKED))
+    }
 
     fn wait_for(workers: &Workers, count: usize) -> Vec<Done> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut done = Vec::new();
         while done.len() < count {
             assert!(Instant::now() < deadline, "only {} of {count} tasks done", done.len());
@@ -228,7 +238,9 @@ mod tests {
             .into_iter()
             .map(|done| match done {
                 Done::Loaded { load, result } => (load.0, result),
-                Done::Resolved { .. } => panic!("no lookup was asked for"),
+                Done::Resolved { .. } | Done::ConnectFailed { .. } => {
+                    panic!("no lookup was asked for")
+                }
             })
             .collect();
         assert_eq!(results[0], (1, panicked()));
@@ -253,23 +265,36 @@ mod tests {
         assert_eq!(lock(&workers.pool.state).started, 2);
     }
 
+    /// Four loads that each wait for all four to have started: they all finish only when
+    /// they run at once (a pool that grew only when no worker was idle ran them one after
+    /// another, and each gave up waiting).
     #[test]
     fn a_burst_gets_a_worker_per_task_up_to_the_bound() {
-        let workers = Workers::new(4, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
-        let load_time = Duration::from_millis(200);
+        let arrived = Arc::new((Mutex::new(0_usize), Condvar::new()));
         let source = erase(source_fn(move |key: Bytes| {
-            thread::sleep(load_time);
-            Ok::<_, String>(key)
+            let (count, all_there) = &*arrived;
+            let mut count = lock(count);
+            *count += 1;
+            all_there.notify_all();
+            let (count, waited) = all_there
+                .wait_timeout_while(count, Duration::from_secs(30), |count| *count < 4)
+                .unwrap_or_else(PoisonError::into_inner);
+            if waited.timed_out() {
+                Err(format!("ran with {} others", *count - 1))
+            } else {
+                Ok(key)
+            }
         }));
-        let started = Instant::now();
+        let workers = Workers::new(4, DEFAULT_WORKER_STACK, "test-worker".into(), Arc::new(|| {}));
         for id in 0..4 {
             let task =
                 Task::Load { load: LoadId(id), source: Arc::clone(&source), key: "k".into() };
             workers.submit(task).expect("a worker");
         }
-        assert_eq!(wait_for(&workers, 4).len(), 4);
-        let took = started.elapsed();
-        assert!(took < load_time * 2, "four loads in parallel took {took:?}");
+        for done in wait_for(&workers, 4) {
+            let Done::Loaded { result, .. } = done else { panic!("only loads were asked for") };
+            assert_eq!(result, LoadResult::Value { bytes: "k".into(), expires_at: None });
+        }
         assert_eq!(lock(&workers.pool.state).started, 4);
     }
 
@@ -302,7 +327,9 @@ mod tests {
             .into_iter()
             .map(|done| match done {
                 Done::Resolved { address, .. } => address.map(|a| a.port()),
-                Done::Loaded { .. } => panic!("no load was asked for"),
+                Done::Loaded { .. } | Done::ConnectFailed { .. } => {
+                    panic!("no load was asked for")
+                }
             })
             .collect();
         assert_eq!(addresses, vec![Some(7000), None]);

@@ -19,14 +19,14 @@ pub type Node = herdcache_runtime::Node<Tokio>;
 pub type Builder = herdcache_runtime::Builder<Tokio>;
 
 /// The tokio runtime, as the [`Builder`] names it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;
 
 impl Runtime for Tokio {
     type Started = Starting;
 
     /// Binds the listener and spawns the driver task on the current tokio runtime.
-    fn start(setup: Setup) -> Starting {
+    fn start(self, setup: Setup) -> Starting {
         Box::pin(async move {
             let listener =
                 TcpListener::bind(setup.listen_addr()).await.map_err(StartError::Bind)?;
@@ -47,7 +47,8 @@ impl Runtime for Tokio {
                 Driver::new(Arc::clone(&node.shared), Arc::clone(&signals), listener, config);
             let task = tokio::spawn(driver.run());
             tracing::info!(node = node.shared.node_id(), %local_addr, "node started");
-            let control = Box::new(TokioControl { task, signals });
+            let runtime = tokio::runtime::Handle::current();
+            let control = Box::new(TokioControl { task, signals, runtime });
             Ok(Handle::new(node.shared, control, node.stop_timeout))
         })
     }
@@ -57,6 +58,8 @@ impl Runtime for Tokio {
 struct TokioControl {
     task: JoinHandle<()>,
     signals: Arc<Signals>,
+    /// The runtime the driver runs on, whose timers a blocking stop waits on.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Control for TokioControl {
@@ -64,7 +67,7 @@ impl Control for TokioControl {
         self: Box<Self>,
         timeout: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        let TokioControl { mut task, signals } = *self;
+        let TokioControl { mut task, signals, .. } = *self;
         Box::pin(async move {
             if tokio::time::timeout(timeout, &mut task).await.is_err() {
                 tracing::warn!("not drained in time: closing");
@@ -74,6 +77,12 @@ impl Control for TokioControl {
                 }
             }
         })
+    }
+
+    /// From a thread outside the runtime (a blocking facade's caller).
+    fn stop_blocking(self: Box<Self>, timeout: Duration) {
+        let runtime = self.runtime.clone();
+        runtime.block_on(self.stop(timeout));
     }
 
     fn kill(self: Box<Self>) {

@@ -188,6 +188,12 @@ impl<C, S: Clone> DriverCore<C, S> {
         conn
     }
 
+    /// The IO of connection `conn`, open or closing (`None`: not in the table), for a
+    /// driver that handles readiness itself (herdcache-mio).
+    pub fn conn_mut(&mut self, conn: ConnId) -> Option<&mut C> {
+        self.conns.get_mut(&conn).map(|entry| &mut entry.io)
+    }
+
     /// Bytes arrived on `conn`.
     pub fn received(&mut self, conn: ConnId, data: &[u8]) {
         self.feed(Input::Received { conn, data });

@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 
 use crate::front::{Front, KeyspaceFront, Pending};
-use crate::source::{DataSource, SharedSource, erase};
+use crate::source::{IntoSource, SharedSource};
 use herdcache_proto::Instant;
 use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
 
@@ -122,6 +122,15 @@ pub trait Control: Send + Sync + 'static {
     /// (with a bounded grace for flushing), and aborts it if even that hangs.
     fn stop(self: Box<Self>, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
+    /// [`Control::stop`] for a thread that may block (the blocking facade's
+    /// [`Handle::stop`](crate::blocking::Handle::stop)): returns once the driver ended. The
+    /// default drives `stop`'s future on this thread, which works where that future needs no
+    /// runtime context; a runtime whose timers do (tokio's) or whose driver is a thread
+    /// (herdcache-mio) overrides it.
+    fn stop_blocking(self: Box<Self>, timeout: Duration) {
+        crate::source::block_on(self.stop(timeout));
+    }
+
     /// Aborts the driver and every task and socket of the node at once, as a crash would.
     fn kill(self: Box<Self>);
 }
@@ -186,7 +195,7 @@ impl Handle {
         &self.inner.shared
     }
 
-    fn front(&self) -> &Front {
+    pub(crate) fn front(&self) -> &Front {
         &self.inner.shared.front
     }
 
@@ -238,8 +247,29 @@ impl Handle {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        let keys = keys.into_iter().map(bytes_of).collect();
-        self.front().get_many(keyspace.as_ref(), keys).await
+        self.request_get_many(keyspace.as_ref(), keys).await
+    }
+
+    /// The request of [`Handle::get_many`] (and of the blocking facade's), made now.
+    pub(crate) fn request_get_many<K: AsRef<[u8]>>(
+        &self,
+        keyspace: &[u8],
+        keys: impl IntoIterator<Item = K>,
+    ) -> Pending<Vec<Result<Value, Error>>> {
+        self.front().get_many(keyspace, keys.into_iter().map(bytes_of).collect())
+    }
+
+    /// The request of a put (with the keyspace's TTL, or `ttl` from now), made now.
+    pub(crate) fn request_put(
+        &self,
+        keyspace: &[u8],
+        key: impl AsRef<[u8]>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Pending<Result<(), Error>> {
+        let front = self.front();
+        let expires_at = ttl.map(|ttl| front.now().saturating_add(ttl));
+        front.put(keyspace, Entry { key: bytes_of(key), value, expires_at })
     }
 
     /// Stores `value` under `key` (with the keyspace's default TTL) at the key's owner, which
@@ -253,8 +283,7 @@ impl Handle {
         key: impl AsRef<[u8]>,
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at: None };
-        self.front().put(keyspace.as_ref(), entry).await
+        self.request_put(keyspace.as_ref(), key, value.into(), None).await
     }
 
     /// Like [`Handle::put`], expiring `ttl` from now.
@@ -268,10 +297,7 @@ impl Handle {
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let front = self.front();
-        let expires_at = Some(front.now().saturating_add(ttl));
-        let entry = Entry { key: bytes_of(key), value: value.into(), expires_at };
-        front.put(keyspace.as_ref(), entry).await
+        self.request_put(keyspace.as_ref(), key, value.into(), Some(ttl)).await
     }
 
     /// Stores several entries; one result per entry, in order. An entry's `expires_at` is on
@@ -308,8 +334,16 @@ impl Handle {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        let keys = keys.into_iter().map(bytes_of).collect();
-        self.front().delete_many(keyspace.as_ref(), keys).await
+        self.request_delete_many(keyspace.as_ref(), keys).await
+    }
+
+    /// The request of [`Handle::delete_many`] (and of the blocking facade's), made now.
+    pub(crate) fn request_delete_many<K: AsRef<[u8]>>(
+        &self,
+        keyspace: &[u8],
+        keys: impl IntoIterator<Item = K>,
+    ) -> Pending<Vec<Result<(), Error>>> {
+        self.front().delete_many(keyspace, keys.into_iter().map(bytes_of).collect())
     }
 
     /// Removes every key of a keyspace on every member (the keyspace itself stays).
@@ -320,17 +354,18 @@ impl Handle {
         self.front().delete_keyspace(keyspace.as_ref()).await
     }
 
-    /// Creates a keyspace on this node, with the data source its misses load from. Create it
-    /// on every member, with the same configuration.
+    /// Creates a keyspace on this node, with the data source its misses load from: an async
+    /// [`DataSource`](crate::DataSource) or a [`blocking::DataSource`](crate::blocking::DataSource),
+    /// on a node of any runtime. Create it on every member, with the same configuration.
     ///
     /// # Errors
     /// `DuplicateKeyspace`, `BadKeyspaceName`, … ; nothing changed then.
-    pub fn create_keyspace(
+    pub fn create_keyspace<K>(
         &self,
         config: KeyspaceConfig,
-        source: impl DataSource,
+        source: impl IntoSource<K>,
     ) -> Result<(), ConfigError> {
-        self.shared().create_keyspace(config, erase(source))
+        self.shared().create_keyspace(config, source.into_shared())
     }
 
     /// Changes a keyspace's configuration (budget, TTL, timeouts, limiter, breaker, …); its
@@ -399,6 +434,15 @@ impl Handle {
         let Some(control) = self.inner.take_control() else { return };
         self.front().leave();
         control.stop(self.inner.stop_timeout).await;
+        self.front().close();
+    }
+
+    /// [`Handle::stop`], blocking this thread until the driver ended.
+    #[cfg(not(herdcache_loom))]
+    pub(crate) fn stop_blocking(self) {
+        let Some(control) = self.inner.take_control() else { return };
+        self.front().leave();
+        control.stop_blocking(self.inner.stop_timeout);
         self.front().close();
     }
 

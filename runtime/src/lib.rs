@@ -6,8 +6,9 @@
 //!
 //! - [`front`]: the concurrent front (a sharded store any thread reads hits from, the node
 //!   behind one short lock, replies straight to the caller), checked with loom.
-//! - [`DataSource`] (the async loader of a keyspace), [`source_fn`], and its type-erased form
-//!   [`SharedSource`], whose [`Load`] maps the outcome to the core's
+//! - [`DataSource`] (the async loader of a keyspace), [`source_fn`], the blocking ones in
+//!   [`blocking`], and their type-erased form [`SharedSource`] (either kind, on a node of any
+//!   runtime: [`IntoSource`]), which maps the outcome to the core's
 //!   [`LoadResult`](herdcache_proto::LoadResult) and turns a panic into a failed load.
 //! - [`Node`] and [`Builder`] (generic over the runtime crate's [`Runtime`]; each crate names
 //!   them `Node` and `Builder`), the [`Setup`] it collects, and [`Setup::assemble`], which
@@ -15,7 +16,9 @@
 //! - [`Handle`] and [`KeyspaceHandle`]: the whole cache API over the front, the same type
 //!   whatever the runtime; the runtime plugs in how its driver is stopped or killed
 //!   ([`Control`]). Their `get` returns a [`GetFuture`], looked up in the call, so a hit
-//!   costs what the front's does.
+//!   costs what the front's does. [`blocking::Handle`] and [`blocking::KeyspaceHandle`] are
+//!   the same API with calls that block the thread (herdcache-mio hands them out; they
+//!   convert to and from the async ones).
 //! - Transport pieces: [`WriteQueue`] (partial vectored writes), [`Activity`] (idle timeout),
 //!   and the send-buffer policy every driver applies ([`SendBuffer`] as configured,
 //!   [`SendLimits`] as applied, [`Outflow`] for a reader and a writer on tasks of their own).
@@ -27,6 +30,7 @@
 
 extern crate alloc;
 
+pub mod blocking;
 mod driver;
 pub mod front;
 mod handle;
@@ -38,7 +42,8 @@ pub use driver::{DriverCore, DriverIo, Turn};
 pub use handle::{Control, GetFuture, Handle, KeyspaceHandle, Shared};
 pub use setup::{Assembled, Builder, Node, Runtime, Setup, StartError, Starting, unix_now};
 pub use source::{
-    DataSource, Load, LoadSource, PANICKED, SharedSource, SourceFn, erase, load_result, source_fn,
+    AsyncFetch, BlockingFetch, DataSource, IntoSource, Load, LoadSource, PANICKED, SharedSource,
+    SourceFn, erase, load_result, source_fn,
 };
 pub use transport::{
     Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, MAX_GATHER, Outflow, READ_CHUNK,

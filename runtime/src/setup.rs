@@ -1,4 +1,4 @@
-//! Setting a node up: the builder every async runtime crate offers, and what it assembles.
+//! Setting a node up: the builder every runtime crate offers, and what it assembles.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -18,19 +18,23 @@ use bytes::Bytes;
 
 use crate::front::{Clock, Front, WakeDriver};
 use crate::handle::Shared;
-use crate::source::{DataSource, SharedSource, erase};
+use crate::source::{IntoSource, SharedSource};
 use crate::transport::{SendBuffer, SendLimits};
 use herdcache_proto::UnixTime;
 use herdcache_proto::{ConfigError, KeyspaceConfig, NodeConfig};
 
-/// A runtime crate, as its [`Builder`] sees it: how a [`Setup`] becomes a running node.
-pub trait Runtime: 'static {
-    /// What [`Builder::start`] returns: for an async runtime, a future of the node's handle.
+/// A runtime crate, as its [`Builder`] sees it: how a [`Setup`] becomes a running node. The
+/// value carries the runtime's own settings ([`Builder::runtime`]; herdcache-mio's worker
+/// pool), its default what `Node::builder()` starts with.
+pub trait Runtime: Default + 'static {
+    /// What [`Builder::start`] returns: for an async runtime, a future of the node's
+    /// [`Handle`](crate::Handle) ([`Starting`]); for herdcache-mio, the
+    /// [`blocking::Handle`](crate::blocking::Handle) itself.
     type Started;
 
     /// Binds the listener (at [`Setup::listen_addr`]), assembles the node
     /// ([`Setup::assemble`]) and starts its driver.
-    fn start(setup: Setup) -> Self::Started;
+    fn start(self, setup: Setup) -> Self::Started;
 }
 
 /// What [`Builder::start`] returns on an async runtime crate: the future of the node's
@@ -258,12 +262,15 @@ impl<R: Runtime> Node<R> {
 /// starts the node on that runtime.
 pub struct Builder<R> {
     setup: Setup,
-    runtime: PhantomData<fn() -> R>,
+    runtime: R,
 }
 
-impl<R> fmt::Debug for Builder<R> {
+impl<R: fmt::Debug> fmt::Debug for Builder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Builder").field(&self.setup).finish()
+        f.debug_struct("Builder")
+            .field("setup", &self.setup)
+            .field("runtime", &self.runtime)
+            .finish()
     }
 }
 
@@ -279,7 +286,15 @@ impl<R: Runtime> Builder<R> {
     /// for a graceful stop, and [`NodeConfig::new`]'s limits and timeouts.
     #[must_use]
     pub fn new() -> Self {
-        Builder { setup: Setup::new(), runtime: PhantomData }
+        Builder { setup: Setup::new(), runtime: R::default() }
+    }
+
+    /// The runtime's own settings (default: `R::default()`), such as herdcache-mio's worker
+    /// pool (`Mio::default().workers(4)`).
+    #[must_use]
+    pub fn runtime(mut self, runtime: R) -> Self {
+        self.runtime = runtime;
+        self
     }
 
     /// The address to listen on for peers; port 0 picks a free one.
@@ -334,10 +349,12 @@ impl<R: Runtime> Builder<R> {
         self
     }
 
-    /// Adds a keyspace and the data source its misses load from.
+    /// Adds a keyspace and the data source its misses load from: an async
+    /// [`DataSource`](crate::DataSource) or a [`blocking::DataSource`](crate::blocking::DataSource),
+    /// on any runtime (see [`SharedSource`] for where each kind runs).
     #[must_use]
-    pub fn keyspace(mut self, config: KeyspaceConfig, source: impl DataSource) -> Self {
-        self.setup.add_keyspace(config, erase(source));
+    pub fn keyspace<K>(mut self, config: KeyspaceConfig, source: impl IntoSource<K>) -> Self {
+        self.setup.add_keyspace(config, source.into_shared());
         self
     }
 
@@ -393,14 +410,15 @@ impl<R: Runtime> Builder<R> {
     }
 
     /// Binds the listener, builds the node and starts its driver on the runtime `R`; for an
-    /// async runtime, await the result.
+    /// async runtime, await the result; herdcache-mio returns once the node accepts
+    /// connections.
     ///
     /// # Errors
     /// [`StartError::Bind`] when the address cannot be bound, [`StartError::DuplicateKeyspace`]
     /// when two keyspaces share a name, [`StartError::Config`] when the core refuses the
     /// configuration. Nothing was started then.
     pub fn start(self) -> R::Started {
-        R::start(self.setup)
+        self.runtime.start(self.setup)
     }
 }
 

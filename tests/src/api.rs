@@ -1,12 +1,14 @@
 //! The runtime crates' API end to end — one node or a few over loopback TCP — with **one body
-//! per test**, run on every async runtime crate and under every executor a crate supports
-//! ([`api_tests!`](crate::api_tests)).
+//! per test**, run on every runtime crate (herdcache-mio's nodes too, through their async
+//! handle) and under every executor a crate supports ([`api_tests!`](crate::api_tests)).
 //!
-//! The bodies are executor-neutral: they start nodes with the core's generic
-//! [`Builder`]`<R>` (each async runtime crate's `Builder` is `Builder<ItsRuntime>`), use only
-//! the shared [`Handle`] API, run concurrent callers with [`join_all`] on the calling task,
-//! and take their sockets and timers from async-io, whose reactor serves any executor. The
-//! data source sleeps on an async-io timer too, so it runs on any runtime's node.
+//! The bodies are executor-neutral: they start nodes with the shared generic
+//! [`Builder`]`<R>` (each runtime crate's `Builder` is `Builder<ItsRuntime>`; [`Started`]
+//! turns what its `start` returns into the node's [`Handle`]), use only the shared [`Handle`]
+//! API, run concurrent callers with [`join_all`] on the calling task, and take their sockets
+//! and timers from async-io, whose reactor serves any executor. The data source sleeps on an
+//! async-io timer too, so it runs on any runtime's node (herdcache-mio drives it on a worker
+//! thread).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,10 +25,32 @@ use herdcache_proto::groupcache::{GetReply, parse_get_response};
 use herdcache_proto::http::{HttpLimits, ResponseDecoder};
 use herdcache_proto::{Entry, Error, Instant, KeyspaceConfig, Path};
 use herdcache_runtime::front::Clock;
-use herdcache_runtime::{Builder, DataSource, Handle, Runtime, StartError, Starting, source_fn};
+use herdcache_runtime::{
+    Builder, DataSource, Handle, Runtime, StartError, Starting, blocking, source_fn,
+};
 
 /// The keyspace of the API tests.
 const KEYSPACE: &str = "ks";
+
+/// What a runtime's `Builder::start` returns, as the API tests await it: an async runtime's
+/// future of the node's [`Handle`], or herdcache-mio's blocking handle, whose node's async
+/// [`Handle`] the tests use like any other.
+pub trait Started {
+    /// The node's async handle, to await.
+    fn into_handle(self) -> Starting;
+}
+
+impl Started for Starting {
+    fn into_handle(self) -> Starting {
+        self
+    }
+}
+
+impl Started for Result<blocking::Handle, StartError> {
+    fn into_handle(self) -> Starting {
+        Box::pin(future::ready(self.map(Handle::from)))
+    }
+}
 
 /// How much longer a load of a key starting with `slow` takes: long enough for something
 /// to happen while it is in flight.
@@ -143,7 +167,7 @@ pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F:
 }
 
 /// Starts one node on a free loopback port with the keyspace `ks` backed by `source`.
-async fn start_node<R: Runtime<Started = Starting>>(source: Counting) -> Handle {
+async fn start_node<R: Runtime<Started: Started>>(source: Counting) -> Handle {
     Builder::<R>::new()
         .cluster("test")
         .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source)
@@ -151,18 +175,19 @@ async fn start_node<R: Runtime<Started = Starting>>(source: Counting) -> Handle 
         // for slow CI machines.
         .config(|config| config.peer_timeout = Duration::from_secs(10))
         .start()
+        .into_handle()
         .await
         .expect("node starts")
 }
 
 /// Starts `n` nodes sharing `source`, each with every node (itself included) as its peers.
-async fn start_cluster<R: Runtime<Started = Starting>>(n: usize, source: &Counting) -> Vec<Handle> {
+async fn start_cluster<R: Runtime<Started: Started>>(n: usize, source: &Counting) -> Vec<Handle> {
     start_ring::<R>(vec![source.clone(); n]).await
 }
 
 /// Starts a node per source, each loading from its own, in one ring: the sources tell which
 /// node loaded what.
-async fn start_ring<R: Runtime<Started = Starting>>(sources: Vec<Counting>) -> Vec<Handle> {
+async fn start_ring<R: Runtime<Started: Started>>(sources: Vec<Counting>) -> Vec<Handle> {
     let mut nodes = Vec::new();
     for source in sources {
         nodes.push(start_node::<R>(source).await);
@@ -181,7 +206,7 @@ async fn stop_all(nodes: Vec<Handle>) {
 }
 
 /// A miss loads once; later gets (by name, through a keyspace handle, in place) hit.
-pub async fn get_loads_once_then_hits<R: Runtime<Started = Starting>>() {
+pub async fn get_loads_once_then_hits<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(5));
     let node = start_node::<R>(source.clone()).await;
     let first = within("first get", node.get_value(KEYSPACE, "a")).await.expect("loaded");
@@ -201,7 +226,7 @@ pub async fn get_loads_once_then_hits<R: Runtime<Started = Starting>>() {
 }
 
 /// Puts replace values, deletes remove them, a TTL expires.
-pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started = Starting>>() {
+pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let node = start_node::<R>(source.clone()).await;
     within("put", node.put(KEYSPACE, "b", "stored")).await.expect("stored");
@@ -220,6 +245,7 @@ pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started = Start
         .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
         .clock(clock.clock())
         .start()
+        .into_handle()
         .await
         .expect("node starts");
     let ttl = Duration::from_secs(60);
@@ -239,7 +265,7 @@ pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started = Start
 }
 
 /// Batches, not-found and failing loads, unknown keyspaces, clearing a keyspace, stats.
-pub async fn batches_and_errors<R: Runtime<Started = Starting>>() {
+pub async fn batches_and_errors<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let node = start_node::<R>(source.clone()).await;
     let entries = vec![
@@ -273,9 +299,7 @@ pub async fn batches_and_errors<R: Runtime<Started = Starting>>() {
 }
 
 /// Keyspaces are created (with their source), updated, listed and removed while serving.
-pub async fn keyspaces_are_created_updated_and_removed_at_run_time<
-    R: Runtime<Started = Starting>,
->() {
+pub async fn keyspaces_are_created_updated_and_removed_at_run_time<R: Runtime<Started: Started>>() {
     let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
     let source = source_fn(|key: Bytes| async move { Ok::<_, String>(key) });
     node.create_keyspace(KeyspaceConfig::new("echo", 1 << 20), source).expect("created");
@@ -308,20 +332,24 @@ pub async fn keyspaces_are_created_updated_and_removed_at_run_time<
 }
 
 /// Two keyspaces of one name, or a configuration the core refuses, start nothing.
-pub async fn start_refuses_duplicate_keyspaces_and_bad_config<R: Runtime<Started = Starting>>() {
+pub async fn start_refuses_duplicate_keyspaces_and_bad_config<R: Runtime<Started: Started>>() {
     let duplicate = Builder::<R>::new()
         .keyspace(KeyspaceConfig::new("a", 1 << 20), Counting::default())
         .keyspace(KeyspaceConfig::new("a", 1 << 20), Counting::default())
         .start()
+        .into_handle()
         .await;
     assert!(matches!(duplicate, Err(StartError::DuplicateKeyspace(name)) if name == "a"));
-    let bad =
-        Builder::<R>::new().config(|config| config.request_timeout = Duration::ZERO).start().await;
+    let bad = Builder::<R>::new()
+        .config(|config| config.request_timeout = Duration::ZERO)
+        .start()
+        .into_handle()
+        .await;
     assert!(matches!(bad, Err(StartError::Config(_))));
 }
 
 /// After a kill or a stop, the handle's clones get `ShuttingDown`.
-pub async fn stopped_and_killed_nodes_refuse_requests<R: Runtime<Started = Starting>>() {
+pub async fn stopped_and_killed_nodes_refuse_requests<R: Runtime<Started: Started>>() {
     let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
     let other = node.clone();
     node.kill();
@@ -334,7 +362,7 @@ pub async fn stopped_and_killed_nodes_refuse_requests<R: Runtime<Started = Start
 }
 
 /// 200 concurrent gets of one cold key over 3 nodes: one load in the cluster.
-pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Started = Starting>>() {
+pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(50));
     let nodes = start_cluster::<R>(3, &source).await;
     let gets = (0..200).map(|i| nodes[i % nodes.len()].get(KEYSPACE, "cold"));
@@ -347,7 +375,7 @@ pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Start
 
 /// Each key is loaded by its owner and fetched by the others; a put is seen everywhere.
 pub async fn keys_are_loaded_by_their_owner_and_fetched_by_the_others<
-    R: Runtime<Started = Starting>,
+    R: Runtime<Started: Started>,
 >() {
     let sources: Vec<Counting> = (0..3).map(|_| Counting::default()).collect();
     let nodes = start_ring::<R>(sources.clone()).await;
@@ -391,9 +419,7 @@ pub async fn keys_are_loaded_by_their_owner_and_fetched_by_the_others<
 }
 
 /// Garbage on the peer port: an error frame, that connection closed, every node serves on.
-pub async fn garbage_on_the_peer_port_closes_only_that_connection<
-    R: Runtime<Started = Starting>,
->() {
+pub async fn garbage_on_the_peer_port_closes_only_that_connection<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let nodes = start_cluster::<R>(3, &source).await;
     // Peer connections exist before the garbage arrives.
@@ -427,7 +453,7 @@ pub async fn garbage_on_the_peer_port_closes_only_that_connection<
 }
 
 /// A node leaves gracefully while the others keep answering every read.
-pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started = Starting>>() {
+pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(2));
     let mut nodes = start_cluster::<R>(3, &source).await;
     let keys: Vec<String> = (0..20).map(|i| format!("k-{i}")).collect();
@@ -507,7 +533,7 @@ pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started = 
 }
 
 /// A killed peer's keys are loaded by the survivors.
-pub async fn a_killed_peer_is_loaded_around<R: Runtime<Started = Starting>>() {
+pub async fn a_killed_peer_is_loaded_around<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let mut nodes = start_cluster::<R>(3, &source).await;
     nodes.remove(0).kill();
@@ -522,7 +548,7 @@ pub async fn a_killed_peer_is_loaded_around<R: Runtime<Started = Starting>>() {
 }
 
 /// 3000 concurrent gets of 500 keys over 3 nodes: one load per key; batches then hit.
-pub async fn many_keys_many_callers_one_load_each<R: Runtime<Started = Starting>>() {
+pub async fn many_keys_many_callers_one_load_each<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(1));
     let nodes = start_cluster::<R>(3, &source).await;
     let gets = (0..3000usize).map(|i| {
@@ -550,7 +576,7 @@ pub async fn many_keys_many_callers_one_load_each<R: Runtime<Started = Starting>
 }
 
 /// 3 MiB values cross the wire intact, many at once.
-pub async fn large_values_cross_the_wire_intact<R: Runtime<Started = Starting>>() {
+pub async fn large_values_cross_the_wire_intact<R: Runtime<Started: Started>>() {
     const LEN: usize = 3 << 20;
     let source = source_fn(|key: Bytes| async move {
         let seed = key.last().copied().unwrap_or(0);
@@ -571,6 +597,7 @@ pub async fn large_values_cross_the_wire_intact<R: Runtime<Started = Starting>>(
                 config.request_timeout = Duration::from_secs(30);
             })
             .start()
+            .into_handle()
             .await
             .expect("starts");
         nodes.push(node);
@@ -597,15 +624,18 @@ pub async fn large_values_cross_the_wire_intact<R: Runtime<Started = Starting>>(
 }
 
 /// A connection silent for the idle timeout is closed.
-pub async fn idle_connections_are_closed<R: Runtime<Started = Starting>>() {
+pub async fn idle_connections_are_closed<R: Runtime<Started: Started>>() {
     let node = Builder::<R>::new()
         .idle_timeout(Duration::from_millis(100))
         .config(|config| config.connect_timeout = Duration::from_secs(30))
         .start()
+        .into_handle()
         .await
         .expect("starts");
-    let mut silent = TcpStream::connect(node.local_addr()).await.expect("connects");
+    // Timed from before the connect: the node cannot accept earlier, whereas the connect's
+    // answer may reach this task well after the node accepted (on a loaded machine).
     let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(node.local_addr()).await.expect("connects");
     let mut buffer = [0u8; 64];
     let read = within("idle close", silent.read(&mut buffer)).await;
     assert!(matches!(read, Ok(0) | Err(_)), "closed, not {read:?}");
@@ -617,7 +647,7 @@ pub async fn idle_connections_are_closed<R: Runtime<Started = Starting>>() {
 
 /// A source that panics fails its load; the node serves on.
 pub async fn a_panicking_source_fails_its_load_and_the_node_serves_on<
-    R: Runtime<Started = Starting>,
+    R: Runtime<Started: Started>,
 >() {
     let source = source_fn(|key: Bytes| async move {
         assert!(key.as_ref() != b"boom", "the source panics on boom");
@@ -626,6 +656,7 @@ pub async fn a_panicking_source_fails_its_load_and_the_node_serves_on<
     let node = Builder::<R>::new()
         .keyspace(KeyspaceConfig::new("p", 1 << 20), source)
         .start()
+        .into_handle()
         .await
         .expect("starts");
     let boom = within("boom", node.get("p", "boom")).await;
@@ -635,7 +666,7 @@ pub async fn a_panicking_source_fails_its_load_and_the_node_serves_on<
 }
 
 /// Two lone nodes join one ring at run time: then one load for a shared key.
-pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started = Starting>>() {
+pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(20));
     let a = start_node::<R>(source.clone()).await;
     let b = start_node::<R>(source.clone()).await;
@@ -656,7 +687,7 @@ pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started = Starting>>() {
 }
 
 /// A node of another cluster is refused; the stranger loads locally instead.
-pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started = Starting>>() {
+pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started: Started>>() {
     let member_source = Counting::new(Duration::ZERO);
     let nodes = start_cluster::<R>(1, &member_source).await;
     let stranger_source = Counting::new(Duration::ZERO);
@@ -664,6 +695,7 @@ pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started = Starting>
         .cluster("other")
         .keyspace(KeyspaceConfig::new(KEYSPACE, 1 << 20), stranger_source.clone())
         .start()
+        .into_handle()
         .await
         .expect("starts");
     stranger.set_peers([nodes[0].node_id().to_owned(), stranger.node_id().to_owned()]);
@@ -687,11 +719,16 @@ pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started = Starting>
 }
 
 /// A source that hangs is timed out by the node's own timer.
-pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started = Starting>>() {
+pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_secs(30));
     let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
     config.read_timeout = Duration::from_millis(200);
-    let node = Builder::<R>::new().keyspace(config, source.clone()).start().await.expect("starts");
+    let node = Builder::<R>::new()
+        .keyspace(config, source.clone())
+        .start()
+        .into_handle()
+        .await
+        .expect("starts");
     let started = std::time::Instant::now();
     assert_eq!(within("get", node.get(KEYSPACE, "slow")).await, Err(Error::TimedOut));
     let waited = started.elapsed();
@@ -701,10 +738,7 @@ pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started = S
 }
 
 /// Starts `n` nodes in groupcache-compatibility mode, named by their base URLs, in one ring.
-async fn compat_cluster<R: Runtime<Started = Starting>>(
-    n: usize,
-    source: &Counting,
-) -> Vec<Handle> {
+async fn compat_cluster<R: Runtime<Started: Started>>(n: usize, source: &Counting) -> Vec<Handle> {
     let mut nodes = Vec::new();
     for _ in 0..n {
         let node = Builder::<R>::new()
@@ -712,6 +746,7 @@ async fn compat_cluster<R: Runtime<Started = Starting>>(
             .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
             .config(|config| config.peer_timeout = Duration::from_secs(10))
             .start()
+            .into_handle()
             .await
             .expect("node starts");
         nodes.push(node);
@@ -726,9 +761,7 @@ async fn compat_cluster<R: Runtime<Started = Starting>>(
 
 /// Three nodes speaking groupcache's HTTP protocol: one load per key (awkward keys escaped
 /// on the wire), and a stampede of one cold key loads once.
-pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<
-    R: Runtime<Started = Starting>,
->() {
+pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(20));
     let nodes = compat_cluster::<R>(3, &source).await;
     let mut keys: Vec<String> = (0..60).map(|i| format!("key-{i}")).collect();
@@ -751,7 +784,7 @@ pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<
 
 /// A plain HTTP client (two pipelined requests) gets groupcache's protobuf answers, and a
 /// peer's request is loaded where it was asked, never forwarded.
-pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Runtime<Started = Starting>>() {
+pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Runtime<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let nodes = compat_cluster::<R>(3, &source).await;
     let address = nodes[0].node_id().trim_start_matches("http://").to_owned();

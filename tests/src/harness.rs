@@ -5,13 +5,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::{Error, KeyspaceStats, NodeConfig, Ring, RingScheme, Value};
-use herdcache_runtime::SendBuffer;
+use herdcache_runtime::{Handle, SendBuffer};
 
 use crate::source::Source;
 
@@ -54,43 +54,119 @@ impl fmt::Debug for NodeSpec {
 /// A herdcache runtime crate, seen from the tests: it starts nodes.
 ///
 /// A node runs on its runtime's own executor and threads, not on the test's: the futures of
-/// [`TestNode`] can be awaited from any executor.
+/// its [`TestNode`] can be awaited from any executor.
 pub trait Runtime: Send + Sync + 'static {
     /// The runtime's name, for messages.
     fn name(&self) -> &'static str;
 
     /// Starts a node. An address still in use is [`io::ErrorKind::AddrInUse`].
-    fn start(&self, spec: NodeSpec) -> BoxFuture<io::Result<Arc<dyn TestNode>>>;
+    fn start(&self, spec: NodeSpec) -> BoxFuture<io::Result<Arc<TestNode>>>;
 }
 
-/// A running node of any runtime, serving [`KEYSPACE`].
-pub trait TestNode: Send + Sync + 'static {
+/// A running node of any runtime, serving [`KEYSPACE`]: every runtime crate hands out the
+/// same [`Handle`] (herdcache-mio's blocking handle is a facade over it), so one type serves
+/// them all. Its futures run on any executor.
+pub struct TestNode {
+    handle: Handle,
+    /// The tokio runtime of a herdcache-tokio node: kept running as long as the node, and
+    /// where its stop runs (it waits on tokio's timers).
+    tokio: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl fmt::Debug for TestNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TestNode").field(&self.handle).finish()
+    }
+}
+
+impl TestNode {
+    /// A node whose stop needs no particular executor.
+    #[must_use]
+    pub fn new(handle: Handle) -> Self {
+        TestNode { handle, tokio: Mutex::new(None) }
+    }
+
+    /// A herdcache-tokio node and the runtime its driver runs on.
+    #[must_use]
+    pub fn on_tokio(handle: Handle, runtime: tokio::runtime::Runtime) -> Self {
+        TestNode { handle, tokio: Mutex::new(Some(runtime)) }
+    }
+
+    /// The node's handle.
+    #[must_use]
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Its node id (the advertised address).
-    fn id(&self) -> String;
+    #[must_use]
+    pub fn id(&self) -> String {
+        self.handle.node_id().to_owned()
+    }
 
     /// The address it listens on.
-    fn addr(&self) -> SocketAddr;
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
 
     /// Gets `key`, with the path the value took.
-    fn get(&self, key: &str) -> BoxFuture<Result<Value, Error>>;
+    pub fn get(&self, key: &str) -> BoxFuture<Result<Value, Error>> {
+        let (handle, key) = (self.handle.clone(), key.to_owned());
+        Box::pin(async move { handle.get_value(KEYSPACE, key).await })
+    }
 
     /// Puts `value` under `key`.
-    fn put(&self, key: &str, value: Bytes) -> BoxFuture<Result<(), Error>>;
+    pub fn put(&self, key: &str, value: Bytes) -> BoxFuture<Result<(), Error>> {
+        let (handle, key) = (self.handle.clone(), key.to_owned());
+        Box::pin(async move { handle.put(KEYSPACE, key, value).await })
+    }
 
     /// Deletes `key`.
-    fn delete(&self, key: &str) -> BoxFuture<Result<(), Error>>;
+    pub fn delete(&self, key: &str) -> BoxFuture<Result<(), Error>> {
+        let (handle, key) = (self.handle.clone(), key.to_owned());
+        Box::pin(async move { handle.delete(KEYSPACE, key).await })
+    }
 
     /// Replaces the member list.
-    fn set_peers(&self, peers: &[String]);
+    pub fn set_peers(&self, peers: &[String]) {
+        self.handle.set_peers(peers.iter().cloned());
+    }
 
     /// The statistics of [`KEYSPACE`].
-    fn stats(&self) -> Option<KeyspaceStats>;
+    #[must_use]
+    pub fn stats(&self) -> Option<KeyspaceStats> {
+        self.handle.keyspace_stats(KEYSPACE)
+    }
 
     /// Leaves gracefully and closes everything.
-    fn stop(&self) -> BoxFuture<()>;
+    pub fn stop(&self) -> BoxFuture<()> {
+        let stop = self.handle.clone().stop();
+        let tokio = self.tokio.lock().unwrap_or_else(PoisonError::into_inner);
+        match tokio.as_ref() {
+            Some(runtime) => {
+                let stopping = runtime.spawn(stop);
+                Box::pin(async move {
+                    let _ = stopping.await;
+                })
+            }
+            None => Box::pin(stop),
+        }
+    }
 
     /// Stops abruptly, as a crash would: no goodbye, every socket dropped.
-    fn kill(&self);
+    pub fn kill(&self) {
+        self.handle.kill();
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which a test driver's task must not; let it go instead.
+        if let Some(runtime) = self.tokio.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The configuration every scenario's nodes use unless a scenario says otherwise: the
@@ -110,7 +186,7 @@ pub type ClusterSpec = Vec<&'static dyn Runtime>;
 /// One member of a [`Cluster`].
 struct Member {
     runtime: &'static dyn Runtime,
-    node: Arc<dyn TestNode>,
+    node: Arc<TestNode>,
     source: Arc<Source>,
     addr: SocketAddr,
 }
@@ -200,7 +276,7 @@ impl Cluster {
 
     /// Member `i`.
     #[must_use]
-    pub fn node(&self, i: usize) -> Arc<dyn TestNode> {
+    pub fn node(&self, i: usize) -> Arc<TestNode> {
         Arc::clone(&self.members[i].node)
     }
 

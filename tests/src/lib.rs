@@ -3,10 +3,10 @@
 //! Real nodes over loopback TCP, driven through a runtime-agnostic harness so that every
 //! scenario has **one body**, run on each runtime and on mixed clusters:
 //!
-//! - [`Runtime`] starts a node of one runtime crate; [`TestNode`] is a running node (get, put,
-//!   delete, set_peers, stats, graceful stop, abrupt kill). Their futures run on any executor:
-//!   a node runs on its runtime's own threads, the test drives it from its own tokio runtime
-//!   ([`drive`]).
+//! - [`Runtime`] starts a node of one runtime crate; [`TestNode`] is a running node of any
+//!   (get, put, delete, set_peers, stats, graceful stop, abrupt kill) around the handle every
+//!   runtime crate shares. Its futures run on any executor: a node runs on its runtime's own
+//!   threads, the test drives it from its own tokio runtime ([`drive`]).
 //! - [`Source`] is the counting data source each node loads from (per-key counters, a
 //!   configurable delay, values [`value_of`]`(key, version)`).
 //! - [`Cluster`] starts N nodes from a [`ClusterSpec`] (one runtime per node), knows each key's
@@ -27,9 +27,10 @@
 //!   CI: with `CI` set to anything but empty, `0` or `false`, a missing Go toolchain fails.
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
 //!
-//! Adding a runtime crate: implement [`Runtime`] and [`TestNode`] for it in a module beside
-//! `rt_tokio` (its data source wraps [`Source`], sleeping on the runtime's own timer), export a
-//! static like [`TOKIO`], and add `tests/<runtime>.rs` with
+//! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
+//! data source wraps [`Source`], sleeping on the runtime's own timer; its node is a
+//! [`TestNode`] around the shared handle), export a static like [`TOKIO`], and add
+//! `tests/<runtime>.rs` with
 //! a `fn(usize) -> ClusterSpec` like [`tokio_cluster`] passed to [`scenario_tests!`]. A mixed
 //! cluster is [`mixed`] over several runtimes.
 

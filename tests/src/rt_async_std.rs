@@ -3,12 +3,11 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herdcache_async_std::{DataSource, Handle, Node, StartError};
-use herdcache_proto::{Error, KeyspaceConfig, KeyspaceStats, Value};
+use herdcache_async_std::{DataSource, Node, StartError};
+use herdcache_proto::KeyspaceConfig;
 
 use crate::harness::{BoxFuture, CLUSTER, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime, TestNode};
 use crate::source::Source;
@@ -41,7 +40,7 @@ impl Runtime for AsyncStd {
     }
 
     // The node starts its own thread; its start future needs no particular executor.
-    fn start(&self, spec: NodeSpec) -> BoxFuture<io::Result<Arc<dyn TestNode>>> {
+    fn start(&self, spec: NodeSpec) -> BoxFuture<io::Result<Arc<TestNode>>> {
         let builder = Node::builder()
             .cluster(CLUSTER)
             .listen(spec.listen)
@@ -51,54 +50,10 @@ impl Runtime for AsyncStd {
             .send_buffer(spec.send_buffer);
         Box::pin(async move {
             match builder.start().await {
-                Ok(handle) => Ok(Arc::new(AsyncStdNode(handle)) as Arc<dyn TestNode>),
+                Ok(handle) => Ok(Arc::new(TestNode::new(handle))),
                 Err(StartError::Bind(error)) => Err(error),
                 Err(error) => Err(io::Error::other(error.to_string())),
             }
         })
-    }
-}
-
-/// A herdcache-async-std [`Handle`]; its futures complete on any executor.
-struct AsyncStdNode(Handle);
-
-impl TestNode for AsyncStdNode {
-    fn id(&self) -> String {
-        self.0.node_id().to_owned()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.0.local_addr()
-    }
-
-    fn get(&self, key: &str) -> BoxFuture<Result<Value, Error>> {
-        let (handle, key) = (self.0.clone(), key.to_owned());
-        Box::pin(async move { handle.get_value(KEYSPACE, key).await })
-    }
-
-    fn put(&self, key: &str, value: Bytes) -> BoxFuture<Result<(), Error>> {
-        let (handle, key) = (self.0.clone(), key.to_owned());
-        Box::pin(async move { handle.put(KEYSPACE, key, value).await })
-    }
-
-    fn delete(&self, key: &str) -> BoxFuture<Result<(), Error>> {
-        let (handle, key) = (self.0.clone(), key.to_owned());
-        Box::pin(async move { handle.delete(KEYSPACE, key).await })
-    }
-
-    fn set_peers(&self, peers: &[String]) {
-        self.0.set_peers(peers.iter().cloned());
-    }
-
-    fn stats(&self) -> Option<KeyspaceStats> {
-        self.0.keyspace_stats(KEYSPACE)
-    }
-
-    fn stop(&self) -> BoxFuture<()> {
-        Box::pin(self.0.clone().stop())
-    }
-
-    fn kill(&self) {
-        self.0.kill();
     }
 }

@@ -2,12 +2,11 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use herdcache_proto::{Error, KeyspaceConfig, KeyspaceStats, Value};
-use herdcache_tokio::{DataSource, Handle, Node, StartError};
+use herdcache_proto::KeyspaceConfig;
+use herdcache_tokio::{DataSource, Node, StartError};
 
 use crate::harness::{BoxFuture, CLUSTER, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime, TestNode};
 use crate::source::Source;
@@ -40,7 +39,7 @@ impl Runtime for Tokio {
         "tokio"
     }
 
-    fn start(&self, spec: NodeSpec) -> BoxFuture<io::Result<Arc<dyn TestNode>>> {
+    fn start(&self, spec: NodeSpec) -> BoxFuture<io::Result<Arc<TestNode>>> {
         Box::pin(async move {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -70,85 +69,7 @@ impl Runtime for Tokio {
                     return Err(io::Error::other(format!("start task: {join}")));
                 }
             };
-            let node: Arc<dyn TestNode> =
-                Arc::new(TokioNode { handle, runtime: Mutex::new(Some(runtime)) });
-            Ok(node)
+            Ok(Arc::new(TestNode::on_tokio(handle, runtime)))
         })
-    }
-}
-
-/// A herdcache-tokio [`Handle`] and the runtime its tasks run on.
-struct TokioNode {
-    handle: Handle,
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-}
-
-impl TokioNode {
-    fn runtime(&self) -> tokio::runtime::Handle {
-        let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
-        runtime
-            .as_ref()
-            .expect("the node's runtime runs until the node is dropped")
-            .handle()
-            .clone()
-    }
-}
-
-impl Drop for TokioNode {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which a test driver's task must not; let it go instead.
-        if let Some(runtime) = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl TestNode for TokioNode {
-    fn id(&self) -> String {
-        self.handle.node_id().to_owned()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.handle.local_addr()
-    }
-
-    // The cache calls run on the caller's executor: herdcache-tokio's futures need no tokio
-    // context (the front wakes the caller's waker).
-    fn get(&self, key: &str) -> BoxFuture<Result<Value, Error>> {
-        let handle = self.handle.clone();
-        let key = key.to_owned();
-        Box::pin(async move { handle.get_value(KEYSPACE, key).await })
-    }
-
-    fn put(&self, key: &str, value: Bytes) -> BoxFuture<Result<(), Error>> {
-        let handle = self.handle.clone();
-        let key = key.to_owned();
-        Box::pin(async move { handle.put(KEYSPACE, key, value).await })
-    }
-
-    fn delete(&self, key: &str) -> BoxFuture<Result<(), Error>> {
-        let handle = self.handle.clone();
-        let key = key.to_owned();
-        Box::pin(async move { handle.delete(KEYSPACE, key).await })
-    }
-
-    fn set_peers(&self, peers: &[String]) {
-        self.handle.set_peers(peers.iter().cloned());
-    }
-
-    fn stats(&self) -> Option<KeyspaceStats> {
-        self.handle.keyspace_stats(KEYSPACE)
-    }
-
-    fn stop(&self) -> BoxFuture<()> {
-        // `Handle::stop` waits on tokio timers: run it on the node's runtime.
-        let stopping = self.runtime().spawn(self.handle.clone().stop());
-        Box::pin(async move {
-            let _ = stopping.await;
-        })
-    }
-
-    fn kill(&self) {
-        self.handle.kill();
     }
 }

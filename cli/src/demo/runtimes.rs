@@ -1,39 +1,34 @@
-//! The runtimes a demo node can run on, behind one small interface.
+//! The runtimes a demo node can run on.
 //!
 //! Contract:
 //! - [`Runtime`] names every runtime crate this build has; [`Runtime::start`] starts a node of
 //!   the demo's keyspace on it and hands back a [`DemoNode`].
 //! - A [`DemoNode`] is what the demo needs of a running node, whatever its runtime: its id,
 //!   its peers, its keyspace stats, clients that get through its keyspace handle, and a
-//!   graceful leave. Nothing it does blocks a tokio worker thread: a blocking runtime's calls
-//!   run on threads of their own (client threads, tokio's blocking pool).
-//! - Clients of async runtimes are tokio tasks ([`Client::run_async`]: those runtimes' futures
-//!   are executor-neutral); clients of blocking runtimes are dedicated OS threads
-//!   ([`Client::run_blocking`]). Both hand their tally to the same [`JoinSet`], so a phase's
-//!   report merges them alike.
-//!
-//! - The async runtime crates (herdcache-tokio, herdcache-async-std) hand out the same
-//!   `Handle` and `KeyspaceHandle` types (the core's), so one [`AsyncNode`] serves both; only
-//!   starting differs (each crate's builder, and the source's way of waiting: tokio's timer,
-//!   or async-io's for async-std via [`AsyncIoSlowSource`]).
+//!   graceful leave. Every runtime crate hands out the same `Handle` and `KeyspaceHandle`
+//!   (herdcache-runtime's; herdcache-mio's blocking ones are a facade over them), so one type
+//!   serves all; only starting differs (each crate's builder, and the source's way of
+//!   waiting: tokio's timer, async-io's for async-std via [`AsyncIoSlowSource`], a sleeping
+//!   worker thread for mio via [`BlockingSlowSource`]). Nothing it does blocks a tokio worker
+//!   thread.
+//! - Clients of async runtimes are tokio tasks (`Client::run_async`: the handle's futures are
+//!   executor-neutral); clients of blocking runtimes are dedicated OS threads calling the
+//!   blocking facade (`Client::run_blocking`). Both hand their tally to the same [`JoinSet`],
+//!   so a phase's report merges them alike.
 //!
 //! Adding a runtime: a variant of [`Runtime`] (the compiler then asks for its arms in
 //! [`Runtime::name`], [`Runtime::blocks`] and [`Runtime::start`]; add it to [`Runtime::ALL`]
-//! and to the list in `--runtimes`' help), a start function giving an [`AsyncNode`] (an async
-//! runtime whose handle is the core's) or a `DemoNode` implementation like [`MioNode`] (a
-//! blocking one), and its flavour of [`SlowSource`] (the `DataSource` impl: counting shared,
-//! its own way of waiting).
+//! and to the list in `--runtimes`' help), a start function on [`DemoNode`], and its flavour
+//! of [`SlowSource`] if it waits its own way.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::time::Duration;
 
-use herdcache_tokio::{Error, KeyspaceConfig, KeyspaceStats, Value};
+use herdcache_tokio::{KeyspaceConfig, KeyspaceStats};
 use tokio::task::JoinSet;
 
 use super::{Client, ClientTally, DemoError, KEYSPACE};
-use crate::source::{AsyncIoSlowSource, SlowSource};
+use crate::source::{AsyncIoSlowSource, BlockingSlowSource, SlowSource};
 
 /// A runtime crate a demo node can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +69,12 @@ impl Runtime {
         self,
         budget: u64,
         source: SlowSource,
-    ) -> Result<Box<dyn DemoNode>, DemoError> {
+    ) -> Result<DemoNode, DemoError> {
         let keyspace = KeyspaceConfig::new(KEYSPACE, budget);
         match self {
-            Runtime::Tokio => AsyncNode::start_tokio(keyspace, source).await,
-            Runtime::AsyncStd => AsyncNode::start_async_std(keyspace, source).await,
-            Runtime::Mio => MioNode::start(keyspace, source).await,
+            Runtime::Tokio => DemoNode::start_tokio(keyspace, source).await,
+            Runtime::AsyncStd => DemoNode::start_async_std(keyspace, source).await,
+            Runtime::Mio => DemoNode::start_mio(keyspace, source).await,
         }
     }
 }
@@ -113,64 +108,17 @@ pub(crate) fn parse_runtimes(text: &str) -> Result<RuntimeList, String> {
         .map(RuntimeList)
 }
 
-/// A boxed future the demo awaits on its tokio runtime.
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A running demo node, whatever its runtime. See the module docs.
-pub(crate) trait DemoNode: Send + Sync {
-    /// The runtime it runs on.
-    fn runtime(&self) -> Runtime;
-
-    /// Its node id (its advertised loopback address).
-    fn node_id(&self) -> &str;
-
-    /// Replaces its view of the ring's members.
-    fn set_peers(&self, members: &[String]);
-
-    /// Its counters for the demo keyspace.
-    fn stats(&self) -> Option<KeyspaceStats>;
-
-    /// Starts `client` on this node's keyspace handle; its tally comes out of `clients`.
-    ///
-    /// # Errors
-    /// When the OS refuses a client thread.
-    fn spawn_client(
-        &self,
-        client: Client,
-        clients: &mut JoinSet<Option<ClientTally>>,
-    ) -> std::io::Result<()>;
-
-    /// Leaves the ring gracefully; done when the node has stopped.
-    fn leave(self: Box<Self>) -> BoxFuture;
-}
-
-/// What a client of an async runtime calls: a get through the keyspace handle, as a future
-/// that runs on any executor.
-pub(crate) trait AsyncKeyspace: Send + Sync + 'static {
-    /// The value of `key`, with the path it took.
-    fn get_value(&self, key: &[u8]) -> impl Future<Output = Result<Value, Error>> + Send;
-}
-
-/// A node of an async runtime crate: herdcache-tokio's and herdcache-async-std's handles are
-/// the same types (the core's), and their futures run on any executor, so the demo's tokio
-/// tasks drive the clients of both.
-struct AsyncNode {
+/// A running demo node, whatever its runtime: every runtime crate hands out the same
+/// [`Handle`](herdcache_runtime::Handle) (herdcache-mio's blocking handle is a facade over
+/// it), so one type serves them all; only starting differs, and how its clients call it.
+pub(crate) struct DemoNode {
     runtime: Runtime,
     node: herdcache_runtime::Handle,
     keyspace: herdcache_runtime::KeyspaceHandle,
 }
 
-impl AsyncKeyspace for herdcache_runtime::KeyspaceHandle {
-    fn get_value(&self, key: &[u8]) -> impl Future<Output = Result<Value, Error>> + Send {
-        herdcache_runtime::KeyspaceHandle::get_value(self, key)
-    }
-}
-
-impl AsyncNode {
-    async fn start_tokio(
-        keyspace: KeyspaceConfig,
-        source: SlowSource,
-    ) -> Result<Box<dyn DemoNode>, DemoError> {
+impl DemoNode {
+    async fn start_tokio(keyspace: KeyspaceConfig, source: SlowSource) -> Result<Self, DemoError> {
         let started = herdcache_tokio::Node::builder()
             .listen(LOOPBACK_FREE_PORT)
             .cluster(CLUSTER)
@@ -178,13 +126,13 @@ impl AsyncNode {
             .stop_timeout(STOP_TIMEOUT)
             .start()
             .await;
-        AsyncNode::started(Runtime::Tokio, started)
+        DemoNode::started(Runtime::Tokio, started)
     }
 
     async fn start_async_std(
         keyspace: KeyspaceConfig,
         source: SlowSource,
-    ) -> Result<Box<dyn DemoNode>, DemoError> {
+    ) -> Result<Self, DemoError> {
         let started = herdcache_async_std::Node::builder()
             .listen(LOOPBACK_FREE_PORT)
             .cluster(CLUSTER)
@@ -192,104 +140,73 @@ impl AsyncNode {
             .stop_timeout(STOP_TIMEOUT)
             .start()
             .await;
-        AsyncNode::started(Runtime::AsyncStd, started)
+        DemoNode::started(Runtime::AsyncStd, started)
+    }
+
+    /// Starts on a blocking-pool thread: herdcache-mio's `start` waits for its event loop.
+    async fn start_mio(keyspace: KeyspaceConfig, source: SlowSource) -> Result<Self, DemoError> {
+        let start = move || {
+            herdcache_mio::Node::builder()
+                .listen(LOOPBACK_FREE_PORT)
+                .cluster(CLUSTER)
+                .keyspace(keyspace, BlockingSlowSource::from(source))
+                .stop_timeout(STOP_TIMEOUT)
+                .start()
+                .map(herdcache_runtime::Handle::from)
+        };
+        let started = tokio::task::spawn_blocking(start)
+            .await
+            .map_err(|error| DemoError::Start(Runtime::Mio, Box::new(error)))?;
+        DemoNode::started(Runtime::Mio, started)
     }
 
     fn started(
         runtime: Runtime,
         started: Result<herdcache_runtime::Handle, herdcache_runtime::StartError>,
-    ) -> Result<Box<dyn DemoNode>, DemoError> {
+    ) -> Result<Self, DemoError> {
         let node = started.map_err(|error| DemoError::Start(runtime, Box::new(error)))?;
         let keyspace = node.keyspace(KEYSPACE).ok_or(DemoError::NoKeyspace)?;
-        Ok(Box::new(AsyncNode { runtime, node, keyspace }))
+        Ok(DemoNode { runtime, node, keyspace })
     }
-}
 
-impl DemoNode for AsyncNode {
-    fn runtime(&self) -> Runtime {
+    /// The runtime it runs on.
+    pub(crate) fn runtime(&self) -> Runtime {
         self.runtime
     }
 
-    fn node_id(&self) -> &str {
+    /// Its node id (its advertised loopback address).
+    pub(crate) fn node_id(&self) -> &str {
         self.node.node_id()
     }
 
-    fn set_peers(&self, members: &[String]) {
+    /// Replaces its view of the ring's members.
+    pub(crate) fn set_peers(&self, members: &[String]) {
         self.node.set_peers(members.iter().cloned());
     }
 
-    fn stats(&self) -> Option<KeyspaceStats> {
+    /// Its counters for the demo keyspace.
+    pub(crate) fn stats(&self) -> Option<KeyspaceStats> {
         self.node.keyspace_stats(KEYSPACE)
     }
 
-    fn spawn_client(
+    /// Starts `client` on this node's keyspace handle; its tally comes out of `clients`. A
+    /// blocking runtime's client is a thread of its own calling the blocking facade; an async
+    /// runtime's is a task of the demo's tokio runtime (the handle's futures run on any
+    /// executor).
+    ///
+    /// # Errors
+    /// When the OS refuses a client thread.
+    pub(crate) fn spawn_client(
         &self,
         client: Client,
         clients: &mut JoinSet<Option<ClientTally>>,
     ) -> std::io::Result<()> {
-        let keyspace = self.keyspace.clone();
-        clients.spawn(async move { Some(client.run_async(&keyspace).await) });
-        Ok(())
-    }
-
-    fn leave(self: Box<Self>) -> BoxFuture {
-        let AsyncNode { node, keyspace, .. } = *self;
-        drop(keyspace);
-        Box::pin(node.stop())
-    }
-}
-
-/// A herdcache-mio node: its calls block, so they never run on a tokio worker thread.
-struct MioNode {
-    node: herdcache_mio::Handle,
-    keyspace: herdcache_mio::KeyspaceHandle,
-}
-
-impl MioNode {
-    async fn start(
-        keyspace: KeyspaceConfig,
-        source: SlowSource,
-    ) -> Result<Box<dyn DemoNode>, DemoError> {
-        let start = move || {
-            herdcache_mio::Node::builder()
-                .listen(LOOPBACK_FREE_PORT)
-                .cluster(CLUSTER)
-                .keyspace(keyspace, source)
-                .stop_timeout(STOP_TIMEOUT)
-                .start()
-        };
-        let node = tokio::task::spawn_blocking(start)
-            .await
-            .map_err(|error| DemoError::Start(Runtime::Mio, Box::new(error)))?
-            .map_err(|error| DemoError::Start(Runtime::Mio, Box::new(error)))?;
-        let keyspace = node.keyspace(KEYSPACE).ok_or(DemoError::NoKeyspace)?;
-        Ok(Box::new(MioNode { node, keyspace }))
-    }
-}
-
-impl DemoNode for MioNode {
-    fn runtime(&self) -> Runtime {
-        Runtime::Mio
-    }
-
-    fn node_id(&self) -> &str {
-        self.node.node_id()
-    }
-
-    fn set_peers(&self, members: &[String]) {
-        self.node.set_peers(members.iter().cloned());
-    }
-
-    fn stats(&self) -> Option<KeyspaceStats> {
-        self.node.keyspace_stats(KEYSPACE)
-    }
-
-    fn spawn_client(
-        &self,
-        client: Client,
-        clients: &mut JoinSet<Option<ClientTally>>,
-    ) -> std::io::Result<()> {
-        let keyspace = self.keyspace.clone();
+        if !self.runtime.blocks() {
+            let keyspace = self.keyspace.clone();
+            clients.spawn(async move { Some(client.run_async(&keyspace).await) });
+            return Ok(());
+        }
+        let keyspace = herdcache_runtime::blocking::KeyspaceHandle::from(self.keyspace.clone());
         let (tally_tx, tally_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new().name(format!("demo-client-{}", client.task)).spawn(
             move || {
@@ -303,14 +220,11 @@ impl DemoNode for MioNode {
         Ok(())
     }
 
-    fn leave(self: Box<Self>) -> BoxFuture {
-        let MioNode { node, keyspace } = *self;
+    /// Leaves the ring gracefully; done when the node has stopped.
+    pub(crate) async fn leave(self) {
+        let DemoNode { node, keyspace, .. } = self;
         drop(keyspace);
-        Box::pin(async move {
-            if let Err(error) = tokio::task::spawn_blocking(move || node.stop()).await {
-                eprintln!("a herdcache-mio node's stop failed: {error}");
-            }
-        })
+        node.stop().await;
     }
 }
 
