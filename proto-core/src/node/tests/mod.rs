@@ -1,7 +1,7 @@
 //! The Node's tests, by topic: whole clusters in the deterministic simulation ([`cluster`]),
 //! connections and frames ([`connections`]), loads, limits and keyspace settings
-//! ([`loading`]), the graceful leave ([`leave`]), and random operations and faults
-//! ([`properties`]).
+//! ([`loading`]) and the graceful leave ([`leave`]). Random operations and faults, and their
+//! properties, are the simulation's (`sim/strategies.rs`), run on every store that ships.
 
 use super::*;
 use crate::sim::KEYSPACE;
@@ -12,7 +12,6 @@ mod cluster;
 mod connections;
 mod leave;
 mod loading;
-mod properties;
 
 /// Steps a simulation may take to go idle before it counts as a livelock.
 const STEPS: u64 = 2_000_000;
