@@ -255,6 +255,27 @@ impl<P: AsRef<[u8]>> Ring<P> {
         self.position_of(name).is_some()
     }
 
+    /// The share of the key space that the peer named `name` owns, in `[0, 1]` (0 when it is
+    /// not on the ring): the arcs that end at its points, over the whole ring.
+    #[must_use]
+    pub fn share(&self, name: &[u8]) -> f64 {
+        let Some(index) = self.position_of(name) else { return 0.0 };
+        let Some(&last) = self.point_hashes.last() else { return 0.0 };
+        let mut owned: u128 = 0;
+        let mut previous = last;
+        for (&point, &owner) in self.point_hashes.iter().zip(&self.point_owners) {
+            if usize::from(owner) == index {
+                // The arc after the previous point up to this one; the first wraps around.
+                owned += u128::from(point.wrapping_sub(previous));
+            }
+            previous = point;
+        }
+        if self.point_hashes.len() == 1 {
+            return 1.0;
+        }
+        owned as f64 / 18_446_744_073_709_551_616.0
+    }
+
     /// The owner of `key`, or `None` on an empty ring.
     #[must_use]
     pub fn owner(&self, key: &[u8]) -> Option<&P> {
