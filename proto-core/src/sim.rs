@@ -14,7 +14,8 @@
 //!   - no value is returned at or after its expiry;
 //!   - no get that starts after a write was acknowledged returns a value older than that write
 //!     (unless the value is another write's that overlaps it) — checked while all nodes share
-//!     one view of the ring;
+//!     one view of the ring: member lists set apart, a graceful leave, or a partition that made
+//!     rings differ end the check (crashes do not);
 //!   - every request is answered, by its deadline;
 //!   - every node's cache bytes stay within their budget.
 //! - [`Sim::run_until_idle`] is bounded, so a livelock fails instead of hanging.
@@ -26,8 +27,8 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 
 use crate::node::{
-    ConnId, Entry, Error, Input, KeyspaceConfig, LoadId, LoadResult, Node, NodeConfig, Output,
-    Reply, RequestId, Value,
+    ConnId, Entry, Error, Input, KeyspaceConfig, LivenessConfig, LoadId, LoadResult, Node,
+    NodeConfig, Output, Reply, RequestId, Value,
 };
 use crate::time::{Duration, Instant, UnixTime};
 use crate::wire::{FrameDecoder, FrameKind, WireLimits};
@@ -59,6 +60,8 @@ pub struct SimConfig {
     /// Nodes speak groupcache's HTTP protocol, named `http://node-N:80` (gets only: writes
     /// are local in that mode, which the write invariants do not model).
     pub groupcache: bool,
+    /// Every node's liveness settings.
+    pub liveness: LivenessConfig,
 }
 
 impl Default for SimConfig {
@@ -74,6 +77,7 @@ impl Default for SimConfig {
             request_timeout: Duration::from_secs(2),
             hot_threshold_per_second: 10.0,
             groupcache: false,
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -280,6 +284,7 @@ impl Sim {
             config.request_timeout = self.config.request_timeout;
             config.peer_timeout = Duration::from_millis(300);
             config.hot_threshold_per_second = self.config.hot_threshold_per_second;
+            config.liveness = self.config.liveness;
             config.unix_time_at_start =
                 UnixTime::from_micros(1_700_000_000_000_000 + self.now.as_micros());
             if self.config.groupcache {
@@ -503,7 +508,27 @@ impl Sim {
             }
         }
         self.check_budgets();
+        self.note_split_views();
         true
+    }
+
+    /// Liveness takes members that a partition cuts off off the rings of the nodes on the other
+    /// side, and a node cut off from only some members can be off the ring of one and on that
+    /// of another: views that split this way are never judged for staleness again (see
+    /// [`Sim::check`]'s rules). Rings that differ only while a crashed member is being found
+    /// down, with no partition, are still judged.
+    fn note_split_views(&mut self) {
+        if !self.views_agree || self.partitions.is_empty() {
+            return;
+        }
+        let mut rings = self.nodes.iter().filter_map(|n| n.node.as_ref()).map(Node::ring);
+        let Some(first) = rings.next() else { return };
+        let differs = rings.any(|ring| {
+            ring.len() != first.len() || ring.peers().iter().any(|peer| !first.contains(peer))
+        });
+        if differs {
+            self.views_agree = false;
+        }
     }
 
     /// Runs until nothing is in flight (requests answered, loads and calls done), at most

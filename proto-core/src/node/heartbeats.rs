@@ -27,6 +27,19 @@
 //!   from this node's caches, from owners that are up, or from the data source, so a
 //!   minority side can serve values that writes on the majority side replaced meanwhile;
 //!   those copies are dropped when it rejoins (above).
+//!
+//!   With `min_members` above 1 a node also stops trusting its copies a step earlier: as soon
+//!   as fewer than `min_members` nodes are **alive** (heard within `suspect_after`; suspect
+//!   members do not count) it drops every cached copy ([`Event::CopiesDropped`]) and keeps
+//!   none until enough members are alive again — gets are then answered by the owners that
+//!   are up or by loads from the data source, never from a copy. The other side of a
+//!   partition acknowledges writes without this node only once it found it *down*
+//!   (`down_after` of silence), so the `down_after - suspect_after` margin (1 s by default,
+//!   four heartbeats) covers the heartbeats' phase difference: with `min_members` a majority
+//!   of the cluster, a node cut off from the majority has dropped its copies before the
+//!   majority acknowledges a write without it, and the majority never loses read quorum. With
+//!   the default of 1 none of this applies: a node cut off from the others keeps serving its
+//!   copies, which can be stale while the partition lasts (they are dropped on rejoin).
 
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -69,6 +82,14 @@ impl Node {
         self.ring.len() >= self.config.liveness.min_members
     }
 
+    /// Whether this node may keep and serve cached copies: always with a `min_members` of 1;
+    /// otherwise only while at least `min_members` nodes (this one included) are alive — not
+    /// merely suspect (see the module docs).
+    pub(super) fn trusts_copies(&self) -> bool {
+        let min = self.config.liveness.min_members;
+        min <= 1 || 1 + self.liveness.count(MemberState::Alive) >= min
+    }
+
     /// The heartbeat: states are evaluated, silent members pinged, unconnected ones dialled.
     pub(super) fn on_heartbeat(&mut self, now: Instant) {
         if self.membership.is_leaving() || self.liveness.members().is_empty() {
@@ -88,13 +109,11 @@ impl Node {
             let link = self.links.link_or_default(&peer);
             let connected = if native { link.conn } else { link.pool.first().copied() };
             let dial = !link.is_connecting() && now >= link.retry_at;
+            let silent = now.saturating_duration_since(last_heard) >= config.heartbeat_interval;
             match connected {
-                Some(conn) if native => {
-                    if now.saturating_duration_since(last_heard) >= config.heartbeat_interval {
-                        self.send_frame(conn, 0, &Message::Ping);
-                    }
-                }
-                // groupcache: an open connection is all there is to know.
+                Some(conn) if native && silent => self.send_frame(conn, 0, &Message::Ping),
+                // Heard from lately; or groupcache, where an open connection is all there is
+                // to know.
                 Some(_) => {}
                 // groupcache peers are dialled only to find out whether a failing one is back.
                 None if dial && (native || state != MemberState::Alive) => {
@@ -164,6 +183,16 @@ impl Node {
             }
         }
         self.rebuild_ring(now, false);
+        let trusted = self.trusts_copies();
+        if self.membership.copies_trusted && !trusted {
+            // Every copy held may miss a write the members out of reach acknowledge from now
+            // on; loads in flight are not kept either.
+            for keyspace in self.keyspaces.values_mut() {
+                keyspace.clear();
+            }
+            self.outputs.push_back(Output::Event(Event::CopiesDropped));
+        }
+        self.membership.copies_trusted = trusted;
     }
 
     /// Tells a member back from down to clear every keyspace of this node (native protocol).

@@ -159,6 +159,11 @@ impl Liveness {
         &self.members
     }
 
+    /// Members in `state`.
+    pub(super) fn count(&self, state: MemberState) -> usize {
+        self.members.iter().filter(|member| member.state == state).count()
+    }
+
     /// Whether `id` is on the member list.
     pub(super) fn is_member(&self, id: &[u8]) -> bool {
         self.members.iter().any(|member| member.id == id)

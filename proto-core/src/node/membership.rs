@@ -28,14 +28,27 @@ use crate::wire::Message;
 const LEAVE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The node's membership state beyond the ring itself.
-#[derive(Default)]
 pub(super) struct Membership {
+    /// Whether cached copies are kept ([`Node::trusts_copies`] when members last changed).
+    pub(super) copies_trusted: bool,
     leaving: bool,
     drained: bool,
     /// Prefetches waiting to start: (keyspace, key).
     warmup: VecDeque<(Bytes, Bytes)>,
     /// Prefetch loads in progress.
     warmup_active: usize,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            copies_trusted: true,
+            leaving: false,
+            drained: false,
+            warmup: VecDeque::new(),
+            warmup_active: 0,
+        }
+    }
 }
 
 impl Membership {

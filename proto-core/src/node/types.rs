@@ -386,6 +386,9 @@ pub enum Event {
     },
     /// After [`Input::Leave`]: nothing is in progress any more; the driver may exit.
     Drained,
+    /// Fewer than `min_members` nodes are alive: every cached copy was dropped, and none is
+    /// kept until enough are alive again (see [`LivenessConfig`](super::LivenessConfig)).
+    CopiesDropped,
     /// A member's liveness changed (see [`MemberState`]); the ring follows when it went down
     /// or came back.
     MemberChanged {

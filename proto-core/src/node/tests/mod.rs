@@ -1,6 +1,7 @@
 //! The Node's tests, by topic: whole clusters in the deterministic simulation ([`cluster`]),
 //! connections and frames ([`connections`]), loads, limits and keyspace settings
-//! ([`loading`]), the graceful leave ([`leave`]), and random operations and faults
+//! ([`loading`]), the graceful leave ([`leave`]), members failing and coming back
+//! ([`liveness`]), and random operations and faults
 //! ([`properties`]).
 
 use super::*;
@@ -11,6 +12,7 @@ use alloc::string::String;
 mod cluster;
 mod connections;
 mod leave;
+mod liveness;
 mod loading;
 mod properties;
 
