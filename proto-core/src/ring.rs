@@ -261,19 +261,22 @@ impl<P: AsRef<[u8]>> Ring<P> {
     pub fn share(&self, name: &[u8]) -> f64 {
         let Some(index) = self.position_of(name) else { return 0.0 };
         let Some(&last) = self.point_hashes.last() else { return 0.0 };
-        let mut owned: u128 = 0;
-        let mut previous = last;
-        for (&point, &owner) in self.point_hashes.iter().zip(&self.point_owners) {
-            if usize::from(owner) == index {
-                // The arc after the previous point up to this one; the first wraps around.
-                owned += u128::from(point.wrapping_sub(previous));
-            }
-            previous = point;
-        }
         if self.point_hashes.len() == 1 {
             return 1.0;
         }
-        owned as f64 / 18_446_744_073_709_551_616.0
+        // groupcache's positions are CRC-32s; the balanced scheme's span all of `u64`.
+        let space: u128 = if self.scheme.is_groupcache() { 1 << 32 } else { 1 << 64 };
+        let mut owned: u128 = 0;
+        let mut previous = u128::from(last);
+        for (&point, &owner) in self.point_hashes.iter().zip(&self.point_owners) {
+            let point = u128::from(point);
+            if usize::from(owner) == index {
+                // The arc after the previous point up to this one; the first wraps around.
+                owned += (point + space - previous) % space;
+            }
+            previous = point;
+        }
+        owned as f64 / space as f64
     }
 
     /// The owner of `key`, or `None` on an empty ring.
@@ -627,6 +630,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shares_sum_to_one_and_follow_the_keys() {
+        for scheme in [RingScheme::GROUPCACHE, RingScheme::BALANCED] {
+            let peers: Vec<String> = (0..5).map(|i| format!("http://10.0.0.{i}:80")).collect();
+            let ring = Ring::with_peers(scheme, peers.clone()).unwrap();
+            let shares: Vec<f64> = peers.iter().map(|p| ring.share(p.as_bytes())).collect();
+            let total: f64 = shares.iter().sum();
+            assert!((total - 1.0).abs() < 1e-9, "{total}");
+            // The share predicts the fraction of keys owned.
+            let keys = 50_000;
+            for (peer, share) in peers.iter().zip(&shares) {
+                let owned = (0..keys)
+                    .filter(|k| ring.owner(format!("key-{k}").as_bytes()) == Some(peer))
+                    .count();
+                let fraction = owned as f64 / f64::from(keys);
+                assert!((fraction - share).abs() < 0.02, "{peer}: {fraction} vs {share}");
+            }
+            assert_eq!(ring.share(b"absent"), 0.0);
+        }
+        let single = Ring::with_peers(RingScheme::BALANCED, ["only"]).unwrap();
+        assert_eq!(single.share(b"only"), 1.0);
     }
 
     fn scheme_strategy() -> impl Strategy<Value = RingScheme> {

@@ -236,3 +236,39 @@ fn invalid_liveness_settings_are_refused() {
     config.liveness.min_members = 0;
     assert_eq!(Node::new(config, Instant::ZERO).err(), Some(ConfigError::BadLiveness));
 }
+
+#[test]
+fn groupcache_peers_are_found_down_by_failed_fetches_and_back_by_a_connection() {
+    let mut sim = Sim::new(SimConfig { nodes: 3, groupcache: true, ..SimConfig::default() });
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(ring_sizes(&sim, 3), [Some(3); 3], "silence alone marks no groupcache peer down");
+    sim.crash(2);
+    let keys: Vec<String> =
+        (0..200).map(|i| format!("gc-{i}")).filter(|key| sim.owner(key) == Some(2)).collect();
+    // Fetches of node 2's keys fail (its connections close, dials are refused): suspect at the
+    // first failure, down once failures went on for `down_after`.
+    let mut asked = 0;
+    let took =
+        time_until(&mut sim, Duration::from_secs(4), |sim| sim.node(0).unwrap().ring().len() == 2);
+    assert!(took.is_none(), "no fetch failed yet: node 2 is still up for node 0");
+    while sim.node(0).unwrap().ring().len() == 3 && asked < keys.len() {
+        let get = sim.get(0, &keys[asked]);
+        asked += 1;
+        sim.run_until_idle(STEPS).unwrap();
+        assert!(value_of(sim.reply(get)).is_some(), "loaded locally instead");
+        sim.advance(Duration::from_millis(200));
+    }
+    assert_eq!(sim.node(0).unwrap().ring().len(), 2, "down after {asked} failed fetches");
+    let state = |sim: &Sim| {
+        let members = sim.node(0).unwrap().members();
+        members.iter().find(|m| m.id.as_ref() == b"http://node-2:80").unwrap().state
+    };
+    assert_eq!(state(&sim), MemberState::Down);
+    // Back: node 0 dials it every heartbeat, and an open connection is its answer.
+    sim.restart(2);
+    let back =
+        time_until(&mut sim, Duration::from_secs(2), |sim| sim.node(0).unwrap().ring().len() == 3);
+    assert!(back.is_some());
+    assert_eq!(state(&sim), MemberState::Alive);
+    sim.run_until_idle(STEPS).unwrap();
+}
