@@ -653,19 +653,21 @@ pub fn restarted_node_rejoins(spec: &ClusterSpec, how: Down) {
 /// slack.
 pub const DETECTION_BOUND: Duration = Duration::from_secs(3);
 
-/// Puts a fresh key through each of `through` until the put succeeds (a write waits for every
-/// member the writer and the owner believe up); how long that took from `since`. Fails past
-/// `limit`.
+/// Puts a fresh key through each member of `up` until the put succeeds; how long that took
+/// from `since`. Fails past `limit`. Each put's key is one its writer owns on a ring of `up`:
+/// while the writer still has a member outside `up` on its ring, such a put either goes to
+/// that member as the key's owner or waits for it to drop its copy, and fails — so a success
+/// means the writer's ring is `up`.
 async fn until_writes_succeed(
     cluster: &Cluster,
-    through: &[usize],
+    up: &[usize],
     since: Instant,
     limit: Duration,
     tag: &str,
 ) -> Duration {
-    for &i in through {
-        for attempt in 0.. {
-            let key = format!("{tag}-{i}-{attempt}");
+    for &i in up {
+        let keys = (0..).map(|n| format!("{tag}-{i}-{n}"));
+        for key in keys.filter(|key| cluster.owner_among(key, up) == i) {
             let put = cluster.node(i).put(&key, Bytes::from_static(b"probe"));
             match within(CALL_LIMIT, "probe put", put).await {
                 Ok(()) => break,
