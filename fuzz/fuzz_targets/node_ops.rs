@@ -1,8 +1,11 @@
-//! Arbitrary operations, peer bytes and clock steps against real Nodes in the deterministic
-//! cluster simulation: no panic, and every invariant the simulation checks holds (values come
-//! from the source or a put, nothing expired or stale is served, every request is answered by
-//! its deadline, budgets hold). Injected bytes (garbage or forged frames) make peers liars, so
-//! from then on values are not judged, but everything else still is.
+//! Arbitrary operations, peer bytes, membership changes and clock skews and steps against real
+//! Nodes in the deterministic cluster simulation: no panic, and every invariant the simulation
+//! checks holds (values come from the source or a put, nothing expired or stale is served,
+//! every request is answered by its deadline, budgets hold). Injected bytes (garbage or forged
+//! frames) make peers liars, so from then on values are not judged, but everything else still
+//! is. The nodes keep their entries in the core's exact-LRU store; the proptests of
+//! herdcache-runtime (`runtime/tests/sim.rs`) run the same operations on the sharded store the
+//! runtimes ship.
 #![no_main]
 
 use arbitrary::Arbitrary;

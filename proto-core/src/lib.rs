@@ -110,8 +110,9 @@
 //!   Without it the crate is `no_std` + `alloc`.
 //! - `arbitrary`: `arbitrary::Arbitrary` for [`Message`] and its parts, for the fuzz targets
 //!   in `fuzz/`.
-//! - `_sim` (test support, not an API): the deterministic cluster simulation used by the
-//!   tests and the `node_ops` fuzz target.
+//! - `_sim` (test support, not an API): the deterministic cluster simulation, its proptest
+//!   strategies and properties (it brings `proptest`), used by this crate's tests, by
+//!   herdcache-runtime's (on the store the runtimes ship) and by the `node_ops` fuzz target.
 
 #![no_std]
 #![forbid(unsafe_code)]

@@ -1,10 +1,10 @@
 //! What a [`Node`](crate::Node) needs of the place it keeps a keyspace's entries.
 //!
 //! The node is single-threaded and sees its store only through [`Store`], so the same node
-//! runs on the exact-LRU [`Cache`] (no_std, one thread) or, with `std`, on the concurrent
-//! front's sharded store, which other threads read hits from while the node writes
-//! ([`front`](crate::front)). Every mutation still comes from the node: a store never decides
-//! what to cache, only what to evict.
+//! runs on the exact-LRU [`Cache`] ([`LruStores`], the default: no_std, one thread) or on the
+//! sharded CLOCK store of herdcache-runtime's concurrent front, which other threads read hits
+//! from while the node writes (what the runtimes ship; `ShardedStores` there). Every mutation
+//! still comes from the node: a store never decides what to cache, only what to evict.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

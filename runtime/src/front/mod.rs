@@ -43,6 +43,7 @@ use hashbrown::HashMap;
 
 pub use pending::{Answer, Pending};
 use pending::{Outcome, Slot};
+pub use store::ShardedStores;
 use store::{SharedStore, StoreWriter};
 use sync::{Arc, Mutex, MutexGuard, RwLock, unpoison};
 

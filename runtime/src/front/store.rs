@@ -27,7 +27,7 @@ use hashbrown::HashTable;
 
 use super::sync::{Arc, AtomicBool, AtomicU64, Ordering, RwLock, unpoison};
 use herdcache_proto::{
-    Cache, CacheConfig, CacheStats, InsertError, Store, Stored, Tier, TierStats,
+    Cache, CacheConfig, CacheStats, InsertError, Store, StoreFactory, Stored, Tier, TierStats,
 };
 use herdcache_proto::{Instant, Monotonic};
 use herdcache_proto::{KeyHashBuilder, hash_key, key_hash_builder};
@@ -277,6 +277,19 @@ impl Shard {
         let removed = ids.into_iter().map(|id| self.unlink_and_free(id)).collect();
         self.queues[tier_index(tier)].clear();
         removed
+    }
+}
+
+/// The sharded store as a [`StoreFactory`] of its own, without a front: what the runtimes
+/// ship, for a [`Node`](herdcache_proto::Node) driven without one (the deterministic
+/// simulation in herdcache-runtime's tests runs its properties on it). Each keyspace's store
+/// is reachable only through the node.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardedStores;
+
+impl StoreFactory for ShardedStores {
+    fn create(&mut self, _name: &Bytes, config: CacheConfig) -> Box<dyn Store> {
+        Box::new(StoreWriter::new(config))
     }
 }
 

@@ -1,8 +1,8 @@
 //! The Node's tests, by topic: whole clusters in the deterministic simulation ([`cluster`]),
 //! connections and frames ([`connections`]), loads, limits and keyspace settings
-//! ([`loading`]), the graceful leave ([`leave`]), members failing and coming back
-//! ([`liveness`]), and random operations and faults
-//! ([`properties`]).
+//! ([`loading`]), the graceful leave ([`leave`]) and members failing and coming back
+//! ([`liveness`]). Random operations and faults, and their
+//! properties, are the simulation's (`sim/strategies.rs`), run on every store that ships.
 
 use super::*;
 use crate::sim::KEYSPACE;
@@ -14,7 +14,6 @@ mod connections;
 mod leave;
 mod liveness;
 mod loading;
-mod properties;
 
 /// Steps a simulation may take to go idle before it counts as a livelock.
 const STEPS: u64 = 2_000_000;

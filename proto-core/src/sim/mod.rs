@@ -1,40 +1,92 @@
 //! A deterministic cluster simulation: N real [`Node`]s, a virtual clock, a seeded network and a
 //! data source that can be slow or fail. Test support (feature `_sim`), not a public API.
 //!
+//! - **Stores.** Each node keeps its keyspace in the store [`SimConfig::stores`] makes: the
+//!   exact-LRU [`LruStores`] by default (the core's own, what `Node::new` uses);
+//!   herdcache-runtime's tests (`runtime/tests/sim.rs`) run the same properties on the sharded
+//!   CLOCK store the runtimes ship.
 //! - **Network.** Connections behave like TCP: bytes on one connection arrive in order, after a
 //!   seeded latency; different connections reorder freely. Faults: a partition between two
 //!   nodes stalls their bytes (as TCP retransmitting into a black hole) and refuses new
 //!   connections; a reset closes one connection on both ends; a crash closes every connection
 //!   of a node and loses its state; a restart brings a fresh node back with the same id.
+//! - **Membership.** Each node is told its member list ([`Sim::set_members`], as a discovery
+//!   provider would), one node at a time or all at once; a crashed node keeps the last list it
+//!   was given and boots with it, so a crashed node can be dropped from the others' lists and
+//!   rejoin them after its restart. Liveness changes the rings by itself too
+//!   ([`SimConfig::liveness`]): a crashed or cut-off member leaves the others' rings once it
+//!   has been silent for `down_after`, and returns when it answers again.
+//! - **Clocks.** Each node reads the simulation's clock plus its own skew, bounded by
+//!   [`MAX_CLOCK_SKEW`] ([`Sim::skew_clock`]): it may run ahead or behind the others, and a
+//!   lower skew than before steps its clock backwards. A node's wall clock (the
+//!   `unix_time_at_start` it boots with) is skewed alike. The core treats time going backwards
+//!   as no time passing, so a node's *own* clock, as the core sees it, is the highest time it
+//!   was ever given; the invariants below that involve time are stated on that clock.
 //! - **Data source.** Every load produces a value that names its key and a unique sequence
-//!   number, after a seeded delay; it can fail with a seeded probability.
+//!   number, after a seeded delay; it can fail with a seeded probability. Its expiry is the
+//!   loading node's clock plus the TTL, as a driver reading that node's clock would set it.
 //! - **Invariants**, checked after every step (a violation is recorded, and
 //!   [`Sim::run_until_idle`] / [`Sim::check`] report it):
 //!   - every value returned was produced for that key, by the data source or by a put;
-//!   - no value is returned at or after its expiry;
+//!   - no value is returned at or after its expiry, read on the serving node's clock (with
+//!     skewed clocks a node behind the loader's serves a value for that much longer in real
+//!     time: expiry that crosses the wire is wall-clock, and no node can do better than its
+//!     own clock);
 //!   - no get that starts after a write was acknowledged returns a value older than that write
-//!     (unless the value is another write's that overlaps it) — checked while all nodes share
-//!     one view of the ring: member lists set apart, a graceful leave, or a partition that made
-//!     rings differ end the check (crashes do not);
-//!   - every request is answered, by its deadline;
-//!   - every node's cache bytes stay within their budget.
+//!     (unless the value is another write's that overlaps it) — judged for writes issued and
+//!     acknowledged within one *view epoch* in which every live node's ring has the same
+//!     members, and gets issued in such an epoch: with split views a node outside the owner's
+//!     view is never told to drop its copy, which no protocol can avoid without a membership
+//!     agreement the nodes do not have;
+//!   - every request is answered by its deadline on its node's clock (a clock stepped back by
+//!     `d` holds that node's deadlines `d` longer in real time);
+//!   - every node's cache bytes stay within their budget;
+//!   - one load per key on a stable ring: a *stable period* starts when every live node's ring
+//!     has the same members and the cluster is at rest (no request open, every node idle), and
+//!     ends at the next ring change, crash, restart or jump forward of a node's clock (which
+//!     fires its timeouts early, as a slow peer would); within one, each key is loaded at most
+//!     once. It is not a violation by itself, because faults, writes, expiry, eviction and
+//!     failing loads each legitimately reload a key: [`Sim::reloads_on_a_stable_ring`] lists
+//!     the extra loads for the tests whose operations exclude those. Periods start only at
+//!     rest because a ring change in mid-flight legitimately loads twice: the old owner
+//!     finishes a flight it began, a peer's request that reaches a node after it stopped
+//!     owning the key is loaded there (never forwarded twice), and the new owner loads keys
+//!     that moved to it (warmup, or its first get).
 //! - [`Sim::run_until_idle`] is bounded, so a livelock fails instead of hanging.
+//! - [`strategies`] (with `proptest`, which `_sim` brings) holds the random operations and the
+//!   properties, so every crate that ships a store runs the same ones.
 
+pub mod strategies;
+#[cfg(test)]
+mod tests;
+
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
 
+use crate::cache::{LruStores, StoreFactory};
 use crate::node::{
-    ConnId, Entry, Error, Input, KeyspaceConfig, LivenessConfig, LoadId, LoadResult, Node,
-    NodeConfig, Output, Reply, RequestId, Value,
+    ConnId, Entry, Error, Input, InputError, KeyspaceConfig, LivenessConfig, LoadId, LoadResult,
+    Node, NodeConfig, Output, Reply, RequestId, Value,
 };
 use crate::time::{Duration, Instant, UnixTime};
 use crate::wire::{FrameDecoder, FrameKind, WireLimits};
 
 /// The keyspace every simulated node serves.
 pub const KEYSPACE: &[u8] = b"ks";
+
+/// How far a node's clock may run ahead of or behind the simulation's ([`Sim::skew_clock`]).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// The keyspace's read timeout: how long a node waits for its data source.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The wall-clock time (Unix microseconds) at the simulation's [`Instant::ZERO`], on every
+/// node's clock alike but for its skew.
+const UNIX_AT_ZERO: u64 = 1_700_000_000_000_000;
 
 /// How a simulation is set up.
 #[derive(Clone, Debug)]
@@ -62,6 +114,13 @@ pub struct SimConfig {
     pub groupcache: bool,
     /// Every node's liveness settings.
     pub liveness: LivenessConfig,
+    /// Makes each node's store factory, at every boot: [`LruStores`] by default; the runtime
+    /// crate passes the sharded store it ships.
+    pub stores: fn() -> Box<dyn StoreFactory>,
+}
+
+fn lru_stores() -> Box<dyn StoreFactory> {
+    Box::new(LruStores)
 }
 
 impl Default for SimConfig {
@@ -78,6 +137,7 @@ impl Default for SimConfig {
             hot_threshold_per_second: 10.0,
             groupcache: false,
             liveness: LivenessConfig::default(),
+            stores: lru_stores,
         }
     }
 }
@@ -124,7 +184,12 @@ enum Event {
 struct RequestRecord {
     node: usize,
     issued: Instant,
+    /// The deadline on the node's own clock (moved to the first reading after a forward jump
+    /// of that clock over it).
     deadline: Instant,
+    /// Issued while every live node's ring had the same members: its value is judged stale
+    /// or not.
+    judged: bool,
     keys: Vec<Bytes>,
     write: Option<usize>,
     answered: bool,
@@ -135,6 +200,8 @@ struct RequestRecord {
 struct Produced {
     key: Bytes,
     at: Instant,
+    /// On the common wall clock (every node's `Instant` maps to the same Unix time but for its
+    /// skew, so this is the loading node's `Instant` of expiry).
     expires_at: Option<Instant>,
     put: Option<usize>,
 }
@@ -148,6 +215,10 @@ struct WriteRecord {
     acked: Option<Instant>,
     /// When it can no longer take effect: the ack time, or never for a failed write.
     settled: Option<Instant>,
+    /// The view epoch it was issued in.
+    epoch: u64,
+    /// Acknowledged in the agreeing view epoch it was issued in: gets after it are judged.
+    judged: bool,
 }
 
 struct SimNode {
@@ -155,6 +226,12 @@ struct SimNode {
     node: Option<Node>,
     epoch: u32,
     members: Vec<usize>,
+    /// The node's clock minus the simulation's, in microseconds.
+    skew: i64,
+    /// The highest time the node was given since it booted: its clock as the core sees it.
+    clock: Instant,
+    /// Its ring's members at the last look, sorted (`None` while crashed).
+    ring: Option<Vec<Bytes>>,
 }
 
 /// One step of a random run, for proptest strategies and the `node_ops` fuzz target. Node
@@ -186,6 +263,19 @@ pub enum Op {
     Reset { pick: usize },
     /// Raw bytes arrive on one of a node's connections.
     Inject { node: usize, pick: usize, data: Vec<u8> },
+    /// One node's member list changes (bit `i` of `members`: node `i`), as its discovery
+    /// provider would report; a crashed node boots with it.
+    SetMembers { node: usize, members: u8 },
+    /// Every node's member list becomes the same one (a membership change the whole cluster
+    /// sees), crashed nodes included: dropping a crashed node, or taking it back after it
+    /// restarted, is this.
+    SetMembersAll { members: u8 },
+    /// A node's clock now runs `ms` (at most [`MAX_CLOCK_SKEW`] either way) ahead of the
+    /// simulation's, or behind it if negative; lower than before steps it backwards.
+    Skew { node: usize, ms: i16 },
+    /// A node's clock steps back by `ms` (its skew falls, to at most [`MAX_CLOCK_SKEW`]
+    /// behind).
+    StepBack { node: usize, ms: u16 },
 }
 
 /// The simulated cluster.
@@ -216,7 +306,16 @@ pub struct Sim {
     loads_per_key: BTreeMap<Bytes, u64>,
     loads_per_node: Vec<u64>,
     violations: Vec<String>,
+    /// Every live node's ring has the same members.
     views_agree: bool,
+    /// Counts changes of any live node's ring or of the set of live nodes.
+    view_epoch: u64,
+    /// Loads per key in the current stable period (see the module docs); `None` outside one.
+    stable_loads: Option<BTreeMap<Bytes, u64>>,
+    /// Keys loaded more than once within one stable period, and how often.
+    stable_reloads: Vec<(Bytes, u64)>,
+    /// When each node's loads began, on its clock.
+    loads_started: BTreeMap<(usize, LoadId), Instant>,
     /// Raw bytes were injected: peers may lie, so values and refusals are not judged.
     tampered: bool,
     /// Steps taken, for the livelock bound and the report.
@@ -250,6 +349,10 @@ impl Sim {
             loads_per_node: alloc::vec![0; config.nodes],
             violations: Vec::new(),
             views_agree: true,
+            view_epoch: 0,
+            stable_loads: None,
+            stable_reloads: Vec::new(),
+            loads_started: BTreeMap::new(),
             tampered: false,
             steps: 0,
             config,
@@ -265,18 +368,22 @@ impl Sim {
                 node: None,
                 epoch: 0,
                 members: all.clone(),
+                skew: 0,
+                clock: Instant::ZERO,
+                ring: None,
             });
         }
         for index in 0..sim.config.nodes {
             sim.boot(index);
         }
+        sim.maybe_start_stable_period();
         sim
     }
 
     fn boot(&mut self, index: usize) {
         let node_config = {
             let mut keyspace = KeyspaceConfig::new(KEYSPACE, self.config.max_bytes);
-            keyspace.read_timeout = Duration::from_secs(1);
+            keyspace.read_timeout = LOAD_TIMEOUT;
             keyspace.write_timeout = Duration::from_secs(1);
             let mut config =
                 NodeConfig::new(self.nodes[index].id.clone(), "sim").with_keyspace(keyspace);
@@ -286,14 +393,17 @@ impl Sim {
             config.hot_threshold_per_second = self.config.hot_threshold_per_second;
             config.liveness = self.config.liveness;
             config.unix_time_at_start =
-                UnixTime::from_micros(1_700_000_000_000_000 + self.now.as_micros());
+                UnixTime::from_micros(UNIX_AT_ZERO + self.local_now(index).as_micros());
             if self.config.groupcache {
                 config = config.with_groupcache_compat();
             }
             config
         };
-        let node = Node::new(node_config, self.now).expect("the simulation's config is valid");
+        let now = self.local_now(index);
+        let node = Node::with_stores(node_config, now, (self.config.stores)())
+            .expect("the simulation's config is valid");
         self.nodes[index].node = Some(node);
+        self.nodes[index].clock = now;
         let members = self.nodes[index].members.iter().map(|&m| self.nodes[m].id.clone()).collect();
         self.input(index, Input::SetPeers(members));
     }
@@ -362,6 +472,7 @@ impl Sim {
         }
         self.nodes[index].epoch += 1;
         self.open_ends.retain(|(node, _)| *node != index);
+        self.loads_started.retain(|(node, _), _| *node != index);
         self.inbox.retain(|(node, _), _| *node != index);
         let conns: Vec<(usize, ConnId)> =
             self.links.keys().filter(|(n, _)| *n == index).copied().collect();
@@ -376,6 +487,7 @@ impl Sim {
         for record in self.requests.values_mut().filter(|r| r.node == index && !r.answered) {
             record.lost = true;
         }
+        self.refresh_views();
     }
 
     /// Restarts a crashed node with empty caches.
@@ -431,16 +543,51 @@ impl Sim {
     /// take it off their rings, and finishes what it has in progress. The members' views of the
     /// ring differ from then on.
     pub fn leave(&mut self, node: usize) {
-        self.views_agree = false;
         self.input(node, Input::Leave);
     }
 
-    /// Gives `node` its own member list (a split view of the cluster).
+    /// Gives `node` its own member list (a split view of the cluster until every node has the
+    /// same one). A crashed node keeps it for its restart.
     pub fn set_members(&mut self, node: usize, members: Vec<usize>) {
-        self.views_agree = false;
         self.nodes[node].members = members.clone();
         let ids: Vec<Bytes> = members.iter().map(|&m| self.nodes[m].id.clone()).collect();
         self.input(node, Input::SetPeers(ids));
+    }
+
+    /// Gives every node, crashed ones included, the same member list.
+    pub fn set_members_everywhere(&mut self, members: &[usize]) {
+        for node in 0..self.nodes.len() {
+            self.set_members(node, members.to_vec());
+        }
+    }
+
+    /// Sets how far `node`'s clock runs ahead of the simulation's (behind it if negative),
+    /// bounded by [`MAX_CLOCK_SKEW`]. A skew lower than the node's current one steps its clock
+    /// backwards; the node sees the new time at its next input or timer.
+    pub fn skew_clock(&mut self, node: usize, ahead_micros: i64) {
+        let bound = MAX_CLOCK_SKEW.as_micros() as i64;
+        let skew = ahead_micros.clamp(-bound, bound);
+        let jumps = skew > self.nodes[node].skew;
+        self.nodes[node].skew = skew;
+        if jumps {
+            // A jump forward fires the node's timers early in real time, as a slow peer or
+            // source would: it may legitimately reload a key.
+            self.stable_loads = None;
+            // A deadline the clock jumps over can only be met at the node's first reading
+            // after the jump, which is this one: its timer is due at once.
+            let (before, after) = (self.nodes[node].clock, self.local_now(node));
+            for record in self.requests.values_mut() {
+                if record.node == node && !record.answered && record.deadline > before {
+                    record.deadline = record.deadline.max(after);
+                }
+            }
+        }
+    }
+
+    /// The node's own clock: the highest time it was given since it booted.
+    #[must_use]
+    pub fn clock_of(&self, node: usize) -> Instant {
+        self.nodes[node].clock
     }
 
     /// Applies one [`Op`].
@@ -475,7 +622,30 @@ impl Sim {
             Op::Heal => self.heal(),
             Op::Reset { pick } => self.reset_connection(*pick),
             Op::Inject { node, pick, data } => self.inject(node % nodes, *pick, data),
+            Op::SetMembers { node, members } => {
+                let members = Self::members_of(*members, nodes);
+                self.set_members(node % nodes, members);
+            }
+            Op::SetMembersAll { members } => {
+                self.set_members_everywhere(&Self::members_of(*members, nodes));
+            }
+            Op::Skew { node, ms } => {
+                let bound = MAX_CLOCK_SKEW.as_millis() as i64;
+                let ms = i64::from(*ms) % (bound + 1);
+                self.skew_clock(node % nodes, ms * 1_000);
+            }
+            Op::StepBack { node, ms } => {
+                let node = node % nodes;
+                let back = i64::from(*ms) * 1_000;
+                self.skew_clock(node, self.nodes[node].skew - back);
+            }
         }
+        self.maybe_start_stable_period();
+    }
+
+    /// The nodes named by the bits of `mask` (bit `i`: node `i`, for the first 8 nodes).
+    fn members_of(mask: u8, nodes: usize) -> Vec<usize> {
+        (0..nodes.min(8)).filter(|i| mask >> i & 1 == 1).collect()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -483,8 +653,7 @@ impl Sim {
 
     /// Processes the next event or timer. Returns `false` when nothing is left to do.
     pub fn step(&mut self) -> bool {
-        let next_event = self.events.first_key_value().map(|((at, _), _)| *at);
-        let next_timer = self.nodes.iter().filter_map(|n| n.node.as_ref()?.poll_timeout()).min();
+        let (next_event, next_timer) = self.next_wakeups();
         let Some(at) = [next_event, next_timer].into_iter().flatten().min() else { return false };
         self.now = self.now.max(at);
         self.steps += 1;
@@ -493,42 +662,39 @@ impl Sim {
             self.deliver(event);
         } else {
             for index in 0..self.nodes.len() {
+                let local = self.local_now(index);
                 let due = self.nodes[index]
                     .node
                     .as_ref()
                     .and_then(Node::poll_timeout)
-                    .is_some_and(|t| t <= self.now);
+                    .is_some_and(|t| t <= local);
                 if due {
-                    let now = self.now;
+                    let now = self.tick(index);
                     if let Some(node) = self.nodes[index].node.as_mut() {
                         node.handle_timeout(now);
                     }
+                    self.refresh_views();
                     self.drain(index);
                 }
             }
         }
         self.check_budgets();
-        self.note_split_views();
+        self.maybe_start_stable_period();
         true
     }
 
-    /// Liveness takes members that a partition cuts off off the rings of the nodes on the other
-    /// side, and a node cut off from only some members can be off the ring of one and on that
-    /// of another: views that split this way are never judged for staleness again (see
-    /// [`Sim::check`]'s rules). Rings that differ only while a crashed member is being found
-    /// down, with no partition, are still judged.
-    fn note_split_views(&mut self) {
-        if !self.views_agree || self.partitions.is_empty() {
-            return;
-        }
-        let mut rings = self.nodes.iter().filter_map(|n| n.node.as_ref()).map(Node::ring);
-        let Some(first) = rings.next() else { return };
-        let differs = rings.any(|ring| {
-            ring.len() != first.len() || ring.peers().iter().any(|peer| !first.contains(peer))
-        });
-        if differs {
-            self.views_agree = false;
-        }
+    /// The next event and the next node timer, on the simulation's clock: a node's deadline
+    /// `t` is due once its own clock reads `t`.
+    fn next_wakeups(&self) -> (Option<Instant>, Option<Instant>) {
+        let next_event = self.events.first_key_value().map(|((at, _), _)| *at);
+        let next_timer = (0..self.nodes.len())
+            .filter_map(|index| {
+                let at = self.nodes[index].node.as_ref()?.poll_timeout()?;
+                let skew = self.nodes[index].skew;
+                Some(Instant::from_micros(at.as_micros().saturating_add_signed(-skew)))
+            })
+            .min();
+        (next_event, next_timer)
     }
 
     /// Runs until nothing is in flight (requests answered, loads and calls done), at most
@@ -559,9 +725,7 @@ impl Sim {
     pub fn advance(&mut self, duration: Duration) {
         let until = self.now + duration;
         loop {
-            let next_event = self.events.first_key_value().map(|((at, _), _)| *at);
-            let next_timer =
-                self.nodes.iter().filter_map(|n| n.node.as_ref()?.poll_timeout()).min();
+            let (next_event, next_timer) = self.next_wakeups();
             match [next_event, next_timer].into_iter().flatten().min() {
                 Some(at) if at <= until => {
                     self.step();
@@ -590,6 +754,19 @@ impl Sim {
     #[must_use]
     pub fn loads(&self, key: &str) -> u64 {
         self.loads_per_key.get(key.as_bytes()).copied().unwrap_or(0)
+    }
+
+    /// Keys loaded more than once within one stable period, with the count at each extra
+    /// load (see the module docs; empty when the property held).
+    #[must_use]
+    pub fn reloads_on_a_stable_ring(&self) -> &[(Bytes, u64)] {
+        &self.stable_reloads
+    }
+
+    /// Whether every live node's ring has the same members.
+    #[must_use]
+    pub fn views_agree(&self) -> bool {
+        self.views_agree
     }
 
     /// Data-source loads so far, over all keys and nodes.
@@ -657,6 +834,8 @@ impl Sim {
             issued: self.now,
             acked: None,
             settled: None,
+            epoch: self.view_epoch,
+            judged: false,
         });
         (self.record(node, key.into_iter().collect(), Some(write)), write)
     }
@@ -665,21 +844,96 @@ impl Sim {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         let lost = self.nodes[node].node.is_none();
-        let deadline = self.now + self.config.request_timeout;
-        self.requests.insert(
-            id,
-            RequestRecord { node, issued: self.now, deadline, keys, write, answered: false, lost },
-        );
+        // The node reads its clock when the request arrives: the time it will see.
+        let deadline =
+            self.nodes[node].clock.max(self.local_now(node)) + self.config.request_timeout;
+        let record = RequestRecord {
+            node,
+            issued: self.now,
+            deadline,
+            judged: self.views_agree,
+            keys,
+            write,
+            answered: false,
+            lost,
+        };
+        self.requests.insert(id, record);
         id
     }
 
     fn input(&mut self, index: usize, input: Input<'_>) {
-        let now = self.now;
-        let Some(node) = self.nodes[index].node.as_mut() else { return };
-        if let Err(error) = node.handle_input(now, input) {
-            self.violations.push(format!("node {index} refused an input: {error}"));
+        if self.nodes[index].node.is_none() {
+            return;
         }
+        let now = self.tick(index);
+        let node = self.nodes[index].node.as_mut().expect("checked above");
+        match node.handle_input(now, input) {
+            Ok(()) => {}
+            // The node gave up on the load (its read timeout passed on its clock) before the
+            // source answered: the documented outcome, with the value dropped.
+            Err(InputError::UnknownLoad(load))
+                if self
+                    .loads_started
+                    .get(&(index, load))
+                    .is_some_and(|started| self.nodes[index].clock >= *started + LOAD_TIMEOUT) => {}
+            Err(error) => self.violations.push(format!("node {index} refused an input: {error}")),
+        }
+        // A ring change shows before the outputs it causes (warmup loads) are counted.
+        self.refresh_views();
         self.drain(index);
+    }
+
+    /// The time `index`'s clock reads now: the simulation's plus its skew.
+    fn local_now(&self, index: usize) -> Instant {
+        let skew = self.nodes[index].skew;
+        Instant::from_micros(self.now.as_micros().saturating_add_signed(skew))
+    }
+
+    /// Reads `index`'s clock for an input or a timer: returns what it reads and keeps the
+    /// highest reading, which is the node's own clock.
+    fn tick(&mut self, index: usize) -> Instant {
+        let local = self.local_now(index);
+        let node = &mut self.nodes[index];
+        node.clock = node.clock.max(local);
+        local
+    }
+
+    /// Notes ring changes: a change of any live node's ring, or of which nodes are live,
+    /// starts a new view epoch and ends the stable period.
+    fn refresh_views(&mut self) {
+        let mut changed = false;
+        for sim_node in &mut self.nodes {
+            let ring = sim_node.node.as_ref().map(|node| {
+                let mut members = node.ring().peers().to_vec();
+                members.sort();
+                members
+            });
+            if ring != sim_node.ring {
+                sim_node.ring = ring;
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        self.view_epoch += 1;
+        self.stable_loads = None;
+        let mut rings = self.nodes.iter().filter_map(|n| n.ring.as_ref());
+        let first = rings.next();
+        self.views_agree = rings.all(|ring| Some(ring) == first);
+    }
+
+    /// Starts a stable period (see the module docs) when the views agree and the cluster is
+    /// at rest.
+    fn maybe_start_stable_period(&mut self) {
+        if self.stable_loads.is_some() || !self.views_agree {
+            return;
+        }
+        let at_rest = self.requests.values().all(|r| r.answered || r.lost)
+            && self.nodes.iter().all(|n| n.node.as_ref().is_none_or(Node::is_idle));
+        if at_rest {
+            self.stable_loads = Some(BTreeMap::new());
+        }
     }
 
     fn schedule(&mut self, at: Instant, event: Event) {
@@ -804,6 +1058,14 @@ impl Sim {
             Output::Load { load, key, .. } => {
                 *self.loads_per_key.entry(key.clone()).or_default() += 1;
                 self.loads_per_node[index] += 1;
+                self.loads_started.insert((index, load), self.nodes[index].clock);
+                if let Some(stable) = self.stable_loads.as_mut() {
+                    let loads = stable.entry(key.clone()).or_default();
+                    *loads += 1;
+                    if *loads > 1 {
+                        self.stable_reloads.push((key.clone(), *loads));
+                    }
+                }
                 let delay = self.between(self.config.source_delay);
                 let fails =
                     self.random() % 1_000 < u64::from(self.config.source_failures_per_mille);
@@ -816,7 +1078,9 @@ impl Sim {
                         String::from_utf8_lossy(&key),
                         self.sequence
                     ));
-                    let expires_at = self.config.source_ttl.map(|ttl| self.now + ttl);
+                    // The driver reads the loading node's clock, which may be behind it.
+                    let local = self.local_now(index);
+                    let expires_at = self.config.source_ttl.map(|ttl| local + ttl);
                     self.produced.insert(
                         bytes.clone(),
                         Produced { key, at: self.now, expires_at, put: None },
@@ -901,10 +1165,11 @@ impl Sim {
             return;
         }
         record.answered = true;
-        if now > record.deadline {
+        let clock = self.nodes[record.node].clock;
+        if clock > record.deadline {
             self.violations.push(format!(
-                "request {request:?} answered at {now:?}, after its deadline {:?}",
-                record.deadline
+                "request {request:?} answered at {clock:?} on node {}'s clock (simulation {now:?}), after its deadline {:?}",
+                record.node, record.deadline
             ));
         }
         let record = record.clone();
@@ -925,9 +1190,12 @@ impl Sim {
             Reply::Write(result) => {
                 if let Some(write) = record.write {
                     let ok = result.is_ok();
+                    let judged = self.views_agree;
+                    let epoch = self.view_epoch;
                     let entry = &mut self.writes[write];
                     entry.acked = ok.then_some(now);
                     entry.settled = ok.then_some(now);
+                    entry.judged = ok && judged && entry.epoch == epoch;
                 }
             }
             Reply::WriteMany(_) => {}
@@ -940,10 +1208,11 @@ impl Sim {
 
     fn check_value(&mut self, record: &RequestRecord, index: usize, value: Option<&Value>) {
         let Some(served) = value else { return };
-        if served.expires_at.is_some_and(|at| at <= self.now) {
+        let clock = self.nodes[record.node].clock;
+        if served.expires_at.is_some_and(|at| at <= clock) {
             self.violations.push(format!(
-                "value {:?} returned at {:?} past its own expiry",
-                served.bytes, self.now
+                "value {:?} returned at {clock:?} on node {}'s clock past its own expiry {:?}",
+                served.bytes, record.node, served.expires_at
             ));
         }
         if self.tampered {
@@ -959,20 +1228,19 @@ impl Sim {
             self.violations.push(format!("wrong value: {value:?} returned for {key:?}"));
             return;
         }
-        if produced.expires_at.is_some_and(|at| self.now >= at) {
+        if produced.expires_at.is_some_and(|at| clock >= at) {
             self.violations.push(format!(
-                "expired value {value:?} (expiring {:?}) returned at {:?} by node {} via {:?}",
-                produced.expires_at, self.now, record.node, served.path
+                "expired value {value:?} (expiring {:?}) returned at {clock:?} by node {} via {:?}",
+                produced.expires_at, record.node, served.path
             ));
         }
-        // Staleness is judged only while every node shares one ring view: with split views a
-        // node outside the owner's view is never told to drop its copy, which no protocol can
-        // avoid without a membership agreement the nodes do not have.
-        if !self.views_agree {
+        // Staleness is judged only within view epochs where every node shares one ring view
+        // (see the module docs).
+        if !record.judged {
             return;
         }
         for (position, write) in self.writes.iter().enumerate() {
-            let Some(acked) = write.acked else { continue };
+            let Some(acked) = write.acked.filter(|_| write.judged) else { continue };
             let covers = write.key.as_ref().is_none_or(|written| written == key);
             if !covers || acked >= record.issued || produced.at >= write.issued {
                 continue;
