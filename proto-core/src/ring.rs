@@ -255,6 +255,30 @@ impl<P: AsRef<[u8]>> Ring<P> {
         self.position_of(name).is_some()
     }
 
+    /// The share of the key space that the peer named `name` owns, in `[0, 1]` (0 when it is
+    /// not on the ring): the arcs that end at its points, over the whole ring.
+    #[must_use]
+    pub fn share(&self, name: &[u8]) -> f64 {
+        let Some(index) = self.position_of(name) else { return 0.0 };
+        let Some(&last) = self.point_hashes.last() else { return 0.0 };
+        if self.point_hashes.len() == 1 {
+            return 1.0;
+        }
+        // groupcache's positions are CRC-32s; the balanced scheme's span all of `u64`.
+        let space: u128 = if self.scheme.is_groupcache() { 1 << 32 } else { 1 << 64 };
+        let mut owned: u128 = 0;
+        let mut previous = u128::from(last);
+        for (&point, &owner) in self.point_hashes.iter().zip(&self.point_owners) {
+            let point = u128::from(point);
+            if usize::from(owner) == index {
+                // The arc after the previous point up to this one; the first wraps around.
+                owned += (point + space - previous) % space;
+            }
+            previous = point;
+        }
+        owned as f64 / space as f64
+    }
+
     /// The owner of `key`, or `None` on an empty ring.
     #[must_use]
     pub fn owner(&self, key: &[u8]) -> Option<&P> {
@@ -606,6 +630,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shares_sum_to_one_and_follow_the_keys() {
+        for scheme in [RingScheme::GROUPCACHE, RingScheme::BALANCED] {
+            let peers: Vec<String> = (0..5).map(|i| format!("http://10.0.0.{i}:80")).collect();
+            let ring = Ring::with_peers(scheme, peers.clone()).unwrap();
+            let shares: Vec<f64> = peers.iter().map(|p| ring.share(p.as_bytes())).collect();
+            let total: f64 = shares.iter().sum();
+            assert!((total - 1.0).abs() < 1e-9, "{total}");
+            // The share predicts the fraction of keys owned.
+            let keys = 50_000;
+            for (peer, share) in peers.iter().zip(&shares) {
+                let owned = (0..keys)
+                    .filter(|k| ring.owner(format!("key-{k}").as_bytes()) == Some(peer))
+                    .count();
+                let fraction = owned as f64 / f64::from(keys);
+                assert!((fraction - share).abs() < 0.02, "{peer}: {fraction} vs {share}");
+            }
+            assert_eq!(ring.share(b"absent"), 0.0);
+        }
+        let single = Ring::with_peers(RingScheme::BALANCED, ["only"]).unwrap();
+        assert_eq!(single.share(b"only"), 1.0);
     }
 
     fn scheme_strategy() -> impl Strategy<Value = RingScheme> {

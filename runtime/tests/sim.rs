@@ -1,5 +1,5 @@
 //! The deterministic cluster simulation's properties (herdcache-proto's `sim`, feature `_sim`)
-//! on the store the runtimes ship: the sharded CLOCK store of the concurrent front
+//! (liveness included) on the store the runtimes ship: the sharded CLOCK store of the concurrent front
 //! ([`ShardedStores`]). herdcache-proto runs the same properties on its exact-LRU store; the
 //! operations, invariants and properties are described in `proto-core/src/sim/`.
 
@@ -27,6 +27,13 @@ proptest! {
     #[test]
     fn cluster_invariants_hold_under_faults(seed in any::<u64>(), ops in strategies::fault_ops()) {
         strategies::cluster_invariants_hold_under_faults(sharded, seed, &ops)?;
+    }
+
+    /// Members crash, restart and are cut off long enough for liveness to find them down and
+    /// back, with and without a minimum member count.
+    #[test]
+    fn invariants_hold_as_members_fail_and_recover(seed in any::<u64>(), majority in any::<bool>(), ops in strategies::failure_and_recovery_ops()) {
+        strategies::invariants_hold_as_members_fail_and_recover(sharded, seed, majority, &ops)?;
     }
 
     /// Garbage and forged frames from peers.

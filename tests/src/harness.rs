@@ -314,6 +314,17 @@ impl Cluster {
         ids.iter().position(|id| id.as_bytes() == *owner).expect("the owner is a member")
     }
 
+    /// The member among `members` that owns `key` on a ring of those members alone.
+    #[must_use]
+    pub fn owner_among(&self, key: &str, members: &[usize]) -> usize {
+        let ids = self.ids();
+        let ring =
+            Ring::with_peers(RingScheme::BALANCED, members.iter().map(|&m| ids[m].as_bytes()))
+                .expect("distinct node ids");
+        let owner = ring.owner(key.as_bytes()).expect("a ring with members");
+        ids.iter().position(|id| id.as_bytes() == *owner).expect("the owner is a member")
+    }
+
     /// `count` keys `"<prefix>-<n>"` owned by member `owner`.
     #[must_use]
     pub fn keys_owned_by(&self, owner: usize, prefix: &str, count: usize) -> Vec<String> {

@@ -179,5 +179,24 @@ macro_rules! scenario_tests {
         fn stopped_node_restarts_and_rejoins_5_nodes() {
             $crate::scenarios::restarted_node_rejoins(&$cluster(5), $crate::Down::Stop);
         }
+
+        #[test]
+        fn killed_member_is_found_down_under_load_3_nodes() {
+            $crate::scenarios::killed_member_is_found_down_under_load(&$cluster(3));
+        }
+
+        /// Detection time over 20 kills (median and max), printed; about a minute, so run on
+        /// request: `cargo test -p herdcache-tests --test tokio detection_time -- --ignored
+        /// --nocapture`.
+        #[test]
+        #[ignore = "a measurement of about a minute"]
+        fn detection_time_over_20_kills_3_nodes() {
+            let mut times = $crate::scenarios::detection_times(&$cluster(3), 20);
+            times.sort();
+            let median = (times[9] + times[10]) / 2;
+            let max = times[19];
+            eprintln!("detection over 20 kills: median {median:?}, max {max:?}; all {times:?}");
+            assert!(max <= $crate::scenarios::DETECTION_BOUND, "max {max:?}");
+        }
     };
 }

@@ -646,3 +646,146 @@ pub fn restarted_node_rejoins(spec: &ClusterSpec, how: Down) {
         cluster.shutdown().await;
     });
 }
+
+/// How long a killed member may take to be found down by every survivor with the default
+/// liveness settings, counted until a write through a survivor succeeds again: the core's
+/// bound is `down_after + heartbeat_interval` = 2.25 s; the rest is a loaded 2-core machine's
+/// slack.
+pub const DETECTION_BOUND: Duration = Duration::from_secs(3);
+
+/// Puts a fresh key through each member of `up` until the put succeeds; how long that took
+/// from `since`. Fails past `limit`. Each put's key is one its writer owns on a ring of `up`:
+/// while the writer still has a member outside `up` on its ring, such a put either goes to
+/// that member as the key's owner or waits for it to drop its copy, and fails — so a success
+/// means the writer's ring is `up`.
+async fn until_writes_succeed(
+    cluster: &Cluster,
+    up: &[usize],
+    since: Instant,
+    limit: Duration,
+    tag: &str,
+) -> Duration {
+    for &i in up {
+        let keys = (0..).map(|n| format!("{tag}-{i}-{n}"));
+        for key in keys.filter(|key| cluster.owner_among(key, up) == i) {
+            let put = cluster.node(i).put(&key, Bytes::from_static(b"probe"));
+            match within(CALL_LIMIT, "probe put", put).await {
+                Ok(()) => break,
+                Err(Error::Unavailable | Error::TimedOut) => {}
+                Err(error) => panic!("put {key} through node {i}: {error:?}"),
+            }
+            assert!(since.elapsed() <= limit, "writes through node {i} still fail after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    since.elapsed()
+}
+
+/// One member killed (a crash: sockets dropped, no goodbye) while the others serve gets and
+/// puts: within [`DETECTION_BOUND`] writes through every survivor succeed again, every get
+/// was answered with the right value throughout, and each key the dead member owned (and had
+/// loaded) is loaded exactly once more, by its new owner among the survivors.
+pub fn killed_member_is_found_down_under_load(spec: &ClusterSpec) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    drive(async {
+        let cluster = Arc::new(Cluster::start(spec, Duration::ZERO, default_tune).await);
+        let n = cluster.len();
+        let victim = n - 1;
+        let survivors: Vec<usize> = (0..victim).collect();
+        let owned = cluster.keys_owned_by(victim, "owned", 20);
+        for key in &owned {
+            let bytes = get(&cluster, victim, key).await.map(|value| value.bytes);
+            assert_eq!(bytes, Ok(value_of(key, 0)), "{key}");
+            assert_eq!(cluster.source(victim).loads_of(key), 1, "{key} loaded by its owner");
+        }
+        // Load on every survivor: gets of keys all over the ring, and puts.
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = survivors
+            .iter()
+            .map(|&i| {
+                let (cluster, stop) = (Arc::clone(&cluster), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut answered = 0usize;
+                    let mut k = 0usize;
+                    while !stop.load(Ordering::SeqCst) {
+                        let key = format!("load-{}", k % 60);
+                        let bytes = get(&cluster, i, &key).await.map(|value| value.bytes);
+                        assert_eq!(bytes, Ok(value_of(&key, 0)), "{key} from node {i}");
+                        answered += 1;
+                        if k % 4 == 0 {
+                            let key = format!("written-{i}-{k}");
+                            let put = cluster.node(i).put(&key, Bytes::from_static(b"w"));
+                            let result = within(CALL_LIMIT, "put under load", put).await;
+                            assert!(
+                                matches!(
+                                    result,
+                                    Ok(()) | Err(Error::Unavailable | Error::TimedOut)
+                                ),
+                                "put {key} through node {i}: {result:?}"
+                            );
+                        }
+                        k += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let killed = Instant::now();
+        cluster.take_down(victim, Down::Kill).await;
+        let took =
+            until_writes_succeed(&cluster, &survivors, killed, DETECTION_BOUND, "after-kill").await;
+        eprintln!("killed member of {n}: writes succeed again after {took:?}");
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            let answered = join("load worker", worker).await;
+            assert!(answered > 0, "the worker's gets were answered");
+        }
+        // The dead member's keys: loaded once more, by the new owner; fetched by the others.
+        for key in &owned {
+            let heir = cluster.owner_among(key, &survivors);
+            for &i in &survivors {
+                let bytes = get(&cluster, i, key).await.map(|value| value.bytes);
+                assert_eq!(bytes, Ok(value_of(key, 0)), "{key} from node {i} after the kill");
+            }
+            for &i in &survivors {
+                let expected = usize::from(i == heir);
+                let loads = cluster.source(i).loads_of(key);
+                assert_eq!(loads, expected, "{key}: loads at node {i} (its new owner: {heir})");
+            }
+        }
+        Arc::into_inner(cluster).expect("the workers are done").shutdown().await;
+    });
+}
+
+/// Kills a member of a cluster `kills` times (each member in turn, restarted and fetched from
+/// again before the next kill) and returns, per kill, how long until writes through every
+/// survivor succeeded again.
+pub fn detection_times(spec: &ClusterSpec, kills: usize) -> Vec<Duration> {
+    drive(async {
+        let mut cluster = Cluster::start(spec, Duration::ZERO, default_tune).await;
+        let n = cluster.len();
+        let mut times = Vec::new();
+        for round in 0..kills {
+            let victim = round % n;
+            let survivors: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
+            let killed = Instant::now();
+            cluster.take_down(victim, Down::Kill).await;
+            let tag = format!("kill-{round}");
+            let limit = Duration::from_secs(10);
+            times.push(until_writes_succeed(&cluster, &survivors, killed, limit, &tag).await);
+            cluster.restart(victim, Down::Kill).await;
+            for &i in &survivors {
+                until_fetched_from(&cluster, i, victim, &format!("back-{round}")).await;
+            }
+            // Every member has every other up again before the next kill.
+            let all: Vec<usize> = (0..n).collect();
+            until_writes_succeed(&cluster, &all, Instant::now(), limit, &format!("up-{round}"))
+                .await;
+        }
+        cluster.shutdown().await;
+        times
+    })
+}

@@ -31,6 +31,9 @@ pub(super) enum CallKind {
     Leave,
     /// An owner's "drop your copy" to one peer, covering `indices` of pending write `pending`.
     DropHot { pending: PendingId, indices: Vec<u32> },
+    /// A member back from down is told to clear a keyspace before this node relies on it
+    /// again (see [`super::membership`]); a failure puts it down again.
+    Rejoin,
 }
 
 /// A request this node sent (or will send) to a peer.
@@ -53,6 +56,14 @@ impl Calls {
     /// No call; `hasher` seeds the table.
     pub(super) fn new(hasher: &KeyHashBuilder) -> Calls {
         Calls { calls: HashMap::with_hasher(hasher.clone()) }
+    }
+
+    /// The calls to `peer`, in id order.
+    pub(super) fn to_peer(&self, peer: &[u8]) -> Vec<CallId> {
+        let mut ids: Vec<CallId> =
+            self.calls.iter().filter(|(_, call)| call.peer == peer).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Whether none is in progress.
@@ -138,6 +149,7 @@ impl Node {
     /// What a failed call's end means for whoever waited on it.
     fn on_call_failed(&mut self, now: Instant, id: CallId, call: Call) {
         self.abandon_call(now, &call);
+        self.on_peer_failed(now, &call.peer);
         match call.kind {
             CallKind::Get { keyspace, flight } => {
                 self.on_fetch_failed(now, &keyspace, flight, id, &call.peer);
@@ -149,6 +161,7 @@ impl Node {
             }
             // The peer went away or did not answer in time: nothing more to wait for.
             CallKind::Leave => {}
+            CallKind::Rejoin => self.on_rejoin_failed(now, &call.peer),
             CallKind::Write { pending, indices } | CallKind::DropHot { pending, indices } => {
                 let error = if call.deadline <= now { Error::TimedOut } else { Error::Unavailable };
                 self.requests.uncover(pending, &indices, &[Err(error)]);
@@ -194,10 +207,26 @@ impl Node {
             (CallKind::DropHot { pending, indices }, Message::Ack(result)) => {
                 self.on_write_acked(pending, &indices, &to_results(alloc::vec![result]));
             }
-            (CallKind::Leave, _) => {}
+            (CallKind::Leave, _) | (CallKind::Rejoin, Message::Ack(Ok(()))) => {}
             (kind, _) => {
                 // A reply of the wrong shape: the peer is broken; treat the call as failed.
                 call.kind = kind;
+                self.on_call_failed(now, id, call);
+            }
+        }
+    }
+
+    /// `peer` went down: the calls to it end now instead of at their deadlines. Drops of hot
+    /// copies count as confirmed — a member off the ring is cleared when it comes back, before
+    /// this node relies on it again — so writes stop waiting on it; every other call fails
+    /// (gets load here, writes forwarded to it report it unavailable).
+    pub(super) fn end_calls_to_down_member(&mut self, now: Instant, peer: &[u8]) {
+        for id in self.calls.to_peer(peer) {
+            let Some(call) = self.take_call(id) else { continue };
+            if let CallKind::DropHot { pending, indices } = &call.kind {
+                self.abandon_call(now, &call);
+                self.on_write_acked(*pending, indices, &[Ok(())]);
+            } else {
                 self.on_call_failed(now, id, call);
             }
         }

@@ -218,6 +218,9 @@ impl Node {
             self.close_now(now, conn);
             return;
         };
+        if let Some(peer) = self.links.get(conn).and_then(|state| state.peer.clone()) {
+            self.on_peer_heard(now, &peer, false);
+        }
         let Some(id) = call else {
             // An answer nobody asked for: the peer is confused.
             self.close_now(now, conn);

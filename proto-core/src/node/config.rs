@@ -12,6 +12,8 @@ use crate::ring::RingScheme;
 use crate::time::{Duration, UnixTime};
 use crate::wire::WireLimits;
 
+use super::liveness::LivenessConfig;
+
 /// How a [`Node`](super::Node) is set up. `NodeConfig::new` gives production defaults.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -65,6 +67,9 @@ pub struct NodeConfig {
     pub peer_protocol: PeerProtocol,
     /// Settings of the groupcache HTTP protocol (used in [`PeerProtocol::GroupcacheHttp`]).
     pub groupcache: GroupcacheConfig,
+    /// How members are found alive, suspect or down, and the fewest members up for writes
+    /// (see [`LivenessConfig`]; must pass [`LivenessConfig::is_valid`]).
+    pub liveness: LivenessConfig,
 }
 
 /// The protocol a node speaks with its peers.
@@ -144,6 +149,7 @@ impl NodeConfig {
             keyspaces: Vec::new(),
             peer_protocol: PeerProtocol::Native,
             groupcache: GroupcacheConfig::default(),
+            liveness: LivenessConfig::default(),
         }
     }
 
@@ -265,6 +271,8 @@ pub enum ConfigError {
     /// Wire limits that cannot work together: a zero batch, or a frame too small to carry one
     /// key and one value of the maximum sizes.
     BadLimits,
+    /// Liveness settings that do not work together (see [`LivenessConfig::is_valid`]).
+    BadLiveness,
 }
 
 impl fmt::Display for ConfigError {
@@ -279,6 +287,7 @@ impl fmt::Display for ConfigError {
             ConfigError::BadTiming => "invalid timeout or threshold",
             ConfigError::IncompatibleRing => "groupcache compatibility needs the groupcache ring",
             ConfigError::BadLimits => "wire limits do not fit together",
+            ConfigError::BadLiveness => "invalid liveness settings",
         })
     }
 }

@@ -1,6 +1,7 @@
 //! herdcache's native frames on a connection: parsing in bounded turns, the hello, and the
 //! dispatch of each message to the part of the node that handles its family — control
-//! (hello, error, ping, leaving) here, gets in [`super::gets`], writes in [`super::writes`],
+//! (hello, error, ping, leaving) here (every frame after the hello, and the hello, count as
+//! hearing from the peer: [`super::heartbeats`]), gets in [`super::gets`], writes in [`super::writes`],
 //! replies to this node's calls in [`super::calls`].
 //!
 //! Contract: nothing but a hello is accepted before the hello; a hello must carry this
@@ -80,9 +81,13 @@ impl Node {
             return;
         }
         if !state.hello_received {
-            self.on_hello(conn, message);
+            self.on_hello(now, conn, message);
             return;
         }
+        if let Some(peer) = state.peer.clone() {
+            self.on_peer_heard(now, &peer, false);
+        }
+        let Some(state) = self.links.get(conn) else { return };
         let overloaded = state.in_flight() >= self.config.max_in_flight_per_connection as usize
             || self.requests.len() >= self.config.max_pending;
         match message {
@@ -113,7 +118,7 @@ impl Node {
     /// The first frame on a connection, which must be an acceptable hello (see the module
     /// docs). On an accepted connection this node answers with its own hello, makes it the
     /// peer's link if the peer has none, and — while leaving — says so at once.
-    fn on_hello(&mut self, conn: ConnId, message: Message) {
+    fn on_hello(&mut self, now: Instant, conn: ConnId, message: Message) {
         let Some(state) = self.links.get_mut(conn) else { return };
         let Message::Hello { protocol_version, cluster, node_id } = message else {
             self.refuse(conn, ErrorCode::Malformed);
@@ -152,7 +157,8 @@ impl Node {
                 self.send_frame(conn, 0, &Message::Leaving);
             }
         }
-        self.outputs.push_back(Output::Event(Event::PeerUp { peer: node_id }));
+        self.outputs.push_back(Output::Event(Event::PeerUp { peer: node_id.clone() }));
+        self.on_peer_heard(now, &node_id, true);
     }
 
     /// This node's hello.

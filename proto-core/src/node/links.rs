@@ -240,9 +240,21 @@ impl Links {
         true
     }
 
+    /// Whether this node has a usable connection to `peer` (native: its link's connection;
+    /// groupcache: any pooled one).
+    pub(super) fn is_connected(&self, peer: &[u8]) -> bool {
+        self.peers.get(peer).is_some_and(|link| link.conn.is_some() || !link.pool.is_empty())
+    }
+
     /// Forgets a connection and returns what depended on it. Its peer's link lets go of it,
-    /// and goes too if it is unused and the peer is not on `ring`.
-    pub(super) fn remove(&mut self, id: ConnId, ring: &Ring<Bytes>) -> Option<Closed> {
+    /// and goes too if it is unused and the peer is neither on `ring` nor `kept` (a member,
+    /// whose backoff must survive while it is down).
+    pub(super) fn remove(
+        &mut self,
+        id: ConnId,
+        ring: &Ring<Bytes>,
+        kept: impl Fn(&[u8]) -> bool,
+    ) -> Option<Closed> {
         let mut conn = self.conns.remove(&id)?;
         let never_greeted = conn.outbound && !conn.hello_received;
         if let Some(peer) = &conn.peer {
@@ -252,7 +264,7 @@ impl Links {
                 }
                 link.pool.retain(|&c| c != id);
                 link.idle.retain(|&c| c != id);
-                if link.is_unused() && !ring.contains(peer) {
+                if link.is_unused() && !ring.contains(peer) && !kept(peer) {
                     self.peers.remove(peer);
                 }
             }
@@ -329,7 +341,7 @@ mod tests {
         assert_eq!(links.get(ConnId(1)).unwrap().in_flight(), 1);
 
         let ring = Ring::new(RingScheme::BALANCED);
-        let closed = links.remove(ConnId(1), &ring).unwrap();
+        let closed = links.remove(ConnId(1), &ring, |_| false).unwrap();
         assert_eq!(closed.calls, [CallId(3)], "an answered call is no longer its");
         assert_eq!(closed.requests, [PendingId(4)]);
         assert!(!closed.never_greeted);

@@ -263,6 +263,8 @@ impl Node {
         finishing_load: Option<LoadId>,
     ) {
         let hot_ttl = self.config.hot_ttl;
+        // Short of members, copies may miss writes the others acknowledge: none are kept.
+        let store = store.filter(|_| self.trusts_copies());
         let Some(keyspace) = self.keyspaces.get_mut(keyspace_name) else { return };
         let Ok(done) = keyspace.flights.complete(flight) else { return };
         let meta = keyspace.meta.remove(&flight);

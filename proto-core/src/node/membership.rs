@@ -1,7 +1,9 @@
-//! Membership as this node acts on it: the ring, warmup after ring changes, and the graceful
-//! leave.
+//! Membership as this node acts on it: the member list, the ring of the members up, warmup
+//! after ring changes, and the graceful leave. Which members are up is decided in
+//! [`super::liveness`] and acted on in [`super::heartbeats`].
 //!
-//! Contract: a new member list rebuilds the ring (this node on it unless leaving); keys this
+//! Contract: the ring holds this node (unless leaving) and the members of the member list
+//! that are not down; it is rebuilt when that set changes. Keys this
 //! node no longer owns leave its main cache, and warm keys and hot keys it newly owns are
 //! queued for prefetch, at most `warmup_max_keys` per keyspace and `warmup_concurrency` loads
 //! at once. Leaving is one-way: no new work starts, every connected peer is told (a call it
@@ -13,6 +15,8 @@ use bytes::Bytes;
 
 use super::calls::{Call, CallKind};
 use super::keyspace::{FlightMeta, Waiter};
+use super::liveness::MemberState;
+use super::timers::Timer;
 use super::{ConnId, Event, Node, Output};
 use crate::cache::Tier;
 use crate::flight::Begin;
@@ -24,14 +28,27 @@ use crate::wire::Message;
 const LEAVE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The node's membership state beyond the ring itself.
-#[derive(Default)]
 pub(super) struct Membership {
+    /// Whether cached copies are kept ([`Node::trusts_copies`] when members last changed).
+    pub(super) copies_trusted: bool,
     leaving: bool,
     drained: bool,
     /// Prefetches waiting to start: (keyspace, key).
     warmup: VecDeque<(Bytes, Bytes)>,
     /// Prefetch loads in progress.
     warmup_active: usize,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            copies_trusted: true,
+            leaving: false,
+            drained: false,
+            warmup: VecDeque::new(),
+            warmup_active: 0,
+        }
+    }
 }
 
 impl Membership {
@@ -61,19 +78,49 @@ impl Membership {
 }
 
 impl Node {
-    /// The cluster's members changed: rebuilds the ring, drops what this node no longer owns
-    /// from its main cache, and queues the warmup of keys it now owns.
+    /// A new member list (who should be in the cluster): members that stay keep their
+    /// liveness, new ones start alive, and the ring follows the members up.
     pub(super) fn on_peers(&mut self, now: Instant, members: Vec<Bytes>) {
-        let mut unique: Vec<Bytes> = Vec::with_capacity(members.len() + 1);
+        let mut unique: Vec<Bytes> = Vec::with_capacity(members.len());
         for member in members {
-            if !member.is_empty() && !unique.contains(&member) {
+            if !member.is_empty() && member != self.config.node_id && !unique.contains(&member) {
                 unique.push(member);
             }
         }
-        if !self.membership.leaving && !unique.contains(&self.config.node_id) {
-            unique.push(self.config.node_id.clone());
+        self.liveness.set_members(now, &unique);
+        let ring_had_others = self.ring.len() > 1;
+        self.rebuild_ring(now, ring_had_others || !unique.is_empty());
+        if !unique.is_empty() && !self.timers.is_set(Timer::Heartbeat) {
+            self.timers.set(now + self.config.liveness.heartbeat_interval, Timer::Heartbeat);
         }
-        let Ok(ring) = Ring::with_peers(self.config.ring, unique) else { return };
+    }
+
+    /// Rebuilds the ring from this node (unless leaving) and the members up. Nothing happens
+    /// when the ring's members are unchanged, unless `always` (a new member list is announced
+    /// even when it changes nothing).
+    pub(super) fn rebuild_ring(&mut self, now: Instant, always: bool) {
+        let mut peers: Vec<Bytes> = self
+            .liveness
+            .members()
+            .iter()
+            .filter(|member| member.state != MemberState::Down)
+            .map(|member| member.id.clone())
+            .collect();
+        if !self.membership.leaving {
+            peers.push(self.config.node_id.clone());
+        }
+        let unchanged =
+            peers.len() == self.ring.len() && peers.iter().all(|peer| self.ring.contains(peer));
+        if unchanged && !always {
+            return;
+        }
+        self.replace_ring(now, peers);
+    }
+
+    /// Puts `peers` on the ring: drops what this node no longer owns from its main cache, and
+    /// queues the warmup of keys it now owns.
+    fn replace_ring(&mut self, now: Instant, peers: Vec<Bytes>) {
+        let Ok(ring) = Ring::with_peers(self.config.ring, peers) else { return };
         let old = core::mem::replace(&mut self.ring, ring);
         self.outputs.push_back(Output::Event(Event::RingChanged { members: self.ring.len() }));
         let me = self.config.node_id.clone();
@@ -180,9 +227,9 @@ impl Node {
     /// whatever this node asked of it before came on this connection ahead of the ack.
     pub(super) fn on_leaving_frame(&mut self, now: Instant, conn: ConnId, request_id: u64) {
         if let Some(peer) = self.links.get(conn).and_then(|state| state.peer.clone()) {
-            let members: Vec<Bytes> =
-                self.ring.peers().iter().filter(|member| **member != peer).cloned().collect();
-            self.on_peers(now, members);
+            if let Some(change) = self.liveness.left(&peer) {
+                self.apply_member_changes(now, alloc::vec![change], false);
+            }
         }
         if request_id != 0 {
             self.send_reply(conn, request_id, Message::Ack(Ok(())));

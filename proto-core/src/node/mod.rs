@@ -46,7 +46,9 @@
 //!   flights; [`keyspace`]: each keyspace's cache, flights, tracker, breaker and counters;
 //! - [`gets`] and [`writes`]: the two request families; [`batching`]: frames that fit the
 //!   limits;
-//! - [`membership`]: ring changes, warmup, the graceful leave;
+//! - [`membership`]: the member list, the ring of the members up, warmup, the graceful leave;
+//!   [`liveness`]: which members answer; [`heartbeats`]: the node acting on it (pings, dials,
+//!   members going down and coming back, the minimum member count);
 //! - [`timers`]: every deadline, with generations;
 //! - [`frames`]: native frames by message family; [`transport`]: the one seam where the
 //!   native protocol and groupcache's HTTP ([`compat`]) differ.
@@ -57,9 +59,11 @@ mod compat;
 mod config;
 mod frames;
 mod gets;
+mod heartbeats;
 mod ids;
 mod keyspace;
 mod links;
+mod liveness;
 mod loading;
 mod membership;
 mod requests;
@@ -89,6 +93,7 @@ use calls::Calls;
 use ids::Ids;
 use keyspace::Keyspace;
 use links::Links;
+use liveness::Liveness;
 use loading::Loads;
 use membership::Membership;
 use requests::Requests;
@@ -97,6 +102,7 @@ use writes::WriteOp;
 
 pub use config::{ConfigError, GroupcacheConfig, KeyspaceConfig, NodeConfig, PeerProtocol};
 pub use keyspace::KeyspaceStats;
+pub use liveness::{LivenessConfig, MemberInfo, MemberState};
 pub use types::{
     ConnId, Entry, Error, Event, Input, InputError, LoadId, LoadResult, Output, Path, Reply,
     RequestId, Value,
@@ -115,6 +121,8 @@ pub struct Node {
     calls: Calls,
     loads: Loads,
     membership: Membership,
+    /// The member list and who of it answers (the ring holds the members up).
+    liveness: Liveness,
     timers: TimerQueue,
     outputs: VecDeque<Output>,
     ids: Ids,
@@ -152,6 +160,9 @@ impl Node {
         {
             return Err(ConfigError::BadTiming);
         }
+        if !config.liveness.is_valid() {
+            return Err(ConfigError::BadLiveness);
+        }
         let limits = config.limits;
         let largest_item = u64::from(limits.max_key) + u64::from(limits.max_value) + 2 * 1_024;
         if limits.max_batch == 0
@@ -184,6 +195,7 @@ impl Node {
             calls: Calls::new(&hasher),
             loads: Loads::new(&hasher),
             membership: Membership::default(),
+            liveness: Liveness::default(),
             timers: TimerQueue::new(hasher),
             outputs: VecDeque::new(),
             ids: Ids::new(),
@@ -283,6 +295,7 @@ impl Node {
                 Timer::Connect(attempt) => self.on_connect_timeout(now, attempt),
                 Timer::Hello(conn) => self.on_hello_timeout(now, conn),
                 Timer::Parse(conn) => backlogged.push(conn),
+                Timer::Heartbeat => self.on_heartbeat(now),
             }
         }
         for conn in backlogged {

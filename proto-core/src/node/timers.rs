@@ -1,5 +1,5 @@
 //! The node's deadlines: one [`TimerQueue`] for every per-entry deadline (requests, calls,
-//! loads, connection attempts, hellos, parse turns).
+//! loads, connection attempts, hellos, parse turns, heartbeats).
 //!
 //! Contract: a timer is named by what it is for ([`Timer`]); setting it again replaces its
 //! deadline, cancelling it forgets it, and [`TimerQueue::pop_due`] yields each live timer once,
@@ -37,6 +37,8 @@ pub(super) enum Timer {
     Hello(ConnId),
     /// A connection with frames left for the next turn is parsed again.
     Parse(ConnId),
+    /// Members are checked, pinged and dialled (liveness).
+    Heartbeat,
 }
 
 /// Deadlines in a heap, with generations so that replaced and cancelled ones are skipped.
@@ -78,7 +80,6 @@ impl TimerQueue {
     }
 
     /// Whether `timer` is set.
-    #[cfg(test)]
     pub(super) fn is_set(&self, timer: Timer) -> bool {
         self.live.contains_key(&timer)
     }

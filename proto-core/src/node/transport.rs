@@ -53,6 +53,8 @@ impl Node {
             }
             PeerProtocol::GroupcacheHttp => {
                 link.pool.push(conn);
+                // groupcache peers answer no ping: an accepted connection is their answer.
+                self.on_peer_heard(now, &peer, false);
                 self.http_conn_free(now, conn);
             }
         }
@@ -66,6 +68,7 @@ impl Node {
             self.timers.cancel(Timer::Connect(attempt));
         }
         self.back_off(now, peer);
+        self.on_peer_failed(now, peer);
         let Some(link) = self.links.link_mut(peer) else { return };
         if self.config.peer_protocol == PeerProtocol::GroupcacheHttp && !link.pool.is_empty() {
             return;
@@ -223,7 +226,9 @@ impl Node {
     /// came on it are abandoned, and hot copies are dropped when the protocol invalidates them
     /// over connections (a "drop your copy" may have been missed).
     pub(super) fn on_conn_closed(&mut self, now: Instant, conn: ConnId) {
-        let Some(closed) = self.links.remove(conn, &self.ring) else { return };
+        let liveness = &self.liveness;
+        let kept = |peer: &[u8]| liveness.is_member(peer);
+        let Some(closed) = self.links.remove(conn, &self.ring, kept) else { return };
         self.timers.cancel(Timer::Hello(conn));
         self.timers.cancel(Timer::Parse(conn));
         if let (true, Some(peer)) = (closed.never_greeted, &closed.conn.peer) {

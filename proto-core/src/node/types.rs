@@ -4,6 +4,7 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 use core::fmt;
 
+use super::MemberState;
 use crate::time::{Duration, Instant};
 use crate::wire::{ErrorCode, ReplyError};
 
@@ -385,6 +386,19 @@ pub enum Event {
     },
     /// After [`Input::Leave`]: nothing is in progress any more; the driver may exit.
     Drained,
+    /// Fewer than `min_members` nodes are alive: every cached copy was dropped, and none is
+    /// kept until enough are alive again (see [`LivenessConfig`](super::LivenessConfig)).
+    CopiesDropped,
+    /// A member's liveness changed (see [`MemberState`]); the ring follows when it went down
+    /// or came back.
+    MemberChanged {
+        /// The member's node id.
+        peer: Bytes,
+        /// What it was.
+        from: MemberState,
+        /// What it is now.
+        to: MemberState,
+    },
 }
 
 /// Why [`Node::handle_input`](super::Node::handle_input) refused an input. State is unchanged

@@ -124,6 +124,7 @@ impl Node {
         let known =
             self.keyspaces.get(&keyspace_name).map(|keyspace| keyspace.config.write_timeout);
         let leaving = self.membership.is_leaving();
+        let quorate = self.is_quorate();
         // Without writes on the peer protocol's wire, they apply here only.
         let forward = local && self.config.peer_protocol.carries_writes();
         let mut own: Vec<(u32, WriteOp)> = Vec::new();
@@ -132,6 +133,8 @@ impl Node {
             let slot = &mut slots[index];
             if leaving {
                 slot.error = Some(Error::ShuttingDown);
+            } else if !quorate {
+                slot.error = Some(Error::Unavailable);
             } else if known.is_none() {
                 slot.error = Some(Error::UnknownKeyspace);
             } else if op.key().len() > limits.max_key as usize
@@ -258,6 +261,8 @@ impl Node {
     pub(super) fn delete_keyspace(&mut self, now: Instant, pending: PendingId, keyspace: Bytes) {
         let error = if self.membership.is_leaving() {
             Some(Error::ShuttingDown)
+        } else if !self.is_quorate() {
+            Some(Error::Unavailable)
         } else if !self.keyspaces.contains_key(&keyspace) {
             Some(Error::UnknownKeyspace)
         } else {

@@ -13,7 +13,9 @@
 //! - **Membership.** Each node is told its member list ([`Sim::set_members`], as a discovery
 //!   provider would), one node at a time or all at once; a crashed node keeps the last list it
 //!   was given and boots with it, so a crashed node can be dropped from the others' lists and
-//!   rejoin them after its restart.
+//!   rejoin them after its restart. Liveness changes the rings by itself too
+//!   ([`SimConfig::liveness`]): a crashed or cut-off member leaves the others' rings once it
+//!   has been silent for `down_after`, and returns when it answers again.
 //! - **Clocks.** Each node reads the simulation's clock plus its own skew, bounded by
 //!   [`MAX_CLOCK_SKEW`] ([`Sim::skew_clock`]): it may run ahead or behind the others, and a
 //!   lower skew than before steps its clock backwards. A node's wall clock (the
@@ -67,8 +69,8 @@ use bytes::Bytes;
 
 use crate::cache::{LruStores, StoreFactory};
 use crate::node::{
-    ConnId, Entry, Error, Input, InputError, KeyspaceConfig, LoadId, LoadResult, Node, NodeConfig,
-    Output, Reply, RequestId, Value,
+    ConnId, Entry, Error, Input, InputError, KeyspaceConfig, LivenessConfig, LoadId, LoadResult,
+    Node, NodeConfig, Output, Reply, RequestId, Value,
 };
 use crate::time::{Duration, Instant, UnixTime};
 use crate::wire::{FrameDecoder, FrameKind, WireLimits};
@@ -110,6 +112,8 @@ pub struct SimConfig {
     /// Nodes speak groupcache's HTTP protocol, named `http://node-N:80` (gets only: writes
     /// are local in that mode, which the write invariants do not model).
     pub groupcache: bool,
+    /// Every node's liveness settings.
+    pub liveness: LivenessConfig,
     /// Makes each node's store factory, at every boot: [`LruStores`] by default; the runtime
     /// crate passes the sharded store it ships.
     pub stores: fn() -> Box<dyn StoreFactory>,
@@ -132,6 +136,7 @@ impl Default for SimConfig {
             request_timeout: Duration::from_secs(2),
             hot_threshold_per_second: 10.0,
             groupcache: false,
+            liveness: LivenessConfig::default(),
             stores: lru_stores,
         }
     }
@@ -386,6 +391,7 @@ impl Sim {
             config.request_timeout = self.config.request_timeout;
             config.peer_timeout = Duration::from_millis(300);
             config.hot_threshold_per_second = self.config.hot_threshold_per_second;
+            config.liveness = self.config.liveness;
             config.unix_time_at_start =
                 UnixTime::from_micros(UNIX_AT_ZERO + self.local_now(index).as_micros());
             if self.config.groupcache {

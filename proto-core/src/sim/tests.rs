@@ -20,6 +20,12 @@ proptest! {
         strategies::cluster_invariants_hold_under_faults(lru, seed, &ops)?;
     }
 
+    /// See [`strategies::invariants_hold_as_members_fail_and_recover`].
+    #[test]
+    fn invariants_hold_as_members_fail_and_recover(seed in any::<u64>(), majority in any::<bool>(), ops in strategies::failure_and_recovery_ops()) {
+        strategies::invariants_hold_as_members_fail_and_recover(lru, seed, majority, &ops)?;
+    }
+
     /// See [`strategies::nodes_survive_garbage_and_forged_frames`].
     #[test]
     fn nodes_survive_garbage_and_forged_frames(seed in any::<u64>(), ops in strategies::garbage_ops()) {

@@ -1,6 +1,7 @@
 //! The Node's tests, by topic: whole clusters in the deterministic simulation ([`cluster`]),
 //! connections and frames ([`connections`]), loads, limits and keyspace settings
-//! ([`loading`]) and the graceful leave ([`leave`]). Random operations and faults, and their
+//! ([`loading`]), the graceful leave ([`leave`]) and members failing and coming back
+//! ([`liveness`]). Random operations and faults, and their
 //! properties, are the simulation's (`sim/strategies.rs`), run on every store that ships.
 
 use super::*;
@@ -11,6 +12,7 @@ use alloc::string::String;
 mod cluster;
 mod connections;
 mod leave;
+mod liveness;
 mod loading;
 
 /// Steps a simulation may take to go idle before it counts as a livelock.
