@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use herdcache_proto::{Entry, KeyspaceConfig};
-use herdcache_runtime::{DataSource, Handle, KeyspaceHandle, Runtime, Starting};
+use herdcache_runtime::{DataSource, Handle, KeyspaceHandle, Start, Starting};
 
 use crate::{FILL_BATCH, KEYSPACE, VALUE, fresh, ready_or};
 
@@ -22,7 +22,7 @@ fn source() -> impl DataSource {
     herdcache_runtime::source_fn(|_key: Bytes| async { Ok::<_, String>(fresh(&VALUE)) })
 }
 
-fn builder<R: Runtime<Started = Starting>>(max_bytes: u64) -> herdcache_runtime::Builder<R> {
+fn builder<R: Start<Started = Starting>>(max_bytes: u64) -> herdcache_runtime::Builder<R> {
     herdcache_runtime::Builder::new()
         .cluster("bench")
         .keyspace(KeyspaceConfig::new(KEYSPACE, max_bytes), source())

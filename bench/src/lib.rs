@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::{ENTRY_OVERHEAD, Input, KeyspaceConfig, LoadResult, NodeConfig};
-use herdcache_runtime::front::{Action, Front, KeyspaceFront};
+use herdcache_proto::{ENTRY_OVERHEAD, Input, KeyspaceConfig, LoadResult, NodeConfig, Output};
+use herdcache_runtime::front::{Front, KeyspaceFront};
 
 mod handles;
 
@@ -324,14 +324,13 @@ pub fn run(opts: &Options) -> String {
                 Box::new(|threads, secs| {
                     let h = herd_inline.as_ref().expect("built when selected");
                     measure_misses(threads, secs, |t| {
-                        let mut actions = Vec::new();
                         let mut key = MissKey::new(t);
                         move || {
                             let mut pending = h.ks.get(key.next());
                             match pending.try_take() {
                                 Some(r) => r.map_or(0, |v| v.bytes.len()),
                                 None => {
-                                    h.serve(&mut actions);
+                                    h.serve();
                                     pending.wait().map_or(0, |v| v.bytes.len())
                                 }
                             }
@@ -613,9 +612,8 @@ impl Herd {
             thread::Builder::new()
                 .name("herd-driver".into())
                 .spawn(move || {
-                    let mut actions = Vec::new();
                     while !stop.load(Ordering::Acquire) {
-                        serve(&front, &mut actions);
+                        serve(&front);
                         front.handle_timeout();
                         thread::park_timeout(Duration::from_millis(10));
                     }
@@ -628,19 +626,18 @@ impl Herd {
 
     /// Loads every key through the read-through path (get, load, loaded), inline.
     fn warm(&self, keys: &[Bytes]) {
-        let mut actions = Vec::new();
         for key in keys {
             let mut pending = self.ks.get(key);
             if pending.try_take().is_none() {
-                self.serve(&mut actions);
+                self.serve();
                 pending.wait().expect("a warm-up load");
             }
         }
     }
 
     /// Serves the queued loads, on this thread.
-    fn serve(&self, actions: &mut Vec<Action>) {
-        serve(&self.front, actions);
+    fn serve(&self) {
+        serve(&self.front);
     }
 }
 
@@ -714,12 +711,11 @@ pub(crate) fn fresh(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes)
 }
 
-/// Drains `front`'s actions and answers every load at once with a fresh value (the instant data
+/// Drains `front`'s outputs and answers every load at once with a fresh value (the instant data
 /// source); everything else needs peers and is ignored.
-fn serve(front: &Front, actions: &mut Vec<Action>) {
-    front.drain_actions(actions);
-    for action in actions.drain(..) {
-        if let Action::Load { load, .. } = action {
+fn serve(front: &Front) {
+    while let Some(output) = front.poll_output() {
+        if let Output::Load { load, .. } = output {
             let result = LoadResult::Value { bytes: fresh(&VALUE), expires_at: None };
             // An error here means the load was already answered or timed out: nothing to do.
             let _ = front.handle_input(Input::Loaded { load, result });

@@ -1,4 +1,4 @@
-//! Starting a node on its event-loop thread, and ending it: herdcache-mio's [`Runtime`].
+//! Starting a node on its event-loop thread, and ending it: herdcache-mio's [`Start`].
 
 use std::fmt;
 use std::future::Future;
@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use herdcache_runtime::front::WakeDriver;
-use herdcache_runtime::{CLOSE_GRACE, Control, Runtime, Setup, StartError, blocking};
+use herdcache_runtime::{CLOSE_GRACE, Control, Setup, Start, StartError, blocking};
 use mio::net::TcpListener;
 
 use crate::event_loop::{Command, EventLoop, LoopConfig, Remote, WAKER};
@@ -68,7 +68,7 @@ impl Mio {
     }
 }
 
-impl Runtime for Mio {
+impl Start for Mio {
     type Started = Result<blocking::Handle, StartError>;
 
     /// Binds the listener, builds the node and starts its event-loop thread; returns once the

@@ -3,7 +3,9 @@
 //! A herdcache node in a tokio program: a member of a ring of peers that shard keys by
 //! consistent hashing, load each missing key once in the whole cluster from your
 //! [`DataSource`], and mirror hot keys. Every decision is the sans-IO core's
-//! ([`herdcache_proto`]); this crate only moves bytes, reads clocks and calls your source.
+//! ([`herdcache_proto`]); the driver every async runtime shares ([`herdcache_runtime`]) moves
+//! the bytes, reads the clocks and calls your source, and this crate gives it tokio's
+//! sockets, timers and tasks.
 //!
 //! ```no_run
 //! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};
@@ -38,9 +40,9 @@
 //! its wire, so puts and deletes apply to this node only. A team with a Go fleet can move to
 //! herdcache one node at a time. The protocol and every decision are the core's
 //! ([`herdcache_proto::groupcache`],
-//! [`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)), and so is
-//! the builder: herdcache-async-std has the same mode, and herdcache-mio's builder has
-//! `groupcache_compat` too.
+//! [`PeerProtocol::GroupcacheHttp`](herdcache_proto::PeerProtocol::GroupcacheHttp)), and the
+//! builder is the shared one: herdcache-async-std has the same mode, and herdcache-mio's
+//! builder has `groupcache_compat` too.
 //!
 //! ```no_run
 //! use herdcache_tokio::{source_fn, Bytes, KeyspaceConfig, Node};
@@ -62,51 +64,17 @@
 //! ```
 //!
 //! ## Tasks and threads
-//! - **Callers** ([`Handle`], [`KeyspaceHandle`]) run on their own tasks, on any thread. A
-//!   cache hit is served right there by the core's concurrent front
-//!   ([`herdcache_runtime::front::Front`]): a sharded store behind short locks, no channel, no
-//!   hop to another task. Everything else the front queues as work for the driver and wakes it.
-//! - **The driver** is one task per node. It owns the front's driver side and runs the loop
-//!   every herdcache runtime runs: drain the front's actions and execute them, re-arm the one
-//!   timer from `poll_timeout_in`, then wait on (a) the front's wake-up (a `Notify`), (b) the
-//!   bounded channel of IO events, (c) finished jobs, (d) the timer; feed what came, repeat.
-//!   It checks expiry against the clock as well as the timer, and handles at most 64 IO
-//!   events per wake-up before it looks at the rest again.
-//! - **Per connection** a reader task (reads into a reused buffer, sends the bytes to the
-//!   driver; EOF, an error or the idle timeout ends it) and a writer task (gathers every
-//!   queued chunk into one vectored write; after a close it flushes and shuts the socket
-//!   down). One accept task. TCP_NODELAY on every socket.
-//! - **Jobs**: one task per data-source call ([`DataSource::fetch`]) and per dial (bounded by
-//!   `NodeConfig::connect_timeout`). A panicking source fails its load; it does not take the
-//!   node down.
+//! This crate is herdcache's [`Runtime`](herdcache_runtime::Runtime) on tokio ([`Tokio`]):
+//! the node runs the one driver every async runtime shares (the crate docs of
+//! [`herdcache_runtime`] describe its tasks, its drive loop and its contract) on the tokio
+//! runtime whose context `start` is awaited in. Per node: the driver task, one reader and
+//! one writer task per connection, the accept task, one task per dial and per data-source
+//! call; a cache hit is served in the caller's own task by the concurrent front, with no
+//! hop to the driver. Reads go straight into the reader's reused buffer. TCP_NODELAY on
+//! every socket.
 //!
-//! The builder, the handle, the data source and the errors are the core's
-//! ([`herdcache_runtime`]), shared by every async runtime crate: switching runtime is
-//! changing this crate's name in the imports. This crate adds the driver.
-//!
-//! ## The driver's contract
-//! - It makes **no protocol decision**. It executes the front's actions: `Load` → call the
-//!   keyspace's source (or answer "no data source" when it has none), feed `Loaded`;
-//!   `Transmit` → queue the bytes on that connection's writer, in order; `Connect` → dial the
-//!   address the core names (`host:port`), feed `Connected` or `ConnectFailed`; `Close` → flush what
-//!   was transmitted before, close, feed `Closed`; `Event` → a `tracing` record
-//!   (`Event::Drained` ends a graceful stop). Malformed frames, wire limits, timeouts of
-//!   requests, loads and hellos, reconnect backoff: all the core's.
-//! - The bookkeeping — the connection table (ids unique for the node's lifetime), executing
-//!   the actions, the timer's deadline, the flush on shutdown — is the core's
-//!   [`DriverCore`](herdcache_runtime::DriverCore), shared with every runtime crate;
-//!   this crate implements its IO half.
-//! - The idle timeout (no traffic either way on a connection) is a transport concern and
-//!   lives here; it is off unless
-//!   [`Builder::idle_timeout`](herdcache_runtime::Builder::idle_timeout) sets it.
-//! - Every channel is bounded except each connection's transmit queue (the driver never
-//!   waits on one peer's socket), whose bytes are counted against the send buffer
-//!   ([`Builder::send_buffer`](herdcache_runtime::Builder::send_buffer), the core's
-//!   [`SendLimits`](herdcache_runtime::SendLimits) policy): a transmit past its hard
-//!   cap drops the connection, queued bytes without write progress for its write-stall
-//!   timeout close it, and above a high-water mark (when one is set; off by default) the
-//!   reader waits. Worst case per connection: the hard cap (the largest frame + 1 MiB by
-//!   default).
+//! The builder, the handle, the data source and the errors are the shared ones
+//! ([`herdcache_runtime`]): switching runtime is changing this crate's name in the imports.
 //!
 //! ## Stopping
 //! [`Handle::stop`] leaves gracefully: the node tells its peers, refuses new requests,
@@ -118,11 +86,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod builder;
-mod conn;
-mod driver;
+mod runtime;
 
-pub use builder::{Builder, Node, Tokio};
+pub use runtime::{Tokio, TokioTask};
+
+/// The entry point: `Node::builder()` sets up a cluster member.
+pub type Node = herdcache_runtime::Node<Tokio>;
+
+/// Sets a node up (the builder every herdcache runtime shares); `start().await` starts it on
+/// the current tokio runtime.
+pub type Builder = herdcache_runtime::Builder<Tokio>;
+
 pub use bytes::Bytes;
 pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,

@@ -1,5 +1,5 @@
 //! The runtime-independent half of a driver: the drive loop's bookkeeping around the front
-//! (executing actions, the one timer, the table of connections), so that a runtime crate's
+//! (executing its outputs, the one timer, the table of connections), so that a runtime crate's
 //! driver only spawns, reads, writes and sleeps.
 
 use alloc::sync::Arc;
@@ -9,13 +9,13 @@ use core::time::Duration;
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use crate::front::{Action, Front};
+use crate::front::Front;
 use crate::handle::Shared;
 use crate::source::SharedSource;
 use herdcache_proto::Instant;
-use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult};
+use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult, Output};
 
-/// What a driver does with the runtime: the actions' IO half. `Conn` is what it keeps per
+/// What a driver does with the runtime: the IO half of the node's outputs. `Conn` is what it keeps per
 /// connection (its writer's queue, its tasks).
 pub trait DriverIo<S = SharedSource> {
     /// A connection's runtime handles.
@@ -67,7 +67,7 @@ struct ConnEntry<C> {
 }
 
 /// The driver's bookkeeping: owns the connection table (ids unique for the node's lifetime),
-/// feeds the front, executes its actions through a [`DriverIo`], and keeps the one timer's
+/// feeds the front, executes its outputs through a [`DriverIo`], and keeps the one timer's
 /// deadline. Dropping it closes the front, so no caller waits forever however the driver
 /// ends.
 pub struct DriverCore<C, S = SharedSource> {
@@ -75,7 +75,6 @@ pub struct DriverCore<C, S = SharedSource> {
     front: Front,
     conns: HashMap<ConnId, ConnEntry<C>>,
     next_conn: u64,
-    actions: Vec<Action>,
     drained: bool,
     /// The core deadline the timer is set to; `None` when unarmed or fired.
     armed_at: Option<Instant>,
@@ -90,7 +89,6 @@ impl<C, S: Clone> DriverCore<C, S> {
             shared,
             conns: HashMap::new(),
             next_conn: 0,
-            actions: Vec::new(),
             drained: false,
             armed_at: None,
         }
@@ -103,13 +101,13 @@ impl<C, S: Clone> DriverCore<C, S> {
     }
 
     /// Before each wait: acts on an overdue deadline (expiry is checked against the clock,
-    /// not only by the timer), executes every action, and says what to wait for. The timer
+    /// not only by the timer), executes every output, and says what to wait for. The timer
     /// is re-armed only when the deadline moved.
     pub fn turn(&mut self, io: &mut impl DriverIo<S, Conn = C>) -> Turn {
         if self.front.poll_timeout_in() == Some(Duration::ZERO) {
             self.front.handle_timeout();
         }
-        self.execute_actions(io);
+        self.execute_outputs(io);
         if self.drained {
             return Turn::Drained;
         }
@@ -127,26 +125,18 @@ impl<C, S: Clone> DriverCore<C, S> {
         self.front.handle_timeout();
     }
 
-    /// Drains the front's actions and executes them until none are left (executing one may
-    /// feed an input, which may queue more). Call it between events handled in a batch.
-    pub fn execute_actions(&mut self, io: &mut impl DriverIo<S, Conn = C>) {
-        loop {
-            self.front.drain_actions(&mut self.actions);
-            if self.actions.is_empty() {
-                return;
-            }
-            let mut actions = core::mem::take(&mut self.actions);
-            for action in actions.drain(..) {
-                self.execute(io, action);
-            }
-            // Keep the allocation for the next drain.
-            self.actions = actions;
+    /// Drains the front's outputs and executes them until none is left (executing one may
+    /// feed an input, which queues more behind it). Call it between events handled in a
+    /// batch.
+    pub fn execute_outputs(&mut self, io: &mut impl DriverIo<S, Conn = C>) {
+        while let Some(output) = self.front.poll_output() {
+            self.execute(io, output);
         }
     }
 
-    fn execute(&mut self, io: &mut impl DriverIo<S, Conn = C>, action: Action) {
-        match action {
-            Action::Load { load, keyspace, key } => match self.shared.source(&keyspace) {
+    fn execute(&mut self, io: &mut impl DriverIo<S, Conn = C>, output: Output) {
+        match output {
+            Output::Load { load, keyspace, key } => match self.shared.source(&keyspace) {
                 Some(source) => io.load(load, source, key),
                 None => {
                     let result = LoadResult::Failed(Bytes::from_static(b"no data source"));
@@ -154,24 +144,26 @@ impl<C, S: Clone> DriverCore<C, S> {
                 }
             },
             // A connection no longer in the table: its close is on the way to the node.
-            Action::Transmit { conn, data } => {
+            Output::Transmit { conn, data } => {
                 if let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closing) {
                     if !io.transmit(&mut entry.io, data) {
                         self.forget(conn);
                     }
                 }
             }
-            Action::Connect { peer, address } => io.connect(peer, address),
-            Action::Close { conn } => {
+            Output::Connect { peer, address } => io.connect(peer, address),
+            Output::Close { conn } => {
                 if let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closing) {
                     entry.closing = true;
                     io.close(conn, &mut entry.io, true);
                 }
             }
-            Action::Event(event) => {
+            Output::Event(event) => {
                 self.drained |= event == Event::Drained;
                 io.event(self.shared.node_id(), &event);
             }
+            // The front answers its callers itself and never queues a reply.
+            Output::Reply { .. } => {}
         }
     }
 
@@ -262,7 +254,8 @@ impl<C, S: Clone> DriverCore<C, S> {
     /// The end of a shutdown: every waiting caller gets `ShuttingDown`.
     pub fn close_front(&mut self) {
         self.front.close();
-        self.front.drain_actions(&mut self.actions);
+        // Nothing is executed any more: what the close queued is dropped.
+        while self.front.poll_output().is_some() {}
     }
 }
 
@@ -329,7 +322,7 @@ mod tests {
             (driver(), Recorder { refuse_above: usize::MAX, ..Default::default() });
         let conn = core.open(None, |id| id);
         core.received(conn, &[0xff; 64]);
-        core.execute_actions(&mut io);
+        core.execute_outputs(&mut io);
         assert!(!io.transmitted.is_empty(), "an error frame for the peer");
         assert_eq!(io.closed, vec![(conn, true)], "closed with a grace period");
         // The reader ending after the close does not end the connection: the writer flushes.
@@ -338,7 +331,7 @@ mod tests {
         core.writer_done(conn);
         assert!(core.flushed(None));
         core.close_grace_over(conn);
-        core.execute_actions(&mut io);
+        core.execute_outputs(&mut io);
         assert_eq!(io.closed.len(), 1, "one close");
     }
 
@@ -347,7 +340,7 @@ mod tests {
         let (mut core, mut io) = (driver(), Recorder::default());
         let conn = core.open(None, |id| id);
         core.received(conn, &[0xff; 64]);
-        core.execute_actions(&mut io);
+        core.execute_outputs(&mut io);
         assert_eq!(io.transmitted.len(), 1, "the error frame was refused");
         assert!(io.closed.is_empty(), "dropped, not closed with a flush");
         assert!(core.flushed(None), "the connection is gone");

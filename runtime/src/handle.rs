@@ -70,7 +70,7 @@ impl<S: Clone> Shared<S> {
         self.local_addr
     }
 
-    /// The data source of `keyspace`, for an `Action::Load` (`None`: the keyspace has none,
+    /// The data source of `keyspace`, for an `Output::Load` (`None`: the keyspace has none,
     /// answer the load failed).
     #[must_use]
     pub fn source(&self, keyspace: &[u8]) -> Option<S> {

@@ -25,8 +25,10 @@ use herdcache_proto::{ConfigError, KeyspaceConfig, NodeConfig};
 
 /// A runtime crate, as its [`Builder`] sees it: how a [`Setup`] becomes a running node. The
 /// value carries the runtime's own settings ([`Builder::runtime`]; herdcache-mio's worker
-/// pool), its default what `Node::builder()` starts with.
-pub trait Runtime: Default + 'static {
+/// pool), its default what `Node::builder()` starts with. Every async
+/// [`Runtime`](crate::Runtime) has it (the one shared driver); herdcache-mio implements it
+/// for its event loop.
+pub trait Start: Default + 'static {
     /// What [`Builder::start`] returns: for an async runtime, a future of the node's
     /// [`Handle`](crate::Handle) ([`Starting`]); for herdcache-mio, the
     /// [`blocking::Handle`](crate::blocking::Handle) itself.
@@ -35,6 +37,15 @@ pub trait Runtime: Default + 'static {
     /// Binds the listener (at [`Setup::listen_addr`]), assembles the node
     /// ([`Setup::assemble`]) and starts its driver.
     fn start(self, setup: Setup) -> Self::Started;
+}
+
+impl<R: crate::Runtime> Start for R {
+    type Started = Starting;
+
+    /// Binds the listener and starts the shared async driver on `R`.
+    fn start(self, setup: Setup) -> Starting {
+        Box::pin(crate::async_driver::start(self, setup))
+    }
 }
 
 /// What [`Builder::start`] returns on an async runtime crate: the future of the node's
@@ -249,7 +260,7 @@ impl<R> fmt::Debug for Node<R> {
     }
 }
 
-impl<R: Runtime> Node<R> {
+impl<R: Start> Node<R> {
     /// A [`Builder`] with defaults (see [`Builder::new`]).
     #[must_use]
     pub fn builder() -> Builder<R> {
@@ -274,13 +285,13 @@ impl<R: fmt::Debug> fmt::Debug for Builder<R> {
     }
 }
 
-impl<R: Runtime> Default for Builder<R> {
+impl<R: Start> Default for Builder<R> {
     fn default() -> Self {
         Builder::new()
     }
 }
 
-impl<R: Runtime> Builder<R> {
+impl<R: Start> Builder<R> {
     /// Defaults: listen on `127.0.0.1:0` (a free port), advertise the bound address, cluster
     /// `"herdcache"`, no peers (a ring of one), no keyspaces, no idle timeout, a 10 s deadline
     /// for a graceful stop, and [`NodeConfig::new`]'s limits and timeouts.

@@ -11,13 +11,21 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker, ready};
 use core::time::Duration;
 use std::io::{self, IoSlice};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use herdcache_proto::Instant;
 use herdcache_proto::{NodeConfig, PeerProtocol};
 
 /// Bytes asked of one read.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// Chunks a connection's reader may have handed to its driver that the driver has not fed
+/// to the node yet; the reader waits beyond that ([`Outflow::read_permit`]). So a reader
+/// cannot run ahead of the node (on a busy machine, a task that finds data ready reads on
+/// without yielding): what a peer pipelines beyond it stays in TCP, which pushes back, and
+/// the replies to what was read stay bounded by what the send buffer is told about in time.
+/// Without it, a peer that pipelined gets of a large value was read megabytes ahead before
+/// the first reply was queued, and the backlog's replies passed the hard cap.
+pub const READ_AHEAD: usize = 4;
 /// The most queued chunks one vectored write gathers.
 pub const MAX_GATHER: usize = 64;
 /// Capacity of the bounded channel from a node's IO tasks to its driver: when it is full,
@@ -156,16 +164,33 @@ impl SendLimits {
 
 /// The queued-byte count of one connection whose reader and writer are tasks of their own,
 /// with the reader's gate: the driver counts what it queues ([`Outflow::queue`]), the writer
-/// what the socket took ([`Outflow::written`]), and the reader waits on
-/// [`Outflow::poll_may_read`] before each read. Applies [`SendLimits`].
+/// what the socket took ([`Outflow::written`]), the reader takes a [`ReadPermit`] for each
+/// chunk it hands to the driver, and waits on [`Outflow::poll_may_read`] before each read.
+/// Applies [`SendLimits`] and the [`READ_AHEAD`] window.
 #[derive(Debug)]
 pub struct Outflow {
     limits: SendLimits,
     queued: AtomicUsize,
     /// Reading stopped above the high-water mark and waits for the low-water mark.
     paused: AtomicBool,
-    /// The reader waiting for the low-water mark.
+    /// Chunks read and not yet fed to the node (live [`ReadPermit`]s).
+    unfed: AtomicUsize,
+    /// The reader waiting for the low-water mark or for a permit.
     reader: Mutex<Option<Waker>>,
+}
+
+/// One chunk a reader handed to the driver, counted against [`READ_AHEAD`] until dropped:
+/// the driver drops it once it fed the chunk to the node (or dropped the chunk).
+#[derive(Debug)]
+pub struct ReadPermit(Arc<Outflow>);
+
+impl Drop for ReadPermit {
+    fn drop(&mut self) {
+        let before = self.0.unfed.fetch_sub(1, Ordering::AcqRel);
+        if before == READ_AHEAD {
+            self.0.wake_reader();
+        }
+    }
 }
 
 impl Outflow {
@@ -176,6 +201,7 @@ impl Outflow {
             limits,
             queued: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
+            unfed: AtomicUsize::new(0),
             reader: Mutex::new(None),
         }
     }
@@ -202,32 +228,59 @@ impl Outflow {
     pub fn written(&self, bytes: usize) {
         let left = self.queued.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
         if self.paused.load(Ordering::Acquire) && self.limits.resumes_reading(left) {
-            let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(reader) = reader {
-                reader.wake();
-            }
+            self.wake_reader();
         }
     }
 
-    /// Ready when the reader may read: below the high-water mark, or, once paused above it,
-    /// back at the low-water mark.
+    /// The reader hands a chunk to the driver: counts it against [`READ_AHEAD`] until the
+    /// permit is dropped.
+    #[must_use]
+    pub fn read_permit(self: &Arc<Self>) -> ReadPermit {
+        self.unfed.fetch_add(1, Ordering::AcqRel);
+        ReadPermit(Arc::clone(self))
+    }
+
+    fn wake_reader(&self) {
+        let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+
+    /// Ready when the reader may read: fewer than [`READ_AHEAD`] chunks unfed, and below the
+    /// high-water mark or, once paused above it, back at the low-water mark.
     pub fn poll_may_read(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let paused = self.paused.load(Ordering::Acquire);
-        if !paused && !self.limits.pauses_reading(self.queued()) {
+        if self.may_read_now() {
             return Poll::Ready(());
         }
-        if self.limits.resumes_reading(self.queued()) {
-            self.paused.store(false, Ordering::Release);
-            return Poll::Ready(());
-        }
-        self.paused.store(true, Ordering::Release);
         *self.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-        // The writer may have drained between the check and the registration.
-        if self.limits.resumes_reading(self.queued()) {
-            self.paused.store(false, Ordering::Release);
+        // The writer may have drained, or the driver fed a chunk, between the check and the
+        // registration.
+        if self.may_read_now() {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+
+    fn may_read_now(&self) -> bool {
+        self.unfed.load(Ordering::Acquire) < READ_AHEAD && self.send_buffer_allows_reading()
+    }
+
+    /// The high-water mark's hysteresis.
+    fn send_buffer_allows_reading(&self) -> bool {
+        let queued = self.queued();
+        if self.paused.load(Ordering::Acquire) {
+            let resumed = self.limits.resumes_reading(queued);
+            if resumed {
+                self.paused.store(false, Ordering::Release);
+            }
+            resumed
+        } else if self.limits.pauses_reading(queued) {
+            self.paused.store(true, Ordering::Release);
+            false
+        } else {
+            true
+        }
     }
 
     /// [`Outflow::poll_may_read`] as a future.
@@ -461,6 +514,30 @@ mod tests {
         assert!(outflow.poll_may_read(&mut cx).is_ready());
         assert!(outflow.queue(80), "back to 120 queued");
         assert!(outflow.poll_may_read(&mut cx).is_pending(), "above the mark again");
+    }
+
+    #[test]
+    fn the_reader_stays_at_most_read_ahead_chunks_ahead_of_the_driver() {
+        let waker = alloc::sync::Arc::new(CountingWaker::default());
+        let as_waker = Waker::from(alloc::sync::Arc::clone(&waker));
+        let mut cx = Context::from_waker(&as_waker);
+        // Pausing on the send buffer is off by default: only the window gates.
+        let default = SendBuffer::default().limits(&NodeConfig::new("n", "c"));
+        let outflow = Arc::new(Outflow::new(default));
+        let mut handed = Vec::new();
+        while outflow.poll_may_read(&mut cx).is_ready() {
+            handed.push(outflow.read_permit());
+            assert!(handed.len() <= READ_AHEAD, "never more than the window");
+        }
+        assert_eq!(handed.len(), READ_AHEAD);
+        drop(handed.pop());
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1, "feeding a chunk wakes the reader");
+        assert!(outflow.poll_may_read(&mut cx).is_ready());
+        handed.push(outflow.read_permit());
+        assert!(outflow.poll_may_read(&mut cx).is_pending(), "full again");
+        handed.clear();
+        assert_eq!(waker.0.load(Ordering::SeqCst), 2, "one wake-up when the window opens");
+        assert!(outflow.poll_may_read(&mut cx).is_ready());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use herdcache_proto::http::{HttpLimits, ResponseDecoder};
 use herdcache_proto::{Entry, Error, Instant, KeyspaceConfig, Path};
 use herdcache_runtime::front::Clock;
 use herdcache_runtime::{
-    Builder, DataSource, Handle, Runtime, StartError, Starting, blocking, source_fn,
+    Builder, DataSource, Handle, Start, StartError, Starting, blocking, source_fn,
 };
 
 /// The keyspace of the API tests.
@@ -167,7 +167,7 @@ pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F:
 }
 
 /// Starts one node on a free loopback port with the keyspace `ks` backed by `source`.
-async fn start_node<R: Runtime<Started: Started>>(source: Counting) -> Handle {
+async fn start_node<R: Start<Started: Started>>(source: Counting) -> Handle {
     Builder::<R>::new()
         .cluster("test")
         .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source)
@@ -181,13 +181,13 @@ async fn start_node<R: Runtime<Started: Started>>(source: Counting) -> Handle {
 }
 
 /// Starts `n` nodes sharing `source`, each with every node (itself included) as its peers.
-async fn start_cluster<R: Runtime<Started: Started>>(n: usize, source: &Counting) -> Vec<Handle> {
+async fn start_cluster<R: Start<Started: Started>>(n: usize, source: &Counting) -> Vec<Handle> {
     start_ring::<R>(vec![source.clone(); n]).await
 }
 
 /// Starts a node per source, each loading from its own, in one ring: the sources tell which
 /// node loaded what.
-async fn start_ring<R: Runtime<Started: Started>>(sources: Vec<Counting>) -> Vec<Handle> {
+async fn start_ring<R: Start<Started: Started>>(sources: Vec<Counting>) -> Vec<Handle> {
     let mut nodes = Vec::new();
     for source in sources {
         nodes.push(start_node::<R>(source).await);
@@ -206,7 +206,7 @@ async fn stop_all(nodes: Vec<Handle>) {
 }
 
 /// A miss loads once; later gets (by name, through a keyspace handle, in place) hit.
-pub async fn get_loads_once_then_hits<R: Runtime<Started: Started>>() {
+pub async fn get_loads_once_then_hits<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(5));
     let node = start_node::<R>(source.clone()).await;
     let first = within("first get", node.get_value(KEYSPACE, "a")).await.expect("loaded");
@@ -226,7 +226,7 @@ pub async fn get_loads_once_then_hits<R: Runtime<Started: Started>>() {
 }
 
 /// Puts replace values, deletes remove them, a TTL expires.
-pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started: Started>>() {
+pub async fn put_and_delete_replace_and_remove_values<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let node = start_node::<R>(source.clone()).await;
     within("put", node.put(KEYSPACE, "b", "stored")).await.expect("stored");
@@ -265,7 +265,7 @@ pub async fn put_and_delete_replace_and_remove_values<R: Runtime<Started: Starte
 }
 
 /// Batches, not-found and failing loads, unknown keyspaces, clearing a keyspace, stats.
-pub async fn batches_and_errors<R: Runtime<Started: Started>>() {
+pub async fn batches_and_errors<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let node = start_node::<R>(source.clone()).await;
     let entries = vec![
@@ -299,7 +299,7 @@ pub async fn batches_and_errors<R: Runtime<Started: Started>>() {
 }
 
 /// Keyspaces are created (with their source), updated, listed and removed while serving.
-pub async fn keyspaces_are_created_updated_and_removed_at_run_time<R: Runtime<Started: Started>>() {
+pub async fn keyspaces_are_created_updated_and_removed_at_run_time<R: Start<Started: Started>>() {
     let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
     let source = source_fn(|key: Bytes| async move { Ok::<_, String>(key) });
     node.create_keyspace(KeyspaceConfig::new("echo", 1 << 20), source).expect("created");
@@ -332,7 +332,7 @@ pub async fn keyspaces_are_created_updated_and_removed_at_run_time<R: Runtime<St
 }
 
 /// Two keyspaces of one name, or a configuration the core refuses, start nothing.
-pub async fn start_refuses_duplicate_keyspaces_and_bad_config<R: Runtime<Started: Started>>() {
+pub async fn start_refuses_duplicate_keyspaces_and_bad_config<R: Start<Started: Started>>() {
     let duplicate = Builder::<R>::new()
         .keyspace(KeyspaceConfig::new("a", 1 << 20), Counting::default())
         .keyspace(KeyspaceConfig::new("a", 1 << 20), Counting::default())
@@ -349,7 +349,7 @@ pub async fn start_refuses_duplicate_keyspaces_and_bad_config<R: Runtime<Started
 }
 
 /// After a kill or a stop, the handle's clones get `ShuttingDown`.
-pub async fn stopped_and_killed_nodes_refuse_requests<R: Runtime<Started: Started>>() {
+pub async fn stopped_and_killed_nodes_refuse_requests<R: Start<Started: Started>>() {
     let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
     let other = node.clone();
     node.kill();
@@ -362,7 +362,7 @@ pub async fn stopped_and_killed_nodes_refuse_requests<R: Runtime<Started: Starte
 }
 
 /// 200 concurrent gets of one cold key over 3 nodes: one load in the cluster.
-pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Started: Started>>() {
+pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(50));
     let nodes = start_cluster::<R>(3, &source).await;
     let gets = (0..200).map(|i| nodes[i % nodes.len()].get(KEYSPACE, "cold"));
@@ -375,7 +375,7 @@ pub async fn stampede_of_one_cold_key_loads_once_in_the_cluster<R: Runtime<Start
 
 /// Each key is loaded by its owner and fetched by the others; a put is seen everywhere.
 pub async fn keys_are_loaded_by_their_owner_and_fetched_by_the_others<
-    R: Runtime<Started: Started>,
+    R: Start<Started: Started>,
 >() {
     let sources: Vec<Counting> = (0..3).map(|_| Counting::default()).collect();
     let nodes = start_ring::<R>(sources.clone()).await;
@@ -419,7 +419,7 @@ pub async fn keys_are_loaded_by_their_owner_and_fetched_by_the_others<
 }
 
 /// Garbage on the peer port: an error frame, that connection closed, every node serves on.
-pub async fn garbage_on_the_peer_port_closes_only_that_connection<R: Runtime<Started: Started>>() {
+pub async fn garbage_on_the_peer_port_closes_only_that_connection<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let nodes = start_cluster::<R>(3, &source).await;
     // Peer connections exist before the garbage arrives.
@@ -453,7 +453,7 @@ pub async fn garbage_on_the_peer_port_closes_only_that_connection<R: Runtime<Sta
 }
 
 /// A node leaves gracefully while the others keep answering every read.
-pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started: Started>>() {
+pub async fn graceful_stop_while_the_others_keep_answering<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(2));
     let mut nodes = start_cluster::<R>(3, &source).await;
     let keys: Vec<String> = (0..20).map(|i| format!("k-{i}")).collect();
@@ -533,7 +533,7 @@ pub async fn graceful_stop_while_the_others_keep_answering<R: Runtime<Started: S
 }
 
 /// A killed peer's keys are loaded by the survivors.
-pub async fn a_killed_peer_is_loaded_around<R: Runtime<Started: Started>>() {
+pub async fn a_killed_peer_is_loaded_around<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let mut nodes = start_cluster::<R>(3, &source).await;
     nodes.remove(0).kill();
@@ -548,7 +548,7 @@ pub async fn a_killed_peer_is_loaded_around<R: Runtime<Started: Started>>() {
 }
 
 /// 3000 concurrent gets of 500 keys over 3 nodes: one load per key; batches then hit.
-pub async fn many_keys_many_callers_one_load_each<R: Runtime<Started: Started>>() {
+pub async fn many_keys_many_callers_one_load_each<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(1));
     let nodes = start_cluster::<R>(3, &source).await;
     let gets = (0..3000usize).map(|i| {
@@ -576,7 +576,7 @@ pub async fn many_keys_many_callers_one_load_each<R: Runtime<Started: Started>>(
 }
 
 /// 3 MiB values cross the wire intact, many at once.
-pub async fn large_values_cross_the_wire_intact<R: Runtime<Started: Started>>() {
+pub async fn large_values_cross_the_wire_intact<R: Start<Started: Started>>() {
     const LEN: usize = 3 << 20;
     let source = source_fn(|key: Bytes| async move {
         let seed = key.last().copied().unwrap_or(0);
@@ -624,7 +624,7 @@ pub async fn large_values_cross_the_wire_intact<R: Runtime<Started: Started>>() 
 }
 
 /// A connection silent for the idle timeout is closed.
-pub async fn idle_connections_are_closed<R: Runtime<Started: Started>>() {
+pub async fn idle_connections_are_closed<R: Start<Started: Started>>() {
     let node = Builder::<R>::new()
         .idle_timeout(Duration::from_millis(100))
         .config(|config| config.connect_timeout = Duration::from_secs(30))
@@ -647,7 +647,7 @@ pub async fn idle_connections_are_closed<R: Runtime<Started: Started>>() {
 
 /// A source that panics fails its load; the node serves on.
 pub async fn a_panicking_source_fails_its_load_and_the_node_serves_on<
-    R: Runtime<Started: Started>,
+    R: Start<Started: Started>,
 >() {
     let source = source_fn(|key: Bytes| async move {
         assert!(key.as_ref() != b"boom", "the source panics on boom");
@@ -666,7 +666,7 @@ pub async fn a_panicking_source_fails_its_load_and_the_node_serves_on<
 }
 
 /// Two lone nodes join one ring at run time: then one load for a shared key.
-pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started: Started>>() {
+pub async fn nodes_join_a_ring_at_run_time<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(20));
     let a = start_node::<R>(source.clone()).await;
     let b = start_node::<R>(source.clone()).await;
@@ -687,7 +687,7 @@ pub async fn nodes_join_a_ring_at_run_time<R: Runtime<Started: Started>>() {
 }
 
 /// A node of another cluster is refused; the stranger loads locally instead.
-pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started: Started>>() {
+pub async fn a_peer_of_another_cluster_is_refused<R: Start<Started: Started>>() {
     let member_source = Counting::new(Duration::ZERO);
     let nodes = start_cluster::<R>(1, &member_source).await;
     let stranger_source = Counting::new(Duration::ZERO);
@@ -719,7 +719,7 @@ pub async fn a_peer_of_another_cluster_is_refused<R: Runtime<Started: Started>>(
 }
 
 /// A source that hangs is timed out by the node's own timer.
-pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started: Started>>() {
+pub async fn a_hanging_source_times_out_on_the_node_timer<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_secs(30));
     let mut config = KeyspaceConfig::new(KEYSPACE, 1 << 20);
     config.read_timeout = Duration::from_millis(200);
@@ -738,7 +738,7 @@ pub async fn a_hanging_source_times_out_on_the_node_timer<R: Runtime<Started: St
 }
 
 /// Starts `n` nodes in groupcache-compatibility mode, named by their base URLs, in one ring.
-async fn compat_cluster<R: Runtime<Started: Started>>(n: usize, source: &Counting) -> Vec<Handle> {
+async fn compat_cluster<R: Start<Started: Started>>(n: usize, source: &Counting) -> Vec<Handle> {
     let mut nodes = Vec::new();
     for _ in 0..n {
         let node = Builder::<R>::new()
@@ -761,7 +761,7 @@ async fn compat_cluster<R: Runtime<Started: Started>>(n: usize, source: &Countin
 
 /// Three nodes speaking groupcache's HTTP protocol: one load per key (awkward keys escaped
 /// on the wire), and a stampede of one cold key loads once.
-pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<R: Runtime<Started: Started>>() {
+pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_millis(20));
     let nodes = compat_cluster::<R>(3, &source).await;
     let mut keys: Vec<String> = (0..60).map(|i| format!("key-{i}")).collect();
@@ -784,7 +784,7 @@ pub async fn compat_cluster_loads_each_key_once_with_escaped_keys<R: Runtime<Sta
 
 /// A plain HTTP client (two pipelined requests) gets groupcache's protobuf answers, and a
 /// peer's request is loaded where it was asked, never forwarded.
-pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Runtime<Started: Started>>() {
+pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::ZERO);
     let nodes = compat_cluster::<R>(3, &source).await;
     let address = nodes[0].node_id().trim_start_matches("http://").to_owned();
@@ -813,7 +813,7 @@ pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Runtime<Started: Star
     stop_all(nodes).await;
 }
 
-/// Every API test as a `#[test]`: `$runtime` is the runtime crate's [`Runtime`] type (the
+/// Every API test as a `#[test]`: `$runtime` is the runtime crate's [`Start`] type (the
 /// `R` of its `Builder`), `$block_on` runs a future to completion on the executor under test
 /// (nodes of a runtime that needs its context, tokio's, start from within it).
 #[macro_export]

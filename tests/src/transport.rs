@@ -147,15 +147,7 @@ fn drain_until_closed(stream: &mut std::net::TcpStream) -> Option<usize> {
             Ok(0) => return Some(received),
             Ok(read) => received += read,
             Err(error) if error.kind() == io::ErrorKind::ConnectionReset => return Some(received),
-            // Nothing to read for a while: the node may close later (its stall clock runs from
-            // its last write); keep waiting, bounded by the loop.
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }
     }

@@ -1,6 +1,6 @@
 //! loom models of the front: every interleaving of two or three threads (preemption-bounded).
-//! Run with `RUSTFLAGS="--cfg herdcache_loom" cargo test -p herdcache-proto --release --lib
-//! front::loom_tests` (see `.ci/run`).
+//! Run with `RUSTFLAGS="--cfg herdcache_loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//! herdcache-runtime --release --lib front::loom_tests` (see `.ci/run`).
 //!
 //! The driver in these models waits on a condition variable that only the front's
 //! [`WakeDriver`] signals, so a wake-up the front forgets is a deadlock loom reports.
@@ -60,18 +60,17 @@ fn front(doorbell: &Arc<Doorbell>) -> Front {
     .expect("valid config")
 }
 
-/// Drains and executes actions until stopped; loads answer with `source()` and are counted.
+/// Drains the front's outputs and executes them until stopped; loads answer with `source()`
+/// and are counted.
 fn drive(
     front: &Front,
     doorbell: &Doorbell,
     loads: &AtomicUsize,
     source: impl Fn() -> &'static [u8],
 ) {
-    let mut actions = Vec::new();
     loop {
-        front.drain_actions(&mut actions);
-        for action in actions.drain(..) {
-            if let Action::Load { load, .. } = action {
+        while let Some(output) = front.poll_output() {
+            if let Output::Load { load, .. } = output {
                 loads.fetch_add(1, Ordering::SeqCst);
                 let result =
                     LoadResult::Value { bytes: Bytes::from_static(source()), expires_at: None };
@@ -80,8 +79,8 @@ fn drive(
         }
         if !doorbell.wait() {
             // One last drain: a wake-up may have raced the stop.
-            front.drain_actions(&mut actions);
-            assert!(actions.is_empty(), "actions left undone: {actions:?}");
+            let left = front.poll_output();
+            assert!(left.is_none(), "outputs left undone: {left:?}");
             return;
         }
     }

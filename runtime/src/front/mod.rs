@@ -11,11 +11,12 @@
 //!   `handle_input` and the drain that follows: misses (which join the node's singleflight),
 //!   writes, membership, and the driver's network and data-source events.
 //! - **Replies go straight to the caller.** The front drains the node's outputs itself: a
-//!   [`Reply`](herdcache_proto::Reply) completes the caller's [`Pending`] (a future, or a blocking wait),
-//!   everything else is queued as an [`Action`] for the driver. When a user thread queued
-//!   actions, or moved the node's next deadline earlier than the one the driver is sleeping
+//!   [`Output::Reply`] completes the caller's [`Pending`] (a future, or a blocking wait); every
+//!   other [`Output`] is queued for the driver, in the node's order. When a user thread queued
+//!   outputs, or moved the node's next deadline earlier than the one the driver is sleeping
 //!   towards, the front calls the driver's [`WakeDriver`] once; the driver then drains with
-//!   [`Front::drain_actions`] and re-arms its timer from [`Front::poll_timeout_in`].
+//!   [`Front::poll_output`] until `None` and re-arms its timer from
+//!   [`Front::poll_timeout_in`].
 //! - **Lock order**: node mutex, then the keyspace registry, then one shard; a completion's
 //!   waker runs after every lock is released.
 //! - [`Front::close`] answers every waiting request `ShuttingDown` and refuses new ones; a
@@ -50,48 +51,12 @@ use sync::{Arc, Mutex, MutexGuard, RwLock, unpoison};
 use herdcache_proto::Instant;
 use herdcache_proto::{CacheConfig, Store, StoreFactory, Tier};
 use herdcache_proto::{
-    ConfigError, ConnId, Entry, Error, Event, Input, InputError, KeyspaceConfig, KeyspaceStats,
-    LoadId, Node, NodeConfig, Output, Path, RequestId, Value,
+    ConfigError, Entry, Error, Input, InputError, KeyspaceConfig, KeyspaceStats, Node, NodeConfig,
+    Output, Path, RequestId, Value,
 };
 use herdcache_proto::{KeyHashBuilder, key_hash_builder};
 
-/// Work for the driver: every [`Output`] except replies, which the front delivers itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Call the keyspace's data source for the key, then feed [`Input::Loaded`].
-    Load {
-        /// Name of this call.
-        load: LoadId,
-        /// The keyspace.
-        keyspace: Bytes,
-        /// The key.
-        key: Bytes,
-    },
-    /// Write these bytes to the connection, after what was written before.
-    Transmit {
-        /// The connection.
-        conn: ConnId,
-        /// The bytes.
-        data: Vec<u8>,
-    },
-    /// Open a TCP connection to `address` (`host:port`), then feed [`Input::Connected`] or
-    /// [`Input::ConnectFailed`] naming `peer`.
-    Connect {
-        /// The peer (its node id).
-        peer: Bytes,
-        /// Where to dial.
-        address: Bytes,
-    },
-    /// Close the connection after writing what was transmitted, then feed [`Input::Closed`].
-    Close {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// Something observers may want to know.
-    Event(Event),
-}
-
-/// How the front wakes its driver when a user thread queued actions or moved the next
+/// How the front wakes its driver when a user thread queued outputs or moved the next
 /// deadline: called outside every front lock, at most once until the driver drains.
 pub type WakeDriver = alloc::sync::Arc<dyn Fn() + Send + Sync>;
 
@@ -179,7 +144,8 @@ fn this_thread_stripe() -> usize {
 struct Core {
     node: Node,
     waiting: HashMap<u64, Arc<Slot>, KeyHashBuilder>,
-    actions: VecDeque<Action>,
+    /// The node's outputs for the driver: every kind but [`Output::Reply`].
+    outputs: VecDeque<Output>,
     next_request: u64,
     closed: bool,
     /// The driver was woken and has not drained since.
@@ -274,7 +240,7 @@ impl Front {
         let core = Core {
             node,
             waiting: HashMap::with_hasher(hasher),
-            actions: VecDeque::new(),
+            outputs: VecDeque::new(),
             next_request: 1,
             closed: false,
             woken: false,
@@ -447,7 +413,7 @@ impl Front {
     }
 
     /// Leaves the cluster gracefully: peers are told, new requests refused, what is in
-    /// progress finishes, then the driver sees [`Event::Drained`].
+    /// progress finishes, then the driver sees [`Event::Drained`](herdcache_proto::Event::Drained).
     pub fn leave(&self) {
         let now = self.now();
         self.with_node(|node| node.handle_input(now, Input::Leave))
@@ -482,7 +448,7 @@ impl Front {
     }
 
     /// Feeds the driver's input (network, data source) to the node. Drain
-    /// [`Front::drain_actions`] afterwards.
+    /// [`Front::poll_output`] afterwards.
     pub fn handle_input(&self, input: Input<'_>) -> Result<(), InputError> {
         let now = self.now();
         let mut core = self.lock();
@@ -493,7 +459,7 @@ impl Front {
         result
     }
 
-    /// Lets the node act on the passing of time. Drain [`Front::drain_actions`] afterwards.
+    /// Lets the node act on the passing of time. Drain [`Front::poll_output`] afterwards.
     pub fn handle_timeout(&self) {
         let now = self.now();
         let mut core = self.lock();
@@ -519,11 +485,18 @@ impl Front {
         Some(at.saturating_duration_since(self.now()))
     }
 
-    /// Moves every queued action to `out`.
-    pub fn drain_actions(&self, out: &mut Vec<Action>) {
+    /// The next output for the driver (never an [`Output::Reply`]: the front delivers those
+    /// itself), in the node's order; drain until `None`. Outputs queued while the driver
+    /// drains are returned in the same drain; once it returned `None`, the next one queued
+    /// by a user call wakes the driver.
+    #[must_use]
+    pub fn poll_output(&self) -> Option<Output> {
         let mut core = self.lock();
-        core.woken = false;
-        out.extend(core.actions.drain(..));
+        let output = core.outputs.pop_front();
+        if output.is_none() {
+            core.woken = false;
+        }
+        output
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
@@ -587,25 +560,19 @@ impl Core {
     fn drain(&mut self) -> Vec<(Arc<Slot>, Outcome)> {
         let mut completions = Vec::new();
         while let Some(output) = self.node.poll_output() {
-            let action = match output {
+            match output {
                 Output::Reply { request, reply } => {
                     if let Some(slot) = self.waiting.remove(&request.0) {
                         completions.push((slot, Ok(reply)));
                     }
-                    continue;
                 }
-                Output::Load { load, keyspace, key } => Action::Load { load, keyspace, key },
-                Output::Transmit { conn, data } => Action::Transmit { conn, data },
-                Output::Connect { peer, address } => Action::Connect { peer, address },
-                Output::Close { conn } => Action::Close { conn },
-                Output::Event(event) => Action::Event(event),
-            };
-            self.actions.push_back(action);
+                other => self.outputs.push_back(other),
+            }
         }
         completions
     }
 
-    /// Whether a user call left work the driver does not know of: queued actions, or a
+    /// Whether a user call left work the driver does not know of: queued outputs, or a
     /// deadline earlier than the one it sleeps towards. Marks the driver woken.
     fn needs_wake(&mut self) -> bool {
         if self.woken {
@@ -616,7 +583,7 @@ impl Core {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if self.actions.is_empty() && !earlier {
+        if self.outputs.is_empty() && !earlier {
             return false;
         }
         self.woken = true;

@@ -36,21 +36,15 @@ impl Harness {
     /// Answers every queued load with `value_of(key)`; returns how many loads there were.
     fn answer_loads(&self, value_of: impl Fn(&Bytes) -> LoadResult) -> usize {
         let mut loads = 0;
-        loop {
-            let mut actions = Vec::new();
-            self.front.drain_actions(&mut actions);
-            if actions.is_empty() {
-                return loads;
-            }
-            for action in actions {
-                if let Action::Load { load, key, .. } = action {
-                    loads += 1;
-                    self.front
-                        .handle_input(Input::Loaded { load, result: value_of(&key) })
-                        .expect("load in progress");
-                }
+        while let Some(output) = self.front.poll_output() {
+            if let Output::Load { load, key, .. } = output {
+                loads += 1;
+                self.front
+                    .handle_input(Input::Loaded { load, result: value_of(&key) })
+                    .expect("load in progress");
             }
         }
+        loads
     }
 
     fn advance(&self, by: core::time::Duration) {
@@ -223,8 +217,7 @@ fn a_user_request_that_sets_an_earlier_deadline_wakes_the_driver() {
     assert_eq!(h.front.poll_timeout(), None);
     let _get = h.front.get(b"ks", b"k");
     assert_eq!(h.wakes.load(Ordering::SeqCst), 1);
-    let mut actions = Vec::new();
-    h.front.drain_actions(&mut actions);
+    while h.front.poll_output().is_some() {}
     assert!(h.front.poll_timeout().is_some(), "the request's timeout is armed");
     // Joining the flight queues nothing and moves no deadline earlier: no wake-up.
     let _again = h.front.get(b"ks", b"k");
