@@ -714,11 +714,18 @@ fn connections_over_the_limit_are_refused_and_a_client_that_takes_no_answer_is_c
         assert_eq!(ended, Ended::Closed);
 
         // After the client timeout the stalled answer is given up and its place freed.
-        let freed_by = Instant::now() + Duration::from_secs(10);
+        let since = Instant::now();
+        let freed_by = since + Duration::from_secs(10);
+        // Each try's timing and outcome, for the failure message: a place still held shows
+        // as a run of 503s, a request that got no answer as one long try.
+        let mut tries = Vec::new();
         loop {
             // A refusal may come before the request is sent: hyper's client calls that an
             // error.
-            match http::get(&node.url("ks", b"small")).await {
+            let sent = since.elapsed();
+            let got = http::get(&node.url("ks", b"small")).await;
+            tries.push(format!("{sent:?}..{:?}: {got:?}", since.elapsed()));
+            match got {
                 Ok(answer) if answer.status == StatusCode::OK => {
                     assert_eq!(answer.body, "small");
                     break;
@@ -728,7 +735,11 @@ fn connections_over_the_limit_are_refused_and_a_client_that_takes_no_answer_is_c
                 }
                 Err(_) => {}
             }
-            assert!(Instant::now() < freed_by, "the stalled answer still holds its place");
+            assert!(
+                Instant::now() < freed_by,
+                "the stalled answer still holds its place: {tries:#?}\nstderr: {}",
+                node.stderr.text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (received, ended) = read_to_close(&mut stalled, Duration::from_secs(10)).await;
