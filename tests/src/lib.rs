@@ -25,6 +25,9 @@
 //! - [`GoPeer`] runs a real Go groupcache peer (the project's `tests/go/src/gcpeer`, built
 //!   once per run); [`go_peers_available`] says whether it can run here. It never skips in
 //!   CI: with `CI` set to anything but empty, `0` or `false`, a missing Go toolchain fails.
+//! - [`Dnsmasq`] runs a real dnsmasq with A/AAAA and SRV records the test changes, for the
+//!   DNS discovery tests; [`dnsmasq_available`] follows the same rule as Go peers (never a
+//!   skip in CI).
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
 //!
 //! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
@@ -35,6 +38,7 @@
 //! cluster is [`mixed`] over several runtimes.
 
 pub mod api;
+mod dnsmasq;
 mod go_peer;
 mod harness;
 pub mod http;
@@ -46,6 +50,7 @@ pub mod scenarios;
 mod source;
 pub mod transport;
 
+pub use dnsmasq::{DNSMASQ, Dnsmasq, LOCAL_TTL, SrvTarget, dnsmasq_available};
 pub use go_peer::{
     DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoStats, READY_TIMEOUT,
     go_peers_available,

@@ -9,8 +9,8 @@
 //!
 //! Providers:
 //! - [`StaticList`]: a fixed list, replaceable at run time ([`StaticList::with_updates`]).
-//! - `dns` (feature `dns`): A/AAAA records of a name with a fixed port, or SRV records,
-//!   re-resolved at the records' TTL within bounds (a Kubernetes headless service).
+//! - `DnsDiscovery` (feature `dns`): A/AAAA records of a name with a fixed port, or SRV
+//!   records, re-resolved at the records' TTL within bounds (a Kubernetes headless service).
 //! - `etcd` (feature `etcd`): the node registers itself under a lease, lists the prefix, and
 //!   watches it.
 //!
@@ -29,6 +29,8 @@
 //!   providers run a current-thread tokio runtime, because their client crates need tokio;
 //!   the node's own runtime may be any).
 
+#[cfg(feature = "dns")]
+mod dns;
 mod spec;
 mod static_list;
 
@@ -45,7 +47,9 @@ use bytes::Bytes;
 
 use crate::front::Front;
 
-pub use spec::{DiscoverySpec, DiscoverySpecError};
+#[cfg(feature = "dns")]
+pub use dns::{DEFAULT_QUERY_TIMEOUT, DEFAULT_TTL_BOUNDS, DnsDiscovery};
+pub use spec::{DiscoveryOptions, DiscoverySpec, DiscoverySpecError};
 pub use static_list::{StaticList, StaticListUpdater};
 
 /// A source of the cluster's member list. See the module docs for the contract of `run`.

@@ -148,19 +148,62 @@ impl FromStr for DiscoverySpec {
     }
 }
 
+/// Settings of a provider that the one-line form does not carry (`herdcache node`'s other
+/// flags). Start from `DiscoveryOptions::default()` and set fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoveryOptions {
+    /// `dns`/`srv`: the name server to ask (UDP, TCP for a truncated answer) instead of the
+    /// system's (`herdcache node --dns-server`).
+    pub dns_server: Option<std::net::SocketAddr>,
+}
+
 impl DiscoverySpec {
-    /// The provider this value names.
+    /// The provider this value names, with default options.
     ///
     /// # Errors
     /// [`DiscoverySpecError::NotBuilt`] when its feature is off in this build.
     pub fn provider(&self) -> Result<Box<dyn Discovery>, DiscoverySpecError> {
+        self.provider_with(&DiscoveryOptions::default())
+    }
+
+    /// The provider this value names, with `options` (those that do not apply to its kind
+    /// are ignored).
+    ///
+    /// # Errors
+    /// [`DiscoverySpecError::NotBuilt`] when its feature is off in this build.
+    #[cfg_attr(not(feature = "dns"), allow(unused_variables))]
+    pub fn provider_with(
+        &self,
+        options: &DiscoveryOptions,
+    ) -> Result<Box<dyn Discovery>, DiscoverySpecError> {
         match self {
             DiscoverySpec::Static(members) => Ok(Box::new(StaticList::new(members.clone()))),
+            #[cfg(feature = "dns")]
+            DiscoverySpec::Dns { name, port } => {
+                Ok(Box::new(with_dns_options(super::DnsDiscovery::a(name, *port), options)))
+            }
+            #[cfg(feature = "dns")]
+            DiscoverySpec::Srv { name } => {
+                Ok(Box::new(with_dns_options(super::DnsDiscovery::srv(name), options)))
+            }
+            #[cfg(not(feature = "dns"))]
             DiscoverySpec::Dns { .. } | DiscoverySpec::Srv { .. } => {
                 Err(DiscoverySpecError::NotBuilt("dns"))
             }
             DiscoverySpec::Etcd { .. } => Err(DiscoverySpecError::NotBuilt("etcd")),
         }
+    }
+}
+
+#[cfg(feature = "dns")]
+fn with_dns_options(
+    provider: super::DnsDiscovery,
+    options: &DiscoveryOptions,
+) -> super::DnsDiscovery {
+    match options.dns_server {
+        Some(server) => provider.nameserver(server),
+        None => provider,
     }
 }
 
