@@ -69,7 +69,8 @@ async fn start_node(listen: SocketAddr, id: &str, provider: DnsDiscovery) -> io:
     }
 }
 
-/// Starts one node per `(listen, id)` from `layout(port)`, on fresh ports until all bind.
+/// Starts one node per `(listen, id)` that `layout` gives (fresh ports at each call), again
+/// until all bind (another test may take a port between its release and the bind).
 async fn start_nodes(
     mut layout: impl FnMut() -> Vec<(SocketAddr, String)>,
     provider: impl Fn() -> DnsDiscovery,
@@ -104,6 +105,12 @@ fn port_free_on_loopbacks(count: u8) -> u16 {
             return port;
         }
     }
+}
+
+/// One node on a fresh port of 127.0.0.1.
+fn one_node_layout() -> Vec<(SocketAddr, String)> {
+    let port = free_ports(1)[0];
+    vec![(SocketAddr::from(([127, 0, 0, 1], port)), format!("127.0.0.1:{port}"))]
 }
 
 fn free_ports(count: usize) -> Vec<u16> {
@@ -227,13 +234,9 @@ fn a_and_aaaa_records_both_name_members_ipv6_bracketed() {
         let start = Instant::now();
         let mut dns = Dnsmasq::start(ZONE).expect("dnsmasq starts");
         dns.set_hosts(&[(ip("127.0.0.9"), NAME), (ip("fd00::9"), NAME)]).expect("hosts");
-        let port = free_ports(1)[0];
         let server = dns.addr();
-        let nodes = start_nodes(
-            || vec![(SocketAddr::from(([127, 0, 0, 1], port)), format!("127.0.0.1:{port}"))],
-            || DnsDiscovery::a(NAME, 7001).nameserver(server),
-        )
-        .await;
+        let nodes =
+            start_nodes(one_node_layout, || DnsDiscovery::a(NAME, 7001).nameserver(server)).await;
         let expected = vec!["127.0.0.9:7001".to_owned(), "[fd00::9]:7001".to_owned()];
         let took = wait_until(ttl() + SLACK, || nodes[0].discovery().members == expected).await;
         let status = nodes[0].discovery();
@@ -429,12 +432,8 @@ fn a_node_stops_promptly_while_its_dns_query_hangs() {
         // A name server that never answers: queries time out (2 s by default).
         let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a udp socket");
         let server = silent.local_addr().expect("its address");
-        let port = free_ports(1)[0];
-        let nodes = start_nodes(
-            || vec![(SocketAddr::from(([127, 0, 0, 1], port)), format!("127.0.0.1:{port}"))],
-            || DnsDiscovery::srv(SRV_NAME).nameserver(server),
-        )
-        .await;
+        let nodes =
+            start_nodes(one_node_layout, || DnsDiscovery::srv(SRV_NAME).nameserver(server)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let began = Instant::now();
         stop_all(start, nodes).await;
@@ -442,11 +441,8 @@ fn a_node_stops_promptly_while_its_dns_query_hangs() {
         assert!(took < Duration::from_secs(1), "stop waited {took:?} behind a DNS query");
 
         // Killed (an abort) the same way.
-        let nodes = start_nodes(
-            || vec![(SocketAddr::from(([127, 0, 0, 1], port)), format!("127.0.0.1:{port}"))],
-            || DnsDiscovery::srv(SRV_NAME).nameserver(server),
-        )
-        .await;
+        let nodes =
+            start_nodes(one_node_layout, || DnsDiscovery::srv(SRV_NAME).nameserver(server)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let began = Instant::now();
         nodes[0].handle.kill();
