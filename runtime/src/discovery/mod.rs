@@ -45,7 +45,7 @@ use bytes::Bytes;
 
 use crate::front::Front;
 
-pub use spec::{DiscoverySpec, DiscoverySpecError};
+pub use spec::{DiscoveryOptions, DiscoverySpec, DiscoverySpecError};
 pub use static_list::{StaticList, StaticListUpdater};
 
 /// A source of the cluster's member list. See the module docs for the contract of `run`.
@@ -55,6 +55,17 @@ pub trait Discovery: Send + 'static {
 
     /// Runs the provider on its own thread until `context.stopped()` fires.
     fn run(self: Box<Self>, context: DiscoveryContext);
+}
+
+/// A provider chosen at run time (as [`DiscoverySpec::provider`] returns it).
+impl Discovery for Box<dyn Discovery> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    fn run(self: Box<Self>, context: DiscoveryContext) {
+        (*self).run(context);
+    }
 }
 
 /// How a provider is told to stop.
