@@ -174,8 +174,8 @@ fn a_member_killed_under_load_is_found_down_and_rejoins_when_restarted() {
             }
         }
         let mut after = 0;
-        for i in 0..2 {
-            after += local_loads(node(i)).await - during[i];
+        for (survivor, during) in survivors.iter().zip(&during) {
+            after += local_loads(survivor).await - during;
         }
         assert_eq!(after, victim_owned, "each key the victim owned was loaded once");
 
