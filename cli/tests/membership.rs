@@ -205,3 +205,55 @@ fn a_member_killed_under_load_is_found_down_and_rejoins_when_restarted() {
         assert!(status.success(), "{stderr}");
     }
 }
+
+#[test]
+fn below_min_members_a_node_is_not_ready_and_refuses_writes_until_the_member_returns() {
+    let addrs: Vec<SocketAddr> = (0..2).map(|_| free_addr()).collect();
+    let start_guarded = |addr: SocketAddr| {
+        let mut flags = discovery_flags(&addrs);
+        flags.extend(["--min-members".into(), "2".into(), "--down-after".into(), "1s".into()]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        NodeProcess::start(addr, &[], &flags)
+    };
+    let survivor = start_guarded(addrs[0]);
+    let mut other = Some(start_guarded(addrs[1]));
+    let other_id = other.as_ref().expect("up").id.clone();
+    herdcache_tests::drive(async {
+        let ready = || async {
+            let answer = http::get(&format!("{}/v1/ready", survivor.http)).await.expect("ready");
+            (answer.status, answer.text())
+        };
+        until_members(&survivor, Duration::from_secs(10), "both alive", |m| {
+            state_of(m, &other_id) == Some(("alive".into(), true))
+        })
+        .await;
+        assert_eq!(ready().await.0, StatusCode::OK);
+        let put = survivor.put("ks", b"k", b"v").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+
+        drop(other.take());
+        until_members(&survivor, Duration::from_secs(5), "the other down", |m| {
+            state_of(m, &other_id).is_some_and(|(state, _)| state == "down")
+        })
+        .await;
+        let (status, reason) = ready().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reason}");
+        assert!(reason.contains("1 members up"), "{reason}");
+        assert_eq!(members(&survivor).await["quorate"], false);
+        assert_eq!(survivor.stats().await["quorate"], false);
+        let put = survivor.put("ks", b"k", b"w").await;
+        assert_eq!(put.status, StatusCode::SERVICE_UNAVAILABLE, "{}", put.text());
+        // Gets are still answered, from the data source.
+        let get = survivor.get("ks", b"k2").await;
+        assert_eq!((get.status, get.body.as_ref()), (StatusCode::OK, b"v-k2".as_slice()));
+
+        other = Some(start_guarded(addrs[1]));
+        until_members(&survivor, Duration::from_secs(10), "the other back", |m| {
+            state_of(m, &other_id) == Some(("alive".into(), true))
+        })
+        .await;
+        assert_eq!(ready().await.0, StatusCode::OK);
+        let put = survivor.put("ks", b"k", b"x").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+    });
+}

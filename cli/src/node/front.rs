@@ -9,6 +9,8 @@
 //!   and the cache figures (`bytes`, `items`, `evictions`, `expirations`, `max_bytes`, and per
 //!   tier under `main_cache` and `hot_cache`); `quorate` at the top: whether at least the
 //!   minimum member count is up.
+//! - `GET /v1/ready` → 200 while the node is quorate (at least `--min-members` up), else 503
+//!   with the reason: for a load balancer's readiness check.
 //! - `GET /v1/members` → 200, JSON: the members as this node sees them (`id`, `address`,
 //!   `self`, `state` alive | suspect | down, `ring_share`, `connected`, `last_heard_ms`), the
 //!   view's `version`, `quorate`, and what the discovery provider reported last
@@ -333,6 +335,8 @@ enum Route {
     Stats,
     /// `/v1/members`.
     Members,
+    /// `/v1/ready`.
+    Ready,
     /// `/v1/{keyspace}/{key}`, both decoded, neither empty.
     Item { keyspace: Bytes, key: Bytes },
 }
@@ -347,6 +351,9 @@ fn route(path: &str) -> Result<Route, (StatusCode, &'static str)> {
     }
     if rest == "members" {
         return Ok(Route::Members);
+    }
+    if rest == "ready" {
+        return Ok(Route::Ready);
     }
     let Some((keyspace, key)) = rest.split_once('/') else {
         return Err((StatusCode::BAD_REQUEST, "use /v1/{keyspace}/{key}"));
@@ -372,7 +379,8 @@ impl Front {
                 let body = serde_json::to_vec_pretty(&self.members()).unwrap_or_default();
                 return bytes(StatusCode::OK, "application/json", Bytes::from(body));
             }
-            Ok(Route::Stats | Route::Members) => return method_not_allowed("GET"),
+            Ok(Route::Ready) if request.method() == Method::GET => return self.ready(),
+            Ok(Route::Stats | Route::Members | Route::Ready) => return method_not_allowed("GET"),
             Ok(Route::Item { keyspace, key }) => (keyspace, key),
             Err((status, message)) => return text(status, message),
         };
@@ -446,6 +454,19 @@ impl Front {
             .collect();
         let quorate = self.node.members().quorate;
         json!({ "node": self.node.node_id(), "quorate": quorate, "keyspaces": keyspaces })
+    }
+
+    /// Ready while quorate; else 503 with how many members are up.
+    fn ready(&self) -> Answer {
+        let view = self.node.members();
+        if view.quorate {
+            return text(StatusCode::OK, "ready");
+        }
+        let up = view.members.iter().filter(|member| member.state != MemberState::Down).count();
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {up} members up, fewer than the minimum"),
+        )
     }
 
     /// The members document (see the module docs).
@@ -582,6 +603,7 @@ mod tests {
         };
         assert_eq!(route("/v1/stats"), Ok(Route::Stats));
         assert_eq!(route("/v1/members"), Ok(Route::Members));
+        assert_eq!(route("/v1/ready"), Ok(Route::Ready));
         assert_eq!(route("/v1/ks/a%20b+c/d"), item("ks", "a b+c/d"));
         assert_eq!(route("/v1/ks//"), item("ks", "/"));
         assert_eq!(route("/v1/stats/x"), item("stats", "x"));
