@@ -61,6 +61,17 @@ pub trait Discovery: Send + 'static {
     fn run(self: Box<Self>, context: DiscoveryContext);
 }
 
+/// A provider chosen at run time (as [`DiscoverySpec::provider`] returns it).
+impl Discovery for Box<dyn Discovery> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    fn run(self: Box<Self>, context: DiscoveryContext) {
+        (*self).run(context);
+    }
+}
+
 /// How a provider is told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopKind {

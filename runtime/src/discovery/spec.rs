@@ -148,14 +148,12 @@ impl FromStr for DiscoverySpec {
     }
 }
 
-/// Settings of a provider that the one-line form does not carry (`herdcache node`'s other
-/// flags). Start from `DiscoveryOptions::default()` and set fields.
+/// Settings a `--discovery` value does not carry, for the providers that use them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DiscoveryOptions {
-    /// `dns`/`srv`: the name server to ask (UDP, TCP for a truncated answer) instead of the
-    /// system's (`herdcache node --dns-server`).
-    pub dns_server: Option<std::net::SocketAddr>,
+    /// The DNS server the `dns` and `srv` providers ask (`ip:port`); the system's resolver
+    /// configuration when `None`.
+    pub dns_server: Option<core::net::SocketAddr>,
 }
 
 impl DiscoverySpec {
@@ -167,16 +165,15 @@ impl DiscoverySpec {
         self.provider_with(&DiscoveryOptions::default())
     }
 
-    /// The provider this value names, with `options` (those that do not apply to its kind
-    /// are ignored).
+    /// The provider this value names, with `options`.
     ///
     /// # Errors
     /// [`DiscoverySpecError::NotBuilt`] when its feature is off in this build.
-    #[cfg_attr(not(feature = "dns"), allow(unused_variables))]
     pub fn provider_with(
         &self,
         options: &DiscoveryOptions,
     ) -> Result<Box<dyn Discovery>, DiscoverySpecError> {
+        let _ = options;
         match self {
             DiscoverySpec::Static(members) => Ok(Box::new(StaticList::new(members.clone()))),
             #[cfg(feature = "dns")]
