@@ -453,8 +453,8 @@ fn a_node_stops_promptly_while_its_dns_query_hangs() {
 
 #[test]
 fn the_discovery_spec_builds_the_dns_provider_with_the_named_server() {
-    let mut options = DiscoveryOptions::default();
-    options.dns_server = Some("127.0.0.1:5353".parse().expect("an address"));
+    let options =
+        DiscoveryOptions { dns_server: Some("127.0.0.1:5353".parse().expect("an address")) };
     for spec in ["dns:cache.herdcache.test:7001", "srv:_herdcache._tcp.herdcache.test"] {
         let spec: DiscoverySpec = spec.parse().expect("a valid spec");
         assert_eq!(spec.provider().expect("built with dns").kind(), "dns");

@@ -60,7 +60,8 @@ Examples:
   # or through DNS SRV records:
   herdcache node --listen 127.0.0.1:7001 --discovery etcd://127.0.0.1:2379/herdcache/prod \
       --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
-  herdcache node --listen 10.0.0.5:7001 --discovery srv:_herdcache._tcp.cache.internal \
+  herdcache node --listen 10.0.0.5:7001 --advertise cache-0.cache.internal:7001 \
+      --discovery srv:_herdcache._tcp.cache.internal \
       --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
   curl http://127.0.0.1:7002/v1/members               # who is alive, suspect, down
 
