@@ -18,7 +18,7 @@
 //!   (a target with an A and an AAAA record would otherwise be two ids for one node), the id
 //!   of a StatefulSet pod stays the same across restarts (its keys stay where they are), and
 //!   the name is resolved when a peer dials it, by the node's runtime. Priority and weight
-//!   are ignored: every target is a member.
+//!   are ignored: every target is a member (but `.`, "no such service", names none).
 //!
 //! # When it resolves
 //! At start, then again when the answer's smallest TTL has passed, clamped to
