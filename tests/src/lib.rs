@@ -26,6 +26,8 @@
 //!   once per run); [`go_peers_available`] says whether it can run here. It never skips in
 //!   CI: with `CI` set to anything but empty, `0` or `false`, a missing Go toolchain fails.
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
+//! - [`etcd::EtcdServer`] runs a real etcd (Debian's etcd-server) on free loopback ports for
+//!   the discovery tests; like the Go peers, it never skips in CI.
 //!
 //! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
 //! data source wraps [`Source`], sleeping on the runtime's own timer; its node is a
@@ -35,6 +37,7 @@
 //! cluster is [`mixed`] over several runtimes.
 
 pub mod api;
+pub mod etcd;
 mod go_peer;
 mod harness;
 pub mod http;
