@@ -51,7 +51,7 @@ use crate::front::Front;
 pub use etcd::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_RETRY_FIRST, DEFAULT_RETRY_MAX, EtcdDiscovery,
 };
-pub use spec::{DiscoverySpec, DiscoverySpecError};
+pub use spec::{DiscoveryOptions, DiscoverySpec, DiscoverySpecError};
 pub use static_list::{StaticList, StaticListUpdater};
 
 /// A source of the cluster's member list. See the module docs for the contract of `run`.
@@ -61,6 +61,17 @@ pub trait Discovery: Send + 'static {
 
     /// Runs the provider on its own thread until `context.stopped()` fires.
     fn run(self: Box<Self>, context: DiscoveryContext);
+}
+
+/// A provider chosen at run time (as [`DiscoverySpec::provider`] returns it).
+impl Discovery for Box<dyn Discovery> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    fn run(self: Box<Self>, context: DiscoveryContext) {
+        (*self).run(context);
+    }
 }
 
 /// How a provider is told to stop.

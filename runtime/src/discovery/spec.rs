@@ -148,12 +148,32 @@ impl FromStr for DiscoverySpec {
     }
 }
 
+/// Settings a `--discovery` value does not carry, for the providers that use them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryOptions {
+    /// The DNS server the `dns` and `srv` providers ask (`ip:port`); the system's resolver
+    /// configuration when `None`.
+    pub dns_server: Option<core::net::SocketAddr>,
+}
+
 impl DiscoverySpec {
-    /// The provider this value names.
+    /// The provider this value names, with default options.
     ///
     /// # Errors
     /// [`DiscoverySpecError::NotBuilt`] when its feature is off in this build.
     pub fn provider(&self) -> Result<Box<dyn Discovery>, DiscoverySpecError> {
+        self.provider_with(&DiscoveryOptions::default())
+    }
+
+    /// The provider this value names, with `options`.
+    ///
+    /// # Errors
+    /// [`DiscoverySpecError::NotBuilt`] when its feature is off in this build.
+    pub fn provider_with(
+        &self,
+        options: &DiscoveryOptions,
+    ) -> Result<Box<dyn Discovery>, DiscoverySpecError> {
+        let _ = options;
         match self {
             DiscoverySpec::Static(members) => Ok(Box::new(StaticList::new(members.clone()))),
             DiscoverySpec::Dns { .. } | DiscoverySpec::Srv { .. } => {
