@@ -22,6 +22,8 @@ use support::*;
 const PREFIX: &str = "/herdcache/processes";
 /// How long nodes may take to see each other.
 const CONVERGE: Duration = Duration::from_secs(10);
+/// Keys per round of gets: enough that every node surely asks for some it does not own.
+const KEYS_PER_ROUND: usize = 30;
 /// Beyond the lease TTL: etcd checks expiry every 500 ms; the watch, the node's bookkeeping
 /// and the polling here take a little more.
 const EXPIRY_SLACK: Duration = Duration::from_secs(3);
@@ -107,10 +109,12 @@ async fn counter_sum(nodes: &[&NodeProcess], name: &str) -> u64 {
     sum
 }
 
-/// Gets `n` fresh keys through every node (each from the first node that asks, then from the
-/// others): every answer is the source's value, each key is loaded once in the cluster (by
-/// its owner), and every node fetched keys from their owners. Puts one key through each node.
-async fn serve_round(nodes: &[&NodeProcess], round: &str, n: usize) {
+/// Gets [`KEYS_PER_ROUND`] fresh keys through every node (each from the first node that asks,
+/// then from the others): every answer is the source's value, each key is loaded once in the
+/// cluster (by its owner), and every node fetched keys from their owners (the chance that one
+/// node owns them all, so fetches none, is below 1e-6). Puts one key through each node.
+async fn serve_round(nodes: &[&NodeProcess], round: &str) {
+    let n = KEYS_PER_ROUND;
     let loads_before = counter_sum(nodes, "local_loads").await;
     let mut peer_loads_before = Vec::new();
     for node in nodes {
@@ -165,7 +169,7 @@ fn herdcache_nodes_find_each_other_through_etcd_and_follow_leaves_kills_and_an_o
         for node in &all {
             assert_eq!(members(node).await["discovery"]["kind"], "etcd");
         }
-        serve_round(&all, "start", 30).await;
+        serve_round(&all, "start").await;
         log.note("30 keys through each node: one load per key, each node fetched from owners");
 
         // etcd stops for 10 s: the nodes keep serving on their last list.
@@ -184,7 +188,7 @@ fn herdcache_nodes_find_each_other_through_etcd_and_follow_leaves_kills_and_an_o
         let outage = Instant::now();
         let mut rounds = 0;
         while outage.elapsed() < Duration::from_secs(10) {
-            serve_round(&all, &format!("outage{rounds}"), 6).await;
+            serve_round(&all, &format!("outage{rounds}")).await;
             for node in &all {
                 assert_eq!(listed(&members(node).await), (ids.clone(), true), "the last list");
             }
@@ -252,7 +256,7 @@ fn herdcache_nodes_find_each_other_through_etcd_and_follow_leaves_kills_and_an_o
         log.note(format!("its lease expired: the 2 others dropped it {since:?} after the kill"));
         assert!(!etcd.values_under(PREFIX).await.contains(&killed_id), "its key expired");
         until_listed(&all, &ids, CONVERGE, "the 2 others list each other").await;
-        serve_round(&all, "end", 20).await;
+        serve_round(&all, "end").await;
         log.note("the 2 remaining nodes serve: one load per key, fetched from owners");
     });
 }
