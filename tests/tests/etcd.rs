@@ -361,3 +361,47 @@ fn a_watch_whose_revision_was_compacted_lists_again_and_converges() {
         assert!(behind.is_healthy());
     });
 }
+
+#[test]
+fn a_node_whose_lease_was_lost_registers_again_under_a_new_one() {
+    let Some(etcd) = EtcdServer::start() else { return };
+    drive(async {
+        let log = Timeline::new("lost lease");
+        let nodes = start_nodes(&etcd.endpoint(), 2).await;
+        let all: Vec<&EtcdNode> = nodes.iter().collect();
+        let ids = sorted_ids(&all);
+        converge(&all, &ids, CONVERGE, "2 nodes list each other").await;
+        log.note("2 nodes list each other");
+
+        // Revoke node 0's lease behind its back, as etcd does when a lease expires while the
+        // node cannot reach it: its key goes with the lease.
+        let key = format!("{PREFIX}/{}", nodes[0].id());
+        let mut client = etcd.client().await;
+        let lease_of = |client: &mut etcd_client::Client| {
+            let mut client = client.clone();
+            let key = key.clone();
+            async move {
+                let got = client.get(key, None).await.expect("etcd answers");
+                got.kvs().first().map(etcd_client::KeyValue::lease)
+            }
+        };
+        let old_lease = lease_of(&mut client).await.expect("node 0 is registered");
+        client.lease_revoke(old_lease).await.expect("the lease is revoked");
+        log.note(format!("node 0's lease {old_lease:x} revoked from outside"));
+
+        let revoked = std::time::Instant::now();
+        let new_lease = loop {
+            match lease_of(&mut client).await {
+                Some(lease) if lease != old_lease => break lease,
+                _ => {}
+            }
+            assert!(revoked.elapsed() < CONVERGE, "node 0 registers again within {CONVERGE:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let took = revoked.elapsed();
+        log.note(format!("node 0 registered again under lease {new_lease:x} ({took:?})"));
+        let took = converge(&all, &ids, CONVERGE, "both list each other again").await;
+        log.note(format!("both list each other again ({took:?})"));
+        assert!(all.iter().all(|node| node.is_healthy()));
+    });
+}
