@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +17,7 @@ use herdcache_tests::etcd::{EtcdServer, Timeline, wait_until};
 use herdcache_tests::{drive, within};
 use herdcache_tokio::{Handle, Node, source_fn};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 const KEYSPACE: &str = "etcd-test";
@@ -270,49 +270,71 @@ fn nodes_keep_serving_through_an_etcd_outage_and_follow_again_after() {
     });
 }
 
-/// A TCP proxy that can cut every connection through it and refuse new ones, then let them
-/// through again.
-struct CutProxy {
+/// What the [`FaultProxy`] does with its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Forwards both ways.
+    Open,
+    /// Closes every connection and each new one at once.
+    Cut,
+    /// Keeps every connection open and forwards nothing, for good (bytes in flight are lost,
+    /// so a frozen connection never forwards again): a peer that hangs.
+    Frozen,
+}
+
+/// A TCP proxy in front of etcd that can cut or freeze the connections through it.
+struct FaultProxy {
     addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
+    mode: watch::Sender<Mode>,
+    accept: AbortHandle,
 }
 
-struct ProxyState {
-    open: bool,
-    links: Vec<AbortHandle>,
-}
-
-impl CutProxy {
-    async fn start(upstream: SocketAddr) -> CutProxy {
+impl FaultProxy {
+    async fn start(upstream: SocketAddr) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a proxy listener");
         let addr = listener.local_addr().expect("its address");
-        let state = Arc::new(Mutex::new(ProxyState { open: true, links: Vec::new() }));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                if !state.open {
-                    continue; // dropping `inbound` closes it
+        let (mode, modes) = watch::channel(Mode::Open);
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let mode = modes.clone();
+                if *mode.borrow() != Mode::Cut {
+                    tokio::spawn(link(inbound, upstream, mode));
                 }
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                state.links.push(link.abort_handle());
             }
         });
-        CutProxy { addr, state }
+        FaultProxy { addr, mode, accept: accept.abort_handle() }
     }
 
-    fn cut(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.open = false;
-        state.links.drain(..).for_each(|link| link.abort());
+    fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
     }
+}
 
-    fn restore(&self) {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).open = true;
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// One connection through the proxy; it ends when the proxy is dropped, if not before.
+async fn link(mut inbound: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
+    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
+    loop {
+        let current = *mode.borrow_and_update();
+        match current {
+            Mode::Cut => return,
+            Mode::Frozen => {
+                // Hold both sockets, silent, until the proxy goes.
+                while mode.changed().await.is_ok() {}
+                return;
+            }
+            Mode::Open => {
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                    changed = mode.changed() => if changed.is_err() { return },
+                }
+            }
+        }
     }
 }
 
@@ -322,7 +344,7 @@ fn a_watch_whose_revision_was_compacted_lists_again_and_converges() {
     let endpoint = etcd.endpoint();
     drive(async {
         let log = Timeline::new("compaction");
-        let proxy = CutProxy::start(endpoint.parse().expect("an address")).await;
+        let proxy = FaultProxy::start(endpoint.parse().expect("an address")).await;
         let behind = EtcdNode::start(&proxy.addr.to_string()).await;
         let mut direct = start_nodes(&endpoint, 1).await;
         let two: Vec<&EtcdNode> = vec![&behind, &direct[0]];
@@ -331,7 +353,7 @@ fn a_watch_whose_revision_was_compacted_lists_again_and_converges() {
 
         // The node behind the proxy has seen at most this revision when the proxy is cut.
         let seen = etcd.revision().await;
-        proxy.cut();
+        proxy.set(Mode::Cut);
         wait_until(CONVERGE, "the node behind the proxy notices", || !behind.is_healthy()).await;
         log.note("proxy cut: that node's watch broke");
         direct.push(EtcdNode::start(&endpoint).await);
@@ -353,7 +375,7 @@ fn a_watch_whose_revision_was_compacted_lists_again_and_converges() {
         ));
         assert!(!behind.member_ids().contains(&newcomer), "the cut node cannot know it yet");
 
-        proxy.restore();
+        proxy.set(Mode::Open);
         log.note("proxy restored");
         let all: Vec<&EtcdNode> = vec![&behind, &direct[0], &direct[1]];
         let took = converge(&all, &sorted_ids(&all), CONVERGE, "the cut node lists again").await;
@@ -403,5 +425,52 @@ fn a_node_whose_lease_was_lost_registers_again_under_a_new_one() {
         let took = converge(&all, &ids, CONVERGE, "both list each other again").await;
         log.note(format!("both list each other again ({took:?})"));
         assert!(all.iter().all(|node| node.is_healthy()));
+    });
+}
+
+#[test]
+fn a_graceful_stop_is_bounded_when_etcd_hangs() {
+    let Some(etcd) = EtcdServer::start() else { return };
+    let endpoint = etcd.endpoint();
+    drive(async {
+        let log = Timeline::new("hanging etcd");
+        let proxy = FaultProxy::start(endpoint.parse().expect("an address")).await;
+        let node = EtcdNode::start(&proxy.addr.to_string()).await;
+        let id = node.id();
+        wait_until(CONVERGE, "the node follows etcd", || node.is_healthy()).await;
+        assert_eq!(etcd.values_under(PREFIX).await, [id.clone()], "the node registered");
+        log.note("a node registered through a proxy");
+
+        proxy.set(Mode::Frozen);
+        log.note("proxy frozen: etcd accepts bytes and never answers");
+        let stopping = std::time::Instant::now();
+        within(Duration::from_secs(10), "a graceful stop", node.stop()).await;
+        let took = stopping.elapsed();
+        log.note(format!("graceful stop returned after {took:?}"));
+        // The revoke is bounded by the call timeout (2 s), the leave by the node's 3 s grace.
+        assert!(took < Duration::from_secs(4), "the stop waited {took:?}");
+        let values = etcd.values_under(PREFIX).await;
+        assert!(values.contains(&id), "the revoke could not pass: the lease is left to expire");
+    });
+}
+
+#[test]
+fn an_unreachable_etcd_leaves_the_node_serving_alone_and_unhealthy() {
+    // Nothing listens on this port: every attempt fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr();
+    let endpoint = closed.expect("its address").to_string();
+    drive(async {
+        let node = EtcdNode::start(&endpoint).await;
+        wait_until(CONVERGE, "discovery reports the failure", || {
+            node.handle.discovery().is_some_and(|status| status.last_error.is_some())
+        })
+        .await;
+        let status = node.handle.discovery().expect("a provider");
+        assert!(!status.healthy && status.updates == 0, "{status:?}");
+        let got = within(Duration::from_secs(5), "a get", node.handle.get(KEYSPACE, "k")).await;
+        assert_eq!(got.expect("served alone"), "loaded:k");
+        let stopping = std::time::Instant::now();
+        within(Duration::from_secs(10), "a graceful stop", node.stop()).await;
+        assert!(stopping.elapsed() < Duration::from_secs(4), "{:?}", stopping.elapsed());
     });
 }

@@ -353,17 +353,15 @@ impl<'a> Driver<'a> {
     ) -> Result<LeaseLost, Failure> {
         let mut client = client.clone();
         loop {
+            // Resuming a watch that broke needs no list: the view is as current as before.
             let revision = match self.revision {
-                Some(revision) => {
-                    // Resuming a watch that broke: the view is as current as before.
-                    self.context.healthy();
-                    revision
-                }
+                Some(revision) => revision,
                 None => self.list(&mut client).await?,
             };
             let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
             let watch = self.bounded("watch", client.watch(self.config.range(), Some(options)));
             let mut watch = watch.await?;
+            self.context.healthy();
             self.backoff = self.config.retry_first;
             match self.follow(&mut client, &mut watch, &mut keeper, &mut keep_alive).await? {
                 FollowEnd::Compacted => {
@@ -453,6 +451,9 @@ impl<'a> Driver<'a> {
     /// Applies watch events to the view and reports the new list; returns whether this
     /// node's own key was deleted.
     fn apply(&mut self, events: &[etcd_client::Event]) -> bool {
+        if events.is_empty() {
+            return false; // the watch's creation, or a progress note
+        }
         let mut own_key_deleted = false;
         for kv in events.iter().filter_map(etcd_client::Event::kv) {
             self.revision = self.revision.max(Some(kv.mod_revision()));
