@@ -48,7 +48,8 @@
 //!   limits;
 //! - [`membership`]: the member list, the ring of the members up, warmup, the graceful leave;
 //!   [`liveness`]: which members answer; [`heartbeats`]: the node acting on it (pings, dials,
-//!   members going down and coming back, the minimum member count);
+//!   members going down and coming back, the minimum member count); [`handoff`]: the window
+//!   after a ring change in which old owners keep what moved and new owners ask them first;
 //! - [`timers`]: every deadline, with generations;
 //! - [`frames`]: native frames by message family; [`transport`]: the one seam where the
 //!   native protocol and groupcache's HTTP ([`compat`]) differ.
@@ -59,6 +60,7 @@ mod compat;
 mod config;
 mod frames;
 mod gets;
+mod handoff;
 mod heartbeats;
 mod ids;
 mod keyspace;
@@ -90,6 +92,7 @@ use crate::ring::Ring;
 use crate::time::{Instant, Monotonic, UnixTime};
 
 use calls::Calls;
+use handoff::Handoff;
 use ids::Ids;
 use keyspace::Keyspace;
 use links::Links;
@@ -121,6 +124,8 @@ pub struct Node {
     calls: Calls,
     loads: Loads,
     membership: Membership,
+    /// The handoff window after a ring change (the previous owner first).
+    handoff: Handoff,
     /// The member list and who of it answers (the ring holds the members up).
     liveness: Liveness,
     timers: TimerQueue,
@@ -155,6 +160,7 @@ impl Node {
         if config.request_timeout.is_zero()
             || config.peer_timeout.is_zero()
             || config.connect_timeout.is_zero()
+            || (!config.handoff_window.is_zero() && config.peek_timeout.is_zero())
             || !config.hot_threshold_per_second.is_finite()
             || config.hot_threshold_per_second < 0.0
         {
@@ -195,6 +201,7 @@ impl Node {
             calls: Calls::new(&hasher),
             loads: Loads::new(&hasher),
             membership: Membership::default(),
+            handoff: Handoff::default(),
             liveness: Liveness::default(),
             timers: TimerQueue::new(hasher),
             outputs: VecDeque::new(),
@@ -296,6 +303,7 @@ impl Node {
                 Timer::Hello(conn) => self.on_hello_timeout(now, conn),
                 Timer::Parse(conn) => backlogged.push(conn),
                 Timer::Heartbeat => self.on_heartbeat(now),
+                Timer::HandoffEnd => self.on_handoff_end(now),
             }
         }
         for conn in backlogged {
