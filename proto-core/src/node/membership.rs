@@ -4,7 +4,8 @@
 //!
 //! Contract: the ring holds this node (unless leaving) and the members of the member list
 //! that are not down; it is rebuilt when that set changes. Keys this
-//! node no longer owns leave its main cache, and warm keys and hot keys it newly owns are
+//! node no longer owns leave its main cache — at once, or when the handoff window after the
+//! change closes ([`super::handoff`]) — and warm keys and hot keys it newly owns are
 //! queued for prefetch, at most `warmup_max_keys` per keyspace and `warmup_concurrency` loads
 //! at once. Leaving is one-way: no new work starts, every connected peer is told (a call it
 //! acknowledges), and [`Event::Drained`] is emitted once, when nothing is in progress.
@@ -116,8 +117,9 @@ impl Node {
         self.replace_ring(now, peers);
     }
 
-    /// Puts `peers` on the ring: drops what this node no longer owns from its main cache, and
-    /// queues the warmup of keys it now owns.
+    /// Puts `peers` on the ring: opens the handoff window when the members changed, drops
+    /// what this node no longer owns from its main cache unless the window keeps it, and
+    /// queues the warmup of keys it now owns (which peeks first, as any miss of an owner).
     fn replace_ring(&mut self, now: Instant, peers: Vec<Bytes>) {
         let Ok(ring) = Ring::with_peers(self.config.ring, peers) else { return };
         let old = core::mem::replace(&mut self.ring, ring);

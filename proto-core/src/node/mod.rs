@@ -11,6 +11,9 @@
 //!    loads from the data source when this node owns the key — or when the request came from a
 //!    peer: **a peer's request is never forwarded again**, and never waits on a fetch from a
 //!    third node, so rings that briefly disagree cannot chain requests or wait on themselves.
+//!    For a while after a ring change, a flight of a key this node owns first asks the key's
+//!    previous owner for its cached copy ([`handoff`]: a peek, answered from that node's
+//!    cache alone), and loads only when it has none.
 //! 3. When another peer owns the key the flight fetches it from that peer. If the fetch fails
 //!    (connection, timeout, the peer overloaded or leaving), the flight loads locally instead,
 //!    still as one flight; a not-found or data-source error answered by the owner is final.
