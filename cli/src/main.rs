@@ -37,9 +37,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Runs one cluster member until SIGINT or SIGTERM: keyspaces loaded from an HTTP origin
     /// (or an echo: source) on a miss, once in the cluster, and an HTTP front end
-    /// (GET/PUT/DELETE /v1/{keyspace}/{key}, GET /v1/stats). `herdcache node --help` for
-    /// examples.
-    Node(node::NodeArgs),
+    /// (GET/PUT/DELETE /v1/{keyspace}/{key}, GET /v1/stats, GET /v1/members); members from
+    /// --peers or --discovery. `herdcache node --help` for examples.
+    Node(Box<node::NodeArgs>),
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args).await.map_err(|error| error.to_string()),
-        Command::Node(args) => node::run(args).await.map_err(|error| error.to_string()),
+        Command::Node(args) => node::run(*args).await.map_err(|error| error.to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

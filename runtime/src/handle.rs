@@ -16,7 +16,9 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 
+use crate::discovery::{DiscoveryStatus, DiscoveryTask};
 use crate::front::{Front, KeyspaceFront, Pending};
+use crate::members::{Members, Subscription};
 use crate::source::{IntoSource, SharedSource};
 use herdcache_proto::Instant;
 use herdcache_proto::{ConfigError, Entry, Error, KeyspaceConfig, KeyspaceStats, Value};
@@ -29,6 +31,7 @@ pub struct Shared<S = SharedSource> {
     sources: RwLock<HashMap<Bytes, S>>,
     node_id: String,
     local_addr: SocketAddr,
+    discovery: Option<DiscoveryTask>,
 }
 
 impl<S> fmt::Debug for Shared<S> {
@@ -46,10 +49,35 @@ impl<S> Shared<S> {
         sources: HashMap<Bytes, S>,
         node_id: String,
         local_addr: SocketAddr,
+        discovery: Option<DiscoveryTask>,
     ) -> Self {
-        Shared { front, sources: RwLock::new(sources), node_id, local_addr }
+        Shared { front, sources: RwLock::new(sources), node_id, local_addr, discovery }
+    }
+
+    /// What the discovery provider reported last (`None`: the node has none).
+    #[must_use]
+    pub fn discovery_status(&self) -> Option<DiscoveryStatus> {
+        self.discovery.as_ref().map(DiscoveryTask::status)
+    }
+
+    /// A graceful stop's first step: the provider withdraws this node from its source (so
+    /// the others drop it at once), bounded by `timeout`.
+    async fn leave_discovery(&self, timeout: Duration) {
+        if let Some(discovery) = &self.discovery {
+            discovery.leave(timeout.min(DISCOVERY_LEAVE_GRACE)).await;
+        }
+    }
+
+    /// A kill: the provider returns without withdrawing anything.
+    fn abort_discovery(&self) {
+        if let Some(discovery) = &self.discovery {
+            discovery.abort();
+        }
     }
 }
+
+/// The longest a graceful stop waits for the discovery provider to withdraw this node.
+const DISCOVERY_LEAVE_GRACE: Duration = Duration::from_secs(3);
 
 impl<S: Clone> Shared<S> {
     /// The node's concurrent front.
@@ -162,6 +190,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.shared.abort_discovery();
         if let Some(control) = self.take_control() {
             control.kill();
         }
@@ -421,6 +450,29 @@ impl Handle {
         self.front().set_peers(peers);
     }
 
+    /// The cluster's members as this node sees them now: id, address, state, share of the
+    /// ring, connected, when last heard (this node first).
+    #[must_use]
+    pub fn members(&self) -> Members {
+        let front = self.front();
+        Members::from_view(front.members(), front.now(), 0)
+    }
+
+    /// A stream of the members' snapshots: the current one first, then one at every change
+    /// (a slow subscriber gets the latest, with the count of changes it skipped); it ends
+    /// when the node stops. See [`Subscription`].
+    #[must_use]
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.front().clone())
+    }
+
+    /// What the discovery provider reported last: its kind, last member list, health and
+    /// last error (`None`: the node was built without one).
+    #[must_use]
+    pub fn discovery(&self) -> Option<DiscoveryStatus> {
+        self.shared().discovery_status()
+    }
+
     /// The node's clock, on which [`Entry::expires_at`] counts.
     #[must_use]
     pub fn now(&self) -> Instant {
@@ -432,6 +484,7 @@ impl Handle {
     /// still waiting then fail with [`Error::ShuttingDown`].
     pub async fn stop(self) {
         let Some(control) = self.inner.take_control() else { return };
+        self.shared().leave_discovery(self.inner.stop_timeout).await;
         self.front().leave();
         control.stop(self.inner.stop_timeout).await;
         self.front().close();
@@ -441,6 +494,7 @@ impl Handle {
     #[cfg(not(herdcache_loom))]
     pub(crate) fn stop_blocking(self) {
         let Some(control) = self.inner.take_control() else { return };
+        crate::source::block_on(self.shared().leave_discovery(self.inner.stop_timeout));
         self.front().leave();
         control.stop_blocking(self.inner.stop_timeout);
         self.front().close();
@@ -450,6 +504,7 @@ impl Handle {
     /// without telling the peers. Calls still waiting fail with [`Error::ShuttingDown`]. For
     /// fault-injection tests.
     pub fn kill(&self) {
+        self.shared().abort_discovery();
         if let Some(control) = self.inner.take_control() {
             control.kill();
         }

@@ -90,9 +90,11 @@ extern crate alloc;
 mod async_driver;
 pub mod blocking;
 mod connection;
+pub mod discovery;
 mod driver;
 pub mod front;
 mod handle;
+mod members;
 mod rt;
 mod setup;
 mod source;
@@ -100,6 +102,7 @@ mod transport;
 
 pub use driver::{DriverCore, DriverIo, Turn};
 pub use handle::{Control, GetFuture, Handle, KeyspaceHandle, Shared};
+pub use members::{Member, Members, Subscription};
 pub use rt::Runtime;
 pub use setup::{Assembled, Builder, Node, Setup, Start, StartError, Starting, unix_now};
 pub use source::{

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::discovery::{Discovery, DiscoveryTask};
 use crate::front::{Clock, Front, WakeDriver};
 use crate::handle::Shared;
 use crate::source::{IntoSource, SharedSource};
@@ -70,6 +71,7 @@ pub struct Setup<S = SharedSource> {
     stop_timeout: Duration,
     groupcache: bool,
     clock: Option<Clock>,
+    discovery: Option<Box<dyn Discovery>>,
 }
 
 impl<S> fmt::Debug for Setup<S> {
@@ -85,6 +87,7 @@ impl<S> fmt::Debug for Setup<S> {
             .field("stop_timeout", &self.stop_timeout)
             .field("groupcache", &self.groupcache)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
+            .field("discovery", &self.discovery.as_ref().map(|provider| provider.kind()))
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +130,7 @@ impl<S> Setup<S> {
             stop_timeout: Duration::from_secs(10),
             groupcache: false,
             clock: None,
+            discovery: None,
         }
     }
 
@@ -154,6 +158,11 @@ impl<S> Setup<S> {
     /// Sets the member list ([`Builder::peers`]).
     pub fn set_peers(&mut self, peers: Vec<String>) {
         self.peers = peers;
+    }
+
+    /// Sets the discovery provider ([`Builder::discovery`]).
+    pub fn set_discovery(&mut self, provider: Box<dyn Discovery>) {
+        self.discovery = Some(provider);
     }
 
     /// Speaks groupcache's HTTP protocol ([`Builder::groupcache_compat`]).
@@ -196,11 +205,12 @@ impl<S> Setup<S> {
     /// groupcache mode; the cluster label; the keyspaces; groupcache's protocol and ring when
     /// asked; the wall-clock time now; then the caller's adjustments in order), the front (which calls
     /// `wake` when it has work for the driver) with the initial member list, and the table of
-    /// sources.
+    /// sources; then starts the discovery provider's thread, if there is one.
     ///
     /// # Errors
     /// [`StartError::DuplicateKeyspace`] when two keyspaces share a name,
-    /// [`StartError::Config`] when the core refuses the configuration.
+    /// [`StartError::Config`] when the core refuses the configuration,
+    /// [`StartError::Runtime`] when the discovery thread cannot be started.
     pub fn assemble(
         self,
         local_addr: SocketAddr,
@@ -237,7 +247,14 @@ impl<S> Setup<S> {
         if !self.peers.is_empty() {
             front.set_peers(self.peers.into_iter().map(Bytes::from).collect());
         }
-        let shared = Arc::new(Shared::new(front, sources, node_id, local_addr));
+        let discovery = match self.discovery {
+            Some(provider) => Some(
+                DiscoveryTask::start(provider, node_id.clone(), front.clone())
+                    .map_err(StartError::Runtime)?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(front, sources, node_id, local_addr, discovery));
         Ok(Assembled {
             shared,
             connect_timeout,
@@ -344,6 +361,17 @@ impl<R: Start> Builder<R> {
     #[must_use]
     pub fn cluster(mut self, label: impl Into<Bytes>) -> Self {
         self.setup.set_cluster(label.into());
+        self
+    }
+
+    /// Where the node learns its members while it runs (see [`crate::discovery`]): a
+    /// [`StaticList`](crate::discovery::StaticList), DNS, etcd, or a provider of your own.
+    /// Its lists replace the one given to [`peers`](Self::peers) (which then only serves
+    /// until the provider's first list). The provider runs on a thread of its own; a graceful
+    /// [`Handle::stop`](crate::Handle::stop) withdraws this node from it first.
+    #[must_use]
+    pub fn discovery(mut self, provider: impl Discovery) -> Self {
+        self.setup.set_discovery(Box::new(provider));
         self
     }
 

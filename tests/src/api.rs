@@ -23,10 +23,12 @@ use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, future};
 use herdcache_proto::groupcache::{GetReply, parse_get_response};
 use herdcache_proto::http::{HttpLimits, ResponseDecoder};
-use herdcache_proto::{Entry, Error, Instant, KeyspaceConfig, Path};
+use herdcache_proto::{Entry, Error, Instant, KeyspaceConfig, MemberState, Path};
+use herdcache_runtime::discovery::StaticList;
 use herdcache_runtime::front::Clock;
 use herdcache_runtime::{
-    Builder, DataSource, Handle, Start, StartError, Starting, blocking, source_fn,
+    Builder, DataSource, Handle, Members, Start, StartError, Starting, Subscription, blocking,
+    source_fn,
 };
 
 /// The keyspace of the API tests.
@@ -813,6 +815,143 @@ pub async fn a_plain_http_client_gets_a_protobuf_answer<R: Start<Started: Starte
     stop_all(nodes).await;
 }
 
+/// Takes snapshots from `subscription` until one satisfies `done`; checks on the way that
+/// versions only grow and that each snapshot accounts for the changes it skipped.
+async fn next_until(
+    subscription: &mut Subscription,
+    what: &str,
+    mut done: impl FnMut(&Members) -> bool,
+) -> Members {
+    let mut last: Option<u64> = None;
+    within(what, async {
+        loop {
+            let members = subscription.next().await.expect("the node runs");
+            if let Some(last) = last {
+                assert_eq!(members.version, last + 1 + members.skipped, "no change lost: {what}");
+            }
+            last = Some(members.version);
+            if done(&members) {
+                return members;
+            }
+        }
+    })
+    .await
+}
+
+/// `members()` and `subscribe()` follow a member from connected to down after a kill: the
+/// subscription's first snapshot is the current view, each change is a new version, the dead
+/// member's share goes to the survivors, and the stream ends when the node stops.
+pub async fn members_and_subscription_follow_a_kill<R: Start<Started: Started>>() {
+    let source = Counting::new(Duration::ZERO);
+    let mut nodes = start_cluster::<R>(3, &source).await;
+    let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    let mut subscription = nodes[0].subscribe();
+    let first = subscription.next().await.expect("the current view first");
+    assert_eq!(first.skipped, 0);
+    assert_eq!(first.members.len(), 3);
+    assert!(first.members[0].is_self && first.members[0].id == ids[0]);
+    assert!(first.quorate);
+    let connected = next_until(&mut subscription, "all connected", |members| {
+        members.members.iter().all(|member| member.connected && member.state == MemberState::Alive)
+    })
+    .await;
+    let shares: f64 = connected.members.iter().map(|member| member.ring_share).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "the shares cover the ring: {shares}");
+    for member in &connected.members {
+        assert!(member.ring_share > 0.1, "{member:?} owns a part of the ring");
+        assert_eq!(member.address, member.id, "herdcache ids are addresses");
+    }
+
+    let killed = nodes.remove(2);
+    killed.kill();
+    let down = next_until(&mut subscription, "the killed member down", |members| {
+        members.get(&ids[2]).is_some_and(|member| member.state == MemberState::Down)
+    })
+    .await;
+    let dead = down.get(&ids[2]).expect("listed");
+    assert_eq!(dead.ring_share, 0.0);
+    assert!(!dead.connected);
+    let shares: f64 = down.members.iter().map(|member| member.ring_share).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "the survivors own the ring: {shares}");
+    let now = nodes[0].members();
+    assert_eq!(now.version, down.version, "members() is the latest snapshot");
+    assert_eq!(now.get(&ids[2]).map(|member| member.state), Some(MemberState::Down));
+    assert!(now.get(&ids[2]).is_some_and(|member| member.last_heard >= Duration::from_secs(1)));
+    // Once the other survivor sees it down too, writes no longer wait on it.
+    next_until(&mut nodes[1].subscribe(), "the killed member down on the other", |members| {
+        members.get(&ids[2]).is_some_and(|member| member.state == MemberState::Down)
+    })
+    .await;
+    within("put", nodes[1].put(KEYSPACE, "after", Bytes::from_static(b"x"))).await.expect("put");
+
+    stop_all(nodes).await;
+    let end = within("end", async {
+        loop {
+            if subscription.next().await.is_none() {
+                break;
+            }
+        }
+    });
+    end.await;
+}
+
+/// A subscriber that polls after several changes gets the latest snapshot and how many it
+/// skipped, never a silent drop.
+pub async fn a_slow_subscriber_gets_the_latest_snapshot<R: Start<Started: Started>>() {
+    let node = start_node::<R>(Counting::new(Duration::ZERO)).await;
+    let mut subscription = node.subscribe();
+    let first = subscription.try_next().expect("the current view, at once");
+    assert_eq!(first.members.len(), 1);
+    assert!(subscription.try_next().is_none(), "nothing new");
+    // Three member lists: three versions (the unreachable members are listed, alive until
+    // their silence says otherwise).
+    let me = node.node_id().to_owned();
+    node.set_peers([me.clone(), "127.0.0.1:9".to_owned()]);
+    node.set_peers([me.clone(), "127.0.0.1:9".to_owned(), "127.0.0.1:10".to_owned()]);
+    node.set_peers([me, "127.0.0.1:10".to_owned()]);
+    let latest = subscription.try_next().expect("a change");
+    assert_eq!(latest.skipped, 2, "two snapshots were not seen one by one");
+    assert_eq!(latest.version, first.version + 3);
+    let ids: Vec<&str> = latest.members.iter().map(|member| member.id.as_str()).collect();
+    assert_eq!(ids, [node.node_id(), "127.0.0.1:10"]);
+    within("stop", node.stop()).await;
+    assert!(subscription.try_next().is_none(), "the stream ended");
+}
+
+/// A static discovery list reaches the node, and its updater replaces it while it runs.
+pub async fn static_discovery_sets_and_replaces_the_members<R: Start<Started: Started>>() {
+    let source = Counting::new(Duration::ZERO);
+    let b = start_node::<R>(source.clone()).await;
+    let (list, updater) = StaticList::with_updates([b.node_id().to_owned()]);
+    let a = Builder::<R>::new()
+        .cluster("test")
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 1 << 20), source.clone())
+        .discovery(list)
+        .start()
+        .into_handle()
+        .await
+        .expect("starts");
+    b.set_peers([a.node_id(), b.node_id()]);
+    let mut subscription = a.subscribe();
+    next_until(&mut subscription, "b connected", |members| {
+        members.get(b.node_id()).is_some_and(|member| member.connected)
+    })
+    .await;
+    let status = a.discovery().expect("a provider");
+    assert_eq!((status.kind, status.updates, status.healthy), ("static", 1, true));
+    assert_eq!(status.members, [b.node_id().to_owned()]);
+
+    updater.replace([a.node_id().to_owned()]);
+    let alone = next_until(&mut subscription, "b gone", |members| members.members.len() == 1).await;
+    assert_eq!(alone.members[0].ring_share, 1.0);
+    assert_eq!(a.discovery().map(|status| status.updates), Some(2));
+    // Alone on its ring, a loads what b owned itself.
+    let calls = source.calls();
+    within("get", a.get(KEYSPACE, "mine-now")).await.expect("value");
+    assert_eq!(source.calls(), calls + 1);
+    stop_all(vec![a, b]).await;
+}
+
 /// Every API test as a `#[test]`: `$runtime` is the runtime crate's [`Start`] type (the
 /// `R` of its `Builder`), `$block_on` runs a future to completion on the executor under test
 /// (nodes of a runtime that needs its context, tokio's, start from within it).
@@ -840,6 +979,9 @@ macro_rules! api_tests {
             a_hanging_source_times_out_on_the_node_timer,
             compat_cluster_loads_each_key_once_with_escaped_keys,
             a_plain_http_client_gets_a_protobuf_answer,
+            members_and_subscription_follow_a_kill,
+            a_slow_subscriber_gets_the_latest_snapshot,
+            static_discovery_sets_and_replaces_the_members,
         );
     };
     (@each $runtime:ty, $block_on:expr; $($name:ident,)*) => {

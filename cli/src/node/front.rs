@@ -9,7 +9,14 @@
 //!   and the previous-owner peeks after a ring change: `peek_hits`, `peek_misses`,
 //!   `peeks_served`)
 //!   and the cache figures (`bytes`, `items`, `evictions`, `expirations`, `max_bytes`, and per
-//!   tier under `main_cache` and `hot_cache`).
+//!   tier under `main_cache` and `hot_cache`); `quorate` at the top: whether at least the
+//!   minimum member count is up.
+//! - `GET /v1/ready` → 200 while the node is quorate (at least `--min-members` up), else 503
+//!   with the reason: for a load balancer's readiness check.
+//! - `GET /v1/members` → 200, JSON: the members as this node sees them (`id`, `address`,
+//!   `self`, `state` alive | suspect | down, `ring_share`, `connected`, `last_heard_ms`), the
+//!   view's `version`, `quorate`, and what the discovery provider reported last
+//!   (`discovery`: `kind`, `healthy`, `last_error`, `members`, `updates`; null without one).
 //!
 //! Keyspace and key are percent-decoded path segments (`+` stays `+`); the key is the rest of
 //! the path, so it may hold `/`; neither may be empty. Errors answer a status with the error
@@ -33,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use herdcache_proto::{BreakerState, TierStats};
+use herdcache_proto::{BreakerState, MemberState, TierStats};
 use herdcache_tokio::{Bytes, Error, Handle, KeyspaceStats};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
@@ -328,6 +335,10 @@ fn closing(mut response: Answer) -> Answer {
 enum Route {
     /// `/v1/stats`.
     Stats,
+    /// `/v1/members`.
+    Members,
+    /// `/v1/ready`.
+    Ready,
     /// `/v1/{keyspace}/{key}`, both decoded, neither empty.
     Item { keyspace: Bytes, key: Bytes },
 }
@@ -335,10 +346,16 @@ enum Route {
 /// The route of `path`, or the status and message that refuse it.
 fn route(path: &str) -> Result<Route, (StatusCode, &'static str)> {
     let Some(rest) = path.strip_prefix("/v1/") else {
-        return Err((StatusCode::NOT_FOUND, "use /v1/{keyspace}/{key} or /v1/stats"));
+        return Err((StatusCode::NOT_FOUND, "use /v1/{keyspace}/{key}, /v1/stats or /v1/members"));
     };
     if rest == "stats" {
         return Ok(Route::Stats);
+    }
+    if rest == "members" {
+        return Ok(Route::Members);
+    }
+    if rest == "ready" {
+        return Ok(Route::Ready);
     }
     let Some((keyspace, key)) = rest.split_once('/') else {
         return Err((StatusCode::BAD_REQUEST, "use /v1/{keyspace}/{key}"));
@@ -360,7 +377,12 @@ impl Front {
                 let body = serde_json::to_vec_pretty(&self.stats()).unwrap_or_default();
                 return bytes(StatusCode::OK, "application/json", Bytes::from(body));
             }
-            Ok(Route::Stats) => return method_not_allowed("GET"),
+            Ok(Route::Members) if request.method() == Method::GET => {
+                let body = serde_json::to_vec_pretty(&self.members()).unwrap_or_default();
+                return bytes(StatusCode::OK, "application/json", Bytes::from(body));
+            }
+            Ok(Route::Ready) if request.method() == Method::GET => return self.ready(),
+            Ok(Route::Stats | Route::Members | Route::Ready) => return method_not_allowed("GET"),
             Ok(Route::Item { keyspace, key }) => (keyspace, key),
             Err((status, message)) => return text(status, message),
         };
@@ -432,7 +454,65 @@ impl Front {
                 (String::from_utf8_lossy(&name).into_owned(), keyspace_json(&stats, max_bytes))
             })
             .collect();
-        json!({ "node": self.node.node_id(), "keyspaces": keyspaces })
+        let quorate = self.node.members().quorate;
+        json!({ "node": self.node.node_id(), "quorate": quorate, "keyspaces": keyspaces })
+    }
+
+    /// Ready while quorate; else 503 with how many members are up.
+    fn ready(&self) -> Answer {
+        let view = self.node.members();
+        if view.quorate {
+            return text(StatusCode::OK, "ready");
+        }
+        let up = view.members.iter().filter(|member| member.state != MemberState::Down).count();
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {up} members up, fewer than the minimum"),
+        )
+    }
+
+    /// The members document (see the module docs).
+    fn members(&self) -> Json {
+        let view = self.node.members();
+        let members: Vec<Json> = view
+            .members
+            .iter()
+            .map(|member| {
+                json!({
+                    "id": member.id,
+                    "address": member.address,
+                    "self": member.is_self,
+                    "state": state_name(member.state),
+                    "ring_share": member.ring_share,
+                    "connected": member.connected,
+                    "last_heard_ms": u64::try_from(member.last_heard.as_millis()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
+        let discovery = self.node.discovery().map(|status| {
+            json!({
+                "kind": status.kind,
+                "healthy": status.healthy,
+                "last_error": status.last_error,
+                "members": status.members,
+                "updates": status.updates,
+            })
+        });
+        json!({
+            "node": self.node.node_id(),
+            "version": view.version,
+            "quorate": view.quorate,
+            "members": members,
+            "discovery": discovery,
+        })
+    }
+}
+
+fn state_name(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Down => "down",
     }
 }
 
@@ -527,6 +607,8 @@ mod tests {
             Ok(Route::Item { keyspace: Bytes::from(keyspace), key: Bytes::from(key) })
         };
         assert_eq!(route("/v1/stats"), Ok(Route::Stats));
+        assert_eq!(route("/v1/members"), Ok(Route::Members));
+        assert_eq!(route("/v1/ready"), Ok(Route::Ready));
         assert_eq!(route("/v1/ks/a%20b+c/d"), item("ks", "a b+c/d"));
         assert_eq!(route("/v1/ks//"), item("ks", "/"));
         assert_eq!(route("/v1/stats/x"), item("stats", "x"));

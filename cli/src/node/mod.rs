@@ -27,7 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
-use herdcache_proto::WireLimits;
+use herdcache_proto::{LivenessConfig, WireLimits};
+use herdcache_runtime::discovery::{DiscoveryOptions, DiscoverySpec};
 use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -55,6 +56,14 @@ Examples:
   curl -X DELETE http://127.0.0.1:7006/v1/items/42
   curl http://127.0.0.1:7002/v1/stats
 
+  # Members found through etcd (each registers itself under a lease and watches the others),
+  # or through DNS SRV records:
+  herdcache node --listen 127.0.0.1:7001 --discovery etcd://127.0.0.1:2379/herdcache/prod \
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+  herdcache node --listen 10.0.0.5:7001 --discovery srv:_herdcache._tcp.cache.internal \
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+  curl http://127.0.0.1:7002/v1/members               # who is alive, suspect, down
+
   # Two keyspaces with a source each, and a demo keyspace that echoes:
   herdcache node --listen 0.0.0.0:7001 --advertise 10.0.0.5:7001 --http 127.0.0.1:8001 \\
       --peers 10.0.0.5:7001,10.0.0.6:7001 \\
@@ -69,6 +78,9 @@ Front end (--http):
   PUT    /v1/{keyspace}/{key}   body = the value, ?ttl=30s for an expiry; 204 | 413 too large
                                 (refused before the body is read) | 408 body too slow
   DELETE /v1/{keyspace}/{key}   204
+  GET    /v1/ready              200 ready | 503 below --min-members (the reason as text)
+  GET    /v1/members            JSON: each member's state (alive | suspect | down), ring
+                                share, connection, last heard; quorum; discovery status
   GET    /v1/stats              JSON per keyspace: gets, cache_hits, peer_loads, peer_errors,
                                 loads, loads_deduped, local_loads, local_load_errs,
                                 server_requests, hot_hits, bytes, items, evictions, ...
@@ -101,6 +113,34 @@ pub(crate) struct NodeArgs {
     /// [default: this node alone]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub(crate) peers: Vec<String>,
+
+    /// Where the members come from while the node runs, instead of --peers:
+    /// static:A,B | dns:NAME:PORT (the A/AAAA records of NAME, each at PORT) |
+    /// srv:_service._proto.NAME (SRV records: target:port) | etcd://HOST:PORT[,HOST:PORT]/PREFIX
+    /// (registers PREFIX/<id> under a lease, watches PREFIX/). Every member's --advertise must
+    /// be what the others discover it as.
+    #[arg(long, value_name = "SPEC", conflicts_with = "peers")]
+    pub(crate) discovery: Option<DiscoverySpec>,
+
+    /// The DNS server the dns: and srv: discovery ask (IP:PORT). [default: the system's
+    /// resolver configuration]
+    #[arg(long, value_name = "ADDR", requires = "discovery")]
+    pub(crate) dns_server: Option<SocketAddr>,
+
+    /// The fewest members up (this node included) for the cluster to take writes and keep
+    /// copies (distcache's MinimumPeersQuorum): below it, puts and deletes answer 503,
+    /// cached copies are dropped, and GET /v1/ready answers 503. 1 turns the guard off; a
+    /// majority of the cluster keeps a partitioned minority from serving stale copies.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) min_members: u32,
+
+    /// How long a silent member stays on the ring before it is taken off (suspect after half
+    /// of it). Members are checked every eighth of it; on loopback the default finds a killed
+    /// member in about 2 s.
+    #[arg(long, value_name = "DURATION", default_value = "2s",
+          value_parser = parse_positive_duration)]
+    pub(crate) down_after: Duration,
 
     /// Address of the HTTP front end. It has unauthenticated PUT and DELETE: keep it on
     /// loopback or a trusted network. [default: loopback (127.0.0.1; ::1 for an IPv6
@@ -338,17 +378,61 @@ fn groupcache_compat(builder: Builder, args: &NodeArgs) -> Result<Builder, NodeE
     Ok(builder.groupcache_compat())
 }
 
+/// The liveness settings of `--down-after` and `--min-members`: suspect after half of
+/// `--down-after`, checked every eighth of it (the defaults' proportions).
+fn liveness(args: &NodeArgs) -> Result<LivenessConfig, NodeError> {
+    let down_after = args.down_after;
+    let liveness = LivenessConfig {
+        heartbeat_interval: down_after / 8,
+        suspect_after: down_after / 2,
+        down_after,
+        min_members: usize::try_from(args.min_members).unwrap_or(usize::MAX),
+    };
+    if !liveness.is_valid() {
+        return Err(NodeError::Usage(format!(
+            "--down-after {down_after:?} is too short: at least {:?}",
+            LivenessConfig::MIN_INTERVAL * 8
+        )));
+    }
+    Ok(liveness)
+}
+
+/// Adds the `--discovery` provider. DNS yields `ip:port` ids, which a groupcache ring (base
+/// URLs) cannot use.
+fn with_discovery(
+    builder: Builder,
+    args: &NodeArgs,
+    spec: &DiscoverySpec,
+) -> Result<Builder, NodeError> {
+    let dns = matches!(spec, DiscoverySpec::Dns { .. } | DiscoverySpec::Srv { .. });
+    if dns && args.groupcache_compat {
+        return Err(NodeError::Usage(
+            "--groupcache-compat names peers by base URL: use --discovery static: or etcd://"
+                .to_owned(),
+        ));
+    }
+    if args.dns_server.is_some() && !dns {
+        return Err(NodeError::Usage("--dns-server is for --discovery dns: or srv:".to_owned()));
+    }
+    let options = DiscoveryOptions { dns_server: args.dns_server };
+    let provider =
+        spec.provider_with(&options).map_err(|error| NodeError::Usage(error.to_string()))?;
+    Ok(builder.discovery(provider))
+}
+
 /// Runs the node until SIGINT or SIGTERM, then leaves gracefully.
 pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     let keyspaces = pair_sources(&args)?;
     check_dialable(&args)?;
     let http = http_addr(&args)?;
     let max_value = usize::try_from(WireLimits::DEFAULT_MAX_VALUE).unwrap_or(usize::MAX);
+    let liveness = liveness(&args)?;
     let mut builder = Node::builder()
         .listen(args.listen)
         .cluster(args.cluster.clone())
         .peers(args.peers.clone())
-        .stop_timeout(args.stop_timeout);
+        .stop_timeout(args.stop_timeout)
+        .config(move |config| config.liveness = liveness);
     for (keyspace, source) in &keyspaces {
         let config = keyspace.config(args.origin_timeout);
         builder = source.add_to(builder, config, args.origin_timeout, max_value);
@@ -361,6 +445,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     }
     if args.groupcache_compat {
         builder = groupcache_compat(builder, &args)?;
+    }
+    if let Some(spec) = &args.discovery {
+        builder = with_discovery(builder, &args, spec)?;
     }
 
     // Signals first, so that a stop that comes during start-up is not lost.
@@ -495,6 +582,29 @@ mod tests {
             "0.0.0.0:9000".parse().ok()
         );
         assert!(with("--listen=127.0.0.1:65535", &[]).is_err());
+    }
+
+    #[test]
+    fn discovery_takes_the_place_of_peers() {
+        let base = ["--listen=127.0.0.1:0", "--keyspace=a", "--source=echo:"];
+        let with = |extra: &[&str]| args(&[&base[..], extra].concat());
+        let parsed = with(&["--discovery=etcd://127.0.0.1:2379/herdcache"]).expect("valid");
+        assert!(matches!(parsed.discovery, Some(DiscoverySpec::Etcd { .. })));
+        assert!(with(&["--discovery=static:a:1", "--peers=a:1"]).is_err(), "both lists");
+        assert!(with(&["--dns-server=127.0.0.1:53"]).is_err(), "a server without discovery");
+        let bad = with(&["--discovery=dns:cache"]).expect_err("no port");
+        assert!(bad.contains("dns:NAME:PORT"), "{bad}");
+        let builder = |extra: &[&str]| {
+            let parsed = with(extra).expect("parsable");
+            let spec = parsed.discovery.clone().expect("given");
+            with_discovery(Node::builder(), &parsed, &spec).map(|_| ())
+        };
+        assert!(builder(&["--discovery=static:127.0.0.1:1", "--dns-server=127.0.0.1:53"]).is_err());
+        assert!(
+            builder(&["--discovery=srv:_h._tcp.example", "--groupcache-compat"]).is_err(),
+            "DNS ids are not base URLs"
+        );
+        assert!(builder(&["--discovery=static:127.0.0.1:1"]).is_ok());
     }
 
     #[test]

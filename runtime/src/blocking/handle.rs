@@ -232,6 +232,25 @@ impl Handle {
         self.node.set_peers(peers);
     }
 
+    /// The cluster's members as this node sees them now (see [`crate::Handle::members`]).
+    #[must_use]
+    pub fn members(&self) -> crate::Members {
+        self.node.members()
+    }
+
+    /// What the discovery provider reported last (see [`crate::Handle::discovery`]).
+    #[must_use]
+    pub fn discovery(&self) -> Option<crate::discovery::DiscoveryStatus> {
+        self.node.discovery()
+    }
+
+    /// The stream of the members' snapshots (see [`crate::Handle::subscribe`]); a blocking
+    /// caller reads it with [`crate::Subscription::next_blocking`].
+    #[must_use]
+    pub fn subscribe(&self) -> crate::Subscription {
+        self.node.subscribe()
+    }
+
     /// The node's clock, on which [`Entry::expires_at`] counts.
     #[must_use]
     pub fn now(&self) -> Instant {

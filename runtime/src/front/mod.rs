@@ -27,6 +27,7 @@
 //! Hot-key tracking sees misses and peers' requests, not local hits (those never reach the
 //! node); warmup candidates and the rates sent to peers come from those.
 
+mod members;
 mod pending;
 mod store;
 mod sync;
@@ -42,6 +43,8 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 use hashbrown::HashMap;
 
+use members::MembersWatch;
+pub use members::{MembersView, WatchPoll};
 pub use pending::{Answer, Pending};
 use pending::{Outcome, Slot};
 pub use store::ShardedStores;
@@ -153,6 +156,8 @@ struct Core {
     /// The deadline the driver last read; a user call that moves the node's next deadline
     /// earlier wakes it.
     armed: Option<Instant>,
+    /// The members' view as subscribers last saw it, and who waits for its next change.
+    members: MembersWatch,
 }
 
 /// Makes each keyspace's sharded store and lists it in the registry.
@@ -237,6 +242,7 @@ impl Front {
         let hasher = key_hash_builder(config.seed);
         let factory = SharedStores { registry: registry.clone() };
         let node = Node::with_stores(config, clock(), Box::new(factory))?;
+        let members = MembersWatch::new(&node);
         let core = Core {
             node,
             waiting: HashMap::with_hasher(hasher),
@@ -245,6 +251,7 @@ impl Front {
             closed: false,
             woken: false,
             armed: None,
+            members,
         };
         Ok(Front {
             inner: Arc::new(Inner { core: Mutex::new(core), registry, wake, clock, node_id }),
@@ -435,10 +442,43 @@ impl Front {
         }
         // Its flights were answered `UnknownKeyspace` to nobody: every waiter is gone already.
         let _ = core.drain();
+        let subscribers = core.members.close();
         drop(core);
+        subscribers.into_iter().for_each(core::task::Waker::wake);
         for slot in waiting {
             slot.complete(Err(Error::ShuttingDown));
         }
+    }
+
+    /// The members' view now: this node first, then every member on its list, with the
+    /// version subscribers compare.
+    #[must_use]
+    pub fn members(&self) -> MembersView {
+        let core = self.lock();
+        MembersView {
+            version: core.members.version(),
+            quorate: core.node.is_quorate(),
+            members: core.node.members(),
+        }
+    }
+
+    /// The members' view when its version is not `seen` (any version when `None`), else
+    /// registers the task's waker for the next change; [`WatchPoll::Closed`] once the node
+    /// stopped.
+    pub fn poll_members(&self, seen: Option<u64>, cx: &mut core::task::Context<'_>) -> WatchPoll {
+        let mut core = self.lock();
+        if core.members.is_closed() {
+            return WatchPoll::Closed;
+        }
+        if seen == Some(core.members.version()) {
+            core.members.wait(cx.waker());
+            return WatchPoll::Pending;
+        }
+        WatchPoll::Changed(MembersView {
+            version: core.members.version(),
+            quorate: core.node.is_quorate(),
+            members: core.node.members(),
+        })
     }
 
     /// Whether [`Front::close`] was called.
@@ -452,6 +492,10 @@ impl Front {
     pub fn handle_input(&self, input: Input<'_>) -> Result<(), InputError> {
         let now = self.now();
         let mut core = self.lock();
+        if matches!(input, Input::Closed { .. } | Input::ConnectFailed { .. }) {
+            // A member's `connected` may change without an event of the node's.
+            core.members.mark_dirty();
+        }
         let result = core.node.handle_input(now, input);
         let completions = core.drain();
         drop(core);
@@ -548,28 +592,43 @@ impl Front {
     }
 }
 
-fn complete(completions: Vec<(Arc<Slot>, Outcome)>) {
-    for (slot, outcome) in completions {
+/// What a drain of the node delivers once every front lock is released: replies to callers,
+/// and wake-ups of members subscribers when the members' view changed.
+#[must_use]
+struct Completions {
+    replies: Vec<(Arc<Slot>, Outcome)>,
+    subscribers: Vec<core::task::Waker>,
+}
+
+fn complete(completions: Completions) {
+    for (slot, outcome) in completions.replies {
         slot.complete(outcome);
     }
+    completions.subscribers.into_iter().for_each(core::task::Waker::wake);
 }
 
 impl Core {
     /// Drains the node: replies become completions (delivered after the lock is released),
     /// the rest queue for the driver.
-    fn drain(&mut self) -> Vec<(Arc<Slot>, Outcome)> {
-        let mut completions = Vec::new();
+    fn drain(&mut self) -> Completions {
+        let mut replies = Vec::new();
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Reply { request, reply } => {
                     if let Some(slot) = self.waiting.remove(&request.0) {
-                        completions.push((slot, Ok(reply)));
+                        replies.push((slot, Ok(reply)));
                     }
                 }
-                other => self.outputs.push_back(other),
+                other => {
+                    if let Output::Event(event) = &other {
+                        self.members.note(event);
+                    }
+                    self.outputs.push_back(other);
+                }
             }
         }
-        completions
+        let subscribers = self.members.settle(&self.node);
+        Completions { replies, subscribers }
     }
 
     /// Whether a user call left work the driver does not know of: queued outputs, or a
