@@ -4,8 +4,8 @@
 //! `cargo run --release -p herdcache-bench --bin join -- [--keys N]`
 //!
 //! Three herdcache-tokio nodes on loopback TCP load every key once (each through its owner);
-//! a fourth node starts and every node is given the four-node member list; once the members
-//! had a heartbeat to connect, one pass gets every key, round-robin over the four nodes, and
+//! a fourth node starts and every node is given the four-node member list; once every node
+//! reports every member connected, one pass gets every key, round-robin over the four nodes, and
 //! the data-source loads of that pass are counted. Run once with `handoff_window` zero (keys
 //! that moved to the new node are loaded again) and once with the default.
 
@@ -131,7 +131,6 @@ async fn run(count: usize, window: Duration) -> Outcome {
     for node in &nodes {
         node.set_peers(ids.clone());
     }
-    tokio::time::sleep(StdDuration::from_millis(500)).await;
     // Warm: each key through one node; its owner loads it once.
     let mut errors = 0;
     for (index, node) in nodes.iter().enumerate() {
@@ -148,8 +147,13 @@ async fn run(count: usize, window: Duration) -> Outcome {
     for node in &nodes {
         node.set_peers(ids.clone());
     }
-    // A heartbeat (250 ms) for the members to dial each other.
-    tokio::time::sleep(StdDuration::from_millis(1_000)).await;
+    // The members dial each other at their next heartbeat (250 ms): wait until every node
+    // reports every member connected.
+    let waited = StdInstant::now();
+    while !nodes.iter().all(|node| node.members().members.iter().all(|member| member.connected)) {
+        assert!(waited.elapsed() < StdDuration::from_secs(10), "the members connect");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
 
     let start = StdInstant::now();
     let mut previous_owner_paths = 0;
