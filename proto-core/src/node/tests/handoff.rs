@@ -335,3 +335,12 @@ fn groupcache_peers_are_never_peeked_and_keep_no_moved_entries() {
     }
     assert_eq!(sim.total_loads(), (all.len() + moved.len()) as u64);
 }
+
+#[test]
+fn a_zero_peek_timeout_is_refused_while_the_window_is_on() {
+    let mut config = NodeConfig::new("a", "c");
+    config.peek_timeout = Duration::ZERO;
+    assert_eq!(Node::new(config.clone(), Instant::ZERO).err(), Some(ConfigError::BadTiming));
+    config.handoff_window = Duration::ZERO;
+    assert!(Node::new(config, Instant::ZERO).is_ok(), "no window, no peek: nothing to time");
+}
