@@ -438,7 +438,11 @@ fn a_graceful_stop_is_bounded_when_etcd_hangs() {
         let node = EtcdNode::start(&proxy.addr.to_string()).await;
         let id = node.id();
         wait_until(CONVERGE, "the node follows etcd", || node.is_healthy()).await;
-        assert_eq!(etcd.values_under(PREFIX).await, [id.clone()], "the node registered");
+        assert_eq!(
+            etcd.values_under(PREFIX).await,
+            std::slice::from_ref(&id),
+            "the node registered"
+        );
         log.note("a node registered through a proxy");
 
         proxy.set(Mode::Frozen);
