@@ -127,11 +127,12 @@ impl std::fmt::Display for DemoError {
 impl std::error::Error for DemoError {}
 
 /// The paths a value can take, in report order.
-const PATHS: [(Path, &str); 4] = [
+const PATHS: [(Path, &str); 5] = [
     (Path::LocalHit, "LocalHit (own main cache)"),
     (Path::HotHit, "HotHit (mirrored hot key)"),
     (Path::PeerFetch, "PeerFetch (from the owner)"),
     (Path::Load, "Load (data source, via a flight)"),
+    (Path::PreviousOwner, "PreviousOwner (peeked after a ring change)"),
 ];
 
 fn path_index(path: Path) -> usize {
@@ -140,6 +141,7 @@ fn path_index(path: Path) -> usize {
         Path::HotHit => 1,
         Path::PeerFetch => 2,
         Path::Load => 3,
+        Path::PreviousOwner => 4,
     }
 }
 
@@ -163,7 +165,7 @@ fn error_kind(error: &Error) -> &'static str {
 #[derive(Debug, Default)]
 struct Tally {
     requests: u64,
-    by_path: [Histogram; 4],
+    by_path: [Histogram; PATHS.len()],
     errors: BTreeMap<&'static str, u64>,
     failed: Histogram,
     wrong_values: u64,

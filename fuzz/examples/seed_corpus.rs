@@ -48,6 +48,7 @@ fn samples() -> Vec<(u64, Message)> {
         (7, Message::Pong),
         (0, Message::Leaving),
         (8, Message::ClearKeyspace { keyspace: b(b"users") }),
+        (9, Message::Peek { keyspace: b(b"users"), key: b(b"user:42") }),
     ]
 }
 

@@ -48,6 +48,12 @@ proptest! {
         strategies::one_load_per_key_on_a_stable_ring(sharded, seed, &ops)?;
     }
 
+    /// A fourth node joins three warm ones: no key is loaded again (the handoff window).
+    #[test]
+    fn a_join_loads_no_key_again(seed in any::<u64>(), (before, after) in strategies::join_ops()) {
+        strategies::a_join_loads_no_key_again(sharded, seed, &before, &after)?;
+    }
+
     /// At most one load per key within each stable period across membership changes.
     #[test]
     fn one_load_per_stable_period_across_membership_changes(seed in any::<u64>(), ops in strategies::membership_change_ops()) {

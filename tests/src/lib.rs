@@ -29,6 +29,8 @@
 //!   DNS discovery tests; [`dnsmasq_available`] follows the same rule as Go peers (never a
 //!   skip in CI).
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
+//! - [`etcd::EtcdServer`] runs a real etcd (Debian's etcd-server) on free loopback ports for
+//!   the discovery tests; like the Go peers, it never skips in CI.
 //!
 //! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
 //! data source wraps [`Source`], sleeping on the runtime's own timer; its node is a
@@ -39,6 +41,7 @@
 
 pub mod api;
 mod dnsmasq;
+pub mod etcd;
 mod go_peer;
 mod harness;
 pub mod http;

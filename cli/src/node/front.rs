@@ -5,7 +5,9 @@
 //! - `DELETE /v1/{keyspace}/{key}` → 204.
 //! - `GET /v1/stats` → 200, JSON: per keyspace groupcache's counters (`gets`, `cache_hits`,
 //!   `peer_loads`, `peer_errors`, `loads`, `loads_deduped`, `local_loads`, `local_load_errs`,
-//!   `server_requests`), herdcache's (`hot_hits`, `rate_limited`, `circuit_open`, `breaker`)
+//!   `server_requests`), herdcache's (`hot_hits`, `rate_limited`, `circuit_open`, `breaker`,
+//!   and the previous-owner peeks after a ring change: `peek_hits`, `peek_misses`,
+//!   `peeks_served`)
 //!   and the cache figures (`bytes`, `items`, `evictions`, `expirations`, `max_bytes`, and per
 //!   tier under `main_cache` and `hot_cache`); `quorate` at the top: whether at least the
 //!   minimum member count is up.
@@ -572,6 +574,9 @@ fn keyspace_json(stats: &KeyspaceStats, max_bytes: Option<u64>) -> Json {
         "hot_hits": stats.hot_hits,
         "rate_limited": stats.rate_limited,
         "circuit_open": stats.circuit_open,
+        "peek_hits": stats.peek_hits,
+        "peek_misses": stats.peek_misses,
+        "peeks_served": stats.peeks_served,
         "breaker": stats.breaker.map(|state| breaker_json(&state)),
         "bytes": main.bytes + hot.bytes,
         "items": main.items + hot.items,

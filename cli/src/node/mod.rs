@@ -117,9 +117,9 @@ pub(crate) struct NodeArgs {
 
     /// Where the members come from while the node runs, instead of --peers:
     /// static:A,B | dns:NAME:PORT (the A/AAAA records of NAME, each at PORT) |
-    /// srv:_service._proto.NAME (SRV records: target:port) | etcd://HOST:PORT[,HOST:PORT]/PREFIX
-    /// (registers PREFIX/<id> under a lease, watches PREFIX/). Every member's --advertise must
-    /// be what the others discover it as.
+    /// srv:_service._proto.NAME (SRV records: target:port) | etcd://HOST:PORT/PREFIX (more
+    /// endpoints comma-separated before the /; registers PREFIX/ID under a lease, watches
+    /// PREFIX/). Every member's --advertise must be what the others discover it as.
     #[arg(long, value_name = "SPEC", conflicts_with = "peers")]
     pub(crate) discovery: Option<DiscoverySpec>,
 

@@ -1,7 +1,9 @@
 //! The byte-bounded cache of one keyspace: a main tier and a hot tier sharing one budget.
 //!
 //! Contract:
-//! - **Main** holds keys this node owns (loaded from the data source or stored by a put);
+//! - **Main** holds keys this node owns (loaded from the data source, stored by a put, or
+//!   peeked from their previous owner) — and, for the handoff window after a ring change,
+//!   the ones it owned before (the node decides what goes where; see `node/handoff.rs`);
 //!   **hot** holds copies of popular keys owned by other peers. A key lives in at most one tier:
 //!   storing it in one removes it from the other.
 //! - Each tier is an LRU with O(1) get, insert, remove and evict-oldest.
@@ -42,7 +44,7 @@ pub use store::{LruStores, Store, StoreFactory, Stored};
 /// Which tier of a [`Cache`] an entry lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tier {
-    /// Keys this node owns.
+    /// Keys this node owns (and, for a while after a ring change, the ones it owned before).
     Main,
     /// Mirrored copies of hot keys owned by other peers.
     Hot,

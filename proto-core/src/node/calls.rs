@@ -1,4 +1,5 @@
-//! Calls this node makes to peers: fetches, forwarded writes, drops of hot copies, goodbyes.
+//! Calls this node makes to peers: fetches, peeks, forwarded writes, drops of hot copies,
+//! goodbyes.
 //!
 //! Contract: a call is registered with its deadline before anything is sent, and ends exactly
 //! once — answered ([`Node::on_reply`]), failed ([`Node::fail_call`]: connection lost, deadline,
@@ -21,6 +22,8 @@ use crate::wire::{Message, ReplyError};
 pub(super) enum CallKind {
     /// A fetch of one key for a flight.
     Get { keyspace: Bytes, flight: FlightId },
+    /// A peek at the key's previous owner for a flight ([`super::handoff`]).
+    Peek { keyspace: Bytes, flight: FlightId },
     /// A fetch of several keys, one flight each, in message order.
     GetMany { keyspace: Bytes, flights: Vec<FlightId> },
     /// A write sent to its owner, covering `indices` of pending write `pending`.
@@ -159,6 +162,9 @@ impl Node {
                     self.on_fetch_failed(now, &keyspace, flight, id, &call.peer);
                 }
             }
+            CallKind::Peek { keyspace, flight } => {
+                self.on_peek_failed(now, &keyspace, flight, id);
+            }
             // The peer went away or did not answer in time: nothing more to wait for.
             CallKind::Leave => {}
             CallKind::Rejoin => self.on_rejoin_failed(now, &call.peer),
@@ -187,6 +193,9 @@ impl Node {
         match (kind, reply) {
             (CallKind::Get { keyspace, flight }, Message::GetReply(outcome)) => {
                 self.on_fetched(now, &keyspace, flight, id, &call.peer, outcome);
+            }
+            (CallKind::Peek { keyspace, flight }, Message::GetReply(outcome)) => {
+                self.on_peeked(now, &keyspace, flight, id, outcome);
             }
             (CallKind::GetMany { keyspace, flights }, Message::GetManyReply(outcomes))
                 if outcomes.len() == flights.len() =>

@@ -53,6 +53,22 @@ pub struct NodeConfig {
     pub warmup_max_keys: usize,
     /// Warmup loads in progress at once.
     pub warmup_concurrency: usize,
+    /// The handoff window after a ring change (galaxycache's peek; see
+    /// [`Node`](super::Node)'s "previous owner first"): for this long after the ring last
+    /// changed, this node keeps the entries it no longer owns (copies that writes invalidate
+    /// like any other) instead of dropping them, and a miss on a key it owns asks the key's
+    /// previous owner before loading from the data source. Zero turns both off: entries this
+    /// node no longer owns are dropped at the change, and misses load at once. Native protocol
+    /// only (groupcache peers do not know the peek frame). Default 30 s: long enough for a
+    /// deploy's ring changes to settle and for the keys in use to be asked for once, short
+    /// enough that the kept entries (charged to the budget like any) do not linger.
+    pub handoff_window: Duration,
+    /// The longest a miss waits for the previous owner's answer to a peek before loading
+    /// (capped at half of the request's remaining time); must not be zero while
+    /// `handoff_window` is not. Default 200 ms: a peek is answered from memory in one round
+    /// trip (well under a millisecond on a LAN), so this only bounds what a stalled previous
+    /// owner can add to a miss — a down or unconnected one is never asked at all.
+    pub peek_timeout: Duration,
     /// The wall-clock time at the `now` passed to `Node::new` (expiries cross the wire as
     /// wall-clock time).
     pub unix_time_at_start: UnixTime,
@@ -143,6 +159,8 @@ impl NodeConfig {
             hot_ttl: Duration::from_secs(60),
             warmup_max_keys: 1_000,
             warmup_concurrency: 8,
+            handoff_window: Duration::from_secs(30),
+            peek_timeout: Duration::from_millis(200),
             unix_time_at_start: UnixTime::EPOCH,
             limiter: None,
             breaker: BreakerConfig::default(),
@@ -264,7 +282,8 @@ pub enum ConfigError {
     UnknownKeyspace,
     /// The hot-key tracker configuration is invalid.
     BadHotKeys,
-    /// A zero timeout, or a non-finite or negative hot threshold.
+    /// A zero timeout (the peek timeout counts while the handoff window is on), or a
+    /// non-finite or negative hot threshold.
     BadTiming,
     /// groupcache compatibility with another ring scheme than [`RingScheme::GROUPCACHE`].
     IncompatibleRing,

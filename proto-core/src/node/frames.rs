@@ -1,8 +1,9 @@
 //! herdcache's native frames on a connection: parsing in bounded turns, the hello, and the
 //! dispatch of each message to the part of the node that handles its family — control
 //! (hello, error, ping, leaving) here (every frame after the hello, and the hello, count as
-//! hearing from the peer: [`super::heartbeats`]), gets in [`super::gets`], writes in [`super::writes`],
-//! replies to this node's calls in [`super::calls`].
+//! hearing from the peer: [`super::heartbeats`]), gets in [`super::gets`], peeks in
+//! [`super::handoff`], writes in [`super::writes`], replies to this node's calls in
+//! [`super::calls`].
 //!
 //! Contract: nothing but a hello is accepted before the hello; a hello must carry this
 //! protocol version and cluster label, another node id than this one's, and — on a connection
@@ -99,6 +100,10 @@ impl Node {
             Message::Leaving => self.on_leaving_frame(now, conn, request_id),
             message @ (Message::Get { .. } | Message::GetMany { .. }) => {
                 self.on_get_frame(now, conn, request_id, overloaded, message);
+            }
+            // Answered from the cache at once, so never refused as overload.
+            Message::Peek { keyspace, key } => {
+                self.on_peek_frame(now, conn, request_id, &keyspace, &key);
             }
             message @ (Message::Put { .. }
             | Message::PutMany { .. }

@@ -219,8 +219,12 @@ impl Node {
         };
         match flight {
             Begin::Follower(id) => {
-                // A peer's request never waits on a fetch from a third node: load here too.
-                let fetch_only = keyspace.meta.get(&id).is_some_and(|meta| meta.load.is_none());
+                // A peer's request never waits on a fetch from a third node: load here too. (A
+                // peek it may wait on: answered from a cache, it waits on nothing.)
+                let fetch_only = keyspace
+                    .meta
+                    .get(&id)
+                    .is_some_and(|meta| meta.load.is_none() && meta.peek.is_none());
                 if from_peer && fetch_only {
                     if let Err(error) = self.start_load(now, keyspace_name, id) {
                         // Refused: answer this peer alone; the fetch goes on for the others.
@@ -238,7 +242,14 @@ impl Node {
                 // The ring is consulted only on a miss, never on the hit path.
                 match self.owner_of(key) {
                     Some(owner) if !from_peer => plan.push((owner, (key.clone(), id))),
-                    _ => self.load_or_fail(now, keyspace_name, id),
+                    // A peer's request for a key another node owns here: loaded, never
+                    // forwarded (rings that disagree).
+                    Some(_) => self.load_or_fail(now, keyspace_name, id),
+                    // This node owns it: after a ring change, its previous owner first.
+                    None => {
+                        let deadline = self.waiter_deadline(waiter);
+                        self.peek_or_load(now, keyspace_name, id, deadline);
+                    }
                 }
                 Lookup::Waiting(id)
             }

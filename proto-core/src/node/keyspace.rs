@@ -44,6 +44,14 @@ pub struct KeyspaceStats {
     pub local_load_errs: u64,
     /// Gets received from peers.
     pub server_requests: u64,
+    /// Misses of keys this node owns answered by the key's previous owner after a ring change
+    /// (a peek that found the value: no data-source call).
+    pub peek_hits: u64,
+    /// Peeks at a previous owner that found nothing (not cached there, an error, a timeout, or
+    /// the connection lost): each fell back to a load.
+    pub peek_misses: u64,
+    /// Peeks from new owners answered here from the cache, with a value or not.
+    pub peeks_served: u64,
     /// Data-source calls refused by the rate limiter.
     pub rate_limited: u64,
     /// Data-source calls refused by the open breaker.
@@ -72,6 +80,8 @@ pub(super) struct FlightMeta {
     pub(super) load: Option<LoadId>,
     /// The fetch from the owner, while it runs.
     pub(super) call: Option<CallId>,
+    /// The peek at the key's previous owner ([`super::handoff`]), while it runs.
+    pub(super) peek: Option<CallId>,
     /// The flight already asked a second owner after the first one failed it.
     pub(super) rerouted: bool,
 }

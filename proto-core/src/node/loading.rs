@@ -294,6 +294,9 @@ impl Node {
                     self.take_call(call);
                 }
             }
+            if let Some(peek) = meta.peek {
+                self.take_call(peek);
+            }
         }
         for waiter in done.waiters {
             match waiter {

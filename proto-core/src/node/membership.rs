@@ -4,7 +4,8 @@
 //!
 //! Contract: the ring holds this node (unless leaving) and the members of the member list
 //! that are not down; it is rebuilt when that set changes. Keys this
-//! node no longer owns leave its main cache, and warm keys and hot keys it newly owns are
+//! node no longer owns leave its main cache — at once, or when the handoff window after the
+//! change closes ([`super::handoff`]) — and warm keys and hot keys it newly owns are
 //! queued for prefetch, at most `warmup_max_keys` per keyspace and `warmup_concurrency` loads
 //! at once. Leaving is one-way: no new work starts, every connected peer is told (a call it
 //! acknowledges), and [`Event::Drained`] is emitted once, when nothing is in progress.
@@ -18,7 +19,6 @@ use super::keyspace::{FlightMeta, Waiter};
 use super::liveness::MemberState;
 use super::timers::Timer;
 use super::{ConnId, Event, Node, Output};
-use crate::cache::Tier;
 use crate::flight::Begin;
 use crate::ring::Ring;
 use crate::time::{Duration, Instant};
@@ -117,27 +117,28 @@ impl Node {
         self.replace_ring(now, peers);
     }
 
-    /// Puts `peers` on the ring: drops what this node no longer owns from its main cache, and
-    /// queues the warmup of keys it now owns.
+    /// Puts `peers` on the ring: opens the handoff window when the members changed, drops
+    /// what this node no longer owns from its main cache unless the window keeps it, and
+    /// queues the warmup of keys it now owns (which peeks first, as any miss of an owner).
     fn replace_ring(&mut self, now: Instant, peers: Vec<Bytes>) {
         let Ok(ring) = Ring::with_peers(self.config.ring, peers) else { return };
         let old = core::mem::replace(&mut self.ring, ring);
         self.outputs.push_back(Output::Event(Event::RingChanged { members: self.ring.len() }));
+        let moved = old.len() != self.ring.len()
+            || old.peers().iter().any(|peer| !self.ring.contains(peer));
+        if moved {
+            self.on_ring_changed(now, old.clone());
+        }
+        // Keys this node no longer owns leave the main cache (their new owner loads them) —
+        // unless the handoff window keeps them for their new owner to peek at.
+        if !self.handoff.is_open(now) {
+            self.drop_unowned();
+        }
         let me = self.config.node_id.clone();
         let mut queued = 0;
         let names: Vec<Bytes> = self.keyspaces.keys().cloned().collect();
         for name in names {
             let keyspace = self.keyspaces.get_mut(&name).expect("listed above");
-            // Keys this node no longer owns leave the main cache (the new owner loads them).
-            let moved: Vec<Bytes> = keyspace
-                .cache
-                .keys(Tier::Main)
-                .into_iter()
-                .filter(|key| self.ring.owner(key).is_some_and(|owner| *owner != me))
-                .collect();
-            for key in moved {
-                keyspace.cache.remove(&key);
-            }
             // Warmup: warm keys and tracked hot keys that this node now owns and did not before.
             let mut candidates: Vec<Bytes> = keyspace.config.warm_keys.clone();
             candidates.extend(
@@ -186,7 +187,7 @@ impl Node {
             };
             keyspace.meta.insert(flight, FlightMeta::default());
             self.membership.warmup_active += 1;
-            self.load_or_fail(now, &name, flight);
+            self.peek_or_load(now, &name, flight, None);
         }
     }
 

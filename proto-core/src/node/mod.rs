@@ -11,6 +11,9 @@
 //!    loads from the data source when this node owns the key — or when the request came from a
 //!    peer: **a peer's request is never forwarded again**, and never waits on a fetch from a
 //!    third node, so rings that briefly disagree cannot chain requests or wait on themselves.
+//!    For a while after a ring change, a flight of a key this node owns first asks the key's
+//!    previous owner for its cached copy ([`handoff`]: a peek, answered from that node's
+//!    cache alone), and loads only when it has none.
 //! 3. When another peer owns the key the flight fetches it from that peer. If the fetch fails
 //!    (connection, timeout, the peer overloaded or leaving), the flight loads locally instead,
 //!    still as one flight; a not-found or data-source error answered by the owner is final.
@@ -48,7 +51,8 @@
 //!   limits;
 //! - [`membership`]: the member list, the ring of the members up, warmup, the graceful leave;
 //!   [`liveness`]: which members answer; [`heartbeats`]: the node acting on it (pings, dials,
-//!   members going down and coming back, the minimum member count);
+//!   members going down and coming back, the minimum member count); [`handoff`]: the window
+//!   after a ring change in which old owners keep what moved and new owners ask them first;
 //! - [`timers`]: every deadline, with generations;
 //! - [`frames`]: native frames by message family; [`transport`]: the one seam where the
 //!   native protocol and groupcache's HTTP ([`compat`]) differ.
@@ -59,6 +63,7 @@ mod compat;
 mod config;
 mod frames;
 mod gets;
+mod handoff;
 mod heartbeats;
 mod ids;
 mod keyspace;
@@ -90,6 +95,7 @@ use crate::ring::Ring;
 use crate::time::{Instant, Monotonic, UnixTime};
 
 use calls::Calls;
+use handoff::Handoff;
 use ids::Ids;
 use keyspace::Keyspace;
 use links::Links;
@@ -121,6 +127,8 @@ pub struct Node {
     calls: Calls,
     loads: Loads,
     membership: Membership,
+    /// The handoff window after a ring change (the previous owner first).
+    handoff: Handoff,
     /// The member list and who of it answers (the ring holds the members up).
     liveness: Liveness,
     timers: TimerQueue,
@@ -155,6 +163,7 @@ impl Node {
         if config.request_timeout.is_zero()
             || config.peer_timeout.is_zero()
             || config.connect_timeout.is_zero()
+            || (!config.handoff_window.is_zero() && config.peek_timeout.is_zero())
             || !config.hot_threshold_per_second.is_finite()
             || config.hot_threshold_per_second < 0.0
         {
@@ -195,6 +204,7 @@ impl Node {
             calls: Calls::new(&hasher),
             loads: Loads::new(&hasher),
             membership: Membership::default(),
+            handoff: Handoff::default(),
             liveness: Liveness::default(),
             timers: TimerQueue::new(hasher),
             outputs: VecDeque::new(),
@@ -296,6 +306,7 @@ impl Node {
                 Timer::Hello(conn) => self.on_hello_timeout(now, conn),
                 Timer::Parse(conn) => backlogged.push(conn),
                 Timer::Heartbeat => self.on_heartbeat(now),
+                Timer::HandoffEnd => self.on_handoff_end(now),
             }
         }
         for conn in backlogged {

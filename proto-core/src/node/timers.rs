@@ -39,6 +39,9 @@ pub(super) enum Timer {
     Parse(ConnId),
     /// Members are checked, pinged and dialled (liveness).
     Heartbeat,
+    /// The handoff window after a ring change closes: entries this node does not own leave
+    /// its main cache, and misses no longer ask the previous owner.
+    HandoffEnd,
 }
 
 /// Deadlines in a heap, with generations so that replaced and cancelled ones are skipped.

@@ -1,7 +1,8 @@
 //! The seam between the node and its peer protocol ([`PeerProtocol`]): where herdcache's
 //! native frames and groupcache's HTTP ([`super::compat`]) differ, it is decided here — once
 //! per operation, by the node's protocol or by the connection's codec — or by one of the
-//! [`PeerProtocol`] capabilities defined here (writes on the wire, a hello, keys per fetch).
+//! [`PeerProtocol`] capabilities defined here (writes on the wire, a hello, keys per fetch,
+//! the peek).
 //! The rest of the node does not know which protocol it speaks.
 //!
 //! Contract, for both protocols: a call handed to [`Node::dispatch_call`] is sent, queued for a
@@ -241,6 +242,7 @@ impl Node {
             for keyspace in self.keyspaces.values_mut() {
                 keyspace.cache.clear_tier(Tier::Hot);
             }
+            self.drop_kept_on_lost_link(now);
         }
         for id in closed.calls {
             self.fail_call(now, id);
@@ -256,6 +258,12 @@ impl PeerProtocol {
     /// Whether writes travel on the wire: puts and deletes go to the owner and drops of hot
     /// copies to every member. groupcache's HTTP has no writes: they apply locally only.
     pub(super) fn carries_writes(self) -> bool {
+        self == PeerProtocol::Native
+    }
+
+    /// Whether the protocol has the peek frame ([`super::handoff`]): groupcache's HTTP peers
+    /// do not know it, and are never sent one.
+    pub(super) fn has_peek(self) -> bool {
         self == PeerProtocol::Native
     }
 

@@ -136,6 +136,9 @@ pub enum Path {
     PeerFetch,
     /// Loaded from the data source (by this node, possibly waiting on another request's load).
     Load,
+    /// After a ring change, found in the cache of the key's previous owner (a peek) by this
+    /// node, its new owner, instead of a load.
+    PreviousOwner,
 }
 
 /// A value handed to a caller.

@@ -15,7 +15,9 @@
 //!   was given and boots with it, so a crashed node can be dropped from the others' lists and
 //!   rejoin them after its restart. Liveness changes the rings by itself too
 //!   ([`SimConfig::liveness`]): a crashed or cut-off member leaves the others' rings once it
-//!   has been silent for `down_after`, and returns when it answers again.
+//!   has been silent for `down_after`, and returns when it answers again. Every node runs with
+//!   the handoff window after ring changes ([`SimConfig::handoff_window`], on by default as in
+//!   production): old owners keep what moved, and new owners peek at them before loading.
 //! - **Clocks.** Each node reads the simulation's clock plus its own skew, bounded by
 //!   [`MAX_CLOCK_SKEW`] ([`Sim::skew_clock`]): it may run ahead or behind the others, and a
 //!   lower skew than before steps its clock backwards. A node's wall clock (the
@@ -114,6 +116,11 @@ pub struct SimConfig {
     pub groupcache: bool,
     /// Every node's liveness settings.
     pub liveness: LivenessConfig,
+    /// Every node's handoff window after a ring change (zero: off; see
+    /// [`NodeConfig::handoff_window`]).
+    pub handoff_window: Duration,
+    /// Every node's peek timeout ([`NodeConfig::peek_timeout`]).
+    pub peek_timeout: Duration,
     /// Makes each node's store factory, at every boot: [`LruStores`] by default; the runtime
     /// crate passes the sharded store it ships.
     pub stores: fn() -> Box<dyn StoreFactory>,
@@ -137,6 +144,8 @@ impl Default for SimConfig {
             hot_threshold_per_second: 10.0,
             groupcache: false,
             liveness: LivenessConfig::default(),
+            handoff_window: NodeConfig::new("", "").handoff_window,
+            peek_timeout: NodeConfig::new("", "").peek_timeout,
             stores: lru_stores,
         }
     }
@@ -392,6 +401,8 @@ impl Sim {
             config.peer_timeout = Duration::from_millis(300);
             config.hot_threshold_per_second = self.config.hot_threshold_per_second;
             config.liveness = self.config.liveness;
+            config.handoff_window = self.config.handoff_window;
+            config.peek_timeout = self.config.peek_timeout;
             config.unix_time_at_start =
                 UnixTime::from_micros(UNIX_AT_ZERO + self.local_now(index).as_micros());
             if self.config.groupcache {

@@ -337,6 +337,69 @@ pub fn one_load_per_stable_period_across_membership_changes(
     Ok(())
 }
 
+/// Gets before a join, (node, key), and after it, (node, key, then milliseconds to advance).
+pub type JoinOps = (Vec<(usize, u8)>, Vec<(usize, u8, u16)>);
+
+/// Operations for [`a_join_loads_no_key_again`]: gets at the first three nodes before the
+/// fourth joins, then gets anywhere (with short advances) after.
+pub fn join_ops() -> impl Strategy<Value = JoinOps> {
+    let before = proptest::collection::vec((0..NODES - 1, 0..KEYS), 0..40);
+    let after = proptest::collection::vec((0..NODES, 0..KEYS, 0u16..5), 1..60);
+    (before, after)
+}
+
+/// Three warm nodes, then a fourth joins (every node gets the new member list; it starts with
+/// it) and gets go anywhere, concurrently: with the handoff window (on by default) no key is
+/// loaded again — the keys that moved to the new node are peeked at their previous owners, or
+/// served from the copies those kept — and each key first asked after the join is loaded once.
+/// Every invariant holds after every step.
+pub fn a_join_loads_no_key_again(
+    stores: Stores,
+    seed: u64,
+    before: &[(usize, u8)],
+    after: &[(usize, u8, u16)],
+) -> Result<(), TestCaseError> {
+    let fail = |e: String| TestCaseError::fail(format!("seed {seed}: {e}"));
+    let mut sim = Sim::new(SimConfig { nodes: NODES, seed, stores, ..SimConfig::default() });
+    let joiner = NODES - 1;
+    let staying: Vec<usize> = (0..joiner).collect();
+    let everyone: Vec<usize> = (0..NODES).collect();
+    sim.crash(joiner);
+    sim.set_members_everywhere(&staying);
+    for &(node, key) in before {
+        sim.apply(&Op::Get { node, key });
+        sim.check().map_err(fail)?;
+    }
+    sim.run_until_idle(STEPS).map_err(fail)?;
+    sim.set_members(joiner, everyone.clone());
+    sim.restart(joiner);
+    for node in 0..joiner {
+        sim.set_members(node, everyone.clone());
+    }
+    // One heartbeat: the members dial each other.
+    sim.advance(Duration::from_millis(300));
+    for &(node, key, ms) in after {
+        sim.apply(&Op::Get { node, key });
+        sim.apply(&Op::Advance { ms });
+        sim.check().map_err(fail)?;
+    }
+    sim.run_until_idle(STEPS).map_err(fail)?;
+    for key in 0..KEYS {
+        let asked =
+            before.iter().any(|&(_, k)| k == key) || after.iter().any(|&(_, k, _)| k == key);
+        let loads = sim.loads(&format!("key-{key}"));
+        prop_assert_eq!(
+            loads,
+            u64::from(asked),
+            "seed {}: key-{} loaded {} times",
+            seed,
+            key,
+            loads
+        );
+    }
+    Ok(())
+}
+
 /// The reply's value, if it is a get's value.
 #[must_use]
 pub fn value_of(reply: Option<&Reply>) -> Option<Bytes> {

@@ -38,6 +38,12 @@ proptest! {
         strategies::one_load_per_key_on_a_stable_ring(lru, seed, &ops)?;
     }
 
+    /// See [`strategies::a_join_loads_no_key_again`].
+    #[test]
+    fn a_join_loads_no_key_again(seed in any::<u64>(), (before, after) in strategies::join_ops()) {
+        strategies::a_join_loads_no_key_again(lru, seed, &before, &after)?;
+    }
+
     /// See [`strategies::one_load_per_stable_period_across_membership_changes`].
     #[test]
     fn one_load_per_stable_period_across_membership_changes(seed in any::<u64>(), ops in strategies::membership_change_ops()) {

@@ -43,11 +43,13 @@ pub enum FrameKind {
     Leaving = 16,
     /// [`Message::ClearKeyspace`](super::Message::ClearKeyspace).
     ClearKeyspace = 17,
+    /// [`Message::Peek`](super::Message::Peek).
+    Peek = 18,
 }
 
 impl FrameKind {
     /// Every kind, in byte order.
-    pub const ALL: [FrameKind; 17] = [
+    pub const ALL: [FrameKind; 18] = [
         FrameKind::Hello,
         FrameKind::Error,
         FrameKind::Get,
@@ -65,13 +67,14 @@ impl FrameKind {
         FrameKind::Pong,
         FrameKind::Leaving,
         FrameKind::ClearKeyspace,
+        FrameKind::Peek,
     ];
 
     /// The kind whose byte is `byte`, if any.
     #[must_use]
     pub const fn from_u8(byte: u8) -> Option<FrameKind> {
         match byte {
-            1..=17 => Some(Self::ALL[byte as usize - 1]),
+            1..=18 => Some(Self::ALL[byte as usize - 1]),
             _ => None,
         }
     }

@@ -101,6 +101,7 @@ impl<'a> Arbitrary<'a> for Message {
             FrameKind::Pong => Message::Pong,
             FrameKind::Leaving => Message::Leaving,
             FrameKind::ClearKeyspace => Message::ClearKeyspace { keyspace: bytes(u)? },
+            FrameKind::Peek => Message::Peek { keyspace: bytes(u)?, key: bytes(u)? },
         })
     }
 }

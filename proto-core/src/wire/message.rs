@@ -245,7 +245,7 @@ pub struct PutEntry {
 /// `Get` → `GetReply`, `GetMany` → `GetManyReply` (one outcome per key, in order), `Put` and
 /// `Delete` → `Ack`, `PutMany` and `DeleteMany` → `AckMany` (one result per item, in order),
 /// `DropHot` and `ClearKeyspace` → `Ack` (the owner waits for every peer's), `Ping` → `Pong`
-/// (the id is the nonce). `Hello`, `Error` and `Leaving` are one-way and carry id 0.
+/// (the id is the nonce), `Peek` → `GetReply` (the value, or a `NotFound` failure). `Hello`, `Error` and `Leaving` are one-way and carry id 0.
 ///
 /// Emit with [`Message::emit`] or [`Message::encode`]; parse with [`Message::parse`] or a
 /// [`FrameDecoder`](super::FrameDecoder).
@@ -338,6 +338,16 @@ pub enum Message {
         /// The keyspace.
         keyspace: Bytes,
     },
+    /// From a key's new owner after a ring change, to the key's previous owner: the value you
+    /// hold in your cache, if any. Answered by [`Message::GetReply`] from the cache alone —
+    /// the value with its expiry, or an [`ErrorCode::NotFound`] failure — never by a load and
+    /// never by asking another node (galaxycache's peek).
+    Peek {
+        /// The keyspace.
+        keyspace: Bytes,
+        /// The key.
+        key: Bytes,
+    },
 }
 
 /// Smallest encodings of list items, to refuse a count the payload cannot hold before
@@ -371,6 +381,7 @@ impl Message {
             Message::Pong => FrameKind::Pong,
             Message::Leaving => FrameKind::Leaving,
             Message::ClearKeyspace { .. } => FrameKind::ClearKeyspace,
+            Message::Peek { .. } => FrameKind::Peek,
         }
     }
 
@@ -501,7 +512,8 @@ impl Message {
                 check_field("node_id", node_id, limits.max_label)
             }
             Message::Get { keyspace: name, key: k, .. }
-            | Message::Delete { keyspace: name, key: k } => {
+            | Message::Delete { keyspace: name, key: k }
+            | Message::Peek { keyspace: name, key: k } => {
                 keyspace(name)?;
                 key(k)
             }
@@ -577,7 +589,7 @@ impl Message {
                     put_entry(s, entry);
                 }
             }
-            Message::Delete { keyspace, key } => {
+            Message::Delete { keyspace, key } | Message::Peek { keyspace, key } => {
                 put_field(s, keyspace);
                 put_field(s, key);
             }
@@ -785,6 +797,10 @@ where
         FrameKind::ClearKeyspace => {
             Message::ClearKeyspace { keyspace: r.field("keyspace", limits.max_label)? }
         }
+        FrameKind::Peek => Message::Peek {
+            keyspace: r.field("keyspace", limits.max_label)?,
+            key: r.field("key", limits.max_key)?,
+        },
     };
     if r.pos != r.end {
         return Err(WireError::Malformed("bytes left after the payload"));

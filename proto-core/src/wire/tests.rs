@@ -61,6 +61,7 @@ fn samples() -> Vec<Message> {
         Message::Pong,
         Message::Leaving,
         Message::ClearKeyspace { keyspace: b(b"users") },
+        Message::Peek { keyspace: b(b"users"), key: b(b"user:42") },
     ]
 }
 
@@ -232,8 +233,8 @@ fn unsupported_version_is_refused_when_its_byte_arrives() {
 fn unknown_kind_is_refused_when_its_byte_arrives() {
     let mut decoder = FrameDecoder::new(WireLimits::default());
     decoder.push(&[0, 0, 0, 10, PROTOCOL_VERSION]).unwrap();
-    assert_eq!(decoder.push(&[18, 0, 0]), Err(WireError::UnknownKind(18)));
-    for kind in [0u8, 18, 255] {
+    assert_eq!(decoder.push(&[19, 0, 0]), Err(WireError::UnknownKind(19)));
+    for kind in [0u8, 19, 255] {
         let frame = raw_frame(kind, 1, &[]);
         assert_eq!(parse(&frame, &WireLimits::default()), Err(WireError::UnknownKind(kind)));
     }
@@ -336,6 +337,27 @@ fn batch_count_over_max_is_refused_before_allocation() {
         Err(WireError::BatchTooLarge { count: 3, max: 2 })
     );
     assert!(parse(&encode(&Message::AckMany(vec![Ok(()); 2]), 1), &small).is_ok());
+}
+
+#[test]
+fn peek_is_kind_18_with_keyspace_then_key_and_its_limits_are_checked() {
+    let peek = encode(&Message::Peek { keyspace: b(b"ks"), key: b(b"k1") }, 7);
+    assert_eq!(peek[5], 18, "the kind byte");
+    assert_eq!(&peek[FRAME_HEADER_LEN..], &[0, 0, 0, 2, b'k', b's', 0, 0, 0, 2, b'k', b'1'][..]);
+    let limits = WireLimits { max_key: 1, ..WireLimits::default() };
+    assert_eq!(
+        parse(&peek, &limits),
+        Err(WireError::FieldTooLarge { field: "key", len: 2, max: 1 })
+    );
+    let limits = WireLimits { max_label: 1, ..WireLimits::default() };
+    assert_eq!(
+        parse(&peek, &limits),
+        Err(WireError::FieldTooLarge { field: "keyspace", len: 2, max: 1 })
+    );
+    let mut out = Vec::new();
+    let refused = Message::Peek { keyspace: b(b"ks"), key: b(b"k1") }.encode(1, &mut out, &limits);
+    assert!(matches!(refused, Err(WireError::FieldTooLarge { field: "keyspace", .. })));
+    assert!(out.is_empty(), "nothing written");
 }
 
 #[test]
@@ -680,6 +702,8 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Message::Pong),
         Just(Message::Leaving),
         bytes_upto(12).prop_map(|keyspace| Message::ClearKeyspace { keyspace }),
+        (bytes_upto(12), bytes_upto(16))
+            .prop_map(|(keyspace, key)| Message::Peek { keyspace, key }),
     ]
 }
 

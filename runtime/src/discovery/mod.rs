@@ -11,8 +11,8 @@
 //! - [`StaticList`]: a fixed list, replaceable at run time ([`StaticList::with_updates`]).
 //! - `DnsDiscovery` (feature `dns`): A/AAAA records of a name with a fixed port, or SRV
 //!   records, re-resolved at the records' TTL within bounds (a Kubernetes headless service).
-//! - `etcd` (feature `etcd`): the node registers itself under a lease, lists the prefix, and
-//!   watches it.
+//! - `EtcdDiscovery` (feature `etcd`): the node registers itself under a lease, lists the
+//!   prefix, and watches it.
 //!
 //! Contract of a provider's `run`:
 //! - It reports complete lists ([`DiscoveryContext::set_members`]), never deltas; a list
@@ -31,6 +31,8 @@
 
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod spec;
 mod static_list;
 
@@ -49,6 +51,10 @@ use crate::front::Front;
 
 #[cfg(feature = "dns")]
 pub use dns::{DEFAULT_QUERY_TIMEOUT, DEFAULT_TTL_BOUNDS, DnsDiscovery};
+#[cfg(feature = "etcd")]
+pub use etcd::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_RETRY_FIRST, DEFAULT_RETRY_MAX, EtcdDiscovery,
+};
 pub use spec::{DiscoveryOptions, DiscoverySpec, DiscoverySpecError};
 pub use static_list::{StaticList, StaticListUpdater};
 

@@ -188,6 +188,11 @@ impl DiscoverySpec {
             DiscoverySpec::Dns { .. } | DiscoverySpec::Srv { .. } => {
                 Err(DiscoverySpecError::NotBuilt("dns"))
             }
+            #[cfg(feature = "etcd")]
+            DiscoverySpec::Etcd { endpoints, prefix } => {
+                Ok(Box::new(super::EtcdDiscovery::new(endpoints.clone(), prefix.clone())))
+            }
+            #[cfg(not(feature = "etcd"))]
             DiscoverySpec::Etcd { .. } => Err(DiscoverySpecError::NotBuilt("etcd")),
         }
     }
@@ -229,6 +234,13 @@ mod tests {
                 prefix: "/herdcache/prod".into(),
             })
         );
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn an_etcd_value_builds_the_etcd_provider() {
+        let spec: DiscoverySpec = "etcd://127.0.0.1:2379/herdcache".parse().expect("a spec");
+        assert_eq!(spec.provider().expect("built with `etcd`").kind(), "etcd");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use alloc::string::String;
 
 mod cluster;
 mod connections;
+mod handoff;
 mod leave;
 mod liveness;
 mod loading;
