@@ -28,7 +28,24 @@ fn samples() -> Vec<(u64, Message)> {
     let entry = PutEntry { key: b(b"user:42"), value: b(b"v"), expires_at: None };
     let error = ReplyError::new(ErrorCode::DataSource, "connection refused");
     vec![
-        (0, Message::Hello { protocol_version: 1, cluster: b(b"prod"), node_id: b(b"node-a") }),
+        (
+            0,
+            Message::Hello {
+                protocol_version: 1,
+                cluster: b(b"prod"),
+                node_id: b(b"node-a"),
+                nonce: None,
+            },
+        ),
+        (
+            0,
+            Message::Hello {
+                protocol_version: 1,
+                cluster: b(b"prod"),
+                node_id: b(b"node-a"),
+                nonce: Some([0x5a; 16]),
+            },
+        ),
         (0, Message::Error(ReplyError::new(ErrorCode::ClusterMismatch, "prod != test"))),
         (1, Message::Get { keyspace: b(b"users"), key: b(b"user:42"), timeout_ms: 250 }),
         (1, Message::GetReply(found.clone())),
@@ -49,6 +66,7 @@ fn samples() -> Vec<(u64, Message)> {
         (0, Message::Leaving),
         (8, Message::ClearKeyspace { keyspace: b(b"users") }),
         (9, Message::Peek { keyspace: b(b"users"), key: b(b"user:42") }),
+        (0, Message::HelloProof { mac: [0xc3; 32] }),
     ]
 }
 

@@ -153,8 +153,9 @@ pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
 pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
 pub use node::{
     ConfigError, ConnId, Entry, Error, Event, GroupcacheConfig, Input, InputError, KeyspaceConfig,
-    KeyspaceStats, LivenessConfig, LoadId, LoadResult, MemberInfo, MemberState, Node, NodeConfig,
-    Output, Path, PeerProtocol, Reply, RequestId, Value,
+    KeyspaceStats, LivenessConfig, LoadId, LoadResult, MIN_CLUSTER_SECRET_LEN, MemberInfo,
+    MemberState, Node, NodeConfig, Output, Path, PeerProtocol, Reply, RequestId, SecurityStats,
+    Value,
 };
 pub use ring::{Ring, RingError, RingPosition, RingScheme};
 pub use time::{Duration, Instant, Monotonic, UnixTime};

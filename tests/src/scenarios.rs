@@ -442,6 +442,7 @@ pub fn garbage_on_the_peer_port(spec: &ClusterSpec) {
             protocol_version: u16::from(PROTOCOL_VERSION),
             cluster: Bytes::from_static(CLUSTER.as_bytes()),
             node_id: Bytes::from_static(b"127.0.0.1:9"),
+            nonce: None,
         };
         hello.encode(0, &mut hello_then_garbage, &WireLimits::default()).expect("a hello encodes");
         let mut hello_then_bad_frames = hello_then_garbage.clone();

@@ -93,6 +93,7 @@ fn pipeline_until_blocked(addr: SocketAddr, key: &str) -> Option<(std::net::TcpS
         protocol_version: u16::from(PROTOCOL_VERSION),
         cluster: Bytes::from_static(CLUSTER.as_bytes()),
         node_id: Bytes::from_static(b"127.0.0.1:9"),
+        nonce: None,
     };
     hello.encode(0, &mut frame, &limits).expect("a hello encodes");
     stream.write_all(&frame).expect("the hello is sent");

@@ -108,7 +108,11 @@ fn a_compat_node_needs_a_base_url_and_the_groupcache_ring() {
 #[test]
 fn serves_a_go_clients_request_with_a_protobuf_the_go_client_reads() {
     let mut node = node(&[ME]);
-    node.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(1), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     // The request in three reads.
     for piece in GO_REQUEST.chunks(50) {
         node.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: piece }).unwrap();
@@ -132,7 +136,11 @@ fn serves_a_go_clients_request_with_a_protobuf_the_go_client_reads() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let mut node = node(&[ME]);
-    node.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(1), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     let requests = b"GET /_groupcache/users/slow HTTP/1.1\r\n\r\n\
         GET /_groupcache/nope/k HTTP/1.1\r\n\r\n\
         GET /_groupcache/users HTTP/1.1\r\nConnection: close\r\n\r\n";
@@ -165,7 +173,11 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn a_malformed_request_is_answered_400_and_closed() {
     let mut node = node(&[ME]);
-    node.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(1), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     let data = b"GET /_groupcache/users/k HTTP/1.1\r\nbad header\r\n\r\n";
     node.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data }).unwrap();
     let outputs = drain(&mut node);
@@ -193,7 +205,11 @@ fn fetching(key: &'static [u8]) -> (Node, String, Vec<u8>) {
         Some((Bytes::from(owner.clone()), Bytes::copy_from_slice(address.as_bytes())))
     );
     let peer = Bytes::from(owner.clone());
-    node.handle_input(Instant::ZERO, Input::Connected { conn: ConnId(7), peer }).unwrap();
+    node.handle_input(
+        Instant::ZERO,
+        Input::Connected { conn: ConnId(7), peer, nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     let request = transmitted(&drain(&mut node));
     (node, owner, request)
 }

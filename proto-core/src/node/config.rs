@@ -21,6 +21,14 @@ pub struct NodeConfig {
     pub node_id: Bytes,
     /// The cluster label; a peer whose hello carries another label is refused.
     pub cluster: Bytes,
+    /// A secret shared by the cluster's members (at least [`MIN_CLUSTER_SECRET_LEN`] bytes),
+    /// or `None` (the default) for none. With a secret, a native hello must prove knowledge
+    /// of it (an HMAC-SHA256 over fresh nonces of both sides, both ids, the cluster label and
+    /// the sender's role: [`Message::HelloProof`](crate::Message::HelloProof)), and a
+    /// connection without a good proof is refused before any other frame is read. Every member
+    /// needs the same secret. It authenticates the hello only: frames after it are not
+    /// authenticated, and nothing is encrypted — on an untrusted network use TLS between peers.
+    pub cluster_secret: Option<Bytes>,
     /// How keys are placed on the ring; every node of a cluster must use the same.
     pub ring: RingScheme,
     /// Seeds every hash and the jitter, so a run replays exactly.
@@ -88,6 +96,10 @@ pub struct NodeConfig {
     pub liveness: LivenessConfig,
 }
 
+/// The shortest [`NodeConfig::cluster_secret`], in bytes: 128 bits, so that the secret cannot
+/// be guessed from recorded handshakes.
+pub const MIN_CLUSTER_SECRET_LEN: usize = 16;
+
 /// The protocol a node speaks with its peers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PeerProtocol {
@@ -145,6 +157,7 @@ impl NodeConfig {
         NodeConfig {
             node_id: node_id.into(),
             cluster: cluster.into(),
+            cluster_secret: None,
             ring: RingScheme::BALANCED,
             seed: 0x6865_7264,
             limits: WireLimits::default(),
@@ -292,6 +305,9 @@ pub enum ConfigError {
     BadLimits,
     /// Liveness settings that do not work together (see [`LivenessConfig::is_valid`]).
     BadLiveness,
+    /// A cluster secret shorter than [`MIN_CLUSTER_SECRET_LEN`], or one set together with
+    /// groupcache's HTTP protocol (which has no hello to carry its proof).
+    BadClusterSecret,
 }
 
 impl fmt::Display for ConfigError {
@@ -307,6 +323,9 @@ impl fmt::Display for ConfigError {
             ConfigError::IncompatibleRing => "groupcache compatibility needs the groupcache ring",
             ConfigError::BadLimits => "wire limits do not fit together",
             ConfigError::BadLiveness => "invalid liveness settings",
+            ConfigError::BadClusterSecret => {
+                "cluster secret shorter than 16 bytes, or set with groupcache compatibility"
+            }
         })
     }
 }

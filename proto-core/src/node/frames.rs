@@ -5,15 +5,22 @@
 //! [`super::handoff`], writes in [`super::writes`], replies to this node's calls in
 //! [`super::calls`].
 //!
-//! Contract: nothing but a hello is accepted before the hello; a hello must carry this
-//! protocol version and cluster label, another node id than this one's, and — on a connection
-//! this node dialled — the id it dialled; otherwise the connection is refused (an error frame,
-//! then closed). A malformed frame refuses the connection too, and nothing else is touched. An
-//! error frame from the peer closes the connection without an answer.
+//! Contract: nothing but the handshake is accepted before it completed; a hello must carry
+//! this protocol version and cluster label, another node id than this one's, and — on a
+//! connection this node dialled — the id it dialled; otherwise the connection is refused (an
+//! error frame, then closed). With a cluster secret, or a transport identity, the handshake
+//! must also authenticate the peer ([`super::auth`]): a hello without a nonce, a missing or
+//! wrong proof, or a hello id other than the transport's identity refuse the connection
+//! ([`ErrorCode::Unauthenticated`]). Writes, drops, clears and goodbyes are dispatched only
+//! from a connection authenticated as a current member ([`Node::authorize`]). A malformed
+//! frame refuses the connection too, and nothing else is touched. An error frame from the peer
+//! closes the connection without an answer.
 
 use bytes::Bytes;
 
+use super::auth::{Role, Transcript};
 use super::ids::CallId;
+use super::links::AwaitedProof;
 use super::timers::Timer;
 use super::{ConnId, Event, Node, Output};
 use crate::time::Instant;
@@ -82,7 +89,11 @@ impl Node {
             return;
         }
         if !state.hello_received {
-            self.on_hello(now, conn, message);
+            if state.awaiting_proof.is_some() {
+                self.on_hello_proof(now, conn, message);
+            } else {
+                self.on_hello(now, conn, message);
+            }
             return;
         }
         if let Some(peer) = state.peer.clone() {
@@ -92,12 +103,18 @@ impl Node {
         let overloaded = state.in_flight() >= self.config.max_in_flight_per_connection as usize
             || self.requests.len() >= self.config.max_pending;
         match message {
-            Message::Hello { .. } => self.refuse(conn, ErrorCode::Malformed),
+            Message::Hello { .. } | Message::HelloProof { .. } => {
+                self.refuse(conn, ErrorCode::Malformed);
+            }
             // Handled above.
             Message::Error(_) => {}
             Message::Ping => self.send_reply(conn, request_id, Message::Pong),
             Message::Pong => {}
-            Message::Leaving => self.on_leaving_frame(now, conn, request_id),
+            Message::Leaving => {
+                if self.authorize(conn, request_id, &Message::Leaving) {
+                    self.on_leaving_frame(now, conn, request_id);
+                }
+            }
             message @ (Message::Get { .. } | Message::GetMany { .. }) => {
                 self.on_get_frame(now, conn, request_id, overloaded, message);
             }
@@ -111,7 +128,9 @@ impl Node {
             | Message::DeleteMany { .. }
             | Message::DropHot { .. }
             | Message::ClearKeyspace { .. }) => {
-                self.on_write_frame(now, conn, request_id, overloaded, message);
+                if self.authorize(conn, request_id, &message) {
+                    self.on_write_frame(now, conn, request_id, overloaded, message);
+                }
             }
             reply @ (Message::GetReply(_)
             | Message::GetManyReply(_)
@@ -121,11 +140,11 @@ impl Node {
     }
 
     /// The first frame on a connection, which must be an acceptable hello (see the module
-    /// docs). On an accepted connection this node answers with its own hello, makes it the
-    /// peer's link if the peer has none, and — while leaving — says so at once.
+    /// docs). Without a cluster secret it completes the handshake; with one, the acceptor
+    /// answers with its own hello and its proof, and both sides wait for the peer's proof.
     fn on_hello(&mut self, now: Instant, conn: ConnId, message: Message) {
         let Some(state) = self.links.get_mut(conn) else { return };
-        let Message::Hello { protocol_version, cluster, node_id } = message else {
+        let Message::Hello { protocol_version, cluster, node_id, nonce } = message else {
             self.refuse(conn, ErrorCode::Malformed);
             return;
         };
@@ -139,14 +158,110 @@ impl Node {
             self.refuse(conn, ErrorCode::ClusterMismatch);
             return;
         }
-        state.hello_received = true;
-        let outbound = state.outbound;
+        // A transport that authenticated the peer (TLS) names the only id it may claim.
+        if state.transport_identity.as_ref().is_some_and(|identity| *identity != node_id) {
+            self.refuse_unauthenticated(conn);
+            return;
+        }
         let node_id = Bytes::copy_from_slice(&node_id);
-        state.peer = Some(node_id.clone());
-        self.timers.cancel(Timer::Hello(conn));
+        if self.config.cluster_secret.is_none() {
+            self.complete_handshake(now, conn, node_id);
+            return;
+        }
+        let Some(peer_nonce) = nonce else {
+            self.refuse_unauthenticated(conn);
+            return;
+        };
+        let outbound = state.outbound;
+        state.awaiting_proof = Some(AwaitedProof { node_id, peer_nonce });
         if !outbound {
-            let hello = self.hello();
+            // The acceptor proves first: the dialler checks it before it proves in turn.
+            let hello = self.hello(conn);
             self.send_frame(conn, 0, &hello);
+            if let Some(mac) = self.proof(conn, Role::Acceptor) {
+                self.send_frame(conn, 0, &Message::HelloProof { mac });
+            }
+        }
+    }
+
+    /// The peer's proof of the cluster secret, after its hello: a good one completes the
+    /// handshake (the dialler proves in turn first); anything else refuses the connection.
+    fn on_hello_proof(&mut self, now: Instant, conn: ConnId, message: Message) {
+        let Message::HelloProof { mac } = message else {
+            self.refuse_unauthenticated(conn);
+            return;
+        };
+        let Some(state) = self.links.get(conn) else { return };
+        let outbound = state.outbound;
+        let peer_role = if outbound { Role::Acceptor } else { Role::Dialler };
+        let good = self
+            .with_transcript(conn, |transcript, secret| transcript.verify(secret, peer_role, &mac));
+        if good != Some(true) {
+            self.refuse_unauthenticated(conn);
+            return;
+        }
+        if outbound {
+            if let Some(mac) = self.proof(conn, Role::Dialler) {
+                self.send_frame(conn, 0, &Message::HelloProof { mac });
+            }
+        }
+        let awaited = self.links.get_mut(conn).and_then(|state| state.awaiting_proof.take());
+        if let Some(awaited) = awaited {
+            self.complete_handshake(now, conn, awaited.node_id);
+        }
+    }
+
+    /// `role`'s proof on `conn`, once the peer's hello is in.
+    fn proof(&self, conn: ConnId, role: Role) -> Option<[u8; 32]> {
+        self.with_transcript(conn, |transcript, secret| transcript.prove(secret, role))
+    }
+
+    /// Runs `f` over the transcript of `conn`'s handshake and the cluster secret; `None`
+    /// without a secret or before the peer's hello.
+    fn with_transcript<T>(
+        &self,
+        conn: ConnId,
+        f: impl FnOnce(&Transcript<'_>, &[u8]) -> T,
+    ) -> Option<T> {
+        let secret = self.config.cluster_secret.as_ref()?;
+        let state = self.links.get(conn)?;
+        let awaited = state.awaiting_proof.as_ref()?;
+        let own: &[u8] = &self.config.node_id;
+        let (dialler, acceptor, dialler_nonce, acceptor_nonce) = if state.outbound {
+            (own, &awaited.node_id[..], &state.nonce, &awaited.peer_nonce)
+        } else {
+            (&awaited.node_id[..], own, &awaited.peer_nonce, &state.nonce)
+        };
+        let transcript = Transcript {
+            cluster: &self.config.cluster,
+            dialler,
+            acceptor,
+            dialler_nonce,
+            acceptor_nonce,
+        };
+        Some(f(&transcript, secret))
+    }
+
+    /// The handshake completed: the connection is `node_id`'s. On an accepted connection this
+    /// node answers with its own hello (unless it did already, with a secret), makes it the
+    /// peer's link if the peer has none, and — while leaving — says so at once; an outbound
+    /// one authenticated by a secret is taken into use now.
+    fn complete_handshake(&mut self, now: Instant, conn: ConnId, node_id: Bytes) {
+        let Some(state) = self.links.get_mut(conn) else { return };
+        state.hello_received = true;
+        state.peer = Some(node_id.clone());
+        state.identity = Some(node_id.clone());
+        let outbound = state.outbound;
+        self.timers.cancel(Timer::Hello(conn));
+        let secret = self.config.cluster_secret.is_some();
+        if outbound && secret {
+            self.activate_outbound(now, conn, &node_id);
+        }
+        if !outbound {
+            if !secret {
+                let hello = self.hello(conn);
+                self.send_frame(conn, 0, &hello);
+            }
             let link = self.links.link_or_default(&node_id);
             if link.conn.is_none() {
                 link.conn = Some(conn);
@@ -166,12 +281,19 @@ impl Node {
         self.on_peer_heard(now, &node_id, true);
     }
 
-    /// This node's hello.
-    pub(super) fn hello(&self) -> Message {
+    /// This node's hello on `conn`: with a cluster secret it carries the connection's nonce.
+    pub(super) fn hello(&self, conn: ConnId) -> Message {
+        let nonce = self
+            .config
+            .cluster_secret
+            .as_ref()
+            .and_then(|_| self.links.get(conn))
+            .map(|state| state.nonce);
         Message::Hello {
             protocol_version: u16::from(PROTOCOL_VERSION),
             cluster: self.config.cluster.clone(),
             node_id: self.config.node_id.clone(),
+            nonce,
         }
     }
 

@@ -28,7 +28,19 @@ pub(super) struct Conn {
     /// The peer: known at once on a connection this node opened, after the hello otherwise.
     pub(super) peer: Option<Bytes>,
     pub(super) outbound: bool,
+    /// The handshake completed: the peer's hello (and, with a cluster secret, its proof) was
+    /// accepted. Nothing but the handshake is read before.
     pub(super) hello_received: bool,
+    /// The node id this connection authenticated as ([`super::auth`]); `None` until the
+    /// handshake completed.
+    pub(super) identity: Option<Bytes>,
+    /// This connection's hello nonce, from the driver.
+    pub(super) nonce: [u8; 16],
+    /// The peer's identity as the transport authenticated it (a TLS certificate's node id),
+    /// which the hello's id must equal.
+    pub(super) transport_identity: Option<Bytes>,
+    /// With a cluster secret: the peer's hello was accepted and its proof is awaited.
+    pub(super) awaiting_proof: Option<AwaitedProof>,
     /// Bytes for the next [`Output::Transmit`].
     pub(super) out: Vec<u8>,
     dirty: bool,
@@ -53,6 +65,10 @@ impl Conn {
             peer,
             outbound,
             hello_received,
+            identity: None,
+            nonce: [0; 16],
+            transport_identity: None,
+            awaiting_proof: None,
             out: Vec::new(),
             dirty: false,
             backlogged: false,
@@ -65,6 +81,14 @@ impl Conn {
     pub(super) fn in_flight(&self) -> usize {
         self.requests.len()
     }
+}
+
+/// A hello accepted on a connection whose peer has still to prove the cluster secret.
+pub(super) struct AwaitedProof {
+    /// The node id the hello claimed.
+    pub(super) node_id: Bytes,
+    /// The nonce the hello carried.
+    pub(super) peer_nonce: [u8; 16],
 }
 
 /// What a closed connection left behind, for the node to fail and abandon.

@@ -57,6 +57,7 @@
 //! - [`frames`]: native frames by message family; [`transport`]: the one seam where the
 //!   native protocol and groupcache's HTTP ([`compat`]) differ.
 
+mod auth;
 mod batching;
 mod calls;
 mod compat;
@@ -106,12 +107,14 @@ use requests::Requests;
 use timers::{Timer, TimerQueue};
 use writes::WriteOp;
 
-pub use config::{ConfigError, GroupcacheConfig, KeyspaceConfig, NodeConfig, PeerProtocol};
+pub use config::{
+    ConfigError, GroupcacheConfig, KeyspaceConfig, MIN_CLUSTER_SECRET_LEN, NodeConfig, PeerProtocol,
+};
 pub use keyspace::KeyspaceStats;
 pub use liveness::{LivenessConfig, MemberInfo, MemberState};
 pub use types::{
     ConnId, Entry, Error, Event, Input, InputError, LoadId, LoadResult, Output, Path, Reply,
-    RequestId, Value,
+    RequestId, SecurityStats, Value,
 };
 
 /// One herdcache cluster member as a pure state machine. See the module docs.
@@ -135,6 +138,8 @@ pub struct Node {
     outputs: VecDeque<Output>,
     ids: Ids,
     rng: u64,
+    /// Hellos and requests refused for want of authentication or authorization.
+    security: SecurityStats,
     /// groupcache HTTP: serving connections that move on after this mutation.
     http_turns: compat::HttpTurns,
 }
@@ -159,6 +164,13 @@ impl Node {
         }
         if config.cluster.len() > max_label {
             return Err(ConfigError::BadClusterLabel);
+        }
+        if let Some(secret) = &config.cluster_secret {
+            if secret.len() < config::MIN_CLUSTER_SECRET_LEN
+                || config.peer_protocol == PeerProtocol::GroupcacheHttp
+            {
+                return Err(ConfigError::BadClusterSecret);
+            }
         }
         if config.request_timeout.is_zero()
             || config.peer_timeout.is_zero()
@@ -210,6 +222,7 @@ impl Node {
             outputs: VecDeque::new(),
             ids: Ids::new(),
             rng: config.seed | 1,
+            security: SecurityStats::default(),
             http_turns: compat::HttpTurns::default(),
             config,
         };
@@ -281,6 +294,13 @@ impl Node {
     pub fn keyspace_stats(&self, name: &[u8]) -> Option<KeyspaceStats> {
         let now = self.clock.latest();
         self.keyspaces.get(name).map(|keyspace| keyspace.stats(now))
+    }
+
+    /// How many hellos and peer requests this node refused for want of authentication or
+    /// authorization (see [`SecurityStats`]).
+    #[must_use]
+    pub fn security_stats(&self) -> SecurityStats {
+        self.security
     }
 
     /// Feeds one input. Drain [`Node::poll_output`] afterwards.
@@ -379,18 +399,18 @@ impl Node {
             Input::Loaded { load, result } => return self.on_loaded(now, load, result),
             Input::SetPeers(members) => self.on_peers(now, members),
             Input::Leave => self.on_leave(now),
-            Input::Connected { conn, peer } => {
+            Input::Connected { conn, peer, nonce, peer_identity } => {
                 if self.links.contains(conn) {
                     return Err(InputError::DuplicateConnection(conn));
                 }
-                self.on_connected(now, conn, peer);
+                self.on_connected(now, conn, peer, nonce, peer_identity);
             }
             Input::ConnectFailed { peer } => self.on_connect_failed(now, &peer),
-            Input::Accepted { conn } => {
+            Input::Accepted { conn, nonce, peer_identity } => {
                 if self.links.contains(conn) {
                     return Err(InputError::DuplicateConnection(conn));
                 }
-                self.open_conn(conn, None, false);
+                self.open_conn(conn, None, false, (nonce, peer_identity));
             }
             Input::Received { conn, data } => {
                 if !self.links.contains(conn) {

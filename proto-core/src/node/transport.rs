@@ -25,21 +25,54 @@ use crate::time::{Duration, Instant};
 use crate::wire::Message;
 
 impl Node {
-    /// A new connection's state, and its hello timer when the protocol has a hello.
-    pub(super) fn open_conn(&mut self, conn: ConnId, peer: Option<Bytes>, outbound: bool) {
+    /// A new connection's state, and its hello timer when the protocol has a hello. `security`
+    /// is the driver's nonce for its hello and the identity its transport authenticated.
+    pub(super) fn open_conn(
+        &mut self,
+        conn: ConnId,
+        peer: Option<Bytes>,
+        outbound: bool,
+        (nonce, transport_identity): ([u8; 16], Option<Bytes>),
+    ) {
         let has_hello = self.config.peer_protocol.has_hello();
         if has_hello {
             let hello_by = self.clock.latest() + self.config.connect_timeout;
             self.timers.set(hello_by, Timer::Hello(conn));
         }
         let codec = Codec::new(&self.config, outbound);
-        self.links.insert(conn, Conn::new(codec, peer, outbound, !has_hello));
+        let mut state = Conn::new(codec, peer, outbound, !has_hello);
+        state.nonce = nonce;
+        state.transport_identity = transport_identity;
+        self.links.insert(conn, state);
     }
 
     /// An outbound connection opened: native connections say hello and take the calls queued
-    /// for the peer; groupcache HTTP connections join the peer's pool.
-    pub(super) fn on_connected(&mut self, now: Instant, conn: ConnId, peer: Bytes) {
-        self.open_conn(conn, Some(peer.clone()), true);
+    /// for the peer; groupcache HTTP connections join the peer's pool. With a cluster secret
+    /// the connection is taken into use only once the peer proved the secret
+    /// ([`Node::activate_outbound`]): until then the attempt stays in progress (calls queue,
+    /// and its deadline bounds the handshake too).
+    pub(super) fn on_connected(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: Bytes,
+        nonce: [u8; 16],
+        peer_identity: Option<Bytes>,
+    ) {
+        self.open_conn(conn, Some(peer.clone()), true, (nonce, peer_identity));
+        if self.config.peer_protocol == PeerProtocol::Native && self.config.cluster_secret.is_some()
+        {
+            let hello = self.hello(conn);
+            self.send_frame(conn, 0, &hello);
+            return;
+        }
+        self.activate_outbound(now, conn, &peer);
+    }
+
+    /// An outbound connection becomes the peer's: its attempt ends and — native — it takes
+    /// the calls queued for the peer (saying hello first unless it was said already).
+    pub(super) fn activate_outbound(&mut self, now: Instant, conn: ConnId, peer: &Bytes) {
+        let peer = peer.clone();
         if let Some(attempt) = self.links.end_attempt(&peer) {
             self.timers.cancel(Timer::Connect(attempt));
         }
@@ -48,8 +81,10 @@ impl Node {
         match self.config.peer_protocol {
             PeerProtocol::Native => {
                 link.conn = Some(conn);
-                let hello = self.hello();
-                self.send_frame(conn, 0, &hello);
+                if self.config.cluster_secret.is_none() {
+                    let hello = self.hello(conn);
+                    self.send_frame(conn, 0, &hello);
+                }
                 self.flush_queued(&peer, conn);
             }
             PeerProtocol::GroupcacheHttp => {
@@ -233,8 +268,14 @@ impl Node {
         self.timers.cancel(Timer::Hello(conn));
         self.timers.cancel(Timer::Parse(conn));
         if let (true, Some(peer)) = (closed.never_greeted, &closed.conn.peer) {
-            // It never got as far as a hello: as good as a failed connect.
-            self.back_off(now, peer);
+            // It never got as far as a hello: as good as a failed connect. With a cluster
+            // secret its attempt was still in progress: it failed.
+            let attempt_open = self.links.link_mut(peer).is_some_and(|link| link.is_connecting());
+            if self.config.cluster_secret.is_some() && attempt_open {
+                self.on_connect_failed(now, peer);
+            } else {
+                self.back_off(now, peer);
+            }
         }
         // A lost native link may have missed a "drop your copy"; groupcache's HTTP never
         // sends one, so its hot copies do not depend on connections.

@@ -6,7 +6,7 @@ use core::fmt;
 
 use super::MemberState;
 use crate::time::{Duration, Instant};
-use crate::wire::{ErrorCode, ReplyError};
+use crate::wire::{ErrorCode, FrameKind, ReplyError};
 
 /// A local request, named by the driver; every one is answered by exactly one
 /// [`Output::Reply`] with the same id.
@@ -46,6 +46,9 @@ pub enum Error {
     Unavailable,
     /// A request that makes no sense (a duplicate id, an empty batch, …).
     BadRequest,
+    /// The peer that had to apply the request did not take it from this node: it does not
+    /// count this node as a current member (yet, or any more). Nothing changed there.
+    Unauthorized,
 }
 
 impl Error {
@@ -66,6 +69,7 @@ impl Error {
             Error::Overloaded => (ErrorCode::Overloaded, b""),
             Error::Unavailable => (ErrorCode::Unavailable, b""),
             Error::BadRequest => (ErrorCode::BadRequest, b""),
+            Error::Unauthorized => (ErrorCode::Unauthorized, b""),
         };
         ReplyError { code, message: Bytes::from_static(message) }
     }
@@ -84,12 +88,14 @@ impl Error {
             ErrorCode::ShuttingDown => Error::ShuttingDown,
             ErrorCode::Overloaded => Error::Overloaded,
             ErrorCode::Unavailable => Error::Unavailable,
+            ErrorCode::Unauthorized => Error::Unauthorized,
             ErrorCode::BadRequest
             | ErrorCode::ProtocolVersion
             | ErrorCode::ClusterMismatch
             | ErrorCode::Malformed
             | ErrorCode::FrameTooLarge
-            | ErrorCode::TooManyInFlight => Error::BadRequest,
+            | ErrorCode::TooManyInFlight
+            | ErrorCode::Unauthenticated => Error::BadRequest,
         }
     }
 
@@ -119,6 +125,7 @@ impl fmt::Display for Error {
             Error::Overloaded => f.write_str("overloaded"),
             Error::Unavailable => f.write_str("owner unavailable"),
             Error::BadRequest => f.write_str("bad request"),
+            Error::Unauthorized => f.write_str("not authorized by the peer"),
         }
     }
 }
@@ -292,6 +299,16 @@ pub enum Input<'a> {
         conn: ConnId,
         /// The peer it was opened to.
         peer: Bytes,
+        /// This connection's hello nonce: fresh, unpredictable bytes (the core has no
+        /// randomness of its own). Used only with a [cluster
+        /// secret](super::NodeConfig::cluster_secret), where a nonce that repeats or can be
+        /// guessed would let a recorded proof be replayed; never reuse one.
+        nonce: [u8; 16],
+        /// The peer's identity as the transport authenticated it (for TLS, the node id its
+        /// certificate names), or `None` on a transport that authenticates nothing (plain
+        /// TCP). When set, the peer's hello must carry exactly this node id, or the
+        /// connection is refused ([`ErrorCode::Unauthenticated`](crate::ErrorCode)).
+        peer_identity: Option<Bytes>,
     },
     /// An outbound connection asked for by [`Output::Connect`] could not be opened.
     ConnectFailed {
@@ -302,6 +319,11 @@ pub enum Input<'a> {
     Accepted {
         /// The driver's name for it.
         conn: ConnId,
+        /// As in [`Input::Connected`]: this connection's fresh hello nonce.
+        nonce: [u8; 16],
+        /// As in [`Input::Connected`]: the identity the transport authenticated, which the
+        /// hello's node id must equal.
+        peer_identity: Option<Bytes>,
     },
     /// Bytes arrived on a connection (any split: the node reassembles frames).
     Received {
@@ -370,10 +392,26 @@ pub enum Event {
         /// The peer's node id.
         peer: Bytes,
     },
-    /// A connection refused because of a hello mismatch or a malformed frame.
+    /// A connection refused because of a hello mismatch, a hello that could not be
+    /// authenticated ([`ErrorCode::Unauthenticated`]: counted in
+    /// [`SecurityStats::refused_unauthenticated`]) or a malformed frame.
     ConnectionRefused {
         /// The connection.
         conn: ConnId,
+        /// Why.
+        reason: ErrorCode,
+    },
+    /// A peer's write, drop of hot copies, keyspace clear or goodbye was refused (answered
+    /// with `reason` where the request has an answer) and changed nothing: the connection's
+    /// authenticated node id is not a current member ([`ErrorCode::Unauthorized`]). Counted
+    /// in [`SecurityStats::refused_unauthorized`]; the connection stays open.
+    RequestRefused {
+        /// The connection.
+        conn: ConnId,
+        /// The node id the connection authenticated as.
+        peer: Bytes,
+        /// What was refused.
+        frame: FrameKind,
         /// Why.
         reason: ErrorCode,
     },
@@ -437,3 +475,15 @@ impl fmt::Display for InputError {
 }
 
 impl core::error::Error for InputError {}
+
+/// Refusals of peers for want of authentication or authorization, since the node started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SecurityStats {
+    /// Connections refused at the hello: no proof of the cluster secret, a wrong one, one for
+    /// other nonces (a replay), or a hello id that is not the transport's authenticated
+    /// identity.
+    pub refused_unauthenticated: u64,
+    /// Peer requests refused because the connection's node id is not a current member:
+    /// writes, drops of hot copies, keyspace clears and goodbyes.
+    pub refused_unauthorized: u64,
+}

@@ -1002,7 +1002,10 @@ impl Sim {
             Event::Accepted { node, epoch, conn } => {
                 if live(self, node, epoch) && self.links.contains_key(&(node, conn)) {
                     self.open_ends.insert((node, conn));
-                    self.input(node, Input::Accepted { conn });
+                    self.input(
+                        node,
+                        Input::Accepted { conn, nonce: sim_nonce(conn), peer_identity: None },
+                    );
                 }
             }
             Event::Connected { node, epoch, conn, peer } => {
@@ -1011,7 +1014,15 @@ impl Sim {
                 }
                 if self.links.contains_key(&(node, conn)) {
                     self.open_ends.insert((node, conn));
-                    self.input(node, Input::Connected { conn, peer });
+                    self.input(
+                        node,
+                        Input::Connected {
+                            conn,
+                            peer,
+                            nonce: sim_nonce(conn),
+                            peer_identity: None,
+                        },
+                    );
                 } else {
                     // Reset before it was established: the connect failed.
                     self.input(node, Input::ConnectFailed { peer });
@@ -1284,4 +1295,9 @@ impl Sim {
             }
         }
     }
+}
+
+/// A connection's hello nonce in the simulation: distinct per connection.
+fn sim_nonce(conn: ConnId) -> [u8; 16] {
+    u128::from(conn.0).to_be_bytes()
 }

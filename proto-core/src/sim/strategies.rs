@@ -125,8 +125,10 @@ pub fn forged_frame() -> impl Strategy<Value = Vec<u8>> {
         Just(Message::Hello {
             protocol_version: 1,
             cluster: Bytes::from_static(b"sim"),
-            node_id: Bytes::from_static(b"node-9")
+            node_id: Bytes::from_static(b"node-9"),
+            nonce: None,
         }),
+        Just(Message::HelloProof { mac: [7; 32] }),
     ];
     (message, 0u64..40).prop_map(|(message, request_id)| {
         let mut out = Vec::new();

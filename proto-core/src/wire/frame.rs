@@ -45,11 +45,13 @@ pub enum FrameKind {
     ClearKeyspace = 17,
     /// [`Message::Peek`](super::Message::Peek).
     Peek = 18,
+    /// [`Message::HelloProof`](super::Message::HelloProof).
+    HelloProof = 19,
 }
 
 impl FrameKind {
     /// Every kind, in byte order.
-    pub const ALL: [FrameKind; 18] = [
+    pub const ALL: [FrameKind; 19] = [
         FrameKind::Hello,
         FrameKind::Error,
         FrameKind::Get,
@@ -68,13 +70,14 @@ impl FrameKind {
         FrameKind::Leaving,
         FrameKind::ClearKeyspace,
         FrameKind::Peek,
+        FrameKind::HelloProof,
     ];
 
     /// The kind whose byte is `byte`, if any.
     #[must_use]
     pub const fn from_u8(byte: u8) -> Option<FrameKind> {
         match byte {
-            1..=18 => Some(Self::ALL[byte as usize - 1]),
+            1..=19 => Some(Self::ALL[byte as usize - 1]),
             _ => None,
         }
     }

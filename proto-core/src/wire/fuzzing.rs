@@ -74,7 +74,9 @@ impl<'a> Arbitrary<'a> for Message {
                 protocol_version: u.arbitrary()?,
                 cluster: bytes(u)?,
                 node_id: bytes(u)?,
+                nonce: u.arbitrary()?,
             },
+            FrameKind::HelloProof => Message::HelloProof { mac: u.arbitrary()? },
             FrameKind::Error => Message::Error(u.arbitrary()?),
             FrameKind::Get => {
                 Message::Get { keyspace: bytes(u)?, key: bytes(u)?, timeout_ms: u.arbitrary()? }

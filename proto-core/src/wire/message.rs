@@ -91,6 +91,14 @@ pub enum ErrorCode {
     ///
     /// [`WireError::UnknownErrorCode`]: crate::WireError::UnknownErrorCode
     Unavailable = 11,
+    /// The request needs a connection authenticated as a current member of the cluster: a
+    /// write, a drop of hot copies, a keyspace clear or a goodbye from a connection whose
+    /// hello named a node off the member list (or, for a goodbye, another node than its own).
+    /// Nothing changed on the answering node.
+    ///
+    /// Added with the cluster secret; an older decoder refuses it as an unknown code (see
+    /// [`ErrorCode::Unavailable`]).
+    Unauthorized = 12,
     /// Connection-level: the peer speaks a protocol version this node does not.
     ProtocolVersion = 128,
     /// Connection-level: the peer belongs to another cluster (its hello's label differs).
@@ -101,6 +109,10 @@ pub enum ErrorCode {
     FrameTooLarge = 131,
     /// Connection-level: the peer has more requests in flight than allowed.
     TooManyInFlight = 132,
+    /// Connection-level: the hello could not be authenticated — a node with a cluster secret
+    /// got no proof, a wrong one or one for other nonces (a replay), or the hello's id is not
+    /// the identity the transport authenticated (a TLS certificate's).
+    Unauthenticated = 133,
 }
 
 impl ErrorCode {
@@ -119,11 +131,13 @@ impl ErrorCode {
             9 => ErrorCode::Overloaded,
             10 => ErrorCode::BadRequest,
             11 => ErrorCode::Unavailable,
+            12 => ErrorCode::Unauthorized,
             128 => ErrorCode::ProtocolVersion,
             129 => ErrorCode::ClusterMismatch,
             130 => ErrorCode::Malformed,
             131 => ErrorCode::FrameTooLarge,
             132 => ErrorCode::TooManyInFlight,
+            133 => ErrorCode::Unauthenticated,
             _ => return None,
         })
     }
@@ -155,11 +169,13 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::BadRequest => "bad request",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "not authorized: not a current member",
             ErrorCode::ProtocolVersion => "unsupported protocol version",
             ErrorCode::ClusterMismatch => "cluster mismatch",
             ErrorCode::Malformed => "malformed frame",
             ErrorCode::FrameTooLarge => "frame too large",
             ErrorCode::TooManyInFlight => "too many requests in flight",
+            ErrorCode::Unauthenticated => "hello not authenticated",
         }
     }
 }
@@ -245,7 +261,8 @@ pub struct PutEntry {
 /// `Get` → `GetReply`, `GetMany` → `GetManyReply` (one outcome per key, in order), `Put` and
 /// `Delete` → `Ack`, `PutMany` and `DeleteMany` → `AckMany` (one result per item, in order),
 /// `DropHot` and `ClearKeyspace` → `Ack` (the owner waits for every peer's), `Ping` → `Pong`
-/// (the id is the nonce), `Peek` → `GetReply` (the value, or a `NotFound` failure). `Hello`, `Error` and `Leaving` are one-way and carry id 0.
+/// (the id is the nonce), `Peek` → `GetReply` (the value, or a `NotFound` failure). `Hello`, `HelloProof`, `Error` and
+/// `Leaving` are one-way and carry id 0.
 ///
 /// Emit with [`Message::emit`] or [`Message::encode`]; parse with [`Message::parse`] or a
 /// [`FrameDecoder`](super::FrameDecoder).
@@ -260,6 +277,20 @@ pub enum Message {
         cluster: Bytes,
         /// The sender's node id, as it appears on the ring.
         node_id: Bytes,
+        /// The sender's fresh nonce for this connection, sent only by a node with a cluster
+        /// secret: the peer's [`Message::HelloProof`] must cover it. On the wire, 16 bytes
+        /// after the node id when present, nothing when absent — so a hello without a nonce is
+        /// byte for byte the hello of nodes that predate the secret.
+        nonce: Option<[u8; 16]>,
+    },
+    /// Proof that the sender knows the cluster secret: an HMAC-SHA256 keyed by the secret over
+    /// both hellos' nonces, both node ids, the cluster label and the sender's role (dialler or
+    /// acceptor), so it is good for this one connection and this one direction only. The
+    /// acceptor sends it right after its hello, the dialler once it checked the acceptor's.
+    /// Added with the cluster secret (kind 19): only nodes with a secret send it.
+    HelloProof {
+        /// The HMAC-SHA256 tag.
+        mac: [u8; 32],
     },
     /// A connection-level error; the sender closes the connection after it.
     Error(ReplyError),
@@ -365,6 +396,7 @@ impl Message {
     pub const fn kind(&self) -> FrameKind {
         match self {
             Message::Hello { .. } => FrameKind::Hello,
+            Message::HelloProof { .. } => FrameKind::HelloProof,
             Message::Error(_) => FrameKind::Error,
             Message::Get { .. } => FrameKind::Get,
             Message::GetReply(_) => FrameKind::GetReply,
@@ -544,7 +576,8 @@ impl Message {
             | Message::Ack(_)
             | Message::Ping
             | Message::Pong
-            | Message::Leaving => Ok(()),
+            | Message::Leaving
+            | Message::HelloProof { .. } => Ok(()),
         }
     }
 
@@ -555,11 +588,15 @@ impl Message {
         s.put(&[PROTOCOL_VERSION, self.kind().as_u8()]);
         s.put(&request_id.to_be_bytes());
         match self {
-            Message::Hello { protocol_version, cluster, node_id } => {
+            Message::Hello { protocol_version, cluster, node_id, nonce } => {
                 s.put(&protocol_version.to_be_bytes());
                 put_field(s, cluster);
                 put_field(s, node_id);
+                if let Some(nonce) = nonce {
+                    s.put(nonce);
+                }
             }
+            Message::HelloProof { mac } => s.put(mac),
             Message::Error(error) => put_error(s, error, limits),
             Message::Get { keyspace, key, timeout_ms } => {
                 put_field(s, keyspace);
@@ -753,7 +790,10 @@ where
             protocol_version: u16::from_be_bytes(r.array()?),
             cluster: r.field("cluster", limits.max_label)?,
             node_id: r.field("node_id", limits.max_label)?,
+            // Absent in the hellos of nodes without a secret (and of older nodes).
+            nonce: if r.remaining() > 0 { Some(r.array()?) } else { None },
         },
+        FrameKind::HelloProof => Message::HelloProof { mac: r.array()? },
         FrameKind::Error => Message::Error(r.error(limits)?),
         FrameKind::Get => Message::Get {
             keyspace: r.field("keyspace", limits.max_label)?,

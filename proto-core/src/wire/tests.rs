@@ -30,7 +30,18 @@ fn samples() -> Vec<Message> {
         expires_at: expires_at.map(UnixTime::from_micros),
     };
     vec![
-        Message::Hello { protocol_version: 1, cluster: b(b"prod"), node_id: b(b"node-a:7070") },
+        Message::Hello {
+            protocol_version: 1,
+            cluster: b(b"prod"),
+            node_id: b(b"node-a:7070"),
+            nonce: None,
+        },
+        Message::Hello {
+            protocol_version: 1,
+            cluster: b(b"prod"),
+            node_id: b(b"node-a:7070"),
+            nonce: Some([0xa5; 16]),
+        },
         Message::Error(failed(ErrorCode::ClusterMismatch, "cluster \"prod\", not \"test\"")),
         Message::Get { keyspace: b(b"users"), key: b(b"user:42"), timeout_ms: 250 },
         Message::GetReply(found(b"hello", Some(1_700_000_000_000_000), 12_500)),
@@ -62,6 +73,7 @@ fn samples() -> Vec<Message> {
         Message::Leaving,
         Message::ClearKeyspace { keyspace: b(b"users") },
         Message::Peek { keyspace: b(b"users"), key: b(b"user:42") },
+        Message::HelloProof { mac: [0x3c; 32] },
     ]
 }
 
@@ -233,8 +245,8 @@ fn unsupported_version_is_refused_when_its_byte_arrives() {
 fn unknown_kind_is_refused_when_its_byte_arrives() {
     let mut decoder = FrameDecoder::new(WireLimits::default());
     decoder.push(&[0, 0, 0, 10, PROTOCOL_VERSION]).unwrap();
-    assert_eq!(decoder.push(&[19, 0, 0]), Err(WireError::UnknownKind(19)));
-    for kind in [0u8, 19, 255] {
+    assert_eq!(decoder.push(&[20, 0, 0]), Err(WireError::UnknownKind(20)));
+    for kind in [0u8, 20, 255] {
         let frame = raw_frame(kind, 1, &[]);
         assert_eq!(parse(&frame, &WireLimits::default()), Err(WireError::UnknownKind(kind)));
     }
@@ -250,6 +262,21 @@ fn truncated_payloads_are_refused() {
             let mut short = full[..full.len() - cut].to_vec();
             let declared = (short.len() - 4) as u32;
             short[..4].copy_from_slice(&declared.to_be_bytes());
+            if let Message::Hello { protocol_version, cluster, node_id, nonce: Some(_) } = &message
+            {
+                if cut == 16 {
+                    // The nonce is the hello's optional last field: without it, the hello of
+                    // a node without a cluster secret (which a node with one refuses).
+                    let expected = Message::Hello {
+                        protocol_version: *protocol_version,
+                        cluster: cluster.clone(),
+                        node_id: node_id.clone(),
+                        nonce: None,
+                    };
+                    assert_eq!(parse(&Bytes::from(short), &limits), Ok(expected));
+                    continue;
+                }
+            }
             assert_eq!(
                 parse(&Bytes::from(short), &limits),
                 Err(WireError::Truncated),
@@ -271,11 +298,13 @@ fn trailing_bytes_after_the_payload_are_malformed() {
         long.push(0);
         let declared = (long.len() - 4) as u32;
         long[..4].copy_from_slice(&declared.to_be_bytes());
-        assert_eq!(
-            parse(&Bytes::from(long), &limits),
-            Err(WireError::Malformed("bytes left after the payload")),
-            "{message:?}"
-        );
+        // After a hello without a nonce, a byte is the start of a nonce cut short.
+        let expected = if matches!(message, Message::Hello { nonce: None, .. }) {
+            WireError::Truncated
+        } else {
+            WireError::Malformed("bytes left after the payload")
+        };
+        assert_eq!(parse(&Bytes::from(long), &limits), Err(expected), "{message:?}");
     }
 }
 
@@ -307,7 +336,7 @@ fn bad_presence_flag_or_tag_is_malformed() {
 #[test]
 fn unknown_error_code_is_refused() {
     let limits = WireLimits::default();
-    for code in [0u8, 12, 127, 133, 255] {
+    for code in [0u8, 13, 127, 134, 255] {
         let frame = raw_frame(FrameKind::Error.as_u8(), 0, &[code, 0, 0, 0, 0]);
         assert_eq!(parse(&frame, &limits), Err(WireError::UnknownErrorCode(code)));
     }
@@ -368,8 +397,10 @@ fn declared_fields_over_their_limits_are_refused() {
         parse(&get, &limits),
         Err(WireError::FieldTooLarge { field: "key", len: 4, max: 3 })
     );
-    let hello =
-        encode(&Message::Hello { protocol_version: 1, cluster: b(b"abc"), node_id: b(b"") }, 0);
+    let hello = encode(
+        &Message::Hello { protocol_version: 1, cluster: b(b"abc"), node_id: b(b""), nonce: None },
+        0,
+    );
     assert_eq!(
         parse(&hello, &limits),
         Err(WireError::FieldTooLarge { field: "cluster", len: 3, max: 2 })
@@ -446,7 +477,12 @@ fn emit_refuses_what_the_peer_would_refuse() {
             WireError::BatchTooLarge { count: 3, max: 2 },
         ),
         (
-            Message::Hello { protocol_version: 1, cluster: b(b"abcdef"), node_id: b(b"") },
+            Message::Hello {
+                protocol_version: 1,
+                cluster: b(b"abcdef"),
+                node_id: b(b""),
+                nonce: None,
+            },
             WireError::FieldTooLarge { field: "cluster", len: 6, max: 5 },
         ),
         (
@@ -557,7 +593,7 @@ fn key_rate_is_fixed_point_and_saturates() {
 #[test]
 fn error_codes_round_trip_and_split_by_level() {
     let codes: Vec<ErrorCode> = (0..=255).filter_map(ErrorCode::from_u8).collect();
-    assert_eq!(codes.len(), 16);
+    assert_eq!(codes.len(), 18);
     for code in codes {
         assert_eq!(ErrorCode::from_u8(code.as_u8()), Some(code));
         let connection = matches!(
@@ -567,6 +603,7 @@ fn error_codes_round_trip_and_split_by_level() {
                 | ErrorCode::Malformed
                 | ErrorCode::FrameTooLarge
                 | ErrorCode::TooManyInFlight
+                | ErrorCode::Unauthenticated
         );
         assert_eq!(code.is_connection_level(), connection, "{code}");
     }
@@ -673,13 +710,15 @@ fn message() -> impl Strategy<Value = Message> {
     use proptest::collection::vec as list;
     let keys = || list(bytes_upto(16), 0..6);
     prop_oneof![
-        (any::<u16>(), bytes_upto(12), bytes_upto(12)).prop_map(
-            |(protocol_version, cluster, node_id)| Message::Hello {
+        (any::<u16>(), bytes_upto(12), bytes_upto(12), any::<Option<[u8; 16]>>()).prop_map(
+            |(protocol_version, cluster, node_id, nonce)| Message::Hello {
                 protocol_version,
                 cluster,
-                node_id
+                node_id,
+                nonce
             }
         ),
+        any::<[u8; 32]>().prop_map(|mac| Message::HelloProof { mac }),
         reply_error().prop_map(Message::Error),
         (bytes_upto(12), bytes_upto(16), any::<u32>())
             .prop_map(|(keyspace, key, timeout_ms)| Message::Get { keyspace, key, timeout_ms }),

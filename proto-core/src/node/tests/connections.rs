@@ -9,8 +9,16 @@ use alloc::format;
 #[test]
 fn garbage_on_a_connection_closes_only_that_connection() {
     let mut n = node("a", "c");
-    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
-    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(2) }).unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(1), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(2), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &[0xff; 64] }).unwrap();
     let outputs = drain(&mut n);
     assert!(outputs.contains(&Output::Close { conn: ConnId(1) }), "{outputs:?}");
@@ -37,10 +45,20 @@ fn hello_from_another_cluster_is_refused() {
     client
         .handle_input(
             Instant::ZERO,
-            Input::Connected { conn: ConnId(1), peer: Bytes::from_static(b"b") },
+            Input::Connected {
+                conn: ConnId(1),
+                peer: Bytes::from_static(b"b"),
+                nonce: [0; 16],
+                peer_identity: None,
+            },
         )
         .unwrap();
-    server.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(7) }).unwrap();
+    server
+        .handle_input(
+            Instant::ZERO,
+            Input::Accepted { conn: ConnId(7), nonce: [0; 16], peer_identity: None },
+        )
+        .unwrap();
     let hello = drain(&mut client).into_iter().find_map(|o| match o {
         Output::Transmit { data, .. } => Some(data),
         _ => None,
@@ -82,7 +100,11 @@ fn pipelined_gets_of_large_values_are_answered_a_bounded_amount_per_turn() {
         };
         get.encode(id, &mut data, &WireLimits::default()).unwrap();
     }
-    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(1), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &data }).unwrap();
     let sent = |outputs: Vec<Output>| -> usize {
         outputs
@@ -144,7 +166,12 @@ fn a_dialled_peer_that_answers_as_another_node_is_refused() {
     }));
     n.handle_input(
         Instant::ZERO,
-        Input::Connected { conn: ConnId(5), peer: Bytes::from_static(b"b") },
+        Input::Connected {
+            conn: ConnId(5),
+            peer: Bytes::from_static(b"b"),
+            nonce: [0; 16],
+            peer_identity: None,
+        },
     )
     .unwrap();
     drain(&mut n);
@@ -200,7 +227,11 @@ fn a_connect_the_driver_never_reports_on_times_out() {
 #[test]
 fn an_accepted_connection_that_never_says_hello_is_closed() {
     let mut n = node("a", "c");
-    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(3) }).unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(3), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     n.handle_timeout(Instant::from_secs(2));
     assert!(drain(&mut n).contains(&Output::Close { conn: ConnId(3) }));
     assert_eq!(
@@ -279,9 +310,18 @@ fn an_unknown_error_code_from_a_peer_closes_only_that_connection() {
     };
     n.handle_input(Instant::ZERO, put).unwrap();
     drain(&mut n);
-    let connected = Input::Connected { conn: ConnId(1), peer: Bytes::from_static(b"b") };
+    let connected = Input::Connected {
+        conn: ConnId(1),
+        peer: Bytes::from_static(b"b"),
+        nonce: [0; 16],
+        peer_identity: None,
+    };
     n.handle_input(Instant::ZERO, connected).unwrap();
-    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(2) }).unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(2), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     let sent = drain(&mut n);
     let request_id = sent
         .iter()

@@ -62,7 +62,11 @@ fn a_fetch_refused_by_a_leaving_owner_goes_to_the_new_owner() {
 fn a_leaving_node_drains_only_after_its_peers_acknowledged_the_goodbye() {
     use crate::wire::{FrameDecoder, Message, WireLimits};
     let mut n = node("a", "c");
-    n.handle_input(Instant::ZERO, Input::Accepted { conn: ConnId(1) }).unwrap();
+    n.handle_input(
+        Instant::ZERO,
+        Input::Accepted { conn: ConnId(1), nonce: [0; 16], peer_identity: None },
+    )
+    .unwrap();
     n.handle_input(Instant::ZERO, Input::Received { conn: ConnId(1), data: &hello_from("b") })
         .unwrap();
     drain(&mut n);

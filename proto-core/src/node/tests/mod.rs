@@ -49,6 +49,7 @@ fn hello_from(node_id: &'static str) -> Vec<u8> {
         protocol_version: 1,
         cluster: Bytes::from_static(b"c"),
         node_id: Bytes::from_static(node_id.as_bytes()),
+        nonce: None,
     };
     let mut out = Vec::new();
     hello.encode(0, &mut out, &WireLimits::default()).unwrap();
