@@ -9,6 +9,7 @@ use crate::sim::KEYSPACE;
 use crate::wire::ErrorCode;
 use alloc::string::String;
 
+mod auth;
 mod cluster;
 mod connections;
 mod handoff;
