@@ -158,6 +158,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Overloaded => "Overloaded",
         Error::Unavailable => "Unavailable",
         Error::BadRequest => "BadRequest",
+        Error::Unauthorized => "Unauthorized",
     }
 }
 

@@ -635,6 +635,10 @@ impl DriverIo for MioIo {
             Event::ConnectionRefused { conn, reason } => {
                 tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
             }
+            Event::RequestRefused { conn, peer, frame, reason } => {
+                let peer = String::from_utf8_lossy(peer);
+                tracing::warn!(node, conn = conn.0, %peer, ?frame, ?reason, "peer request refused");
+            }
             Event::PeerUp { peer } => {
                 tracing::debug!(node, peer = %String::from_utf8_lossy(peer), "peer up");
             }

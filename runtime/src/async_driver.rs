@@ -356,6 +356,10 @@ impl<R: Runtime> DriverIo for AsyncIo<R> {
             Event::ConnectionRefused { conn, reason } => {
                 tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
             }
+            Event::RequestRefused { conn, peer, frame, reason } => {
+                let peer = String::from_utf8_lossy(peer);
+                tracing::warn!(node, conn = conn.0, %peer, ?frame, ?reason, "peer request refused");
+            }
             other => tracing::debug!(node, event = ?other, "event"),
         }
     }

@@ -78,6 +78,38 @@ pub struct DriverCore<C, S = SharedSource> {
     drained: bool,
     /// The core deadline the timer is set to; `None` when unarmed or fired.
     armed_at: Option<Instant>,
+    /// Each connection's hello nonce.
+    nonces: Nonces,
+}
+
+/// Fresh, unpredictable hello nonces (the cluster secret's proofs cover them, so one that
+/// repeats or can be guessed would let a recorded proof be replayed): SipHash under std's
+/// per-process random keys (`RandomState`, seeded by the operating system) of a counter and
+/// the clock. No extra dependency, and nothing an outsider who sees earlier nonces can
+/// extrapolate from.
+struct Nonces {
+    keys: std::collections::hash_map::RandomState,
+    counter: u64,
+}
+
+impl Nonces {
+    fn new() -> Nonces {
+        Nonces { keys: std::collections::hash_map::RandomState::new(), counter: 0 }
+    }
+
+    fn next(&mut self) -> [u8; 16] {
+        use core::hash::BuildHasher;
+        self.counter += 1;
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let high = self.keys.hash_one((self.counter, time, 0u8));
+        let low = self.keys.hash_one((self.counter, time, 1u8));
+        let mut nonce = [0; 16];
+        nonce[..8].copy_from_slice(&high.to_be_bytes());
+        nonce[8..].copy_from_slice(&low.to_be_bytes());
+        nonce
+    }
 }
 
 impl<C, S: Clone> DriverCore<C, S> {
@@ -91,6 +123,7 @@ impl<C, S: Clone> DriverCore<C, S> {
             next_conn: 0,
             drained: false,
             armed_at: None,
+            nonces: Nonces::new(),
         }
     }
 
@@ -173,9 +206,11 @@ impl<C, S: Clone> DriverCore<C, S> {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(conn, ConnEntry { io: make(conn), closing: false });
+        // Plain TCP authenticates nothing: no transport identity (TLS will pass its peer's).
+        let nonce = self.nonces.next();
         match peer {
-            Some(peer) => self.feed(Input::Connected { conn, peer }),
-            None => self.feed(Input::Accepted { conn }),
+            Some(peer) => self.feed(Input::Connected { conn, peer, nonce, peer_identity: None }),
+            None => self.feed(Input::Accepted { conn, nonce, peer_identity: None }),
         }
         conn
     }
@@ -314,6 +349,16 @@ mod tests {
         let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
         let node = setup.assemble(addr, Arc::new(|| {})).expect("valid setup");
         DriverCore::new(node.shared)
+    }
+
+    #[test]
+    fn hello_nonces_do_not_repeat_within_or_across_drivers() {
+        let (mut first, mut second) = (Nonces::new(), Nonces::new());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            assert!(seen.insert(first.next()), "a nonce repeated");
+            assert!(seen.insert(second.next()), "a nonce repeated");
+        }
     }
 
     #[test]

@@ -432,6 +432,13 @@ impl Handle {
         self.front().stats(name.as_ref())
     }
 
+    /// How many hellos and peer requests this node refused for want of authentication (the
+    /// cluster secret) or authorization (writes, drops, clears and goodbyes from non-members).
+    #[must_use]
+    pub fn security_stats(&self) -> herdcache_proto::SecurityStats {
+        self.front().security_stats()
+    }
+
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
     #[must_use]
     pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {

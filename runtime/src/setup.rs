@@ -364,6 +364,19 @@ impl<R: Start> Builder<R> {
         self
     }
 
+    /// A secret every member shares (at least
+    /// [`MIN_CLUSTER_SECRET_LEN`](herdcache_proto::MIN_CLUSTER_SECRET_LEN) bytes): a peer must
+    /// prove it knows it in the hello, or it is refused
+    /// ([`NodeConfig::cluster_secret`](herdcache_proto::NodeConfig::cluster_secret)). It keeps
+    /// processes without it out; it does not encrypt, and frames after the hello are not
+    /// authenticated. A secret that is too short fails [`start`](Self::start).
+    #[must_use]
+    pub fn cluster_secret(mut self, secret: impl Into<Bytes>) -> Self {
+        let secret = secret.into();
+        self.setup.add_config(move |config| config.cluster_secret = Some(secret));
+        self
+    }
+
     /// Where the node learns its members while it runs (see [`crate::discovery`]): a
     /// [`StaticList`](crate::discovery::StaticList), DNS, etcd, or a provider of your own.
     /// Its lists replace the one given to [`peers`](Self::peers) (which then only serves

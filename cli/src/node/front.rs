@@ -10,7 +10,9 @@
 //!   `peeks_served`)
 //!   and the cache figures (`bytes`, `items`, `evictions`, `expirations`, `max_bytes`, and per
 //!   tier under `main_cache` and `hot_cache`); `quorate` at the top: whether at least the
-//!   minimum member count is up.
+//!   minimum member count is up; `security`: peers refused at the hello for want of the
+//!   cluster secret (`refused_unauthenticated`) and peer writes, drops, clears and goodbyes
+//!   refused because their connection is not a current member's (`refused_unauthorized`).
 //! - `GET /v1/ready` → 200 while the node is quorate (at least `--min-members` up), else 503
 //!   with the reason: for a load balancer's readiness check.
 //! - `GET /v1/members` → 200, JSON: the members as this node sees them (`id`, `address`,
@@ -309,9 +311,12 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Error::BadRequest => StatusCode::BAD_REQUEST,
-        Error::CircuitOpen | Error::ShuttingDown | Error::Overloaded | Error::Unavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        // The owner did not take the write from this node: not the client's fault.
+        Error::CircuitOpen
+        | Error::ShuttingDown
+        | Error::Overloaded
+        | Error::Unavailable
+        | Error::Unauthorized => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -439,7 +444,8 @@ impl Front {
         }
     }
 
-    /// The stats document: `{"node": id, "keyspaces": {name: {...}}}`.
+    /// The stats document: `{"node": id, "quorate": bool, "keyspaces": {name: {...}},
+    /// "security": {"refused_unauthenticated": n, "refused_unauthorized": n}}`.
     fn stats(&self) -> Json {
         let configs = self.node.keyspaces();
         let keyspaces: serde_json::Map<String, Json> = self
@@ -455,7 +461,16 @@ impl Front {
             })
             .collect();
         let quorate = self.node.members().quorate;
-        json!({ "node": self.node.node_id(), "quorate": quorate, "keyspaces": keyspaces })
+        let security = self.node.security_stats();
+        json!({
+            "node": self.node.node_id(),
+            "quorate": quorate,
+            "keyspaces": keyspaces,
+            "security": {
+                "refused_unauthenticated": security.refused_unauthenticated,
+                "refused_unauthorized": security.refused_unauthorized,
+            },
+        })
     }
 
     /// Ready while quorate; else 503 with how many members are up.

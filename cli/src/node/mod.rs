@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
-use herdcache_proto::{LivenessConfig, WireLimits};
+use herdcache_proto::{LivenessConfig, MIN_CLUSTER_SECRET_LEN, WireLimits};
 use herdcache_runtime::discovery::{DiscoveryOptions, DiscoverySpec};
 use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
@@ -186,6 +186,14 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "LABEL", default_value = "herdcache")]
     pub(crate) cluster: String,
 
+    /// A file holding a secret every member shares (at least 16 bytes; one trailing newline
+    /// is ignored). A peer must prove it knows it when it connects, or it is refused: a
+    /// process without it cannot join, claim a member's id or write. It does not encrypt, and
+    /// frames after the hello are not authenticated: on an untrusted network use TLS.
+    /// herdcache protocol only.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cluster_secret_file: Option<std::path::PathBuf>,
+
     /// How long one data-source call may take (an origin's connect, answer and body); then
     /// its callers get 504.
     #[arg(long, value_name = "DURATION", default_value = "10s",
@@ -284,6 +292,28 @@ impl fmt::Display for NodeError {
 }
 
 impl std::error::Error for NodeError {}
+
+/// The cluster secret in `path`, without one trailing newline (`\n` or `\r\n`, as an editor
+/// or `echo` leaves it).
+fn read_cluster_secret(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+    let shown = path.display();
+    let mut secret = std::fs::read(path).map_err(|error| {
+        NodeError::Usage(format!("--cluster-secret-file {shown}: cannot read it: {error}"))
+    })?;
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    if secret.len() < MIN_CLUSTER_SECRET_LEN {
+        return Err(NodeError::Usage(format!(
+            "--cluster-secret-file {shown}: the secret has {} bytes, fewer than {MIN_CLUSTER_SECRET_LEN}",
+            secret.len()
+        )));
+    }
+    Ok(secret)
+}
 
 /// Each keyspace with its source: its own, else the shared one. Every keyspace needs one,
 /// and every keyspace-specific source must name a keyspace.
@@ -434,6 +464,15 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         .peers(args.peers.clone())
         .stop_timeout(args.stop_timeout)
         .config(move |config| config.liveness = liveness);
+    if let Some(path) = &args.cluster_secret_file {
+        if args.groupcache_compat {
+            return Err(NodeError::Usage(
+                "--cluster-secret-file is for the herdcache protocol, not --groupcache-compat"
+                    .to_owned(),
+            ));
+        }
+        builder = builder.cluster_secret(read_cluster_secret(path)?);
+    }
     for (keyspace, source) in &keyspaces {
         let config = keyspace.config(args.origin_timeout);
         builder = source.add_to(builder, config, args.origin_timeout, max_value);

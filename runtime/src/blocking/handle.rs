@@ -216,6 +216,13 @@ impl Handle {
         self.node.keyspace_stats(name)
     }
 
+    /// How many hellos and peer requests this node refused for want of authentication or
+    /// authorization (see the async handle's `security_stats`).
+    #[must_use]
+    pub fn security_stats(&self) -> herdcache_proto::SecurityStats {
+        self.node.security_stats()
+    }
+
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
     #[must_use]
     pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {

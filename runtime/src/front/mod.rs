@@ -55,7 +55,7 @@ use herdcache_proto::Instant;
 use herdcache_proto::{CacheConfig, Store, StoreFactory, Tier};
 use herdcache_proto::{
     ConfigError, Entry, Error, Input, InputError, KeyspaceConfig, KeyspaceStats, Node, NodeConfig,
-    Output, Path, RequestId, Value,
+    Output, Path, RequestId, SecurityStats, Value,
 };
 use herdcache_proto::{KeyHashBuilder, key_hash_builder};
 
@@ -410,6 +410,13 @@ impl Front {
         stats.cache_hits += front_main;
         stats.hot_hits += front_hot;
         Some(stats)
+    }
+
+    /// How many hellos and peer requests the node refused for want of authentication or
+    /// authorization.
+    #[must_use]
+    pub fn security_stats(&self) -> SecurityStats {
+        self.with_node(|node| node.security_stats())
     }
 
     /// Replaces the cluster's members (node ids; this node's own included or not).
