@@ -720,6 +720,155 @@ pub async fn a_peer_of_another_cluster_is_refused<R: Start<Started: Started>>() 
     stop_all(nodes).await;
 }
 
+/// Speaks the native wire on a raw TCP connection to `addr`: sends `frames` (request id,
+/// message) and returns every frame the node sends back until it closes the connection or
+/// goes quiet for a moment.
+async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    frames: &[(u64, herdcache_proto::Message)],
+) -> (Vec<(u64, herdcache_proto::Message)>, bool) {
+    use herdcache_proto::{FrameDecoder, WireLimits};
+    let limits = WireLimits::default();
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let mut bytes = Vec::new();
+    for (id, message) in frames {
+        message.encode(*id, &mut bytes, &limits).expect("a frame within the limits");
+    }
+    stream.write_all(&bytes).await.expect("written");
+    let mut decoder = FrameDecoder::new(limits);
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let closed = loop {
+        let read = async { Some(stream.read(&mut buffer).await) };
+        let quiet = async {
+            Timer::after(Duration::from_millis(500)).await;
+            None
+        };
+        match read.or(quiet).await {
+            None => break false,
+            Some(Ok(0) | Err(_)) => break true,
+            Some(Ok(n)) => {
+                decoder.push(&buffer[..n]).expect("the node's frames decode");
+                while let Some((header, message)) = decoder.next_frame().expect("a frame") {
+                    received.push((header.request_id, message));
+                }
+            }
+        }
+    };
+    (received, closed)
+}
+
+/// A raw TCP peer that says the cluster's label under an id no member has: its put, clear and
+/// goodbye are answered `Unauthorized` and change nothing; counted on the node.
+pub async fn a_non_member_on_the_peer_port_cannot_write_clear_or_say_goodbye<
+    R: Start<Started: Started>,
+>() {
+    use herdcache_proto::{ErrorCode, Message, PROTOCOL_VERSION, PutEntry};
+    let source = Counting::new(Duration::ZERO);
+    let nodes = start_cluster::<R>(2, &source).await;
+    let kept = within("get", nodes[0].get(KEYSPACE, "kept")).await.expect("a value");
+    let hello = Message::Hello {
+        protocol_version: u16::from(PROTOCOL_VERSION),
+        cluster: Bytes::from_static(b"test"),
+        node_id: Bytes::from_static(b"127.0.0.1:9"),
+        nonce: None,
+    };
+    let put = Message::Put {
+        keyspace: Bytes::from_static(KEYSPACE.as_bytes()),
+        entry: PutEntry {
+            key: Bytes::from_static(b"kept"),
+            value: Bytes::from_static(b"forged"),
+            expires_at: None,
+        },
+    };
+    let clear = Message::ClearKeyspace { keyspace: Bytes::from_static(KEYSPACE.as_bytes()) };
+    let frames = [(0, hello), (1, put), (2, clear), (3, Message::Leaving)];
+    let (answers, _) =
+        within("the impostor's answers", raw_exchange(nodes[0].local_addr(), &frames)).await;
+    for id in 1..=3 {
+        let refused = answers.iter().any(|(got, message)| {
+            *got == id
+                && matches!(message, Message::Ack(Err(error)) if error.code == ErrorCode::Unauthorized)
+        });
+        assert!(refused, "request {id} refused: {answers:?}");
+    }
+    assert_eq!(nodes[0].security_stats().refused_unauthorized, 3);
+    for node in &nodes {
+        assert_eq!(within("get", node.get(KEYSPACE, "kept")).await, Ok(kept.clone()));
+        let members = node.members();
+        assert_eq!(members.members.len(), 2, "{:?}", members.members);
+        assert!(members.members.iter().all(|m| m.ring_share > 0.0), "nobody left the ring");
+    }
+    stop_all(nodes).await;
+}
+
+/// With a cluster secret, a raw TCP peer that claims a member's id and cannot prove the
+/// secret is refused at the hello: the put and goodbye it pipelines behind its guess are never
+/// read, the member it claimed to be stays on the ring, and the refusal is counted.
+pub async fn an_impostor_without_the_cluster_secret_is_refused_at_the_hello<
+    R: Start<Started: Started>,
+>() {
+    use herdcache_proto::{ErrorCode, Message, PROTOCOL_VERSION, PutEntry};
+    let source = Counting::new(Duration::ZERO);
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let node = Builder::<R>::new()
+            .cluster("test")
+            .cluster_secret(&b"the members' shared secret"[..])
+            .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
+            .start()
+            .into_handle()
+            .await
+            .expect("node starts");
+        nodes.push(node);
+    }
+    let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(ids.clone());
+    }
+    // The members talk to each other: a key's value crosses from its owner.
+    for i in 0..10 {
+        let key = format!("w-{i}");
+        assert_eq!(
+            within("get", nodes[1].get(KEYSPACE, &key)).await,
+            Ok(Bytes::from(format!("v:{key}")))
+        );
+    }
+    let hello = Message::Hello {
+        protocol_version: u16::from(PROTOCOL_VERSION),
+        cluster: Bytes::from_static(b"test"),
+        node_id: Bytes::from(ids[1].clone()),
+        nonce: Some([7; 16]),
+    };
+    let put = Message::Put {
+        keyspace: Bytes::from_static(KEYSPACE.as_bytes()),
+        entry: PutEntry {
+            key: Bytes::from_static(b"w-1"),
+            value: Bytes::from_static(b"forged"),
+            expires_at: None,
+        },
+    };
+    let frames =
+        [(0, hello), (0, Message::HelloProof { mac: [0; 32] }), (1, put), (2, Message::Leaving)];
+    let (answers, closed) =
+        within("the impostor's answers", raw_exchange(nodes[0].local_addr(), &frames)).await;
+    assert!(closed, "the node closed the connection: {answers:?}");
+    let refused = answers.iter().any(|(_, message)| {
+        matches!(message, Message::Error(error) if error.code == ErrorCode::Unauthenticated)
+    });
+    assert!(refused, "{answers:?}");
+    assert!(!answers.iter().any(|(id, _)| *id != 0), "no request was answered: {answers:?}");
+    assert_eq!(nodes[0].security_stats().refused_unauthenticated, 1);
+    assert_eq!(
+        within("get", nodes[0].get(KEYSPACE, "w-1")).await,
+        Ok(Bytes::from_static(b"v:w-1"))
+    );
+    let member = nodes[0].members();
+    let claimed = member.get(&ids[1]).expect("the claimed member is still a member");
+    assert!(claimed.ring_share > 0.0, "it did not leave the ring: {member:?}");
+    stop_all(nodes).await;
+}
+
 /// A source that hangs is timed out by the node's own timer.
 pub async fn a_hanging_source_times_out_on_the_node_timer<R: Start<Started: Started>>() {
     let source = Counting::new(Duration::from_secs(30));
@@ -976,6 +1125,8 @@ macro_rules! api_tests {
             a_panicking_source_fails_its_load_and_the_node_serves_on,
             nodes_join_a_ring_at_run_time,
             a_peer_of_another_cluster_is_refused,
+            a_non_member_on_the_peer_port_cannot_write_clear_or_say_goodbye,
+            an_impostor_without_the_cluster_secret_is_refused_at_the_hello,
             a_hanging_source_times_out_on_the_node_timer,
             compat_cluster_loads_each_key_once_with_escaped_keys,
             a_plain_http_client_gets_a_protobuf_answer,
