@@ -84,7 +84,10 @@ fn main() -> std::io::Result<()> {
     for (id, message) in samples() {
         let mut frame = Vec::new();
         message.encode(id, &mut frame, &limits).expect("samples are within the limits");
-        fs::write(decode.join(format!("frame-{}", name(message.kind()))), &frame)?;
+        // The hello comes without and with the nonce a node with a cluster secret sends.
+        let nonce =
+            if matches!(message, Message::Hello { nonce: Some(_), .. }) { "-nonce" } else { "" };
+        fs::write(decode.join(format!("frame-{}{nonce}", name(message.kind()))), &frame)?;
         stream.extend_from_slice(&frame);
     }
     fs::write(decode.join("stream-of-every-kind"), &stream)?;
