@@ -213,6 +213,7 @@ fn help_documents_every_flag() {
         "--keyspace",
         "--source",
         "--cluster",
+        "--cluster-secret-file",
         "--origin-timeout",
         "--stop-timeout",
         "echo:PREFIX",

@@ -31,7 +31,9 @@
 //! # Connections
 //! The driver opens and accepts TCP connections and moves bytes; the node decides everything
 //! else: the hello (cluster label and protocol version must match, or the connection is refused
-//! with an error frame), framing and limits (a malformed frame closes that connection and
+//! with an error frame; with a cluster secret, each side also proves it knows the secret, over
+//! nonces the driver passes with each connection — [`auth`]), who may write (only current
+//! members: [`auth`]), framing and limits (a malformed frame closes that connection and
 //! nothing else), request ids, in-flight limits, reconnect backoff, and batching (all frames
 //! for a connection since the last drain go out in one [`Output::Transmit`]).
 //!
@@ -54,6 +56,8 @@
 //!   members going down and coming back, the minimum member count); [`handoff`]: the window
 //!   after a ring change in which old owners keep what moved and new owners ask them first;
 //! - [`timers`]: every deadline, with generations;
+//! - [`auth`]: the cluster secret's proof in the hello, and which peer requests need a
+//!   connection authenticated as a current member;
 //! - [`frames`]: native frames by message family; [`transport`]: the one seam where the
 //!   native protocol and groupcache's HTTP ([`compat`]) differ.
 
