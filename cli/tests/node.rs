@@ -334,6 +334,9 @@ fn slow_clients_are_cut_off_at_the_client_timeout() {
     });
 }
 
+/// Longer than any answer of a loaded node takes: a get still unanswered then hangs.
+const HUNG: Duration = Duration::from_secs(10);
+
 #[test]
 fn connections_over_the_limit_are_refused_and_a_client_that_takes_no_answer_is_cut_off() {
     let node = NodeProcess::start(
@@ -393,7 +396,16 @@ fn connections_over_the_limit_are_refused_and_a_client_that_takes_no_answer_is_c
             // A refusal may come before the request is sent: hyper's client calls that an
             // error.
             let sent = since.elapsed();
-            let got = http::get(&node.url("ks", b"small")).await;
+            let Ok(got) = tokio::time::timeout(HUNG, http::get(&node.url("ks", b"small"))).await
+            else {
+                // A rare hang seen under heavy load: keep what tells where it was.
+                panic!(
+                    "a get sent at {sent:?} got no answer within {HUNG:?}; tries: {tries:#?}\n\
+                     stderr: {}\nthe node's threads:\n{}",
+                    node.stderr.text(),
+                    node.stacks()
+                );
+            };
             tries.push(format!("{sent:?}..{:?}: {got:?}", since.elapsed()));
             match got {
                 Ok(answer) if answer.status == StatusCode::OK => {

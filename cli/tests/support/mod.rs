@@ -192,6 +192,24 @@ impl NodeProcess {
         TcpStream::connect(self.http_addr()).await.expect("the front end accepts")
     }
 
+    /// Every thread's stack of the running process, by gdb, for the message of a test that
+    /// found it hanging (gdb's own complaint when it cannot attach).
+    pub fn stacks(&self) -> String {
+        let pid = self.child.id().to_string();
+        let output = Command::new("gdb")
+            .args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt"])
+            .stdin(Stdio::null())
+            .output();
+        match output {
+            Ok(output) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(error) => format!("(no stacks: gdb did not run: {error})"),
+        }
+    }
+
     /// Sends `signal` (TERM, INT) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
