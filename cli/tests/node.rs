@@ -578,3 +578,57 @@ fn a_second_signal_exits_at_once() {
         assert!(stderr.contains("second SIGINT"), "{stderr}");
     });
 }
+
+#[test]
+fn a_bearer_token_guards_writes_and_with_for_reads_every_read_but_readiness() {
+    let dir = std::env::temp_dir().join(format!("herdcache-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cr3t-t0ken-of-24-chars\n").expect("the token file");
+    let token_path = token_file.to_str().expect("a UTF-8 path");
+    let base = ["--keyspace", "ks", "--source", "echo:v-", "--http-token-file", token_path];
+    let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let writes_only = NodeProcess::start(any_port, &[], &base);
+    let everything =
+        NodeProcess::start(any_port, &[], &[&base[..], &["--http-token-for-reads"]].concat());
+    let right = [("authorization", "Bearer s3cr3t-t0ken-of-24-chars")];
+    let wrong = [("authorization", "Bearer s3cr3t-t0ken-of-24-charX")];
+    drive(async {
+        for node in [&writes_only, &everything] {
+            let url = node.url("ks", b"k");
+            for headers in [&[][..], &wrong[..]] {
+                let put = http::request_with(Method::PUT, &url, headers, "x").await.expect("put");
+                assert_eq!(put.status, StatusCode::UNAUTHORIZED, "{}", put.text());
+                let delete = http::request_with(Method::DELETE, &url, headers, "").await;
+                assert_eq!(delete.expect("delete").status, StatusCode::UNAUTHORIZED);
+            }
+            let put = http::request_with(Method::PUT, &url, &right, "x").await.expect("put");
+            assert_eq!(put.status, StatusCode::NO_CONTENT, "{}", put.text());
+            let get = http::request_with(Method::GET, &url, &right, "").await.expect("get");
+            assert_eq!((get.status, get.body.as_ref()), (StatusCode::OK, b"x".as_slice()));
+            let ready = http::get(&format!("{}/v1/ready", node.http)).await.expect("ready");
+            assert_eq!(ready.status, StatusCode::OK, "readiness needs no token");
+        }
+        let open_read = writes_only.get("ks", b"k").await;
+        assert_eq!((open_read.status, open_read.body.as_ref()), (StatusCode::OK, b"x".as_slice()));
+        for path in ["/v1/ks/k", "/v1/stats", "/v1/members"] {
+            let url = format!("{}{path}", everything.http);
+            let read = http::get(&url).await.expect("an answer");
+            assert_eq!(read.status, StatusCode::UNAUTHORIZED, "{path}: {}", read.text());
+            let read = http::request_with(Method::GET, &url, &right, "").await.expect("an answer");
+            assert_eq!(read.status, StatusCode::OK, "{path}: {}", read.text());
+        }
+    });
+    std::fs::write(&token_file, "short\n").expect("a short token");
+    let refused = run_to_exit(&[
+        "node",
+        "--listen=127.0.0.1:0",
+        "--keyspace=ks",
+        "--source=echo:",
+        &format!("--http-token-file={token_path}"),
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--http-token-file") && stderr.contains("fewer than 16"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

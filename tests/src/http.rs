@@ -51,8 +51,21 @@ impl Answer {
 /// A malformed URL, a connection or protocol error, a body over [`MAX_BODY_BYTES`], or the
 /// timeout, as an [`io::Error`].
 pub async fn request(method: Method, url: &str, body: impl Into<Bytes>) -> io::Result<Answer> {
+    request_with(method, url, &[], body).await
+}
+
+/// [`request`] with extra `headers` (name, value).
+///
+/// # Errors
+/// As [`request`].
+pub async fn request_with(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> io::Result<Answer> {
     let body = body.into();
-    match tokio::time::timeout(REQUEST_TIMEOUT, send(method, url, body)).await {
+    match tokio::time::timeout(REQUEST_TIMEOUT, send(method, url, headers, body)).await {
         Ok(answer) => answer,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("{url}: no answer"))),
     }
@@ -66,7 +79,12 @@ pub async fn get(url: &str) -> io::Result<Answer> {
     request(Method::GET, url, Bytes::new()).await
 }
 
-async fn send(method: Method, url: &str, body: Bytes) -> io::Result<Answer> {
+async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> io::Result<Answer> {
     let uri: Uri = url.parse().map_err(|error| invalid(format!("{url}: {error}")))?;
     let authority = uri.authority().ok_or_else(|| invalid(format!("{url}: no host")))?.clone();
     let port = uri.port_u16().unwrap_or(80);
@@ -75,12 +93,14 @@ async fn send(method: Method, url: &str, body: Bytes) -> io::Result<Answer> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io_error)?;
     let connection = tokio::spawn(connection);
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |path| path.as_str()))
-        .header(hyper::header::HOST, authority.as_str())
-        .body(Full::new(body))
-        .map_err(|error| invalid(error.to_string()))?;
+        .header(hyper::header::HOST, authority.as_str());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).map_err(|error| invalid(error.to_string()))?;
     let response = sender.send_request(request).await.map_err(io_error)?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_BODY_BYTES)

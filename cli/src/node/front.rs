@@ -13,6 +13,9 @@
 //!   minimum member count is up; `security`: peers refused at the hello for want of the
 //!   cluster secret (`refused_unauthenticated`) and peer writes, drops, clears and goodbyes
 //!   refused because their connection is not a current member's (`refused_unauthorized`).
+//! - With a bearer token (`--http-token-file`), PUT and DELETE need `Authorization: Bearer
+//!   TOKEN` (and reads too with `--http-token-for-reads`; `/v1/ready` never does): 401 with
+//!   `WWW-Authenticate: Bearer` without it or with another token.
 //! - `GET /v1/ready` → 200 while the node is quorate (at least `--min-members` up), else 503
 //!   with the reason: for a load balancer's readiness check.
 //! - `GET /v1/members` → 200, JSON: the members as this node sees them (`id`, `address`,
@@ -46,7 +49,9 @@ use herdcache_proto::{BreakerState, MemberState, TierStats};
 use herdcache_tokio::{Bytes, Error, Handle, KeyspaceStats};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -73,6 +78,54 @@ pub(crate) struct Front {
     /// How long a client may take to send a request's headers, to send its body, and to take
     /// an answer once its socket is full.
     pub(crate) client_timeout: Duration,
+    /// The bearer token writes (and maybe reads) need, when one is set.
+    pub(crate) token: Option<BearerToken>,
+}
+
+/// The front end's bearer token (RFC 6750), and whether reads need it too.
+#[derive(Clone)]
+pub(crate) struct BearerToken {
+    token: Arc<[u8]>,
+    for_reads: bool,
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerToken").field("for_reads", &self.for_reads).finish_non_exhaustive()
+    }
+}
+
+impl BearerToken {
+    pub(crate) fn new(token: Vec<u8>, for_reads: bool) -> Self {
+        BearerToken { token: token.into(), for_reads }
+    }
+
+    /// Whether `request` may go on: it needs no token, or carries this one. Compared in time
+    /// that does not depend on where the first wrong byte is.
+    fn admits<B>(&self, request: &Request<B>, write: bool) -> bool {
+        if !write && !self.for_reads {
+            return true;
+        }
+        let Some(given) = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        else {
+            return false;
+        };
+        given.len() == self.token.len()
+            && given.iter().zip(self.token.iter()).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+/// 401 with the challenge RFC 6750 asks for.
+fn unauthorized() -> Answer {
+    let mut response =
+        text(StatusCode::UNAUTHORIZED, "a bearer token is needed (Authorization: Bearer TOKEN)");
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"herdcache\""));
+    response
 }
 
 /// The front end's open connections: at most a fixed number, and a way to wait until all
@@ -377,7 +430,14 @@ fn route(path: &str) -> Result<Route, (StatusCode, &'static str)> {
 
 impl Front {
     async fn answer(&self, request: Request<Incoming>) -> Answer {
-        let (keyspace, key) = match route(request.uri().path()) {
+        let route = route(request.uri().path());
+        if let Some(token) = &self.token {
+            let write = matches!(*request.method(), Method::PUT | Method::DELETE);
+            if route != Ok(Route::Ready) && !token.admits(&request, write) {
+                return unauthorized();
+            }
+        }
+        let (keyspace, key) = match route {
             Ok(Route::Stats) if request.method() == Method::GET => {
                 let body = serde_json::to_vec_pretty(&self.stats()).unwrap_or_default();
                 return bytes(StatusCode::OK, "application/json", Bytes::from(body));
@@ -606,6 +666,39 @@ fn keyspace_json(stats: &KeyspaceStats, max_bytes: Option<u64>) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_token_guards_writes_and_reads_when_asked() {
+        let with = |authorization: Option<&str>, method: Method| {
+            let mut request = Request::builder().method(method);
+            if let Some(value) = authorization {
+                request = request.header(AUTHORIZATION, value);
+            }
+            request.body(()).expect("a request")
+        };
+        let writes = BearerToken::new(b"0123456789abcdef".to_vec(), false);
+        let reads = BearerToken::new(b"0123456789abcdef".to_vec(), true);
+        let right = Some("Bearer 0123456789abcdef");
+        for (authorization, admitted) in [
+            (right, true),
+            (None, false),
+            (Some("Bearer 0123456789abcdeX"), false),
+            (Some("Bearer 0123456789abcde"), false),
+            (Some("Bearer 0123456789abcdef0"), false),
+            (Some("bearer 0123456789abcdef"), false),
+            (Some("Basic 0123456789abcdef"), false),
+        ] {
+            let write = with(authorization, Method::PUT);
+            assert_eq!(writes.admits(&write, true), admitted, "{authorization:?}");
+            assert_eq!(reads.admits(&write, true), admitted, "{authorization:?}");
+            let read = with(authorization, Method::GET);
+            assert!(writes.admits(&read, false), "reads are open: {authorization:?}");
+            assert_eq!(reads.admits(&read, false), admitted, "{authorization:?}");
+        }
+        let refused = unauthorized();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(refused.headers().get(WWW_AUTHENTICATE).is_some());
+    }
 
     #[test]
     fn ttl_comes_from_the_query() {

@@ -15,8 +15,9 @@
 //! at once with status 1.
 //!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
-//! needs `--advertise`. The front end has unauthenticated PUT and DELETE: it binds to
-//! loopback unless `--http` says otherwise (docs/ARCHITECTURE.md, "Security").
+//! needs `--advertise`. The front end's PUT and DELETE need a bearer token only with
+//! `--http-token-file`: it binds to loopback unless `--http` says otherwise
+//! (docs/ARCHITECTURE.md, "Security").
 
 mod front;
 mod source;
@@ -85,9 +86,12 @@ Front end (--http):
   GET    /v1/stats              JSON per keyspace: gets, cache_hits, peer_loads, peer_errors,
                                 loads, loads_deduped, local_loads, local_load_errs,
                                 server_requests, hot_hits, bytes, items, evictions, ...
+  With --http-token-file, PUT and DELETE (and every read but /v1/ready with
+  --http-token-for-reads) need 'Authorization: Bearer TOKEN': 401 without it or with another.
   Keyspace and key are percent-decoded path segments, neither empty (400); the key is the
   rest of the path. Over --http-max-connections a connection is answered 503 and closed.
-  The front end has no authentication: it listens on loopback unless --http says otherwise.
+  Without --http-token-file the front end has no authentication: it listens on loopback
+  unless --http says otherwise.
 
 SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
 progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.";
@@ -143,8 +147,8 @@ pub(crate) struct NodeArgs {
           value_parser = parse_positive_duration)]
     pub(crate) down_after: Duration,
 
-    /// Address of the HTTP front end. It has unauthenticated PUT and DELETE: keep it on
-    /// loopback or a trusted network. [default: loopback (127.0.0.1; ::1 for an IPv6
+    /// Address of the HTTP front end. Without --http-token-file its PUT and DELETE need no
+    /// token: keep it on loopback or a trusted network. [default: loopback (127.0.0.1; ::1 for an IPv6
     /// --listen) and --listen's port + 1; port 0 when --listen's port is 0]
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
@@ -193,6 +197,18 @@ pub(crate) struct NodeArgs {
     /// herdcache protocol only.
     #[arg(long, value_name = "PATH")]
     pub(crate) cluster_secret_file: Option<std::path::PathBuf>,
+
+    /// A file holding the front end's bearer token (at least 16 visible ASCII characters; one
+    /// trailing newline is ignored): PUT and DELETE then need `Authorization: Bearer TOKEN`
+    /// (else 401). Without TLS on the front end the token crosses the network in clear: keep
+    /// the front end on loopback or a trusted network.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) http_token_file: Option<std::path::PathBuf>,
+
+    /// With --http-token-file: reads need the token too (GET of values, /v1/stats,
+    /// /v1/members); /v1/ready stays open for health checks.
+    #[arg(long, requires = "http_token_file")]
+    pub(crate) http_token_for_reads: bool,
 
     /// How long one data-source call may take (an origin's connect, answer and body); then
     /// its callers get 504.
@@ -296,19 +312,39 @@ impl std::error::Error for NodeError {}
 /// The cluster secret in `path`, without one trailing newline (`\n` or `\r\n`, as an editor
 /// or `echo` leaves it).
 fn read_cluster_secret(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+    read_secret_file("--cluster-secret-file", path, MIN_CLUSTER_SECRET_LEN)
+}
+
+/// The shortest `--http-token-file` token.
+const MIN_HTTP_TOKEN_LEN: usize = 16;
+
+/// The front end's bearer token: at least [`MIN_HTTP_TOKEN_LEN`] visible ASCII characters
+/// (RFC 6750's token characters: no spaces).
+fn read_http_token(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+    let token = read_secret_file("--http-token-file", path, MIN_HTTP_TOKEN_LEN)?;
+    if !token.iter().all(u8::is_ascii_graphic) {
+        return Err(NodeError::Usage(format!(
+            "--http-token-file {}: a bearer token is visible ASCII without spaces",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
+/// A secret from a file, one trailing newline (or CRLF) ignored, of at least `min` bytes.
+fn read_secret_file(flag: &str, path: &std::path::Path, min: usize) -> Result<Vec<u8>, NodeError> {
     let shown = path.display();
-    let mut secret = std::fs::read(path).map_err(|error| {
-        NodeError::Usage(format!("--cluster-secret-file {shown}: cannot read it: {error}"))
-    })?;
+    let mut secret = std::fs::read(path)
+        .map_err(|error| NodeError::Usage(format!("{flag} {shown}: cannot read it: {error}")))?;
     if secret.last() == Some(&b'\n') {
         secret.pop();
         if secret.last() == Some(&b'\r') {
             secret.pop();
         }
     }
-    if secret.len() < MIN_CLUSTER_SECRET_LEN {
+    if secret.len() < min {
         return Err(NodeError::Usage(format!(
-            "--cluster-secret-file {shown}: the secret has {} bytes, fewer than {MIN_CLUSTER_SECRET_LEN}",
+            "{flag} {shown}: the secret has {} bytes, fewer than {min}",
             secret.len()
         )));
     }
@@ -458,6 +494,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     let http = http_addr(&args)?;
     let max_value = usize::try_from(WireLimits::DEFAULT_MAX_VALUE).unwrap_or(usize::MAX);
     let liveness = liveness(&args)?;
+    let token = match &args.http_token_file {
+        Some(path) => {
+            Some(front::BearerToken::new(read_http_token(path)?, args.http_token_for_reads))
+        }
+        None => None,
+    };
     let mut builder = Node::builder()
         .listen(args.listen)
         .cluster(args.cluster.clone())
@@ -499,8 +541,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     let node = builder.start().await.map_err(NodeError::Start)?;
     let (stop_front, stopped) = watch::channel(false);
     let connections = front::Connections::new(args.http_max_connections);
-    let front =
-        front::Front { node: node.clone(), max_value, client_timeout: args.http_client_timeout };
+    let front = front::Front {
+        node: node.clone(),
+        max_value,
+        client_timeout: args.http_client_timeout,
+        token,
+    };
     let front_end = tokio::spawn(front::serve(listener, front, connections.clone(), stopped));
     println!(
         "herdcache node ready: id={} listen={} http={http}",
@@ -613,7 +659,7 @@ mod tests {
         };
         assert_eq!(with("--listen=127.0.0.1:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
         assert_eq!(with("--listen=127.0.0.1:0", &[]).ok(), "127.0.0.1:0".parse().ok());
-        // Loopback whatever the peers' address: the front end has no authentication.
+        // Loopback whatever the peers' address: the front end needs no token by default.
         assert_eq!(with("--listen=10.0.0.5:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
         assert_eq!(with("--listen=0.0.0.0:7001", &[]).ok(), "127.0.0.1:7002".parse().ok());
         assert_eq!(with("--listen=[::]:7001", &[]).ok(), "[::1]:7002".parse().ok());
