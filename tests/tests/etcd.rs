@@ -478,3 +478,75 @@ fn an_unreachable_etcd_leaves_the_node_serving_alone_and_unhealthy() {
         assert!(stopping.elapsed() < Duration::from_secs(4), "{:?}", stopping.elapsed());
     });
 }
+
+/// The provider runs on a thread of its own, so a node of any runtime has it: a tokio, an
+/// async-std and a mio node find each other through one etcd, serve one ring, and the
+/// async-std and mio nodes' graceful stops (async and blocking) withdraw them at once.
+#[test]
+fn nodes_of_every_runtime_find_each_other_through_etcd() {
+    let Some(etcd) = EtcdServer::start() else { return };
+    drive(async {
+        let log = Timeline::new("every runtime");
+        let endpoint = etcd.endpoint();
+        let source = || {
+            source_fn(|key: Bytes| async move {
+                Ok::<_, io::Error>(Bytes::from([b"loaded:".as_slice(), &key].concat()))
+            })
+        };
+        let config = || KeyspaceConfig::new(KEYSPACE, 1 << 20);
+        let tokio_node = EtcdNode::start(&endpoint).await;
+        let async_std_node = herdcache_async_std::Node::builder()
+            .cluster("etcd-test")
+            .discovery(EtcdDiscovery::new([endpoint.as_str()], PREFIX))
+            .keyspace(config(), source())
+            .start()
+            .await
+            .expect("the async-std node starts");
+        let mio_node = herdcache_mio::Node::builder()
+            .cluster("etcd-test")
+            .discovery(EtcdDiscovery::new([endpoint.as_str()], PREFIX))
+            .keyspace(config(), source())
+            .start()
+            .expect("the mio node starts");
+        let handles: Vec<Handle> =
+            vec![tokio_node.handle.clone(), async_std_node.clone(), mio_node.as_async().clone()];
+        let mut ids: Vec<String> = handles.iter().map(|node| node.node_id().to_owned()).collect();
+        ids.sort();
+        let lists_all = |node: &Handle, ids: &[String]| {
+            let members = node.members();
+            members.members.len() == ids.len()
+                && ids.iter().all(|id| {
+                    members.get(id).is_some_and(|member| member.state == MemberState::Alive)
+                })
+        };
+        let took = wait_until(CONVERGE, "the three runtimes' nodes list each other", || {
+            handles.iter().all(|node| lists_all(node, &ids))
+        })
+        .await;
+        log.note(format!("tokio, async-std and mio nodes list each other ({took:?})"));
+        for (i, node) in handles.iter().enumerate() {
+            for k in 0..30 {
+                let key = format!("mixed/k{k}");
+                let got = within(Duration::from_secs(5), "a get", node.get_value(KEYSPACE, &key))
+                    .await
+                    .unwrap_or_else(|error| panic!("get {key} on node {i}: {error}"));
+                assert_eq!(got.bytes, format!("loaded:{key}"));
+            }
+        }
+        log.note("one ring: every node serves every key");
+
+        let async_std_id = async_std_node.node_id().to_owned();
+        async_std_node.stop().await;
+        let mio_id = mio_node.node_id().to_owned();
+        mio_node.stop();
+        let values = etcd.values_under(PREFIX).await;
+        assert_eq!(values, [tokio_node.id()], "both stops withdrew their keys: {values:?}");
+        let took = wait_until(CONVERGE, "the tokio node drops both", || {
+            tokio_node.member_ids() == [tokio_node.id()]
+        })
+        .await;
+        log.note(format!("{async_std_id} (async stop) and {mio_id} (blocking stop) withdrawn; dropped after {took:?}"));
+        assert!(took < DEFAULT_LEASE_TTL / 2, "dropped after {took:?}: the revokes, not the TTL");
+        tokio_node.stop().await;
+    });
+}
