@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use herdcache_tests::{Dnsmasq, LOCAL_TTL, SrvTarget, dnsmasq_available, drive, http};
+use herdcache_tests::{Dnsmasq, LOCAL_TTL, SrvTarget, dnsmasq_available, drive};
 use hyper::StatusCode;
 use serde_json::Value as Json;
 
@@ -25,15 +25,9 @@ fn log(start: Instant, what: &str) {
     println!("[dns-node {:>6.2} s] {what}", start.elapsed().as_secs_f64());
 }
 
-async fn members(node: &NodeProcess) -> Json {
-    let answer = http::get(&format!("{}/v1/members", node.http)).await.expect("members");
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    serde_json::from_slice(&answer.body).expect("members are JSON")
-}
-
-/// What `node`'s provider reported last, and the ids on its member list.
-async fn view(node: &NodeProcess) -> (BTreeSet<String>, BTreeSet<String>, Json) {
-    let members = members(node).await;
+/// What a node's provider reported last, and the ids on its member list, from its
+/// `/v1/members`.
+fn view(members: &Json) -> (BTreeSet<String>, BTreeSet<String>) {
     let strings = |value: &Json, field: Option<&str>| -> BTreeSet<String> {
         value
             .as_array()
@@ -51,7 +45,7 @@ async fn view(node: &NodeProcess) -> (BTreeSet<String>, BTreeSet<String>, Json) 
     };
     let reported = strings(&members["discovery"]["members"], None);
     let listed = strings(&members["members"], Some("id"));
-    (reported, listed, members)
+    (reported, listed)
 }
 
 /// Waits until every node's provider reports `expected` and each node in it lists exactly
@@ -62,24 +56,12 @@ async fn until_all_follow(
     limit: Duration,
     what: &str,
 ) -> Duration {
-    let started = Instant::now();
-    loop {
-        let mut all = true;
-        let mut last = Json::Null;
-        for node in nodes {
-            let (reported, listed, members) = view(node).await;
-            if reported != *expected || (expected.contains(&node.id) && listed != *expected) {
-                all = false;
-                last = members;
-                break;
-            }
-        }
-        if all {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}: {last:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let nodes: Vec<&NodeProcess> = nodes.iter().collect();
+    until_all(&nodes, limit, what, |node, members| {
+        let (reported, listed) = view(members);
+        reported == *expected && (!expected.contains(&node.id) || listed == *expected)
+    })
+    .await
 }
 
 fn start_node(port: u16, dns: SocketAddr) -> Result<NodeProcess, String> {
@@ -191,7 +173,7 @@ fn node_processes_found_by_srv_records_follow_a_changed_srv_set() {
             assert_eq!(counter(&stats, "ks", "peer_errors"), 0, "{stats:#}");
         }
         assert!(peer_loads > 0, "no key came from the other member");
-        let (_, _, members) = view(&nodes[0]).await;
+        let members = nodes[0].members().await;
         assert_eq!(members["discovery"]["kind"], "dns");
         assert_eq!(members["discovery"]["healthy"], true);
         log(

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use herdcache_runtime::discovery::DEFAULT_LEASE_TTL;
 use herdcache_tests::etcd::{EtcdServer, Timeline};
-use herdcache_tests::http;
 use hyper::StatusCode;
 use serde_json::Value as Json;
 
@@ -42,12 +41,6 @@ fn start_node(endpoint: &str) -> NodeProcess {
     panic!("no free port in {BIND_ATTEMPTS} attempts");
 }
 
-async fn members(node: &NodeProcess) -> Json {
-    let answer = http::get(&format!("{}/v1/members", node.http)).await.expect("members");
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    serde_json::from_slice(&answer.body).expect("members are JSON")
-}
-
 /// The ids `members` lists, sorted, and whether all are alive and connected.
 fn listed(members: &Json) -> (Vec<String>, bool) {
     let list = members["members"].as_array().cloned().unwrap_or_default();
@@ -65,32 +58,6 @@ fn sorted_ids(nodes: &[&NodeProcess]) -> Vec<String> {
     ids
 }
 
-/// Polls every node's `/v1/members` every 20 ms until `done` holds for all; the time it took.
-async fn until_all(
-    nodes: &[&NodeProcess],
-    limit: Duration,
-    what: &str,
-    done: impl Fn(&Json) -> bool,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let mut all = true;
-        let mut last = Json::Null;
-        for node in nodes {
-            last = members(node).await;
-            if !done(&last) {
-                all = false;
-                break;
-            }
-        }
-        if all {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}; one node sees {last:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Every node lists exactly `ids`, all alive and connected.
 async fn until_listed(
     nodes: &[&NodeProcess],
@@ -98,7 +65,7 @@ async fn until_listed(
     limit: Duration,
     what: &str,
 ) -> Duration {
-    until_all(nodes, limit, what, |m| listed(m) == (ids.to_vec(), true)).await
+    until_all(nodes, limit, what, |_, m| listed(m) == (ids.to_vec(), true)).await
 }
 
 async fn counter_sum(nodes: &[&NodeProcess], name: &str) -> u64 {
@@ -147,7 +114,7 @@ async fn serve_round(nodes: &[&NodeProcess], round: &str) {
 }
 
 async fn discovery_healthy(node: &NodeProcess) -> bool {
-    members(node).await["discovery"]["healthy"] == true
+    node.members().await["discovery"]["healthy"] == true
 }
 
 #[test]
@@ -167,7 +134,7 @@ fn herdcache_nodes_find_each_other_through_etcd_and_follow_leaves_kills_and_an_o
         log.note(format!("each node lists all 3, alive and connected ({took:?})"));
         assert_eq!(etcd.values_under(PREFIX).await, ids, "etcd holds the 3 registrations");
         for node in &all {
-            assert_eq!(members(node).await["discovery"]["kind"], "etcd");
+            assert_eq!(node.members().await["discovery"]["kind"], "etcd");
         }
         serve_round(&all, "start").await;
         log.note("30 keys through each node: one load per key, each node fetched from owners");
@@ -190,7 +157,7 @@ fn herdcache_nodes_find_each_other_through_etcd_and_follow_leaves_kills_and_an_o
         while outage.elapsed() < Duration::from_secs(10) {
             serve_round(&all, &format!("outage{rounds}")).await;
             for node in &all {
-                assert_eq!(listed(&members(node).await), (ids.clone(), true), "the last list");
+                assert_eq!(listed(&node.members().await), (ids.clone(), true), "the last list");
             }
             rounds += 1;
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -251,7 +218,7 @@ fn herdcache_nodes_find_each_other_through_etcd_and_follow_leaves_kills_and_an_o
         let all: Vec<&NodeProcess> = nodes.iter().collect();
         let ids = sorted_ids(&all);
         let limit = DEFAULT_LEASE_TTL + EXPIRY_SLACK;
-        until_all(&all, limit, "the others drop the killed node", |m| listed(m).0 == ids).await;
+        until_all(&all, limit, "the others drop the killed node", |_, m| listed(m).0 == ids).await;
         let since = killed_at.elapsed();
         log.note(format!("its lease expired: the 2 others dropped it {since:?} after the kill"));
         assert!(!etcd.values_under(PREFIX).await.contains(&killed_id), "its key expired");

@@ -19,12 +19,6 @@ use support::*;
 const DETECTION_BOUND: Duration = Duration::from_secs(3);
 const SLACK: Duration = Duration::from_secs(2);
 
-async fn members(node: &NodeProcess) -> Json {
-    let answer = http::get(&format!("{}/v1/members", node.http)).await.expect("members");
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    serde_json::from_slice(&answer.body).expect("members are JSON")
-}
-
 /// The state `node` sees `id` in, and whether it is connected to it.
 fn state_of(members: &Json, id: &str) -> Option<(String, bool)> {
     members["members"].as_array()?.iter().find(|member| member["id"] == id).map(|member| {
@@ -42,15 +36,7 @@ async fn until_members(
     what: &str,
     done: impl Fn(&Json) -> bool,
 ) -> Duration {
-    let started = Instant::now();
-    loop {
-        let members = members(node).await;
-        if done(&members) {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}: {members:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_all(&[node], limit, what, |_, members| done(members)).await
 }
 
 fn discovery_flags(addrs: &[SocketAddr]) -> Vec<String> {
@@ -97,7 +83,7 @@ fn a_member_killed_under_load_is_found_down_and_rejoins_when_restarted() {
                 ids.iter().all(|id| state_of(m, id) == Some(("alive".into(), true)))
             })
             .await;
-            let members = members(node(i)).await;
+            let members = node(i).members().await;
             assert_eq!(members["quorate"], true);
             assert_eq!(members["discovery"]["kind"], "static");
         }
@@ -239,7 +225,7 @@ fn below_min_members_a_node_is_not_ready_and_refuses_writes_until_the_member_ret
         let (status, reason) = ready().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reason}");
         assert!(reason.contains("1 members up"), "{reason}");
-        assert_eq!(members(&survivor).await["quorate"], false);
+        assert_eq!(survivor.members().await["quorate"], false);
         assert_eq!(survivor.stats().await["quorate"], false);
         let put = survivor.put("ks", b"k", b"w").await;
         assert_eq!(put.status, StatusCode::SERVICE_UNAVAILABLE, "{}", put.text());

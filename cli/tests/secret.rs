@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use herdcache_tests::{drive, http};
+use herdcache_tests::drive;
 use hyper::StatusCode;
 use serde_json::Value as Json;
 
@@ -25,12 +25,6 @@ fn secret_file(name: &str, contents: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).expect("the secret file is written");
     path
-}
-
-async fn members(node: &NodeProcess) -> Json {
-    let answer = http::get(&format!("{}/v1/members", node.http)).await.expect("members");
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-    serde_json::from_slice(&answer.body).expect("members are JSON")
 }
 
 fn member_ids(members: &Json) -> Vec<String> {
@@ -72,8 +66,8 @@ fn members_with_the_secret_form_a_ring_and_processes_without_it_cannot_write_or_
     drive(async {
         // The members connect to each other.
         let started = Instant::now();
-        while !(connected(&members(&a_node).await, &b_node.id)
-            && connected(&members(&b_node).await, &a_node.id))
+        while !(connected(&a_node.members().await, &b_node.id)
+            && connected(&b_node.members().await, &a_node.id))
         {
             assert!(started.elapsed() < Duration::from_secs(10), "the members never connected");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -100,7 +94,7 @@ fn members_with_the_secret_form_a_ring_and_processes_without_it_cannot_write_or_
                 let answer = node.get("ks", key).await;
                 assert_eq!(answer.body, "member", "{} {}", node.id, String::from_utf8_lossy(key));
             }
-            let members = members(node).await;
+            let members = node.members().await;
             let mut ids = member_ids(&members);
             ids.sort();
             let mut expected = vec![a_node.id.clone(), b_node.id.clone()];
@@ -115,7 +109,7 @@ fn members_with_the_secret_form_a_ring_and_processes_without_it_cannot_write_or_
         assert_eq!(a_node.stats().await["security"]["refused_unauthorized"], 0);
         // Each intruder in turn sees the members as unreachable, never connected.
         for intruder in [&no_secret, &wrong_secret] {
-            let members = members(intruder).await;
+            let members = intruder.members().await;
             assert!(
                 !connected(&members, &a_node.id) && !connected(&members, &b_node.id),
                 "{members:#}"

@@ -187,6 +187,13 @@ impl NodeProcess {
         serde_json::from_slice(&answer.body).expect("stats are JSON")
     }
 
+    /// The front end's `/v1/members` document.
+    pub async fn members(&self) -> serde_json::Value {
+        let answer = http::get(&format!("{}/v1/members", self.http)).await.expect("members");
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        serde_json::from_slice(&answer.body).expect("members are JSON")
+    }
+
     /// A raw connection to the front end.
     pub async fn connect(&self) -> TcpStream {
         TcpStream::connect(self.http_addr()).await.expect("the front end accepts")
@@ -361,4 +368,31 @@ pub async fn stats_sum(nodes: &[NodeProcess], name: &str) -> u64 {
         sum += counter(&node.stats().await, "ks", name);
     }
     sum
+}
+
+/// Polls each node's `/v1/members` every 20 ms until `done` holds for every node, at most
+/// `limit` (else fails with what the first node that disagreed sees); the time it took.
+pub async fn until_all(
+    nodes: &[&NodeProcess],
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&NodeProcess, &serde_json::Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut disagreeing = None;
+        for node in nodes {
+            let members = node.members().await;
+            if !done(node, &members) {
+                disagreeing = Some(members);
+                break;
+            }
+        }
+        let Some(members) = disagreeing else { return started.elapsed() };
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not within {limit:?}; one node sees {members:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
