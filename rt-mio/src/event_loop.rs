@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
+use herdcache_proto::{ConnId, LoadId, LoadResult};
 use herdcache_runtime::{
     CLOSE_GRACE, DriverCore, DriverIo, READ_CHUNK, SendLimits, Shared, SharedSource, Turn,
 };
@@ -627,23 +627,6 @@ impl DriverIo for MioIo {
         self.arm(conn);
         // Ends it at once when nothing is pending.
         self.to_flush.push(conn.id);
-    }
-
-    fn event(&mut self, node: &str, event: &Event) {
-        match event {
-            Event::Drained => tracing::info!(node, "drained"),
-            Event::ConnectionRefused { conn, reason } => {
-                tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
-            }
-            Event::RequestRefused { conn, peer, frame, reason } => {
-                let peer = String::from_utf8_lossy(peer);
-                tracing::warn!(node, conn = conn.0, %peer, ?frame, ?reason, "peer request refused");
-            }
-            Event::PeerUp { peer } => {
-                tracing::debug!(node, peer = %String::from_utf8_lossy(peer), "peer up");
-            }
-            other => tracing::debug!(node, event = ?other, "event"),
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::FutureExt;
-use herdcache_proto::{ConnId, Event, LoadId, LoadResult};
+use herdcache_proto::{ConnId, LoadId, LoadResult};
 
 use crate::connection;
 use crate::driver::{DriverCore, DriverIo, Turn};
@@ -347,20 +347,6 @@ impl<R: Runtime> DriverIo for AsyncIo<R> {
         conn.reader = None;
         if grace {
             self.job(elapsed::<R, _>(CLOSE_GRACE, JobDone::CloseGraceOver { conn: id }));
-        }
-    }
-
-    fn event(&mut self, node: &str, event: &Event) {
-        match event {
-            Event::Drained => tracing::info!(node, "drained"),
-            Event::ConnectionRefused { conn, reason } => {
-                tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
-            }
-            Event::RequestRefused { conn, peer, frame, reason } => {
-                let peer = String::from_utf8_lossy(peer);
-                tracing::warn!(node, conn = conn.0, %peer, ?frame, ?reason, "peer request refused");
-            }
-            other => tracing::debug!(node, event = ?other, "event"),
         }
     }
 }

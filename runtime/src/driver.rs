@@ -42,8 +42,29 @@ pub trait DriverIo<S = SharedSource> {
     /// which cuts a writer whose peer does not read.
     fn close(&mut self, id: ConnId, conn: &mut Self::Conn, grace: bool);
 
-    /// Something observers may want to know (a log record).
-    fn event(&mut self, node: &str, event: &Event);
+    /// Something observers may want to know: by default the same log record on every runtime.
+    fn event(&mut self, node: &str, event: &Event) {
+        log_event(node, event);
+    }
+}
+
+/// The log record of a node's event, the same on every runtime: a drain at info, refused
+/// connections and requests at warn (with the reason), everything else at debug.
+pub(crate) fn log_event(node: &str, event: &Event) {
+    match event {
+        Event::Drained => tracing::info!(node, "drained"),
+        Event::ConnectionRefused { conn, reason } => {
+            tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
+        }
+        Event::RequestRefused { conn, peer, frame, reason } => {
+            let peer = alloc::string::String::from_utf8_lossy(peer);
+            tracing::warn!(node, conn = conn.0, %peer, ?frame, ?reason, "peer request refused");
+        }
+        Event::PeerUp { peer } => {
+            tracing::debug!(node, peer = %alloc::string::String::from_utf8_lossy(peer), "peer up");
+        }
+        other => tracing::debug!(node, event = ?other, "event"),
+    }
 }
 
 /// What the driver waits for next, from [`DriverCore::turn`].

@@ -461,12 +461,7 @@ impl Front {
     /// version subscribers compare.
     #[must_use]
     pub fn members(&self) -> MembersView {
-        let core = self.lock();
-        MembersView {
-            version: core.members.version(),
-            quorate: core.node.is_quorate(),
-            members: core.node.members(),
-        }
+        self.lock().members_view()
     }
 
     /// The members' view when its version is not `seen` (any version when `None`), else
@@ -481,11 +476,7 @@ impl Front {
             core.members.wait(cx.waker());
             return WatchPoll::Pending;
         }
-        WatchPoll::Changed(MembersView {
-            version: core.members.version(),
-            quorate: core.node.is_quorate(),
-            members: core.node.members(),
-        })
+        WatchPoll::Changed(core.members_view())
     }
 
     /// Whether [`Front::close`] was called.
@@ -615,6 +606,15 @@ fn complete(completions: Completions) {
 }
 
 impl Core {
+    /// The members' view now, with the version subscribers compare.
+    fn members_view(&self) -> MembersView {
+        MembersView {
+            version: self.members.version(),
+            quorate: self.node.is_quorate(),
+            members: self.node.members(),
+        }
+    }
+
     /// Drains the node: replies become completions (delivered after the lock is released),
     /// the rest queue for the driver.
     fn drain(&mut self) -> Completions {
