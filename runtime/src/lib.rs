@@ -98,6 +98,7 @@ mod members;
 mod rt;
 mod setup;
 mod source;
+pub mod tls;
 mod transport;
 
 pub use driver::{DriverCore, DriverIo, Turn};
