@@ -16,6 +16,8 @@
 //!   [`api_tests!`].
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
+//! - [`certs`] is a throwaway certificate authority issuing node certificates for the TLS
+//!   tests.
 //!
 //! Beyond herdcache's own nodes, real processes on loopback:
 //!
@@ -40,6 +42,7 @@
 //! cluster is [`mixed`] over several runtimes.
 
 pub mod api;
+pub mod certs;
 mod dnsmasq;
 pub mod etcd;
 mod go_peer;
