@@ -415,3 +415,6 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
         Some(Arc::clone(&self.0.current().certified))
     }
 }
+
+#[cfg(test)]
+mod tests;
