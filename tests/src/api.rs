@@ -520,10 +520,15 @@ pub async fn graceful_stop_while_the_others_keep_answering<R: Start<Started: Sta
     // After the leave, the two left serve every key. The leaver's keys have new owners,
     // which load them (during the leave or now): at most once more each.
     for key in &keys {
+        let before = source.calls();
+        let mut paths = Vec::new();
         for node in &nodes {
-            let value = within("get", node.get(KEYSPACE, key)).await;
-            assert_eq!(value, Ok(Bytes::from(format!("v:{key}"))));
+            let value = within("get", node.get_value(KEYSPACE, key)).await.expect("v");
+            paths.push(value.path);
         }
+        assert_eq!(source.calls() - before, 1, "{key}: one load in the ring: {paths:?}");
+        let fetched = paths.iter().filter(|path| **path == Path::PeerFetch).count();
+        assert_eq!(fetched, 2, "{key}: the two others fetched it over TLS: {paths:?}");
     }
     let reloaded = source.calls() - keys.len() - 1;
     assert!(reloaded <= keys.len(), "each key loaded at most once more: {reloaded}");
@@ -1143,6 +1148,7 @@ macro_rules! api_tests {
             a_silent_client_is_closed_at_the_handshake_timeout,
             connections_over_the_inbound_cap_are_closed_at_once,
             a_rotated_certificate_is_used_by_new_connections,
+            a_tls_groupcache_ring_serves_and_binds_the_dialled_url,
         );
     };
     (@each $runtime:ty, $block_on:expr; $($name:ident,)*) => {
@@ -1490,4 +1496,59 @@ pub async fn a_rotated_certificate_is_used_by_new_connections<R: Start<Started: 
         within("stop", node.stop()).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// groupcache compatibility under TLS: nodes named by `https://` base URLs serve each other
+/// (one load per key), and a node dialled at a URL its certificate does not name is closed
+/// before a request is sent (counted), its keys loaded locally.
+pub async fn a_tls_groupcache_ring_serves_and_binds_the_dialled_url<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let source = Counting::default();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"]));
+        let node = Builder::<R>::new()
+            .groupcache_compat()
+            .tls(tls)
+            .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
+            .config(|config| config.peer_timeout = Duration::from_secs(10))
+            .start()
+            .into_handle()
+            .await
+            .expect("node starts");
+        assert!(node.node_id().starts_with("https://127.0.0.1:"), "{}", node.node_id());
+        nodes.push(node);
+    }
+    let urls: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(urls.clone());
+    }
+    let keys: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        let before = source.calls();
+        let mut paths = Vec::new();
+        for node in &nodes {
+            let value = within("get", node.get_value(KEYSPACE, key)).await.expect("v");
+            paths.push(value.path);
+        }
+        assert_eq!(source.calls() - before, 1, "{key}: one load in the ring: {paths:?}");
+        let fetched = paths.iter().filter(|path| **path == Path::PeerFetch).count();
+        assert_eq!(fetched, 2, "{key}: the two others fetched it over TLS: {paths:?}");
+    }
+
+    // Named as `localhost`, which the certificates (127.0.0.1 only) do not name.
+    let renamed: Vec<String> =
+        urls.iter().map(|url| url.replace("127.0.0.1", "localhost")).collect();
+    let lonely = &nodes[0];
+    lonely.set_peers([urls[0].clone(), renamed[1].clone(), renamed[2].clone()]);
+    let before = source.calls();
+    let keys: Vec<String> = (0..30).map(|i| format!("renamed-{i}")).collect();
+    for key in &keys {
+        let value = within("get", lonely.get_value(KEYSPACE, key)).await.expect("a value");
+        assert_eq!(value.path, Path::Load, "{key}: loaded locally");
+    }
+    // (The ring change also prefetches the hot keys node 0 now owns: loads beyond these.)
+    assert!(source.calls() - before >= keys.len());
+    assert!(lonely.security_stats().refused_unauthenticated > 0, "dialled URLs not admitted");
+    stop_all(nodes).await;
 }
