@@ -417,4 +417,4 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,13 +8,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
 };
 
-struct Ca {
+pub(crate) struct Ca {
     pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().unwrap();
@@ -37,7 +37,7 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn config_for_id(&self, id: &str) -> TlsConfig {
+    pub(crate) fn config_for_id(&self, id: &str) -> TlsConfig {
         let (cert, key) = self.issue(vec![uri(id)], false);
         TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), self.pem.as_bytes()).unwrap()
     }
@@ -48,10 +48,10 @@ fn uri(id: &str) -> SanType {
 }
 
 /// One side of a pipe: its session and the plaintext it received.
-struct End {
-    session: TlsSession,
-    received: BytesMut,
-    error: Option<SessionError>,
+pub(crate) struct End {
+    pub(crate) session: TlsSession,
+    pub(crate) received: BytesMut,
+    pub(crate) error: Option<SessionError>,
 }
 
 impl End {
@@ -61,7 +61,7 @@ impl End {
 }
 
 /// Moves ciphertext both ways in slices of `step` bytes until nothing moves or a side fails.
-fn pump(a: &mut End, b: &mut End, step: usize) {
+pub(crate) fn pump(a: &mut End, b: &mut End, step: usize) {
     for _ in 0..10_000 {
         let moved = deliver(a, b, step) | deliver(b, a, step);
         if !moved {
@@ -86,7 +86,7 @@ fn deliver(from: &mut End, to: &mut End, step: usize) -> bool {
     !out.is_empty()
 }
 
-fn pair(server: &TlsConfig, client: &TlsConfig, dialled: &str) -> (End, End) {
+pub(crate) fn pair(server: &TlsConfig, client: &TlsConfig, dialled: &str) -> (End, End) {
     let server = End::new(TlsSession::accept(server).unwrap());
     let client = End::new(TlsSession::connect(client, dialled.as_bytes()).unwrap());
     (server, client)
