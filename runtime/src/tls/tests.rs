@@ -353,3 +353,52 @@ fn a_changed_file_is_picked_up_by_a_new_connection_without_a_reload_call() {
     assert!(server.error.is_none() && client.error.is_none(), "{:?}", server.error);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_http_server_config_serves_the_certificate_in_force_without_asking_for_one() {
+    let dir = std::env::temp_dir().join(format!("herdcache-tls-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path, ca_path) = (dir.join("n.crt"), dir.join("n.key"), dir.join("ca.crt"));
+    let (old_ca, new_ca) = (Ca::new(), Ca::new());
+    let write = |ca: &Ca| {
+        let (cert, key) = ca.issue(vec![uri("a:1")], false);
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        std::fs::write(&ca_path, &ca.pem).unwrap();
+    };
+    write(&old_ca);
+    let config = TlsConfig::from_files(&cert_path, &key_path, &ca_path).unwrap();
+    let http = config.http_server_config();
+    assert!(http.alpn_protocols.contains(&b"http/1.1".to_vec()));
+    // A client that trusts `ca` and has no certificate of its own (an HTTP client).
+    let handshake = |ca: &Ca| {
+        let roots = {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            Arc::new(roots)
+        };
+        let provider = ring_provider();
+        let client = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::ChainVerifier::new(
+                roots, &provider,
+            )))
+            .with_no_client_auth();
+        let client = rustls::ClientConnection::new(Arc::new(client), sni(b"a:1")).unwrap();
+        let server = rustls::ServerConnection::new(Arc::clone(&http)).unwrap();
+        let mut server = End::new(TlsSession::new(rustls::Connection::Server(server)));
+        let mut client = End::new(TlsSession::new(rustls::Connection::Client(client)));
+        pump(&mut server, &mut client, 1000);
+        server.error.is_none() && client.error.is_none() && !server.session.is_handshaking()
+    };
+    assert!(handshake(&old_ca), "no client certificate asked");
+    write(&new_ca);
+    assert!(config.reload().unwrap());
+    assert!(handshake(&new_ca), "the same server config serves the reloaded certificate");
+    assert!(!handshake(&old_ca));
+    let _ = std::fs::remove_dir_all(&dir);
+}
