@@ -14,6 +14,10 @@
 //! `--stop-timeout`), then the process exits 0. A second SIGINT or SIGTERM during that exits
 //! at once with status 1.
 //!
+//! SIGHUP re-reads the TLS certificates and keys (`--http-tls-cert`/`--http-tls-key`), as a
+//! change of their files does (checked every second): a bad new file keeps the old one, and
+//! says why on stderr. Connections already open keep their session.
+//!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
 //! needs `--advertise`. The front end's PUT and DELETE need a bearer token only with
 //! `--http-token-file`: it binds to loopback unless `--http` says otherwise
@@ -21,10 +25,12 @@
 
 mod front;
 mod source;
+mod tls;
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -34,6 +40,7 @@ use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::units::{parse_duration, parse_positive_duration, parse_size};
 pub(crate) use source::SourceSpec;
@@ -91,10 +98,17 @@ Front end (--http):
   Keyspace and key are percent-decoded path segments, neither empty (400); the key is the
   rest of the path. Over --http-max-connections a connection is answered 503 and closed.
   Without --http-token-file the front end has no authentication: it listens on loopback
-  unless --http says otherwise.
+  unless --http says otherwise. With --http-tls-cert and --http-tls-key it speaks HTTPS only
+  (plain HTTP is answered 400 and closed):
+  herdcache node ... --http 0.0.0.0:7002 --http-tls-cert front.crt --http-tls-key front.key \\
+      --http-token-file /etc/herdcache/token
+  curl --cacert ca.crt -H \"Authorization: Bearer $(cat /etc/herdcache/token)\" \\
+      -X PUT --data-binary @v.json https://cache-0.internal:7002/v1/items/42
 
 SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
-progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.";
+progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.
+SIGHUP: re-read the TLS certificate and key files (also done when they change); a bad file
+keeps the old certificate (logged).";
 
 /// The flags of `herdcache node`.
 #[derive(Args, Debug, Clone)]
@@ -153,8 +167,8 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
 
-    /// How long an HTTP client may take to send a request's headers (or idle between
-    /// requests), to send a PUT's body (then 408), and to take an answer once its socket is
+    /// How long an HTTP client may take to finish a TLS handshake (with --http-tls-cert), to
+    /// send a request's headers (or idle between requests), to send a PUT's body (then 408), and to take an answer once its socket is
     /// full; then its connection is closed.
     #[arg(long, value_name = "DURATION", default_value = "10s",
           value_parser = parse_positive_duration)]
@@ -204,6 +218,16 @@ pub(crate) struct NodeArgs {
     /// the front end on loopback or a trusted network.
     #[arg(long, value_name = "PATH")]
     pub(crate) http_token_file: Option<std::path::PathBuf>,
+
+    /// Serve the front end over TLS with the certificate chain in this PEM file (with
+    /// --http-tls-key). Plain HTTP to it is answered 400 and closed. The files are re-read
+    /// when they change and on SIGHUP; a bad new file keeps the old certificate (logged).
+    #[arg(long, value_name = "PATH", requires = "http_tls_key")]
+    pub(crate) http_tls_cert: Option<std::path::PathBuf>,
+
+    /// The front end's private key (PEM: PKCS#8, PKCS#1 or SEC1), with --http-tls-cert.
+    #[arg(long, value_name = "PATH", requires = "http_tls_cert")]
+    pub(crate) http_tls_key: Option<std::path::PathBuf>,
 
     /// With --http-token-file: reads need the token too (GET of values, /v1/stats,
     /// /v1/members); /v1/ready stays open for health checks.
@@ -294,6 +318,8 @@ pub(crate) enum NodeError {
     Http(SocketAddr, io::Error),
     /// A signal handler could not be installed.
     Signal(io::Error),
+    /// A certificate or key of a TLS flag cannot be used.
+    Tls(&'static str, tls::CertError),
 }
 
 impl fmt::Display for NodeError {
@@ -303,6 +329,7 @@ impl fmt::Display for NodeError {
             NodeError::Start(error) => write!(f, "the node did not start: {error}"),
             NodeError::Http(addr, error) => write!(f, "cannot bind the front end {addr}: {error}"),
             NodeError::Signal(error) => write!(f, "cannot install the signal handlers: {error}"),
+            NodeError::Tls(flags, error) => write!(f, "{flags}: {error}"),
         }
     }
 }
@@ -427,6 +454,57 @@ fn check_dialable(args: &NodeArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// The flags of the front end's certificate, as errors name them.
+const FRONT_TLS: &str = "--http-tls-cert/--http-tls-key";
+
+/// How often the certificate files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a SIGHUP or a change of its files reloads: the front end's certificate.
+#[derive(Clone, Debug)]
+struct Reloads {
+    front_cert: Option<Arc<tls::FrontCert>>,
+}
+
+impl Reloads {
+    /// Reloads everything, logging what happened and why (`cause`).
+    fn reload(&self, cause: &str) {
+        if let Some(cert) = &self.front_cert {
+            reload_front_cert(cert, cause);
+        }
+    }
+
+    /// Polls the files every [`WATCH_INTERVAL`] and reloads what changed; for ever.
+    async fn watch_files(self) {
+        let mut front = self.front_cert.as_ref().map(|cert| tls::FileWatch::new(cert.files()));
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let (Some(cert), Some(watch)) = (&self.front_cert, &mut front)
+                && watch.changed()
+            {
+                reload_front_cert(cert, "a file changed");
+            }
+        }
+    }
+}
+
+fn reload_front_cert(cert: &tls::FrontCert, cause: &str) {
+    let [cert_file, key_file] = cert.files();
+    match cert.reload() {
+        Ok(()) => eprintln!(
+            "herdcache node: {cause}: reloaded the front end's certificate ({}, {})",
+            cert_file.display(),
+            key_file.display()
+        ),
+        Err(error) => eprintln!(
+            "herdcache node: {cause}: the front end's certificate was not reloaded, the \
+             current one stays: {error}"
+        ),
+    }
+}
+
 /// The next SIGTERM or SIGINT, by name.
 async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
     tokio::select! {
@@ -532,9 +610,25 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         builder = with_discovery(builder, &args, spec)?;
     }
 
-    // Signals first, so that a stop that comes during start-up is not lost.
+    let front_cert = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            tls::FrontCert::load(cert, key).map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
+        )),
+        _ => None,
+    };
+    let acceptor = match &front_cert {
+        Some(cert) => Some(TlsAcceptor::from(
+            tls::FrontCert::server_config(cert)
+                .map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
+        )),
+        None => None,
+    };
+
+    // Signals first, so that a stop that comes during start-up is not lost (and a SIGHUP
+    // does not kill the process, its default).
     let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(NodeError::Signal)?;
 
     let listener = TcpListener::bind(http).await.map_err(|error| NodeError::Http(http, error))?;
     let http = listener.local_addr().map_err(|error| NodeError::Http(http, error))?;
@@ -547,7 +641,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         client_timeout: args.http_client_timeout,
         token,
     };
-    let front_end = tokio::spawn(front::serve(listener, front, connections.clone(), stopped));
+    let front_end =
+        tokio::spawn(front::serve(listener, front, acceptor, connections.clone(), stopped));
+    let reloads = Reloads { front_cert };
+    let watcher = tokio::spawn(reloads.clone().watch_files());
     println!(
         "herdcache node ready: id={} listen={} http={http}",
         node.node_id(),
@@ -562,7 +659,13 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         );
     }
 
-    let signal = next_signal(&mut terminate, &mut interrupt).await;
+    let signal = loop {
+        tokio::select! {
+            signal = next_signal(&mut terminate, &mut interrupt) => break signal,
+            _ = hangup.recv() => reloads.reload("SIGHUP"),
+        }
+    };
+    watcher.abort();
     eprintln!("herdcache node: {signal}: leaving the cluster (again to exit at once)");
     let stop_timeout = args.stop_timeout;
     let leave = async move {
