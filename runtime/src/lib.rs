@@ -94,14 +94,17 @@ pub mod discovery;
 mod driver;
 pub mod front;
 mod handle;
+mod inbound;
 mod members;
 mod rt;
 mod setup;
 mod source;
+pub mod tls;
 mod transport;
 
 pub use driver::{DriverCore, DriverIo, Turn};
 pub use handle::{Control, GetFuture, Handle, KeyspaceHandle, Shared};
+pub use inbound::{DEFAULT_MAX_INBOUND, InboundSlot, TransportGuard, TransportStats};
 pub use members::{Member, Members, Subscription};
 pub use rt::Runtime;
 pub use setup::{Assembled, Builder, Node, Setup, Start, StartError, Starting, unix_now};

@@ -224,6 +224,12 @@ impl Outflow {
         true
     }
 
+    /// Counts `bytes` more queued for the socket that the driver did not queue itself (a TLS
+    /// record's overhead, an alert): past any cap, since they go with what was admitted.
+    pub fn grow(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+    }
+
     /// Counts `bytes` the socket took; wakes a paused reader at the low-water mark.
     pub fn written(&self, bytes: usize) {
         let left = self.queued.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
