@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,5 +280,291 @@ fn bad_front_end_tls_files_and_flags_stop_the_node_with_the_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--http-tls-key"), "{stderr}");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+// ---- TLS between peers (--tls-cert, --tls-key, --tls-ca) ----
+
+/// The flags of a member with TLS from `files` (and `extra`).
+fn peer_tls_flags(files: &CertFiles, extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> =
+        ["--keyspace", "ks", "--source", "echo:v-"].map(String::from).into();
+    for (flag, path) in
+        [("--tls-cert", &files.cert), ("--tls-key", &files.key), ("--tls-ca", &files.ca)]
+    {
+        flags.extend([flag.to_owned(), path_str(path)]);
+    }
+    flags.extend(extra.iter().map(|flag| (*flag).to_owned()));
+    flags
+}
+
+/// Starts a member on `listen` with `peers` and TLS from `files`.
+fn start_tls(
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+    files: &CertFiles,
+    extra: &[&str],
+) -> NodeProcess {
+    let flags = peer_tls_flags(files, extra);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    NodeProcess::start(listen, peers, &flags)
+}
+
+/// Whether `members` shows `id` connected.
+fn connected(members: &serde_json::Value, id: &str) -> bool {
+    members["members"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|m| m["id"] == id && m["connected"] == true))
+}
+
+/// The state of `id` in `members`.
+fn state_of<'a>(members: &'a serde_json::Value, id: &str) -> &'a str {
+    members["members"]
+        .as_array()
+        .and_then(|list| list.iter().find(|m| m["id"] == id))
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("absent")
+}
+
+fn security(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["security"][name].as_u64().unwrap_or_else(|| panic!("no security.{name} in {stats:#}"))
+}
+
+#[test]
+fn three_members_with_tls_and_a_secret_load_each_key_once_and_fetch_from_each_other() {
+    let dir = temp_dir("ring");
+    let pki = TestPki::new();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a secret of the cluster members\n").expect("a secret");
+    let secret = path_str(&secret);
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let nodes: Vec<NodeProcess> = addrs
+        .iter()
+        .map(|addr| {
+            // Each certificate names its member's id exactly.
+            let name = format!("node-{}", addr.port());
+            let files =
+                pki.node_for_id(&addr.to_string()).write_to(&pki, &dir, &name).expect("files");
+            start_tls(*addr, &addrs, &files, &["--cluster-secret-file", &secret])
+        })
+        .collect();
+    drive(async {
+        let all: Vec<&NodeProcess> = nodes.iter().collect();
+        until_all(&all, Duration::from_secs(20), "every member connected", |node, members| {
+            nodes
+                .iter()
+                .filter(|other| other.id != node.id)
+                .all(|other| connected(members, &other.id))
+        })
+        .await;
+        let keys: Vec<Vec<u8>> = (0..30).map(|i| format!("key-{i}").into_bytes()).collect();
+        for key in &keys {
+            for node in &nodes {
+                let answer = node.get("ks", key).await;
+                assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+                assert_eq!(answer.body, [b"v-".as_slice(), key].concat());
+            }
+        }
+        // One load per key in the ring; the others fetched from the owners over TLS.
+        assert_eq!(stats_sum(&nodes, "local_loads").await, 30);
+        assert_eq!(stats_sum(&nodes, "peer_errors").await, 0);
+        assert!(stats_sum(&nodes, "peer_loads").await >= 30, "remote gets went to the owners");
+        for node in &nodes {
+            let stats = node.stats().await;
+            assert!(counter(&stats, "ks", "peer_loads") > 0, "{stats:#}");
+            assert!(counter(&stats, "ks", "server_requests") > 0, "{stats:#}");
+            for name in
+                ["tls_handshake_failures", "refused_unauthenticated", "refused_unauthorized"]
+            {
+                assert_eq!(security(&stats, name), 0, "{name}: {stats:#}");
+            }
+        }
+        // Writes go over TLS too.
+        let answer = nodes[0].put("ks", b"key-3", b"written").await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text());
+        for node in &nodes {
+            assert_eq!(node.get("ks", b"key-3").await.body, "written");
+        }
+    });
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+#[test]
+fn a_node_with_another_cas_certificate_or_another_ids_is_never_connected() {
+    let dir = temp_dir("intruders");
+    let (pki, other_pki) = (TestPki::new(), TestPki::new());
+    let (a, b) = (free_addr(), free_addr());
+    let (stranger, impostor) = (free_addr(), free_addr());
+    let member = |addr: SocketAddr| {
+        let files =
+            pki.node_with_names(&["127.0.0.1"]).write_to(&pki, &dir, &format!("m{}", addr.port()));
+        start_tls(addr, &[a, b], &files.expect("files"), &[])
+    };
+    let (a_node, b_node) = (member(a), member(b));
+    // A certificate for its own id, from another CA (and its CA file: a directory of its own,
+    // since every node of a directory shares ca.crt).
+    let other_dir = dir.join("other-ca");
+    std::fs::create_dir_all(&other_dir).expect("a directory");
+    let files =
+        other_pki.node_for_id(&stranger.to_string()).write_to(&other_pki, &other_dir, "stranger");
+    let stranger_node = start_tls(stranger, &[a, b, stranger], &files.expect("files"), &[]);
+    // The cluster's CA, but a certificate that names member a's id, not its own.
+    let files = pki.node_for_id(&a.to_string()).write_to(&pki, &dir, "impostor");
+    let impostor_node = start_tls(impostor, &[a, b, impostor], &files.expect("files"), &[]);
+    drive(async {
+        until_all(
+            &[&a_node, &b_node],
+            Duration::from_secs(20),
+            "the members connected",
+            |node, members| {
+                let other = if node.id == a_node.id { &b_node.id } else { &a_node.id };
+                connected(members, other)
+            },
+        )
+        .await;
+        // The intruders keep dialling (every heartbeat); give them a few rounds.
+        let started = std::time::Instant::now();
+        while security(&a_node.stats().await, "tls_handshake_failures")
+            + security(&b_node.stats().await, "tls_handshake_failures")
+            == 0
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "no handshake failure counted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        for intruder in [&stranger_node, &impostor_node] {
+            // Past --down-after (2 s) without a word from them, the members are down to it.
+            let members = intruder.members().await;
+            for id in [&a_node.id, &b_node.id] {
+                assert_ne!(state_of(&members, id), "alive", "{}: {members:#}", intruder.id);
+            }
+            // Its writes through its own front end reach no member.
+            let _ = intruder.put("ks", b"key-1", b"intruder").await;
+        }
+        for node in [&a_node, &b_node] {
+            assert_eq!(node.get("ks", b"key-1").await.body, "v-key-1");
+            let members = node.members().await;
+            let ids: Vec<&str> = members["members"]
+                .as_array()
+                .map(|list| list.iter().filter_map(|m| m["id"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(
+                !ids.contains(&stranger_node.id.as_str())
+                    && !ids.contains(&impostor_node.id.as_str()),
+                "{members:#}"
+            );
+        }
+    });
+    let said = stranger_node.stderr.text();
+    assert!(!said.contains("panicked"), "{said}");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+#[test]
+fn members_rotated_to_a_new_ca_reload_on_sighup_and_a_member_restarted_with_only_it_joins() {
+    let dir = temp_dir("rotate-peers");
+    let (old_ca, new_ca) = (TestPki::new(), TestPki::new());
+    let (a, b) = (free_addr(), free_addr());
+    let files = |pki: &TestPki, addr: SocketAddr| {
+        pki.node_for_id(&addr.to_string())
+            .write_to(pki, &dir, &format!("n{}", addr.port()))
+            .expect("files")
+    };
+    // Each member's files; the CA file is shared (ca.crt in one directory).
+    let (a_files, b_files) = (files(&old_ca, a), files(&old_ca, b));
+    let a_node = start_tls(a, &[a, b], &a_files, &[]);
+    let b_node = start_tls(b, &[a, b], &b_files, &[]);
+    let both_connected = |a_node: &NodeProcess, b_node: &NodeProcess| {
+        drive(until_all(
+            &[a_node, b_node],
+            Duration::from_secs(20),
+            "a and b connected",
+            |node, members| {
+                let other = if node.id == a_node.id { &b_node.id } else { &a_node.id };
+                connected(members, other)
+            },
+        ));
+    };
+    both_connected(&a_node, &b_node);
+
+    // Every member's files move to the new CA; SIGHUP each.
+    files(&new_ca, a);
+    files(&new_ca, b);
+    for node in [&a_node, &b_node] {
+        node.signal("HUP");
+        node.wait_for_stderr("SIGHUP: ");
+        let said = node.stderr.text();
+        assert!(
+            said.contains("reloaded the peers' TLS certificate, key and CA")
+                || said.contains("the peers' TLS files are unchanged (in force)"),
+            "{said}"
+        );
+    }
+    // b restarts: it knows only the new CA, so it joins only if a presents the new certificate
+    // and takes b's.
+    let (status, _) = b_node.signal_and_wait("TERM");
+    assert!(status.success());
+    let b_node = start_tls(b, &[a, b], &b_files, &[]);
+    both_connected(&a_node, &b_node);
+    drive(async {
+        let answer = b_node.get("ks", b"after").await;
+        assert_eq!(answer.body, "v-after");
+        assert_eq!(security(&a_node.stats().await, "tls_handshake_failures"), 0);
+    });
+
+    // A bad file: SIGHUP keeps the configuration in force and says why.
+    std::fs::write(&a_files.key, "not a key").expect("rewritten");
+    a_node.signal("HUP");
+    a_node.wait_for_stderr("the peers' TLS files were not reloaded, the current ones stay");
+    drive(async {
+        assert_eq!(a_node.get("ks", b"still").await.body, "v-still");
+    });
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+#[test]
+fn peer_tls_flags_that_do_not_fit_stop_the_node_with_the_reason() {
+    let dir = temp_dir("bad-peer-flags");
+    let pki = TestPki::new();
+    let files = pki.node_with_names(&["127.0.0.1"]).write_to(&pki, &dir, "n").expect("files");
+    let (cert, key, ca) = (path_str(&files.cert), path_str(&files.key), path_str(&files.ca));
+    let missing = path_str(&dir.join("missing.pem"));
+    let base =
+        ["node", "--listen=127.0.0.1:0", "--http=127.0.0.1:0", "--keyspace=ks", "--source=echo:"];
+    let run = |extra: &[&str]| {
+        let output = run_to_exit(&[&base[..], extra].concat());
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    for (extra, reason) in [
+        (vec!["--tls-cert", &cert], "--tls-key and --tls-ca missing"),
+        (vec!["--tls-cert", &cert, "--tls-key", &key], "--tls-ca missing"),
+        (vec!["--tls-ca", &ca], "--tls-cert and --tls-key missing"),
+        (vec!["--tls-cert", &missing, "--tls-key", &key, "--tls-ca", &ca], "missing.pem"),
+        (vec!["--tls-cert", &cert, "--tls-key", &cert, "--tls-ca", &ca], "n.crt"),
+        (vec!["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &key], "n.key"),
+        (
+            vec!["--groupcache-compat", "--peers", "https://127.0.0.1:1"],
+            "https:// peers need --tls-cert, --tls-key and --tls-ca",
+        ),
+        (
+            vec![
+                "--groupcache-compat",
+                "--peers",
+                "http://127.0.0.1:1",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-ca",
+                &ca,
+            ],
+            "with --tls-cert every peer is https://host:port",
+        ),
+    ] {
+        let (code, stderr) = run(&extra);
+        assert_eq!(code, Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(reason), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
     std::fs::remove_dir_all(&dir).expect("cleaned up");
 }

@@ -11,8 +11,12 @@
 //!   and the cache figures (`bytes`, `items`, `evictions`, `expirations`, `max_bytes`, and per
 //!   tier under `main_cache` and `hot_cache`); `quorate` at the top: whether at least the
 //!   minimum member count is up; `security`: peers refused at the hello for want of the
-//!   cluster secret (`refused_unauthenticated`) and peer writes, drops, clears and goodbyes
-//!   refused because their connection is not a current member's (`refused_unauthorized`).
+//!   cluster secret (`refused_unauthenticated`), peer writes, drops, clears and goodbyes
+//!   refused because their connection is not a current member's (`refused_unauthorized`),
+//!   peer TLS handshakes that failed (`tls_handshake_failures`: a certificate from another
+//!   CA or none, plaintext, a timeout), and accepted peer
+//!   connections open now and closed over `--max-peer-connections`
+//!   (`peer_connections_open`, `peer_connections_refused`).
 //! - With a bearer token (`--http-token-file`), PUT and DELETE need `Authorization: Bearer
 //!   TOKEN` (and reads too with `--http-token-for-reads`; `/v1/ready` never does): 401 with
 //!   `WWW-Authenticate: Bearer` without it or with another token.
@@ -603,7 +607,7 @@ impl Front {
     }
 
     /// The stats document: `{"node": id, "quorate": bool, "keyspaces": {name: {...}},
-    /// "security": {"refused_unauthenticated": n, "refused_unauthorized": n}}`.
+    /// "security": {"refused_unauthenticated": n, "refused_unauthorized": n, ...}}`.
     fn stats(&self) -> Json {
         let configs = self.node.keyspaces();
         let keyspaces: serde_json::Map<String, Json> = self
@@ -620,6 +624,7 @@ impl Front {
             .collect();
         let quorate = self.node.members().quorate;
         let security = self.node.security_stats();
+        let transport = self.node.transport_stats();
         json!({
             "node": self.node.node_id(),
             "quorate": quorate,
@@ -627,6 +632,9 @@ impl Front {
             "security": {
                 "refused_unauthenticated": security.refused_unauthenticated,
                 "refused_unauthorized": security.refused_unauthorized,
+                "tls_handshake_failures": transport.tls_handshake_failures,
+                "peer_connections_open": transport.inbound_open,
+                "peer_connections_refused": transport.inbound_refused,
             },
         })
     }

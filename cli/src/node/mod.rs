@@ -14,9 +14,11 @@
 //! `--stop-timeout`), then the process exits 0. A second SIGINT or SIGTERM during that exits
 //! at once with status 1.
 //!
-//! SIGHUP re-reads the TLS certificates and keys (`--http-tls-cert`/`--http-tls-key`), as a
-//! change of their files does (checked every second): a bad new file keeps the old one, and
-//! says why on stderr. Connections already open keep their session.
+//! With `--tls-cert`, `--tls-key` and `--tls-ca` every peer connection is mutual TLS and each
+//! peer is only the id its certificate names (`herdcache_runtime::tls`). SIGHUP re-reads the
+//! TLS certificates, keys and CA (`--tls-*`, `--http-tls-*`), as a change of their files does
+//! (checked every second): a bad new file keeps the configuration in force, and says why on
+//! stderr. Connections already open keep their session.
 //!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
 //! needs `--advertise`. The front end's PUT and DELETE need a bearer token only with
@@ -35,7 +37,9 @@ use std::time::Duration;
 
 use clap::Args;
 use herdcache_proto::{LivenessConfig, MIN_CLUSTER_SECRET_LEN, WireLimits};
+use herdcache_runtime::DEFAULT_MAX_INBOUND;
 use herdcache_runtime::discovery::{DiscoveryOptions, DiscoverySpec};
+use herdcache_runtime::tls::{TlsConfig, TlsError};
 use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -73,6 +77,18 @@ Examples:
       --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
   curl http://127.0.0.1:7002/v1/members               # who is alive, suspect, down
 
+  # Mutual TLS between peers: each certificate names its member (SAN URI:herdcache://ID, or
+  # IP:/DNS: of its host) and chains to ca.crt; --cluster-secret-file may be given as well.
+  # The files are re-read when they change and on SIGHUP (kill -HUP PID):
+  herdcache node --listen 10.0.0.5:7001 --peers 10.0.0.5:7001,10.0.0.6:7001 \\
+      --tls-cert node.crt --tls-key node.key --tls-ca ca.crt \\
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+  # A member of a Go groupcache ring over https (Go's HTTPPool given a TLS transport):
+  herdcache node --listen 10.0.0.7:8003 --groupcache-compat --tls-cert node.crt \\
+      --tls-key node.key --tls-ca ca.crt \\
+      --peers https://10.0.0.5:8001,https://10.0.0.6:8002,https://10.0.0.7:8003 \\
+      --keyspace items --source 'http://127.0.0.1:8080/items/{key}'
+
   # Two keyspaces with a source each, and a demo keyspace that echoes:
   herdcache node --listen 0.0.0.0:7001 --advertise 10.0.0.5:7001 --http 127.0.0.1:8001 \\
       --peers 10.0.0.5:7001,10.0.0.6:7001 \\
@@ -107,8 +123,8 @@ Front end (--http):
 
 SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
 progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.
-SIGHUP: re-read the TLS certificate and key files (also done when they change); a bad file
-keeps the old certificate (logged).";
+SIGHUP: re-read the TLS certificate, key and CA files of --tls-* and --http-tls-* (also done
+when they change); a bad file keeps the configuration in force (logged).";
 
 /// The flags of `herdcache node`.
 #[derive(Args, Debug, Clone)]
@@ -211,6 +227,29 @@ pub(crate) struct NodeArgs {
     /// herdcache protocol only.
     #[arg(long, value_name = "PATH")]
     pub(crate) cluster_secret_file: Option<std::path::PathBuf>,
+
+    /// This node's certificate for mutual TLS between peers (PEM, its chain; with --tls-key
+    /// and --tls-ca). It must name this node's id: a URI SAN herdcache://ID names that id
+    /// exactly, a DNS or IP SAN HOST names every id HOST:PORT (with --groupcache-compat the
+    /// id is the base URL's host:port, and peers are https:// URLs). Every peer connection
+    /// is then TLS, both sides' certificates must chain to --tls-ca, and a peer is only ever
+    /// the id its certificate names. The files are re-read when they change and on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+
+    /// The CA certificates (PEM) that every peer's certificate must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+
+    /// The most peer connections accepted and open at once, those in their TLS handshake
+    /// included; one more is closed at once (counted in /v1/stats).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INBOUND,
+          value_parser = clap::value_parser!(usize))]
+    pub(crate) max_peer_connections: usize,
 
     /// A file holding the front end's bearer token (at least 16 visible ASCII characters; one
     /// trailing newline is ignored): PUT and DELETE then need `Authorization: Bearer TOKEN`
@@ -318,8 +357,10 @@ pub(crate) enum NodeError {
     Http(SocketAddr, io::Error),
     /// A signal handler could not be installed.
     Signal(io::Error),
-    /// A certificate or key of a TLS flag cannot be used.
+    /// The front end's certificate or key cannot be used.
     Tls(&'static str, tls::CertError),
+    /// The peers' certificate, key or CA cannot be used.
+    PeerTls(TlsError),
 }
 
 impl fmt::Display for NodeError {
@@ -330,6 +371,7 @@ impl fmt::Display for NodeError {
             NodeError::Http(addr, error) => write!(f, "cannot bind the front end {addr}: {error}"),
             NodeError::Signal(error) => write!(f, "cannot install the signal handlers: {error}"),
             NodeError::Tls(flags, error) => write!(f, "{flags}: {error}"),
+            NodeError::PeerTls(error) => write!(f, "{PEER_TLS}: {error}"),
         }
     }
 }
@@ -460,10 +502,14 @@ const FRONT_TLS: &str = "--http-tls-cert/--http-tls-key";
 /// How often the certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a SIGHUP or a change of its files reloads: the front end's certificate.
+/// What a SIGHUP or a change of its files reloads: the front end's certificate and the
+/// peers' TLS configuration.
 #[derive(Clone, Debug)]
 struct Reloads {
     front_cert: Option<Arc<tls::FrontCert>>,
+    peer_tls: Option<TlsConfig>,
+    /// The files of `peer_tls`.
+    peer_files: Vec<std::path::PathBuf>,
 }
 
 impl Reloads {
@@ -472,11 +518,17 @@ impl Reloads {
         if let Some(cert) = &self.front_cert {
             reload_front_cert(cert, cause);
         }
+        if let Some(peer_tls) = &self.peer_tls {
+            reload_peer_tls(peer_tls, cause, true);
+        }
     }
 
-    /// Polls the files every [`WATCH_INTERVAL`] and reloads what changed; for ever.
+    /// Polls the files every [`WATCH_INTERVAL`] and reloads what changed; for ever. (The
+    /// peers' TLS also looks at its files when a connection starts: this reloads it when no
+    /// connection does, and says so.)
     async fn watch_files(self) {
         let mut front = self.front_cert.as_ref().map(|cert| tls::FileWatch::new(cert.files()));
+        let mut peer = tls::FileWatch::new(self.peer_files.iter().map(|path| path.as_path()));
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -486,7 +538,30 @@ impl Reloads {
             {
                 reload_front_cert(cert, "a file changed");
             }
+            if let Some(peer_tls) = &self.peer_tls
+                && peer.changed()
+            {
+                reload_peer_tls(peer_tls, "a file changed", false);
+            }
         }
+    }
+}
+
+/// Reloads the peers' TLS files; says when nothing changed only if `say_unchanged` (a file
+/// watch may find them already reloaded by a connection that started).
+fn reload_peer_tls(peer_tls: &TlsConfig, cause: &str, say_unchanged: bool) {
+    match peer_tls.reload() {
+        Ok(true) => {
+            eprintln!("herdcache node: {cause}: reloaded the peers' TLS certificate, key and CA")
+        }
+        Ok(false) if say_unchanged => {
+            eprintln!("herdcache node: {cause}: the peers' TLS files are unchanged (in force)");
+        }
+        Ok(false) => {}
+        Err(error) => eprintln!(
+            "herdcache node: {cause}: the peers' TLS files were not reloaded, the current ones \
+             stay: {error}"
+        ),
     }
 }
 
@@ -513,14 +588,46 @@ async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static
     }
 }
 
-/// Switches the builder to Go groupcache's protocol and ring.
+/// Switches the builder to Go groupcache's protocol and ring. Peers are `http://` base URLs,
+/// or `https://` ones with TLS (`--tls-*`): one scheme for the whole ring.
 fn groupcache_compat(builder: Builder, args: &NodeArgs) -> Result<Builder, NodeError> {
-    if let Some(peer) = args.peers.iter().find(|peer| !peer.starts_with("http://")) {
-        return Err(NodeError::Usage(format!(
-            "--groupcache-compat: peers are base URLs (http://host:port), not {peer:?}"
-        )));
+    let tls = args.tls_cert.is_some();
+    let scheme = if tls { "https://" } else { "http://" };
+    if let Some(peer) = args.peers.iter().find(|peer| !peer.starts_with(scheme)) {
+        let why = if tls {
+            "with --tls-cert every peer is https://host:port"
+        } else if peer.starts_with("https://") {
+            "https:// peers need --tls-cert, --tls-key and --tls-ca"
+        } else {
+            "peers are base URLs (http://host:port)"
+        };
+        return Err(NodeError::Usage(format!("--groupcache-compat: {why}, not {peer:?}")));
     }
     Ok(builder.groupcache_compat())
+}
+
+/// The flags of the peers' TLS, as errors name them.
+const PEER_TLS: &str = "--tls-cert/--tls-key/--tls-ca";
+
+/// The peers' TLS configuration from `--tls-cert`, `--tls-key` and `--tls-ca`: all three or
+/// none.
+fn peer_tls(args: &NodeArgs) -> Result<Option<TlsConfig>, NodeError> {
+    let given =
+        [("--tls-cert", &args.tls_cert), ("--tls-key", &args.tls_key), ("--tls-ca", &args.tls_ca)];
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            TlsConfig::from_files(cert, key, ca).map(Some).map_err(NodeError::PeerTls)
+        }
+        (None, None, None) => Ok(None),
+        _ => {
+            let missing: Vec<&str> =
+                given.iter().filter(|(_, path)| path.is_none()).map(|(flag, _)| *flag).collect();
+            Err(NodeError::Usage(format!(
+                "--tls-cert, --tls-key and --tls-ca go together: {} missing",
+                missing.join(" and ")
+            )))
+        }
+    }
 }
 
 /// The liveness settings of `--down-after` and `--min-members`: suspect after half of
@@ -597,11 +704,19 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         let config = keyspace.config(args.origin_timeout);
         builder = source.add_to(builder, config, args.origin_timeout, max_value);
     }
+    let peer_tls = peer_tls(&args)?;
+    if let Some(tls) = &peer_tls {
+        builder = builder.tls(tls.clone());
+    }
+    builder = builder.max_inbound_connections(args.max_peer_connections);
+    // A groupcache peer is named by its base URL: https:// with TLS.
+    let scheme = if peer_tls.is_some() { "https://" } else { "http://" };
     if let Some(advertise) = &args.advertise {
-        // A groupcache peer is named by its base URL.
-        let compat_url = args.groupcache_compat && !advertise.starts_with("http://");
-        let advertise = if compat_url { format!("http://{advertise}") } else { advertise.clone() };
+        let compat_url = args.groupcache_compat && !advertise.contains("://");
+        let advertise = if compat_url { format!("{scheme}{advertise}") } else { advertise.clone() };
         builder = builder.advertise(advertise);
+    } else if args.groupcache_compat && peer_tls.is_some() && args.listen.port() != 0 {
+        builder = builder.advertise(format!("{scheme}{}", args.listen));
     }
     if args.groupcache_compat {
         builder = groupcache_compat(builder, &args)?;
@@ -643,7 +758,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     };
     let front_end =
         tokio::spawn(front::serve(listener, front, acceptor, connections.clone(), stopped));
-    let reloads = Reloads { front_cert };
+    let peer_files = [&args.tls_cert, &args.tls_key, &args.tls_ca];
+    let peer_files = peer_files.into_iter().flatten().cloned().collect();
+    let reloads = Reloads { front_cert, peer_tls, peer_files };
     let watcher = tokio::spawn(reloads.clone().watch_files());
     println!(
         "herdcache node ready: id={} listen={} http={http}",
