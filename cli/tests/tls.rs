@@ -568,3 +568,103 @@ fn peer_tls_flags_that_do_not_fit_stop_the_node_with_the_reason() {
     }
     std::fs::remove_dir_all(&dir).expect("cleaned up");
 }
+
+// ---- The README's how-to ----
+
+/// The `sh` blocks of the README's "Securing a cluster" that run openssl, in order.
+fn readme_openssl_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let start = readme.find("## Securing a cluster\n").expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
+    section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block.to_owned()))
+        .filter(|block| block.contains("openssl "))
+        .collect()
+}
+
+/// Whether openssl runs here; in CI it must (`.ci/run` installs it).
+fn openssl_available() -> bool {
+    let runs = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    let ci = std::env::var("CI").is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false"));
+    assert!(runs || !ci, "openssl is required in CI (Debian package openssl)");
+    if !runs {
+        eprintln!("skipping the README's openssl commands: no openssl on the PATH");
+    }
+    runs
+}
+
+/// Runs `script` with `sh -eu` in `dir` with `env`; fails with its output if it fails.
+fn run_sh(script: &str, dir: &Path, env: &[(&str, &str)]) {
+    let output = std::process::Command::new("sh")
+        .args(["-eu", "-c", script])
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sh runs");
+    assert!(
+        output.status.success(),
+        "{script}\nfailed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_readmes_openssl_commands_make_certificates_that_two_members_accept() {
+    if !openssl_available() {
+        return;
+    }
+    let blocks = readme_openssl_blocks();
+    assert_eq!(blocks.len(), 2, "the CA's block and a member's: {blocks:#?}");
+    let dir = temp_dir("readme");
+    run_sh(&blocks[0], &dir, &[]);
+    let (a, b) = (free_addr(), free_addr());
+    let files = |addr: SocketAddr, name: &str| {
+        run_sh(
+            &blocks[1],
+            &dir,
+            &[("ID", &addr.to_string()), ("HOST", "127.0.0.1"), ("NODE", name)],
+        );
+        CertFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+            ca: dir.join("ca.crt"),
+        }
+    };
+    let (a_files, b_files) = (files(a, "cache-0"), files(b, "cache-1"));
+    let a_node = start_tls(a, &[a, b], &a_files, &[]);
+    let b_node = start_tls(b, &[a, b], &b_files, &[]);
+    drive(async {
+        until_all(
+            &[&a_node, &b_node],
+            Duration::from_secs(20),
+            "a and b connected",
+            |node, members| {
+                let other = if node.id == a_node.id { &b_node.id } else { &a_node.id };
+                connected(members, other)
+            },
+        )
+        .await;
+        let keys: Vec<Vec<u8>> = (0..10).map(|i| format!("key-{i}").into_bytes()).collect();
+        for key in &keys {
+            for node in [&a_node, &b_node] {
+                assert_eq!(node.get("ks", key).await.body, [b"v-".as_slice(), key].concat());
+            }
+        }
+        let nodes = [a_node, b_node];
+        assert_eq!(stats_sum(&nodes, "local_loads").await, 10);
+        assert!(stats_sum(&nodes, "peer_loads").await > 0);
+        for node in &nodes {
+            assert_eq!(security(&node.stats().await, "tls_handshake_failures"), 0);
+        }
+    });
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
