@@ -80,18 +80,20 @@ pub(crate) struct Secured {
 }
 
 /// Runs `session`'s handshake over `streams` within `timeout`, then reads the peer's
-/// identity off its verified certificate.
+/// identity off its verified certificate. The streams come back either way, so that a
+/// failure is reported before the socket closes.
 async fn secure<R: Runtime>(
     mut streams: (R::Reader, R::Writer),
     mut session: TlsSession,
     timeout: Duration,
-) -> Result<((R::Reader, R::Writer), Secured), SessionError> {
+) -> ((R::Reader, R::Writer), Result<Secured, SessionError>) {
     let (reader, writer) = &mut streams;
     let handshake = async { Some(connection::handshake::<R>(reader, writer, &mut session).await) };
     let early = handshake.or(elapsed::<R, _>(timeout, None)).await;
-    let early = early.unwrap_or(Err(SessionError::HandshakeTimeout))?;
-    let identity = session.peer_identity()?;
-    Ok((streams, Secured { session, identity, early }))
+    let secured = early
+        .unwrap_or(Err(SessionError::HandshakeTimeout))
+        .and_then(|early| Ok(Secured { identity: session.peer_identity()?, session, early }));
+    (streams, secured)
 }
 
 /// Starts a node on `runtime`: binds the listener, assembles the node, spawns its driver.
@@ -383,19 +385,21 @@ impl<R: Runtime> DriverIo for AsyncIo<R> {
                             ready: Ready { streams, tls: None, slot: None },
                         };
                     };
-                    let secured = match TlsSession::connect(tls, &peer) {
+                    let (streams, secured) = match TlsSession::connect(tls, &peer) {
                         Ok(session) => {
                             secure::<R>(streams, session, tls.handshake_timeout_value()).await
                         }
-                        Err(error) => Err(error),
+                        Err(error) => (streams, Err(error)),
                     };
                     match secured {
-                        Ok((streams, secured)) => {
+                        Ok(secured) => {
                             let ready = Ready { streams, tls: Some(secured), slot: None };
                             JobDone::Connected { peer, ready }
                         }
                         Err(error) => {
+                            // Counted before the socket closes.
                             transport.handshake_failed(&address, &error);
+                            drop(streams);
                             JobDone::ConnectFailed { peer }
                         }
                     }
@@ -456,16 +460,18 @@ impl<R: Runtime> AsyncIo<R> {
         let transport = Arc::clone(&self.transport);
         self.job(async move {
             let Some(tls) = transport.tls() else { return JobDone::HandshakeFailed };
-            let secured = match TlsSession::accept(tls) {
+            let (streams, secured) = match TlsSession::accept(tls) {
                 Ok(session) => secure::<R>(streams, session, tls.handshake_timeout_value()).await,
-                Err(error) => Err(error),
+                Err(error) => (streams, Err(error)),
             };
             match secured {
-                Ok((streams, secured)) => JobDone::Secured {
+                Ok(secured) => JobDone::Secured {
                     ready: Ready { streams, tls: Some(secured), slot: Some(slot) },
                 },
                 Err(error) => {
+                    // Counted before the socket closes.
                     transport.handshake_failed(&"an inbound peer", &error);
+                    drop((streams, slot));
                     JobDone::HandshakeFailed
                 }
             }

@@ -219,8 +219,8 @@ impl<S> Setup<S> {
     }
 
     /// Builds the node once the listener is bound at `local_addr`: the configuration (node
-    /// id: the advertised address, else `local_addr`, as a base URL `http://{local_addr}` in
-    /// groupcache mode; the cluster label; the keyspaces; groupcache's protocol and ring when
+    /// id: the advertised address, else `local_addr`, as a base URL `http://{local_addr}`
+    /// (`https://` with TLS) in groupcache mode; the cluster label; the keyspaces; groupcache's protocol and ring when
     /// asked; the wall-clock time now; then the caller's adjustments in order), the front (which calls
     /// `wake` when it has work for the driver) with the initial member list, and the table of
     /// sources; then starts the discovery provider's thread, if there is one.
@@ -237,6 +237,8 @@ impl<S> Setup<S> {
         let node_id = match (self.advertise, self.groupcache) {
             (Some(advertised), _) => advertised,
             (None, false) => local_addr.to_string(),
+            // Under TLS a groupcache peer is reached at an https base URL.
+            (None, true) if self.tls.is_some() => format!("https://{local_addr}"),
             (None, true) => format!("http://{local_addr}"),
         };
         let mut config = NodeConfig::new(Bytes::from(node_id.clone()), self.cluster);
