@@ -1,8 +1,14 @@
-//! `herdcache node` with TLS, as real processes on loopback: the HTTP front end over TLS
+//! `herdcache node` with TLS, as real processes on loopback. The HTTP front end over TLS
 //! (`--http-tls-cert`, `--http-tls-key`): served to a rustls client, plain HTTP answered 400
 //! and closed, connections in handshake bounded by the cap and the client timeout, the
 //! certificate reloaded on SIGHUP and when its files change (a bad file keeps the old one),
-//! bad files and flags stopping the node with the reason.
+//! bad files and flags stopping the node with the reason. Mutual TLS between peers
+//! (`--tls-cert`, `--tls-key`, `--tls-ca`): a ring of three (with a cluster secret too) loads
+//! each key once and fetches from the owners; a node with another CA's certificate, or one
+//! naming another id, never gets a member's view as alive; a rotation to a new CA on SIGHUP; bad
+//! flags and files. The README's openssl commands, run as written, make certificates two
+//! members accept. groupcache over https with the real Go peer: fetches both ways, and a Go
+//! peer whose certificate does not name its URL's host:port is refused.
 
 mod support;
 
@@ -11,8 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herdcache_tests::certs::{CertFiles, TestPki};
-use herdcache_tests::drive;
+use herdcache_proto::{Ring, RingScheme};
+use herdcache_tests::certs::{CertFiles, NodeCert, TestPki};
+use herdcache_tests::{
+    GoPeer, GoPeerSpec, GoPeerTls, Origin, drive, go_peers_available, origin_value,
+};
 use herdcache_tokio::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -285,10 +294,9 @@ fn bad_front_end_tls_files_and_flags_stop_the_node_with_the_reason() {
 
 // ---- TLS between peers (--tls-cert, --tls-key, --tls-ca) ----
 
-/// The flags of a member with TLS from `files` (and `extra`).
-fn peer_tls_flags(files: &CertFiles, extra: &[&str]) -> Vec<String> {
-    let mut flags: Vec<String> =
-        ["--keyspace", "ks", "--source", "echo:v-"].map(String::from).into();
+/// The flags of a member with TLS from `files` and `extra`, keyspace `ks` from `source`.
+fn peer_tls_flags(files: &CertFiles, source: &str, extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = ["--keyspace", "ks", "--source", source].map(String::from).into();
     for (flag, path) in
         [("--tls-cert", &files.cert), ("--tls-key", &files.key), ("--tls-ca", &files.ca)]
     {
@@ -305,7 +313,7 @@ fn start_tls(
     files: &CertFiles,
     extra: &[&str],
 ) -> NodeProcess {
-    let flags = peer_tls_flags(files, extra);
+    let flags = peer_tls_flags(files, "echo:v-", extra);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     NodeProcess::start(listen, peers, &flags)
 }
@@ -665,6 +673,85 @@ fn the_readmes_openssl_commands_make_certificates_that_two_members_accept() {
         for node in &nodes {
             assert_eq!(security(&node.stats().await, "tls_handshake_failures"), 0);
         }
+    });
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+}
+
+// ---- groupcache over https with the real Go peer ----
+
+/// The first key `key-N` that `owner` owns on the groupcache ring over `urls`.
+fn key_owned_by(urls: &[&str], owner: &str) -> String {
+    let ring = Ring::with_peers(RingScheme::GROUPCACHE, urls.iter().copied()).expect("a ring");
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| ring.owner(key.as_bytes()) == Some(&owner))
+        .expect("every member owns some key")
+}
+
+#[test]
+fn a_node_and_a_go_peer_fetch_each_others_keys_over_https_and_a_misnamed_go_peer_is_refused() {
+    if !go_peers_available() {
+        return;
+    }
+    let dir = temp_dir("go");
+    let pki = TestPki::new();
+    drive(async {
+        let origin = Origin::start().await.expect("an origin");
+        let go_peer = |name: &'static str, cert: NodeCert| {
+            let files = cert.write_to(&pki, &dir, name).expect("files");
+            let mut spec = GoPeerSpec::new(origin.template(name));
+            spec.tls = Some(GoPeerTls::from(&files));
+            spec.peer_timeout = Duration::from_secs(5);
+            async move { GoPeer::start(&spec).await.expect("a Go peer with TLS") }
+        };
+        // A Go peer whose certificate names its host (127.0.0.1: every port on it), and one
+        // whose certificate names another host:port only.
+        let go = go_peer("go", pki.node_with_names(&["127.0.0.1"])).await;
+        let misnamed = go_peer("misnamed", pki.node_for_id("127.0.0.1:1")).await;
+        let listen = free_addr();
+        let hc_url = format!("https://{listen}");
+        let ring = [go.base_url().to_owned(), misnamed.base_url().to_owned(), hc_url.clone()];
+        let files = pki.node_with_names(&["127.0.0.1"]).write_to(&pki, &dir, "hc").expect("files");
+        let peers = ring.join(",");
+        let extra = ["--groupcache-compat", "--peers", &peers];
+        let flags = peer_tls_flags(&files, &origin.template("hc"), &extra);
+        let node = tokio::task::spawn_blocking(move || {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            NodeProcess::start(listen, &[], &flags)
+        })
+        .await
+        .expect("started");
+        assert_eq!(node.id, hc_url);
+        for peer in [&go, &misnamed] {
+            peer.set_peers(&ring).await.expect("the ring");
+        }
+        let urls: Vec<&str> = ring.iter().map(String::as_str).collect();
+
+        // Both ways over TLS: each key loaded once, by its owner.
+        let of_go = key_owned_by(&urls, go.base_url());
+        let of_hc = key_owned_by(&urls, &hc_url);
+        let answer = node.get("ks", of_go.as_bytes()).await;
+        assert_eq!(answer.body, origin_value(of_go.as_bytes()), "{}", answer.text());
+        let value = go.get(&of_hc).await.expect("the Go peer's get");
+        assert_eq!(value, origin_value(of_hc.as_bytes()));
+        assert_eq!(origin.loaders_of(&of_go), vec!["go".to_owned()], "loaded by its owner");
+        assert_eq!(origin.loaders_of(&of_hc), vec!["hc".to_owned()], "loaded by its owner");
+        let go_stats = go.stats().await.expect("stats");
+        assert_eq!((go_stats.peer_loads, go_stats.server_requests), (1, 1), "{go_stats:?}");
+        let stats = node.stats().await;
+        assert_eq!(counter(&stats, "ks", "peer_loads"), 1, "{stats:#}");
+        assert_eq!(counter(&stats, "ks", "server_requests"), 1, "{stats:#}");
+
+        // The misnamed peer's certificate does not name its URL's host:port: the node refuses
+        // it and loads the key itself; the peer serves nothing.
+        let of_misnamed = key_owned_by(&urls, misnamed.base_url());
+        let answer = node.get("ks", of_misnamed.as_bytes()).await;
+        assert_eq!(answer.body, origin_value(of_misnamed.as_bytes()), "{}", answer.text());
+        assert_eq!(origin.loaders_of(&of_misnamed), vec!["hc".to_owned()]);
+        assert_eq!(misnamed.stats().await.expect("stats").server_requests, 0);
+        let stats = node.stats().await;
+        assert_eq!(counter(&stats, "ks", "peer_errors"), 1, "{stats:#}");
+        assert_eq!(counter(&stats, "ks", "peer_loads"), 1, "{stats:#}");
     });
     std::fs::remove_dir_all(&dir).expect("cleaned up");
 }

@@ -709,14 +709,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         builder = builder.tls(tls.clone());
     }
     builder = builder.max_inbound_connections(args.max_peer_connections);
-    // A groupcache peer is named by its base URL: https:// with TLS.
+    // A groupcache peer is named by its base URL: https:// with TLS (also the default id).
     let scheme = if peer_tls.is_some() { "https://" } else { "http://" };
     if let Some(advertise) = &args.advertise {
         let compat_url = args.groupcache_compat && !advertise.contains("://");
         let advertise = if compat_url { format!("{scheme}{advertise}") } else { advertise.clone() };
         builder = builder.advertise(advertise);
-    } else if args.groupcache_compat && peer_tls.is_some() && args.listen.port() != 0 {
-        builder = builder.advertise(format!("{scheme}{}", args.listen));
     }
     if args.groupcache_compat {
         builder = groupcache_compat(builder, &args)?;
