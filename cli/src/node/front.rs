@@ -258,20 +258,54 @@ async fn serve_tls_connection(
         done = tokio::time::timeout(timeout, handshake) => match done {
             Ok(Ok(tls)) => tls,
             Ok(Err(why)) => {
-                eprintln!("herdcache node: front-end TLS handshake with {peer} failed: {why}");
+                HANDSHAKE_FAILURES.log(format_args!("with {peer} failed: {why}"));
                 return;
             }
             Err(_) => {
-                eprintln!(
-                    "herdcache node: front-end TLS handshake with {peer} took over {timeout:?}: \
-                     closed"
-                );
+                HANDSHAKE_FAILURES.log(format_args!("with {peer} took over {timeout:?}: closed"));
                 return;
             }
         },
         () = until_stopped(&mut stop) => return,
     };
     serve_connection(tls, front, stop).await;
+}
+
+/// The log of failed front-end handshakes: at most one line a second, so that a flood of bad
+/// connections cannot flood stderr; a line says how many went unsaid since the last.
+static HANDSHAKE_FAILURES: RateLimitedLog = RateLimitedLog::new();
+
+/// A log that writes at most one line a second and counts the rest.
+#[derive(Debug)]
+struct RateLimitedLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimitedLog {
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    const fn new() -> Self {
+        RateLimitedLog { state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// Writes `what` unless a line went out less than a second ago (then counts it).
+    fn log(&self, what: std::fmt::Arguments<'_>) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, unsaid) = &mut *state;
+        if last.is_some_and(|last| last.elapsed() < Self::INTERVAL) {
+            *unsaid += 1;
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let more = std::mem::take(unsaid);
+        if more == 0 {
+            eprintln!("herdcache node: front-end TLS handshake {what}");
+        } else {
+            eprintln!(
+                "herdcache node: front-end TLS handshake {what} (and {more} more failed since)"
+            );
+        }
+    }
 }
 
 /// Answers a plain HTTP request on the TLS port with [`PLAIN_HTTP_TO_TLS`] and closes. What

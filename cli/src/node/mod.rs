@@ -247,9 +247,9 @@ pub(crate) struct NodeArgs {
 
     /// The most peer connections accepted and open at once, those in their TLS handshake
     /// included; one more is closed at once (counted in /v1/stats).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INBOUND,
-          value_parser = clap::value_parser!(usize))]
-    pub(crate) max_peer_connections: usize,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INBOUND as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) max_peer_connections: u64,
 
     /// A file holding the front end's bearer token (at least 16 visible ASCII characters; one
     /// trailing newline is ignored): PUT and DELETE then need `Authorization: Bearer TOKEN`
@@ -708,7 +708,8 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     if let Some(tls) = &peer_tls {
         builder = builder.tls(tls.clone());
     }
-    builder = builder.max_inbound_connections(args.max_peer_connections);
+    builder = builder
+        .max_inbound_connections(usize::try_from(args.max_peer_connections).unwrap_or(usize::MAX));
     // A groupcache peer is named by its base URL: https:// with TLS (also the default id).
     let scheme = if peer_tls.is_some() { "https://" } else { "http://" };
     if let Some(advertise) = &args.advertise {
