@@ -1,7 +1,7 @@
 //! The event loop: one thread, one `mio::Poll`, the driver of one node.
 //!
-//! It makes no protocol decision, and keeps no table of its own but the connects in
-//! progress: the connection table, executing the front's outputs and the one timer's deadline
+//! It makes no protocol decision, and keeps no table of its own but the connects and TLS
+//! handshakes in progress: the connection table, executing the front's outputs and the one timer's deadline
 //! are the shared [`DriverCore`]'s, whose IO half ([`DriverIo`]) this file implements with
 //! mio. Everything it does is one of: move bytes between a socket and the core, open or
 //! close a socket, hand a data-source call or a name lookup to the workers, read the clock,
@@ -16,6 +16,15 @@
 //! so that one busy peer cannot starve the others; a connection cut short is read again next
 //! turn without sleeping. A write that would block keeps its bytes and registers WRITABLE,
 //! which is dropped once they are written.
+//!
+//! Before the core hears of a connection: an accepted one takes a place under the node's
+//! inbound cap ([`TransportGuard::admit`]; over it, it is closed at once), and with TLS every
+//! new connection runs its handshake first, the shared runtime's [`TlsSession`] fed from the
+//! socket's readiness under a token of its own, bounded by the handshake timeout (a transport
+//! timer) and the session's byte budget; the core is then told with the peer's identity.
+//! Afterwards what is read is decrypted before the core sees it and what the core transmits
+//! is encrypted before the outbox takes it (the outbox counts ciphertext); a close queues
+//! close_notify.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

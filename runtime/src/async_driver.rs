@@ -67,7 +67,8 @@ pub(crate) enum JobDone<R: Runtime> {
 /// identity) when TLS is on, its place under the inbound cap when accepted.
 pub(crate) struct Ready<R: Runtime> {
     streams: (R::Reader, R::Writer),
-    tls: Option<Secured>,
+    /// Boxed: a session is a kilobyte, and events move through a channel.
+    tls: Option<Box<Secured>>,
     slot: Option<InboundSlot>,
 }
 
@@ -393,7 +394,7 @@ impl<R: Runtime> DriverIo for AsyncIo<R> {
                     };
                     match secured {
                         Ok(secured) => {
-                            let ready = Ready { streams, tls: Some(secured), slot: None };
+                            let ready = Ready { streams, tls: Some(Box::new(secured)), slot: None };
                             JobDone::Connected { peer, ready }
                         }
                         Err(error) => {
@@ -466,7 +467,7 @@ impl<R: Runtime> AsyncIo<R> {
             };
             match secured {
                 Ok(secured) => JobDone::Secured {
-                    ready: Ready { streams, tls: Some(secured), slot: Some(slot) },
+                    ready: Ready { streams, tls: Some(Box::new(secured)), slot: Some(slot) },
                 },
                 Err(error) => {
                     // Counted before the socket closes.
@@ -482,7 +483,7 @@ impl<R: Runtime> AsyncIo<R> {
     /// handshake).
     fn open(&self, core: &mut DriverCore<Conn<R>>, peer: Option<Bytes>, ready: Ready<R>) {
         let Ready { streams, tls, slot } = ready;
-        let (identity, session, early) = match tls {
+        let (identity, session, early) = match tls.map(|secured| *secured) {
             Some(Secured { session, identity, early }) => (Some(identity), Some(session), early),
             None => (None, None, BytesMut::new()),
         };

@@ -420,6 +420,33 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_owed_after_a_read_wakes_the_writer_which_sends_it_without_a_driver_chunk() {
+        use crate::tls::tests::{Ca, pair, pump};
+        let ca = Ca::new();
+        let (mut server, mut client) =
+            pair(&ca.config_for_id("a:1"), &ca.config_for_id("b:1"), "a:1");
+        pump(&mut server, &mut client, 1000);
+        let (link, wakes) = TlsLink::new(server.session);
+        let mut record = Vec::new();
+        client.session.send(b"hello", &mut record);
+        let mut plaintext = BytesMut::new();
+        assert!(!link.decrypt(&record, &mut plaintext).expect("a good record"));
+        assert_eq!(&plaintext[..], b"hello");
+        assert!(wakes.try_recv().is_err(), "nothing of its own to send");
+        // A record tampered with in flight: the session owes the peer an alert.
+        let mut tampered = Vec::new();
+        client.session.send(b"again", &mut tampered);
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(link.decrypt(&tampered, &mut plaintext).is_err());
+        assert!(wakes.try_recv().is_ok(), "the reader woke the writer");
+        let alert = link.encrypt(&[]);
+        assert!(!alert.is_empty(), "the writer sends the session's own record");
+        let refused = client.session.receive(&alert, &mut client.received);
+        assert!(refused.is_err(), "the peer reads the alert: {refused:?}");
+    }
+
+    #[test]
     fn a_trickling_socket_gets_every_byte_in_order_before_the_deadline() {
         let outflow = outflow();
         let mut pending = queued(&outflow, &[b"hello", b" world"]);

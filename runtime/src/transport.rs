@@ -523,6 +523,17 @@ mod tests {
     }
 
     #[test]
+    fn ciphertext_overhead_is_counted_until_the_socket_takes_it() {
+        let outflow = Outflow::new(limits());
+        assert!(outflow.queue(100), "the driver counts plaintext");
+        outflow.grow(29); // the TLS record's overhead, added by the writer
+        assert_eq!(outflow.queued(), 129);
+        assert!(!outflow.queue(1000 - 128), "the overhead counts against the hard cap");
+        outflow.written(129);
+        assert_eq!(outflow.queued(), 0, "every byte the socket took is uncounted");
+    }
+
+    #[test]
     fn the_reader_stays_at_most_read_ahead_chunks_ahead_of_the_driver() {
         let waker = alloc::sync::Arc::new(CountingWaker::default());
         let as_waker = Waker::from(alloc::sync::Arc::clone(&waker));

@@ -50,6 +50,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use herdcache_proto::{PeerIdentity, PeerName};
+#[cfg(test)]
+use session::sni;
 pub use session::{SessionError, TlsSession};
 
 /// Default [`TlsConfig::handshake_timeout`].
@@ -417,4 +419,4 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

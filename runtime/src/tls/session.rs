@@ -92,7 +92,7 @@ impl TlsSession {
         Ok(TlsSession::new(Connection::Client(client)))
     }
 
-    fn new(conn: Connection) -> TlsSession {
+    pub(crate) fn new(conn: Connection) -> TlsSession {
         TlsSession { conn, handshake_bytes: 0, peer_closed: false }
     }
 
@@ -234,7 +234,7 @@ impl TlsSession {
 
 /// The server name a dial to `peer` sends: its host when that is a DNS name or an address,
 /// else a fixed name (the verifier does not look at it).
-fn sni(peer: &[u8]) -> ServerName<'static> {
+pub(crate) fn sni(peer: &[u8]) -> ServerName<'static> {
     let authority = authority(peer);
     let host = if let Some(bracketed) = authority.strip_prefix(b"[") {
         let end = bracketed.iter().position(|&byte| byte == b']').unwrap_or(bracketed.len());

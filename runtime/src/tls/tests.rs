@@ -8,13 +8,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
 };
 
-struct Ca {
+pub(crate) struct Ca {
     pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().unwrap();
@@ -37,7 +37,7 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn config_for_id(&self, id: &str) -> TlsConfig {
+    pub(crate) fn config_for_id(&self, id: &str) -> TlsConfig {
         let (cert, key) = self.issue(vec![uri(id)], false);
         TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), self.pem.as_bytes()).unwrap()
     }
@@ -48,10 +48,10 @@ fn uri(id: &str) -> SanType {
 }
 
 /// One side of a pipe: its session and the plaintext it received.
-struct End {
-    session: TlsSession,
-    received: BytesMut,
-    error: Option<SessionError>,
+pub(crate) struct End {
+    pub(crate) session: TlsSession,
+    pub(crate) received: BytesMut,
+    pub(crate) error: Option<SessionError>,
 }
 
 impl End {
@@ -61,7 +61,7 @@ impl End {
 }
 
 /// Moves ciphertext both ways in slices of `step` bytes until nothing moves or a side fails.
-fn pump(a: &mut End, b: &mut End, step: usize) {
+pub(crate) fn pump(a: &mut End, b: &mut End, step: usize) {
     for _ in 0..10_000 {
         let moved = deliver(a, b, step) | deliver(b, a, step);
         if !moved {
@@ -86,7 +86,7 @@ fn deliver(from: &mut End, to: &mut End, step: usize) -> bool {
     !out.is_empty()
 }
 
-fn pair(server: &TlsConfig, client: &TlsConfig, dialled: &str) -> (End, End) {
+pub(crate) fn pair(server: &TlsConfig, client: &TlsConfig, dialled: &str) -> (End, End) {
     let server = End::new(TlsSession::accept(server).unwrap());
     let client = End::new(TlsSession::connect(client, dialled.as_bytes()).unwrap());
     (server, client)
@@ -156,7 +156,7 @@ fn garbage_and_a_plaintext_hello_fail_at_the_first_bytes() {
         assert!(matches!(error, SessionError::Tls(_)), "{error}");
         // The client side refuses garbage from a server the same way.
         let mut client = End::new(TlsSession::connect(&config, b"a:1").unwrap());
-        let _ = client.session.pending_ciphertext(&mut Vec::new());
+        client.session.pending_ciphertext(&mut Vec::new());
         assert!(client.session.receive(bytes, &mut client.received).is_err());
     }
 }
@@ -351,5 +351,54 @@ fn a_changed_file_is_picked_up_by_a_new_connection_without_a_reload_call() {
     let (mut server, mut client) = pair(&config, &new_peer, "a:1");
     pump(&mut server, &mut client, 1000);
     assert!(server.error.is_none() && client.error.is_none(), "{:?}", server.error);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_http_server_config_serves_the_certificate_in_force_without_asking_for_one() {
+    let dir = std::env::temp_dir().join(format!("herdcache-tls-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path, ca_path) = (dir.join("n.crt"), dir.join("n.key"), dir.join("ca.crt"));
+    let (old_ca, new_ca) = (Ca::new(), Ca::new());
+    let write = |ca: &Ca| {
+        let (cert, key) = ca.issue(vec![uri("a:1")], false);
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        std::fs::write(&ca_path, &ca.pem).unwrap();
+    };
+    write(&old_ca);
+    let config = TlsConfig::from_files(&cert_path, &key_path, &ca_path).unwrap();
+    let http = config.http_server_config();
+    assert!(http.alpn_protocols.contains(&b"http/1.1".to_vec()));
+    // A client that trusts `ca` and has no certificate of its own (an HTTP client).
+    let handshake = |ca: &Ca| {
+        let roots = {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            Arc::new(roots)
+        };
+        let provider = ring_provider();
+        let client = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::ChainVerifier::new(
+                roots, &provider,
+            )))
+            .with_no_client_auth();
+        let client = rustls::ClientConnection::new(Arc::new(client), sni(b"a:1")).unwrap();
+        let server = rustls::ServerConnection::new(Arc::clone(&http)).unwrap();
+        let mut server = End::new(TlsSession::new(rustls::Connection::Server(server)));
+        let mut client = End::new(TlsSession::new(rustls::Connection::Client(client)));
+        pump(&mut server, &mut client, 1000);
+        server.error.is_none() && client.error.is_none() && !server.session.is_handshaking()
+    };
+    assert!(handshake(&old_ca), "no client certificate asked");
+    write(&new_ca);
+    assert!(config.reload().unwrap());
+    assert!(handshake(&new_ca), "the same server config serves the reloaded certificate");
+    assert!(!handshake(&old_ca));
     let _ = std::fs::remove_dir_all(&dir);
 }
