@@ -251,6 +251,9 @@ impl Node {
         state.hello_received = true;
         state.peer = Some(node_id.clone());
         state.identity = Some(node_id.clone());
+        if let Some(decoder) = state.codec.native_mut() {
+            decoder.set_limits(self.config.limits);
+        }
         let outbound = state.outbound;
         self.timers.cancel(Timer::Hello(conn));
         let secret = self.config.cluster_secret.is_some();

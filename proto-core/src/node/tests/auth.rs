@@ -557,3 +557,32 @@ fn a_member_taken_off_the_list_loses_its_write_rights_on_its_open_connection() {
         assert!(answer.contains(&(3, Message::Ack(Ok(())))), "{answer:?}");
     }
 }
+
+#[test]
+fn before_its_handshake_a_peer_cannot_make_the_node_buffer_a_frame_larger_than_a_hello() {
+    let over = WireLimits::default().for_handshake().max_frame + 1;
+    for secret in [None, Some(SECRET)] {
+        let mut n = member_b(secret);
+        let conn = ConnId(1);
+        let accepted = Input::Accepted { conn, nonce: NODE_NONCE, peer_identity: None };
+        n.handle_input(Instant::ZERO, accepted).unwrap();
+        drain(&mut n);
+        // The length prefix alone of a frame one byte over a handshake's is refused.
+        let data = over.to_be_bytes();
+        n.handle_input(Instant::ZERO, Input::Received { conn, data: &data }).unwrap();
+        assert!(closed(&drain(&mut n), conn), "secret {secret:?}: closed at the prefix");
+    }
+    // Once the handshake completed, the node's own limits apply: a put far larger is taken.
+    for secret in [None, Some(SECRET)] {
+        let mut n = member_b(secret);
+        let conn = ConnId(2);
+        handshake(&mut n, conn, b"a", secret);
+        let value = Bytes::from(vec![7; over as usize * 64]);
+        let entry = PutEntry { key: b(b"k"), value, expires_at: None };
+        let frames = request(&mut n, conn, 5, &Message::Put { keyspace: b(KEYSPACE), entry });
+        assert!(
+            frames.contains(&(5, Message::Ack(Ok(())))),
+            "secret {secret:?}: the put is taken: {frames:?}"
+        );
+    }
+}
