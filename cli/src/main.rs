@@ -11,6 +11,7 @@
 
 mod demo;
 mod histogram;
+mod logging;
 mod node;
 mod source;
 mod table;
@@ -47,7 +48,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args).await.map_err(|error| error.to_string()),
-        Command::Node(args) => node::run(*args).await.map_err(|error| error.to_string()),
+        Command::Node(args) => {
+            logging::init(args.log_level.as_deref());
+            node::run(*args).await.map_err(|error| error.to_string())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,10 @@
 //! (checked every second): a bad new file keeps the configuration in force, and says why on
 //! stderr. Connections already open keep their session.
 //!
+//! The runtime's `tracing` records go to stderr (`crate::logging`: `--log-level`, else
+//! `RUST_LOG`, else warnings of herdcache's crates), beside the node's own lines; stdout holds
+//! only the ready line.
+//!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
 //! needs `--advertise`. The front end's PUT and DELETE need a bearer token only with
 //! `--http-token-file`: it binds to loopback unless `--http` says otherwise
@@ -122,7 +126,11 @@ Front end (--http):
 SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
 progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.
 SIGHUP: re-read the TLS certificate, key and CA files of --tls-* and --http-tls-* (also done
-when they change); a bad file keeps the configuration in force (logged).";
+when they change); a bad file keeps the configuration in force (logged).
+
+Logs go to stderr: what the node refuses and why (peer connections, TLS handshakes, the
+connection cap), discovery trouble; warnings by default, more with --log-level info or
+RUST_LOG (e.g. RUST_LOG=herdcache_runtime=debug). stdout has only the ready line.";
 
 /// The flags of `herdcache node`.
 #[derive(Args, Debug, Clone)]
@@ -282,6 +290,13 @@ pub(crate) struct NodeArgs {
     /// what is left is closed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) stop_timeout: Duration,
+
+    /// What the node logs on stderr (refused peer connections and why, failed TLS handshakes,
+    /// the connection cap, discovery trouble, ...): a level for herdcache's crates (error,
+    /// warn, info, debug, trace), or a RUST_LOG-style filter (herdcache_runtime=debug,warn).
+    /// [default: $RUST_LOG, else warn for herdcache's crates and error for others]
+    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_log_level)]
+    pub(crate) log_level: Option<String>,
 }
 
 /// A `--keyspace` value.
