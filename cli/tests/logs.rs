@@ -112,14 +112,7 @@ fn a_plaintext_client_on_a_tls_peer_port_is_logged_as_a_failed_handshake() {
 
 #[test]
 fn a_log_level_flag_that_is_not_a_level_or_a_filter_is_a_usage_error() {
-    let output = run_to_exit(&[
-        "node",
-        "--listen=127.0.0.1:0",
-        "--keyspace=ks",
-        "--source=echo:",
-        "--log-level=herdcache=loud",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = start_refused(&["--log-level=herdcache=loud"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--log-level"), "{stderr}");
 }

@@ -59,7 +59,7 @@ pub mod transport;
 pub use dnsmasq::{DNSMASQ, Dnsmasq, LOCAL_TTL, SrvTarget, dnsmasq_available};
 pub use go_peer::{
     DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoPeerTls, GoStats, READY_TIMEOUT,
-    go_peers_available,
+    go_peers_available, key_owned_by,
 };
 pub use harness::{
     BoxFuture, CLUSTER, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime,
