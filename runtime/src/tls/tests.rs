@@ -165,15 +165,45 @@ fn garbage_and_a_plaintext_hello_fail_at_the_first_bytes() {
 fn more_than_the_handshake_budget_before_it_completes_fails() {
     let ca = Ca::new();
     let mut server = End::new(TlsSession::accept(&ca.config_for_id("a:1")).unwrap());
-    // A record header announcing a handshake message, then a long body, in small pieces.
+    // Well-formed handshake records carrying one client hello of the largest size a
+    // handshake message may announce (64 KiB), in 1000-byte fragments. Either bound ends it
+    // before the budget is passed: rustls' own message buffer (which fills first for one
+    // message) or the session's budget (which also counts every record of a flight).
     let mut failed = None;
-    for _ in 0..(MAX_HANDSHAKE_BYTES / 1000 + 2) {
-        if let Err(error) = server.session.receive(&[0x16; 1000], &mut server.received) {
+    for record in 0..(MAX_HANDSHAKE_BYTES / 1000 + 2) {
+        let mut bytes = vec![0x16, 0x03, 0x01, 0x03, 0xe8];
+        let mut fragment = vec![0_u8; 1000];
+        if record == 0 {
+            fragment[..4].copy_from_slice(&[0x01, 0x00, 0xff, 0xff]);
+        }
+        bytes.extend(fragment);
+        if let Err(error) = server.session.receive(&bytes, &mut server.received) {
             failed = Some(error);
             break;
         }
     }
-    assert!(failed.is_some(), "bounded before the handshake");
+    let bounded = match &failed {
+        Some(SessionError::HandshakeTooLarge) => true,
+        Some(SessionError::Io(error)) => error.to_string().contains("message buffer full"),
+        _ => false,
+    };
+    assert!(bounded, "bounded before the handshake: {failed:?}");
+}
+
+#[test]
+fn frames_right_behind_the_peers_finished_are_not_handshake_bytes() {
+    let ca = Ca::new();
+    let (mut server, mut client) = pair(&ca.config_for_id("a:1"), &ca.config_for_id("b:1"), "a:1");
+    assert!(deliver(&mut client, &mut server, usize::MAX), "the client's hello");
+    assert!(deliver(&mut server, &mut client, usize::MAX), "the server's flight");
+    assert!(!client.session.is_handshaking() && server.session.is_handshaking());
+    // The client's last flight and, in the same read, twice the handshake budget of data.
+    let burst: Vec<u8> = (0..2 * MAX_HANDSHAKE_BYTES + 1).map(|i| i as u8).collect();
+    let mut flight = Vec::new();
+    client.session.send(&burst, &mut flight);
+    server.session.receive(&flight, &mut server.received).expect("taken whole");
+    assert!(!server.session.is_handshaking());
+    assert_eq!(&server.received[..], &burst[..]);
 }
 
 #[test]
