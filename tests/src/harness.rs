@@ -32,6 +32,9 @@ pub const KEYSPACE_BYTES: u64 = 64 << 20;
 pub struct NodeSpec {
     /// The address to listen on (`127.0.0.1:0` for a fresh node, the old address for a restart).
     pub listen: SocketAddr,
+    /// The address peers reach it at, which is its node id (`None`: the bound address). The
+    /// hostile suite puts a proxy there.
+    pub advertise: Option<String>,
     /// Every member's advertised address, this node's own included when known.
     pub peers: Vec<String>,
     /// The data source of [`KEYSPACE`].
@@ -46,6 +49,7 @@ impl fmt::Debug for NodeSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeSpec")
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("peers", &self.peers)
             .finish_non_exhaustive()
     }
@@ -237,6 +241,7 @@ impl Cluster {
             let source = Source::new(delay, Arc::clone(&version));
             let node_spec = NodeSpec {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                advertise: None,
                 peers: Vec::new(),
                 source: Arc::clone(&source),
                 tune,
@@ -374,6 +379,7 @@ impl Cluster {
         let source = Source::new(self.delay, Arc::clone(&self.version));
         let spec = NodeSpec {
             listen: member.addr,
+            advertise: None,
             peers: self.ids(),
             source: Arc::clone(&source),
             tune: self.tune,

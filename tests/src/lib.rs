@@ -14,6 +14,9 @@
 //! - [`api`] holds the runtime crates' API tests (one node or a few, the whole `Handle`
 //!   API), one executor-neutral body each, run per runtime crate and per executor by
 //!   [`api_tests!`].
+//! - [`peer_wire`] is a test's own end of the native peer protocol (raw frames, a hello in
+//!   any name, the dialler's side of the cluster secret's handshake), for tests that play a
+//!   peer the nodes should not trust.
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
 //!
@@ -46,6 +49,7 @@ mod go_peer;
 mod harness;
 pub mod http;
 mod origin;
+pub mod peer_wire;
 mod rt_async_std;
 mod rt_mio;
 mod rt_tokio;

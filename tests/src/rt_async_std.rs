@@ -48,6 +48,10 @@ impl Runtime for AsyncStd {
             .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), AsyncIoSource(spec.source))
             .config(spec.tune)
             .send_buffer(spec.send_buffer);
+        let builder = match spec.advertise {
+            Some(advertise) => builder.advertise(advertise),
+            None => builder,
+        };
         Box::pin(async move {
             match builder.start().await {
                 Ok(handle) => Ok(Arc::new(TestNode::new(handle))),

@@ -53,6 +53,10 @@ impl Runtime for Tokio {
                 .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), TokioSource(spec.source))
                 .config(spec.tune)
                 .send_buffer(spec.send_buffer);
+            let builder = match spec.advertise {
+                Some(advertise) => builder.advertise(advertise),
+                None => builder,
+            };
             let started = runtime.spawn(builder.start()).await;
             let handle = match started {
                 Ok(Ok(handle)) => handle,
