@@ -17,6 +17,10 @@
 //! - [`peer_wire`] is a test's own end of the native peer protocol (raw frames, a hello in
 //!   any name, the dialler's side of the cluster secret's handshake), for tests that play a
 //!   peer the nodes should not trust.
+//! - [`hostile`] is the hostile-network suite: attacks (a fault-injecting proxy between
+//!   members, slowloris, connection floods, garbage, impostors, forged goodbyes) on a
+//!   3-node cluster with a cluster secret while it serves gets, one body each, run per
+//!   runtime by [`hostile_tests!`] (`tests/hostile_<runtime>.rs`).
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
 //!
@@ -47,6 +51,7 @@ mod dnsmasq;
 pub mod etcd;
 mod go_peer;
 mod harness;
+pub mod hostile;
 pub mod http;
 mod origin;
 pub mod peer_wire;
