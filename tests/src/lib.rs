@@ -23,6 +23,8 @@
 //!   runtime by [`hostile_tests!`] (`tests/hostile_<runtime>.rs`).
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
+//! - [`certs`] is a throwaway certificate authority issuing node certificates for the TLS
+//!   tests.
 //!
 //! Beyond herdcache's own nodes, real processes on loopback:
 //!
@@ -47,6 +49,7 @@
 //! cluster is [`mixed`] over several runtimes.
 
 pub mod api;
+pub mod certs;
 mod dnsmasq;
 pub mod etcd;
 mod go_peer;
