@@ -23,22 +23,23 @@ use crate::peer_wire::{self, HalfHandshake, SecretDialler, Watched, encode, hell
 const PATH_ATTACK: Duration = Duration::from_secs(3);
 
 /// The member the peer-port attacks aim at.
-const TARGET: usize = 2;
+pub(super) const TARGET: usize = 2;
 
 /// An id no member has.
-const STRANGER: &str = "127.0.0.1:1";
+pub(super) const STRANGER: &str = "127.0.0.1:1";
 
 /// How long an offender that sent something the node refuses may keep its connection: the
 /// refusal is immediate (measured: under 50 ms); this is the slack of a loaded machine, and
 /// half the hello timeout, so that a refusal is not mistaken for the hello timeout's close.
-const REFUSAL_BOUND: Duration = Duration::from_secs(1);
+pub(super) const REFUSAL_BOUND: Duration = Duration::from_secs(1);
 
 /// How long an offender that never completes its hello may keep its connection.
-const HELLO_BOUND: Duration = Duration::from_secs(HELLO_TIMEOUT.as_secs() + CLOSE_SLACK.as_secs());
+pub(super) const HELLO_BOUND: Duration =
+    Duration::from_secs(HELLO_TIMEOUT.as_secs() + CLOSE_SLACK.as_secs());
 
 /// How long a held connection may stay open: the hello timeout after the node accepted it,
 /// the node accepting 2,000 at once, and the kernel retrying what its full listen queue dropped.
-const HELD_BOUND: Duration = Duration::from_secs(10);
+pub(super) const HELD_BOUND: Duration = Duration::from_secs(10);
 
 /// How long a flood connection waits to connect: a SYN the full listen queue dropped is
 /// retried by the kernel after a second; the flood moves on instead.
@@ -75,7 +76,7 @@ fn length_prefix(len: u32) -> Vec<u8> {
 
 /// The garbage every garbage attack sends, each on a connection of its own: random bytes,
 /// length prefixes past the frame limit, a header of an unknown version.
-fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
+pub(super) fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
     let mut garbage = Garbage(0x9e37_79b9_7f4a_7c15);
     let max_frame = WireLimits::default().max_frame;
     let mut bad_version = 10u32.to_be_bytes().to_vec();
@@ -91,7 +92,7 @@ fn garbage_cases() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Checks that every watched offender was cut off within `bound` and, when `refused`, told
 /// why with an error frame; returns the slowest close.
-fn cut_off(watched: &[(&str, Watched)], bound: Duration, refused: bool) -> Duration {
+pub(super) fn cut_off(watched: &[(&str, Watched)], bound: Duration, refused: bool) -> Duration {
     let mut slowest = Duration::ZERO;
     for (case, watched) in watched {
         let closed = watched
@@ -107,7 +108,7 @@ fn cut_off(watched: &[(&str, Watched)], bound: Duration, refused: bool) -> Durat
 
 /// After an attack off every member's path: nobody reloaded a key, every member answers
 /// every key, every written value is intact, every member is on every ring.
-async fn unharmed(fixture: &Fixture) {
+pub(super) async fn unharmed(fixture: &Fixture) {
     for (key, loads) in fixture.background_loads() {
         assert_eq!(loads, 1, "{key}: still loaded once, the ring never changed");
     }
@@ -203,7 +204,11 @@ pub async fn blackholed_path_between_two_members(runtime: &'static dyn Runtime) 
 /// empty) until the
 /// node closes it; how long after it connected that took, or why it could not tell within
 /// `bound`.
-async fn slowloris(addr: SocketAddr, drip: Vec<u8>, bound: Duration) -> Result<Duration, String> {
+pub(super) async fn slowloris(
+    addr: SocketAddr,
+    drip: Vec<u8>,
+    bound: Duration,
+) -> Result<Duration, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|error| format!("connect: {error}"))?;
     let started = Instant::now();
     let mut next = 0;
@@ -315,7 +320,7 @@ pub async fn ten_thousand_connections_opened_and_closed(runtime: &'static dyn Ru
 
 /// Waits until the process holds at most a few more descriptors than `before` (the node
 /// closed the attackers' connections); fails after a few seconds.
-async fn until_fds_back(before: usize) {
+pub(super) async fn until_fds_back(before: usize) {
     let started = Instant::now();
     loop {
         let now = open_fds();
@@ -416,7 +421,7 @@ pub async fn garbage_after_the_handshake(runtime: &'static dyn Runtime) {
 }
 
 /// A put of a kept key of the target's with a forged value.
-fn forged_put(fixture: &Fixture) -> Message {
+pub(super) fn forged_put(fixture: &Fixture) -> Message {
     Message::Put {
         keyspace: Bytes::from_static(KEYSPACE.as_bytes()),
         entry: PutEntry {
