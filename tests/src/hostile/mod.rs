@@ -16,7 +16,7 @@
 //!   back by [`capture`]) and counted where the node counts it
 //!   ([`SecurityStats`](herdcache_proto::SecurityStats)).
 //! - **No value is lost or wrong**: every answer is checked against the source
-//!   ([`value_of`](crate::value_of())); values written by members before the attack read back
+//!   ([`value_of`]); values written by members before the attack read back
 //!   intact; where the attack is off every member's path, no key is loaded a second time.
 //!
 //! # The table
