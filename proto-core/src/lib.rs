@@ -129,6 +129,7 @@ pub mod groupcache;
 mod hash;
 mod hotkeys;
 pub mod http;
+mod identity;
 mod limiter;
 mod node;
 mod ring;
@@ -150,6 +151,7 @@ pub use flight::{
 };
 pub use hash::{KeyHashBuilder, hash_key, key_hash_builder};
 pub use hotkeys::{HotKeys, HotKeysConfig, HotKeysConfigError};
+pub use identity::{ID_URI_SCHEME, PeerIdentity, PeerName, authority};
 pub use limiter::{Grant, LimitError, Limiter, LimiterConfig, LimiterConfigError, Rate};
 pub use node::{
     ConfigError, ConnId, Entry, Error, Event, GroupcacheConfig, Input, InputError, KeyspaceConfig,

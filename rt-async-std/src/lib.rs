@@ -76,7 +76,7 @@ pub use herdcache_proto::{
 pub use herdcache_runtime::front::Pending;
 pub use herdcache_runtime::{
     DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
-    source_fn,
+    TransportStats, source_fn, tls,
 };
 
 pub use runtime::{AsyncStd, TcpReader};

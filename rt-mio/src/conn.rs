@@ -6,9 +6,10 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use herdcache_proto::ConnId;
-use herdcache_runtime::{MAX_GATHER, WriteQueue};
+use herdcache_runtime::tls::{SessionError, TlsSession};
+use herdcache_runtime::{InboundSlot, MAX_GATHER, WriteQueue};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
@@ -81,6 +82,87 @@ pub(crate) struct Connecting {
     pub(crate) deadline: Option<Instant>,
 }
 
+/// A connection in its TLS handshake (after the accept, or after the connect): the core does
+/// not know it yet. The session is the shared runtime's ([`TlsSession`]); this only moves its
+/// bytes between it and the socket.
+pub(crate) struct Handshaking {
+    pub(crate) stream: TcpStream,
+    pub(crate) session: TlsSession,
+    /// The peer dialled (`None`: accepted).
+    pub(crate) peer: Option<Bytes>,
+    /// An accepted connection's place under the inbound cap.
+    pub(crate) slot: Option<InboundSlot>,
+    /// When the handshake gives up (`None`: a timeout too far to count).
+    pub(crate) deadline: Option<Instant>,
+    /// Handshake bytes the socket has not taken yet.
+    outbox: Outbox,
+    /// Plaintext that came with the last handshake bytes (the peer's first frames).
+    pub(crate) early: BytesMut,
+}
+
+/// Where a handshake is after [`Handshaking::advance`].
+#[derive(Debug)]
+pub(crate) enum HandshakeStep {
+    /// Complete, everything written: the connection is ready for the core.
+    Done,
+    /// Waiting for the socket with this interest.
+    Waiting(Interest),
+    /// Failed: close the socket.
+    Failed(SessionError),
+}
+
+impl Handshaking {
+    pub(crate) fn new(
+        stream: TcpStream,
+        session: TlsSession,
+        peer: Option<Bytes>,
+        slot: Option<InboundSlot>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Handshaking {
+            stream,
+            session,
+            peer,
+            slot,
+            deadline,
+            outbox: Outbox::default(),
+            early: BytesMut::new(),
+        }
+    }
+
+    /// Reads what the socket has (until `WouldBlock`, or the handshake completed), then
+    /// writes what the session has to send.
+    pub(crate) fn advance(&mut self, buffer: &mut [u8]) -> HandshakeStep {
+        while self.session.is_handshaking() {
+            match self.stream.read(buffer) {
+                Ok(0) => return HandshakeStep::Failed(SessionError::Closed),
+                Ok(read) => {
+                    let Some(bytes) = buffer.get(..read) else { break };
+                    if let Err(error) = self.session.receive(bytes, &mut self.early) {
+                        // The alert for the peer, best effort.
+                        let mut alert = Vec::new();
+                        self.session.pending_ciphertext(&mut alert);
+                        let _ = self.stream.write(&alert);
+                        return HandshakeStep::Failed(error);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return HandshakeStep::Failed(SessionError::Io(error)),
+            }
+        }
+        let mut ciphertext = Vec::new();
+        self.session.pending_ciphertext(&mut ciphertext);
+        self.outbox.push(ciphertext);
+        match self.outbox.write_to(&mut self.stream) {
+            Err(error) => HandshakeStep::Failed(SessionError::Io(error)),
+            Ok(true) if !self.session.is_handshaking() => HandshakeStep::Done,
+            Ok(true) => HandshakeStep::Waiting(Interest::READABLE),
+            Ok(false) => HandshakeStep::Waiting(Interest::READABLE | Interest::WRITABLE),
+        }
+    }
+}
+
 /// A connection's socket and transport state, as the driver's connection table
 /// ([`DriverCore`](herdcache_runtime::DriverCore)) keeps it.
 #[derive(Debug)]
@@ -103,6 +185,11 @@ pub(crate) struct Conn {
     pub(crate) deadline: Option<Instant>,
     /// The earliest entry of this connection in the loop's timer heap (others are stale).
     pub(crate) timer: Option<Instant>,
+    /// Its TLS session (`None`: plain TCP): what is read is decrypted before the core sees
+    /// it, what the core transmits is encrypted before the outbox takes it.
+    pub(crate) tls: Option<Box<TlsSession>>,
+    /// An accepted connection's place under the inbound cap, freed with the connection.
+    pub(crate) _slot: Option<InboundSlot>,
 }
 
 /// The poll token of connection `id`: connection tokens count up from `first`, never reused.
@@ -116,7 +203,7 @@ impl Conn {
     /// fails leaves the connection [`Conn::is_registered`] false.
     pub(crate) fn adopt(
         registry: &Registry,
-        mut stream: TcpStream,
+        (mut stream, tls, slot): (TcpStream, Option<Box<TlsSession>>, Option<InboundSlot>),
         id: ConnId,
         token: Token,
         already_registered: bool,
@@ -141,7 +228,24 @@ impl Conn {
             reading_paused: false,
             deadline: None,
             timer: None,
+            tls,
+            _slot: slot,
         }
+    }
+
+    /// Queues bytes for the socket that the core did not transmit (TLS records of the
+    /// session's own: alerts, key updates, close_notify); `true` when the outbox was empty
+    /// (the caller schedules a flush).
+    pub(crate) fn queue_own(&mut self, bytes: Vec<u8>, now: Instant) -> bool {
+        if bytes.is_empty() {
+            return false;
+        }
+        let was_empty = self.outbox.is_empty();
+        if was_empty {
+            self.last_write_progress = now;
+        }
+        self.outbox.push(bytes);
+        was_empty
     }
 
     /// Whether the socket is registered with the poller (else it is dropped at once).

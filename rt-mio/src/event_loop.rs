@@ -1,7 +1,7 @@
 //! The event loop: one thread, one `mio::Poll`, the driver of one node.
 //!
-//! It makes no protocol decision, and keeps no table of its own but the connects in
-//! progress: the connection table, executing the front's outputs and the one timer's deadline
+//! It makes no protocol decision, and keeps no table of its own but the connects and TLS
+//! handshakes in progress: the connection table, executing the front's outputs and the one timer's deadline
 //! are the shared [`DriverCore`]'s, whose IO half ([`DriverIo`]) this file implements with
 //! mio. Everything it does is one of: move bytes between a socket and the core, open or
 //! close a socket, hand a data-source call or a name lookup to the workers, read the clock,
@@ -16,6 +16,15 @@
 //! so that one busy peer cannot starve the others; a connection cut short is read again next
 //! turn without sleeping. A write that would block keeps its bytes and registers WRITABLE,
 //! which is dropped once they are written.
+//!
+//! Before the core hears of a connection: an accepted one takes a place under the node's
+//! inbound cap ([`TransportGuard::admit`]; over it, it is closed at once), and with TLS every
+//! new connection runs its handshake first, the shared runtime's [`TlsSession`] fed from the
+//! socket's readiness under a token of its own, bounded by the handshake timeout (a transport
+//! timer) and the session's byte budget; the core is then told with the peer's identity.
+//! Afterwards what is read is decrypted before the core sees it and what the core transmits
+//! is encrypted before the outbox takes it (the outbox counts ciphertext); a close queues
+//! close_notify.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -25,16 +34,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use herdcache_proto::{ConnId, LoadId, LoadResult};
+use bytes::{Bytes, BytesMut};
+use herdcache_proto::{ConnId, LoadId, LoadResult, PeerIdentity};
+use herdcache_runtime::tls::{SessionError, TlsConfig, TlsSession};
 use herdcache_runtime::{
-    CLOSE_GRACE, DriverCore, DriverIo, READ_CHUNK, SendLimits, Shared, SharedSource, Turn,
+    CLOSE_GRACE, DriverCore, DriverIo, InboundSlot, READ_CHUNK, SendLimits, Shared, SharedSource,
+    TransportGuard, Turn,
 };
 use mio::event::Event as Readiness;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::conn::{Conn, Connecting, Phase, token_of};
+use crate::conn::{Conn, Connecting, HandshakeStep, Handshaking, Phase, token_of};
 use crate::workers::{Done, Task, Workers};
 
 /// The token of the waker (front wake-ups, workers' results, handles' commands).
@@ -118,7 +129,13 @@ struct MioIo {
     poll: Poll,
     listener: Option<TcpListener>,
     connecting: HashMap<Token, Connecting>,
+    /// Connections in their TLS handshake (tokens from the connects' range).
+    handshaking: HashMap<Token, Handshaking>,
     next_connecting: usize,
+    /// The inbound cap, TLS, their counters.
+    transport: Arc<TransportGuard>,
+    /// Decrypted bytes of one read, before the core takes them.
+    plaintext: BytesMut,
     /// Transport deadlines (connect, close grace, idle, write stall) by token, checked
     /// against the connection's own state when due: stale entries are skipped or moved.
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
@@ -167,7 +184,10 @@ impl EventLoop {
             poll,
             listener: Some(listener),
             connecting: HashMap::new(),
+            handshaking: HashMap::new(),
             next_connecting: FIRST_CONNECTING,
+            transport: Arc::clone(shared.transport()),
+            plaintext: BytesMut::new(),
             timers: BinaryHeap::new(),
             accept_retry_at: None,
             workers,
@@ -259,6 +279,7 @@ impl EventLoop {
         match event.token() {
             WAKER => {} // commands, results and outputs are looked at every turn
             LISTENER => self.accept(),
+            token if self.io.handshaking.contains_key(&token) => self.advance_handshake(token),
             token if token.0 >= FIRST_CONNECTING => self.on_connect_ready(token),
             token => {
                 let id = id_of(token);
@@ -290,19 +311,140 @@ impl EventLoop {
         }
     }
 
-    /// Makes `stream` connection `id` of the core (accepted, or dialled to `peer`).
-    fn open(&mut self, peer: Option<Bytes>, stream: TcpStream, connect_token: Option<Token>) {
+    /// Makes `stream` connection `id` of the core (accepted, or dialled to `peer`), or
+    /// starts its TLS handshake first when TLS is on.
+    fn open(
+        &mut self,
+        peer: Option<Bytes>,
+        stream: TcpStream,
+        registered_as: Option<Token>,
+        slot: Option<InboundSlot>,
+    ) {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
+        match self.io.transport.tls().cloned() {
+            Some(tls) => self.start_handshake(&tls, peer, stream, registered_as, slot),
+            None => {
+                self.adopt(peer, None, (stream, None, slot), registered_as.is_some());
+            }
+        }
+    }
+
+    /// Hands a connection (plain, or after its handshake) to the core.
+    fn adopt(
+        &mut self,
+        peer: Option<Bytes>,
+        identity: Option<PeerIdentity>,
+        socket: (TcpStream, Option<Box<TlsSession>>, Option<InboundSlot>),
+        registered: bool,
+    ) -> ConnId {
         let (registry, now) = (self.io.poll.registry(), Instant::now());
-        let id = self.core.open(peer, |id| {
-            Conn::adopt(registry, stream, id, token(id), connect_token.is_some(), now)
+        let id = self.core.open(peer, identity, |id| {
+            Conn::adopt(registry, socket, id, token(id), registered, now)
         });
         match self.core.conn_mut(id) {
             Some(conn) if conn.is_registered() => self.io.arm(conn),
             Some(_) => self.core.reader_done(id),
             None => {}
+        }
+        id
+    }
+
+    /// Starts the TLS handshake of a new connection, bounded by the handshake timeout (a
+    /// transport timer under the token it is registered with).
+    fn start_handshake(
+        &mut self,
+        tls: &TlsConfig,
+        peer: Option<Bytes>,
+        mut stream: TcpStream,
+        registered_as: Option<Token>,
+        slot: Option<InboundSlot>,
+    ) {
+        let session = match &peer {
+            Some(peer) => TlsSession::connect(tls, peer),
+            None => TlsSession::accept(tls),
+        };
+        let token = registered_as.unwrap_or_else(|| {
+            let token = Token(self.io.next_connecting);
+            self.io.next_connecting += 1;
+            token
+        });
+        let registry = self.io.poll.registry();
+        let registered = match registered_as {
+            Some(_) => registry.reregister(&mut stream, token, Interest::READABLE),
+            None => registry.register(&mut stream, token, Interest::READABLE),
+        };
+        let session = match (session, registered) {
+            (Ok(session), Ok(())) => session,
+            (Err(error), _) => return self.handshake_failed(peer, &mut stream, &error),
+            (_, Err(error)) => {
+                return self.handshake_failed(peer, &mut stream, &SessionError::Io(error));
+            }
+        };
+        let deadline = Instant::now().checked_add(tls.handshake_timeout_value());
+        if let Some(at) = deadline {
+            self.io.timers.push(Reverse((at, token)));
+        }
+        let handshaking = Handshaking::new(stream, session, peer, slot, deadline);
+        self.io.handshaking.insert(token, handshaking);
+        // The client speaks first; a server may have bytes waiting already.
+        self.advance_handshake(token);
+    }
+
+    /// Moves a handshake on after readiness: done (the core is told), waiting, or failed.
+    fn advance_handshake(&mut self, token: Token) {
+        let Some(handshaking) = self.io.handshaking.get_mut(&token) else { return };
+        match handshaking.advance(&mut self.io.read_buffer) {
+            HandshakeStep::Waiting(interest) => {
+                let stream = &mut handshaking.stream;
+                if let Err(error) = self.io.poll.registry().reregister(stream, token, interest) {
+                    self.fail_handshake(token, SessionError::Io(error));
+                }
+            }
+            HandshakeStep::Failed(error) => self.fail_handshake(token, error),
+            HandshakeStep::Done => {
+                let Some(done) = self.io.handshaking.remove(&token) else { return };
+                let identity = match done.session.peer_identity() {
+                    Ok(identity) => identity,
+                    Err(error) => {
+                        let mut stream = done.stream;
+                        return self.handshake_failed(done.peer, &mut stream, &error);
+                    }
+                };
+                let (peer, early) = (done.peer, done.early);
+                let socket = (done.stream, Some(Box::new(done.session)), done.slot);
+                let id = self.adopt(peer, Some(identity), socket, true);
+                if !early.is_empty() {
+                    self.core.received(id, &early);
+                }
+                // Edge-triggered: bytes that came after the handshake's are not announced
+                // again.
+                self.io.unread.push(token_of(id, FIRST_CONN));
+            }
+        }
+    }
+
+    /// A handshake failed or timed out: reported, the socket closed, a dial failed.
+    fn fail_handshake(&mut self, token: Token, error: SessionError) {
+        if let Some(mut handshaking) = self.io.handshaking.remove(&token) {
+            self.handshake_failed(handshaking.peer.take(), &mut handshaking.stream, &error);
+        }
+    }
+
+    fn handshake_failed(
+        &mut self,
+        peer: Option<Bytes>,
+        stream: &mut TcpStream,
+        error: &SessionError,
+    ) {
+        let _ = self.io.poll.registry().deregister(stream);
+        match peer {
+            Some(peer) => {
+                self.io.transport.handshake_failed(&String::from_utf8_lossy(&peer), error);
+                self.core.connect_failed(peer);
+            }
+            None => self.io.transport.handshake_failed(&"an inbound peer", error),
         }
     }
 
@@ -320,7 +462,7 @@ impl EventLoop {
         };
         let Some(mut connecting) = self.io.connecting.remove(&token) else { return };
         match outcome {
-            Ok(()) => self.open(Some(connecting.peer), connecting.stream, Some(token)),
+            Ok(()) => self.open(Some(connecting.peer), connecting.stream, Some(token), None),
             Err(error) => {
                 let peer = connecting.peer;
                 tracing::debug!(peer = %String::from_utf8_lossy(&peer), %error, "connect failed");
@@ -335,7 +477,12 @@ impl EventLoop {
         for _ in 0..ACCEPTS_PER_WAKE {
             let Some(listener) = &self.io.listener else { return };
             match listener.accept() {
-                Ok((stream, _)) => self.open(None, stream, None),
+                Ok((stream, _)) => {
+                    // Over the cap: closed at once (dropped), counted and logged.
+                    if let Some(slot) = self.io.transport.admit() {
+                        self.open(None, stream, None, Some(slot));
+                    }
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
@@ -368,8 +515,29 @@ impl EventLoop {
                 Ok(0) => return self.lost(id, None),
                 Ok(read) => {
                     conn.last_activity = now;
-                    if !closing {
-                        self.core.received(id, &self.io.read_buffer[..read]);
+                    let bytes = &self.io.read_buffer[..read];
+                    match &mut conn.tls {
+                        _ if closing => {}
+                        None => self.core.received(id, bytes),
+                        Some(session) => {
+                            let received = session.receive(bytes, &mut self.io.plaintext);
+                            let peer_closed = session.peer_closed();
+                            let mut own = Vec::new();
+                            session.pending_ciphertext(&mut own);
+                            if conn.queue_own(own, now) {
+                                self.io.to_flush.push(id);
+                            }
+                            if !self.io.plaintext.is_empty() {
+                                self.core.received(id, &self.io.plaintext);
+                                self.io.plaintext.clear();
+                            }
+                            if let Err(error) = received {
+                                return self.lost(id, Some(io::Error::other(error)));
+                            }
+                            if peer_closed {
+                                return self.lost(id, None);
+                            }
+                        }
                     }
                     budget = budget.saturating_sub(read);
                     if budget == 0 {
@@ -426,6 +594,12 @@ impl EventLoop {
                 return;
             }
             self.io.timers.pop();
+            if let Some(handshaking) = self.io.handshaking.get(&token) {
+                if handshaking.deadline.is_some_and(|due| due <= now) {
+                    self.fail_handshake(token, SessionError::HandshakeTimeout);
+                }
+                continue;
+            }
             if token.0 >= FIRST_CONNECTING {
                 let due = self.io.connecting.get(&token).and_then(|c| c.deadline);
                 if due.is_some_and(|due| due <= now) {
@@ -487,6 +661,7 @@ impl EventLoop {
             let _ = self.io.poll.registry().deregister(&mut listener);
         }
         self.io.connecting.clear();
+        self.io.handshaking.clear();
         self.core.close_all(&mut self.io);
         for id in std::mem::take(&mut self.io.to_flush) {
             self.flush(id);
@@ -600,6 +775,14 @@ impl DriverIo for MioIo {
             conn.deregister(self.registry());
             return false;
         }
+        let data = match &mut conn.tls {
+            None => data,
+            Some(session) => {
+                let mut ciphertext = Vec::with_capacity(data.len() + 64);
+                session.send(&data, &mut ciphertext);
+                ciphertext
+            }
+        };
         // Already queued for a flush, or waiting for WRITABLE, when bytes were pending.
         if conn.outbox.is_empty() {
             conn.last_write_progress = Instant::now();
@@ -621,6 +804,11 @@ impl DriverIo for MioIo {
     /// Stops reading and writes what was transmitted before, then ends the connection (its
     /// flush reports [`DriverCore::writer_done`]); with `grace`, within [`CLOSE_GRACE`].
     fn close(&mut self, _id: ConnId, conn: &mut Conn, grace: bool) {
+        if let Some(session) = &mut conn.tls {
+            let mut close_notify = Vec::new();
+            session.close(&mut close_notify);
+            let _ = conn.queue_own(close_notify, Instant::now());
+        }
         conn.phase = Phase::Closing;
         conn.reading_paused = false;
         conn.deadline = if grace { Instant::now().checked_add(CLOSE_GRACE) } else { None };

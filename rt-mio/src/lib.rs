@@ -129,6 +129,6 @@ pub use herdcache_proto::{
     ConfigError, Entry, Error, Instant, KeyspaceConfig, KeyspaceStats, NodeConfig, Path, Value,
 };
 pub use herdcache_runtime::blocking::{DataSource, Handle, KeyspaceHandle, SourceFn, source_fn};
-pub use herdcache_runtime::{SendBuffer, StartError};
+pub use herdcache_runtime::{SendBuffer, StartError, TransportStats, tls};
 pub use node::{Builder, DEFAULT_WORKERS, Mio, Node};
 pub use workers::DEFAULT_WORKER_STACK;

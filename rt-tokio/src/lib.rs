@@ -104,7 +104,7 @@ pub use herdcache_proto::{
 pub use herdcache_runtime::front::Pending;
 pub use herdcache_runtime::{
     DataSource, GetFuture, Handle, KeyspaceHandle, SendBuffer, SourceFn, StartError, Starting,
-    source_fn,
+    TransportStats, source_fn, tls,
 };
 
 /// The README's Rust examples (the core's and this crate's), compiled and run as doctests.

@@ -14,25 +14,27 @@ use core::time::Duration;
 use std::collections::HashMap;
 
 use async_channel::{Receiver, Sender};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_lite::FutureExt;
-use herdcache_proto::{ConnId, LoadId, LoadResult};
+use herdcache_proto::{ConnId, LoadId, LoadResult, PeerIdentity};
 
-use crate::connection;
+use crate::connection::{self, TlsLink};
 use crate::driver::{DriverCore, DriverIo, Turn};
 use crate::front::WakeDriver;
 use crate::handle::{Control, Handle, Shared};
+use crate::inbound::{InboundSlot, TransportGuard};
 use crate::rt::{Runtime, deadline_in, elapsed, sleep};
 use crate::setup::{Setup, StartError};
 use crate::source::SharedSource;
+use crate::tls::{SessionError, TlsSession};
 use crate::transport::{
     Activity, CLOSE_GRACE, EVENT_QUEUE, EVENTS_PER_WAKE, Outflow, ReadPermit, SendLimits,
 };
 
 /// What the node's tasks (IO, dials, data-source calls, grace timers) tell the driver.
 pub(crate) enum IoEvent<R: Runtime> {
-    /// The listener accepted a connection.
-    Accepted { stream: R::Stream },
+    /// The listener accepted a connection, under the inbound cap.
+    Accepted { stream: R::Stream, slot: InboundSlot },
     /// Bytes arrived; the permit counts them against the reader's read-ahead until the
     /// event is dropped, after the node was fed.
     Received { conn: ConnId, data: Bytes, permit: ReadPermit },
@@ -46,8 +48,12 @@ pub(crate) enum IoEvent<R: Runtime> {
 
 /// What a one-shot job ends with.
 pub(crate) enum JobDone<R: Runtime> {
-    /// A dial succeeded.
-    Connected { peer: Bytes, stream: R::Stream },
+    /// A dial succeeded (and its TLS handshake, with TLS).
+    Connected { peer: Bytes, ready: Ready<R> },
+    /// An accepted connection's TLS handshake succeeded.
+    Secured { ready: Ready<R> },
+    /// An accepted connection's TLS handshake failed (reported; the socket is closed).
+    HandshakeFailed,
     /// A dial failed or timed out.
     ConnectFailed { peer: Bytes },
     /// A data-source call ended.
@@ -55,6 +61,40 @@ pub(crate) enum JobDone<R: Runtime> {
     /// A closing connection's grace period ended: if its writer is still flushing (the peer
     /// does not read), it is cut.
     CloseGraceOver { conn: ConnId },
+}
+
+/// A connection ready for the core: its socket's halves, its TLS session (with the peer's
+/// identity) when TLS is on, its place under the inbound cap when accepted.
+pub(crate) struct Ready<R: Runtime> {
+    streams: (R::Reader, R::Writer),
+    /// Boxed: a session is a kilobyte, and events move through a channel.
+    tls: Option<Box<Secured>>,
+    slot: Option<InboundSlot>,
+}
+
+/// A completed TLS handshake.
+pub(crate) struct Secured {
+    session: TlsSession,
+    identity: PeerIdentity,
+    /// Plaintext that came with the last handshake bytes (the peer's first frames).
+    early: BytesMut,
+}
+
+/// Runs `session`'s handshake over `streams` within `timeout`, then reads the peer's
+/// identity off its verified certificate. The streams come back either way, so that a
+/// failure is reported before the socket closes.
+async fn secure<R: Runtime>(
+    mut streams: (R::Reader, R::Writer),
+    mut session: TlsSession,
+    timeout: Duration,
+) -> ((R::Reader, R::Writer), Result<Secured, SessionError>) {
+    let (reader, writer) = &mut streams;
+    let handshake = async { Some(connection::handshake::<R>(reader, writer, &mut session).await) };
+    let early = handshake.or(elapsed::<R, _>(timeout, None)).await;
+    let secured = early
+        .unwrap_or(Err(SessionError::HandshakeTimeout))
+        .and_then(|early| Ok(Secured { identity: session.peer_identity()?, session, early }));
+    (streams, secured)
 }
 
 /// Starts a node on `runtime`: binds the listener, assembles the node, spawns its driver.
@@ -153,6 +193,8 @@ struct Conn<R: Runtime> {
     reader: Option<R::Task>,
     /// Held only to be cancelled with the connection.
     _writer: R::Task,
+    /// An accepted connection's place under the inbound cap, freed with the connection.
+    _slot: Option<InboundSlot>,
 }
 
 /// The IO half of the driver ([`DriverIo`]): spawns tasks that report on the event channel.
@@ -160,6 +202,8 @@ struct AsyncIo<R: Runtime> {
     spawner: R::Spawner,
     events: Sender<IoEvent<R>>,
     config: DriverConfig,
+    /// The inbound cap, TLS, their counters.
+    transport: Arc<TransportGuard>,
     /// One-shot jobs in progress, cancelled with the driver.
     jobs: HashMap<u64, R::Task>,
     next_job: u64,
@@ -194,8 +238,19 @@ impl<R: Runtime> Driver<R> {
         config: DriverConfig,
     ) -> Self {
         let (events_tx, events) = async_channel::bounded(EVENT_QUEUE);
-        let accept = R::spawn(&spawner, accept_loop::<R>(listener, events_tx.clone()));
-        let io = AsyncIo { spawner, events: events_tx, config, jobs: HashMap::new(), next_job: 0 };
+        let transport = Arc::clone(shared.transport());
+        let accept = R::spawn(
+            &spawner,
+            accept_loop::<R>(listener, events_tx.clone(), Arc::clone(&transport)),
+        );
+        let io = AsyncIo {
+            spawner,
+            events: events_tx,
+            config,
+            transport,
+            jobs: HashMap::new(),
+            next_job: 0,
+        };
         Driver { core: DriverCore::new(shared), io, events, accept: Some(accept) }
     }
 
@@ -254,9 +309,14 @@ impl<R: Runtime> Driver<R> {
     fn on_event(&mut self, event: IoEvent<R>) {
         let core = &mut self.core;
         match event {
-            IoEvent::Accepted { stream } => {
+            IoEvent::Accepted { stream, slot } => {
                 if let Some(streams) = self.io.split(stream) {
-                    core.open(None, |id| self.io.start(id, streams));
+                    if self.io.transport.tls().is_some() {
+                        self.io.handshake_inbound(streams, slot);
+                    } else {
+                        let ready = Ready { streams, tls: None, slot: Some(slot) };
+                        self.io.open(core, None, ready);
+                    }
                 }
             }
             IoEvent::Received { conn, data, permit } => {
@@ -268,12 +328,9 @@ impl<R: Runtime> Driver<R> {
             IoEvent::Job { job, done } => {
                 self.io.jobs.remove(&job);
                 match done {
-                    JobDone::Connected { peer, stream } => match self.io.split(stream) {
-                        Some(streams) => {
-                            core.open(Some(peer), |id| self.io.start(id, streams));
-                        }
-                        None => core.connect_failed(peer),
-                    },
+                    JobDone::Connected { peer, ready } => self.io.open(core, Some(peer), ready),
+                    JobDone::Secured { ready } => self.io.open(core, None, ready),
+                    JobDone::HandshakeFailed => {}
                     JobDone::ConnectFailed { peer } => core.connect_failed(peer),
                     JobDone::Loaded { load, result } => core.loaded(load, result),
                     JobDone::CloseGraceOver { conn } => core.close_grace_over(conn),
@@ -312,13 +369,42 @@ impl<R: Runtime> DriverIo for AsyncIo<R> {
 
     fn connect(&mut self, peer: Bytes, address: Bytes) {
         let connect_timeout = self.config.connect_timeout;
+        let transport = Arc::clone(&self.transport);
         self.job(async move {
             let Ok(address) = String::from_utf8(address.to_vec()) else {
                 return JobDone::ConnectFailed { peer };
             };
             let dial = async { Some(R::connect(&address).await) };
             match dial.or(elapsed::<R, _>(connect_timeout, None)).await {
-                Some(Ok(stream)) => JobDone::Connected { peer, stream },
+                Some(Ok(stream)) => {
+                    let Some(streams) = split::<R>(stream) else {
+                        return JobDone::ConnectFailed { peer };
+                    };
+                    let Some(tls) = transport.tls() else {
+                        return JobDone::Connected {
+                            peer,
+                            ready: Ready { streams, tls: None, slot: None },
+                        };
+                    };
+                    let (streams, secured) = match TlsSession::connect(tls, &peer) {
+                        Ok(session) => {
+                            secure::<R>(streams, session, tls.handshake_timeout_value()).await
+                        }
+                        Err(error) => (streams, Err(error)),
+                    };
+                    match secured {
+                        Ok(secured) => {
+                            let ready = Ready { streams, tls: Some(Box::new(secured)), slot: None };
+                            JobDone::Connected { peer, ready }
+                        }
+                        Err(error) => {
+                            // Counted before the socket closes.
+                            transport.handshake_failed(&address, &error);
+                            drop(streams);
+                            JobDone::ConnectFailed { peer }
+                        }
+                    }
+                }
                 Some(Err(error)) => {
                     tracing::debug!(peer = address, %error, "connect failed");
                     JobDone::ConnectFailed { peer }
@@ -365,13 +451,60 @@ impl<R: Runtime> AsyncIo<R> {
 
     /// Splits a new stream; `None` (logged) when its options cannot be set.
     fn split(&self, stream: R::Stream) -> Option<(R::Reader, R::Writer)> {
-        R::split(stream)
-            .map_err(|error| tracing::debug!(%error, "a new connection is dropped"))
-            .ok()
+        split::<R>(stream)
+    }
+
+    /// Runs an accepted connection's TLS handshake as a job (bounded in time and bytes; it
+    /// keeps its place under the inbound cap meanwhile); the core hears of it once it
+    /// succeeded.
+    fn handshake_inbound(&mut self, streams: (R::Reader, R::Writer), slot: InboundSlot) {
+        let transport = Arc::clone(&self.transport);
+        self.job(async move {
+            let Some(tls) = transport.tls() else { return JobDone::HandshakeFailed };
+            let (streams, secured) = match TlsSession::accept(tls) {
+                Ok(session) => secure::<R>(streams, session, tls.handshake_timeout_value()).await,
+                Err(error) => (streams, Err(error)),
+            };
+            match secured {
+                Ok(secured) => JobDone::Secured {
+                    ready: Ready { streams, tls: Some(Box::new(secured)), slot: Some(slot) },
+                },
+                Err(error) => {
+                    // Counted before the socket closes.
+                    transport.handshake_failed(&"an inbound peer", &error);
+                    drop((streams, slot));
+                    JobDone::HandshakeFailed
+                }
+            }
+        });
+    }
+
+    /// Hands a ready connection to the core (and the plaintext that came with its
+    /// handshake).
+    fn open(&self, core: &mut DriverCore<Conn<R>>, peer: Option<Bytes>, ready: Ready<R>) {
+        let Ready { streams, tls, slot } = ready;
+        let (identity, session, early) = match tls.map(|secured| *secured) {
+            Some(Secured { session, identity, early }) => (Some(identity), Some(session), early),
+            None => (None, None, BytesMut::new()),
+        };
+        let conn = core.open(peer, identity, |id| self.start(id, streams, session, slot));
+        if !early.is_empty() {
+            core.received(conn, &early);
+        }
     }
 
     /// Starts a connection's reader and writer.
-    fn start(&self, conn: ConnId, (reader, writer): (R::Reader, R::Writer)) -> Conn<R> {
+    fn start(
+        &self,
+        conn: ConnId,
+        (reader, writer): (R::Reader, R::Writer),
+        session: Option<TlsSession>,
+        slot: Option<InboundSlot>,
+    ) -> Conn<R> {
+        let (link, wakes) = match session.map(TlsLink::new) {
+            Some((link, wakes)) => (Some(link), Some(wakes)),
+            None => (None, None),
+        };
         let (queue, queued) = async_channel::unbounded();
         let activity = Arc::new(Activity::default());
         activity.touch();
@@ -383,6 +516,7 @@ impl<R: Runtime> AsyncIo<R> {
             Arc::clone(&activity),
             Arc::clone(&outflow),
             self.config.idle_timeout,
+            link.clone(),
         );
         let write = connection::write_loop::<R>(
             conn,
@@ -391,22 +525,35 @@ impl<R: Runtime> AsyncIo<R> {
             self.events.clone(),
             activity,
             Arc::clone(&outflow),
+            link.zip(wakes),
         );
         Conn {
             queue: Some(queue),
             outflow,
             reader: Some(R::spawn(&self.spawner, read)),
             _writer: R::spawn(&self.spawner, write),
+            _slot: slot,
         }
     }
 }
 
-/// Accepts connections until the driver drops this task.
-async fn accept_loop<R: Runtime>(listener: R::Listener, events: Sender<IoEvent<R>>) {
+/// Splits a new stream; `None` (logged) when its options cannot be set.
+fn split<R: Runtime>(stream: R::Stream) -> Option<(R::Reader, R::Writer)> {
+    R::split(stream).map_err(|error| tracing::debug!(%error, "a new connection is dropped")).ok()
+}
+
+/// Accepts connections until the driver drops this task; over the inbound cap a connection
+/// is closed at once (dropped here).
+async fn accept_loop<R: Runtime>(
+    listener: R::Listener,
+    events: Sender<IoEvent<R>>,
+    transport: Arc<TransportGuard>,
+) {
     loop {
         match R::accept(&listener).await {
             Ok(stream) => {
-                if events.send(IoEvent::Accepted { stream }).await.is_err() {
+                let Some(slot) = transport.admit() else { continue };
+                if events.send(IoEvent::Accepted { stream, slot }).await.is_err() {
                     return;
                 }
             }

@@ -17,6 +17,15 @@
 //!   [`poll_write_or_stall`]). When the driver drops the queue (the node closed the
 //!   connection) it writes what is left, shuts the socket down, and reports
 //!   [`IoEvent::WriterDone`], as after an error.
+//! - With TLS ([`TlsLink`]) the handshake ran before (see [`handshake`]); the reader decrypts
+//!   what it reads and hands the driver plaintext, exactly as above; the writer encrypts
+//!   what it gathered and writes ciphertext. They share the session behind a mutex held only
+//!   while bytes are converted, never across an await. When reading leaves the session with
+//!   bytes to send (alerts, key updates), the reader wakes the writer, which sends them
+//!   without waiting for a chunk from the driver. The [`Outflow`] counts what the socket has
+//!   not taken: the driver counts plaintext, the writer adds the ciphertext's overhead
+//!   ([`Outflow::grow`]), so the hard cap and the write-stall timeout stay honest. A close
+//!   sends close_notify before the socket is shut down.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -30,9 +39,106 @@ use bytes::BytesMut;
 use futures_lite::FutureExt;
 use herdcache_proto::ConnId;
 
+use std::sync::{Mutex, PoisonError};
+
 use crate::async_driver::IoEvent;
 use crate::rt::{Runtime, deadline_in, elapsed};
+use crate::tls::{SessionError, TlsSession};
 use crate::transport::{Activity, CLOSE_GRACE, MAX_GATHER, Outflow, READ_CHUNK, WriteQueue};
+
+/// A connection's TLS session, shared by its reader and its writer (see the module docs).
+#[derive(Debug)]
+pub(crate) struct TlsLink {
+    session: Mutex<TlsSession>,
+    /// The reader's wake-up for the writer (capacity 1: one pending is enough).
+    wake_writer: Sender<()>,
+}
+
+impl TlsLink {
+    /// The link over an established `session`, and the writer's end of its wake-ups.
+    pub(crate) fn new(session: TlsSession) -> (Arc<TlsLink>, Receiver<()>) {
+        let (wake_writer, wakes) = async_channel::bounded(1);
+        (Arc::new(TlsLink { session: Mutex::new(session), wake_writer }), wakes)
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, TlsSession> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decrypts `ciphertext` into `plaintext`; wakes the writer when the session has bytes
+    /// to send. `Ok(true)`: the peer closed the session.
+    fn decrypt(&self, ciphertext: &[u8], plaintext: &mut BytesMut) -> Result<bool, SessionError> {
+        let mut session = self.session();
+        let received = session.receive(ciphertext, plaintext);
+        if session.wants_write() {
+            let _ = self.wake_writer.try_send(());
+        }
+        received.map(|()| session.peer_closed())
+    }
+
+    /// Encrypts `chunks` (and whatever else the session has to send) into one buffer.
+    fn encrypt(&self, chunks: &[Vec<u8>]) -> Vec<u8> {
+        let mut ciphertext = Vec::new();
+        let mut session = self.session();
+        for chunk in chunks {
+            session.send(chunk, &mut ciphertext);
+        }
+        session.pending_ciphertext(&mut ciphertext);
+        ciphertext
+    }
+
+    fn close(&self) -> Vec<u8> {
+        let mut ciphertext = Vec::new();
+        self.session().close(&mut ciphertext);
+        ciphertext
+    }
+}
+
+/// Runs `session`'s handshake over a split socket: writes what it has to send, reads what
+/// comes, until it completes. Returns the plaintext that arrived with the last handshake
+/// bytes (the peer's first frames), for the driver. The caller bounds it in time
+/// ([`TlsConfig::handshake_timeout`](crate::tls::TlsConfig)); the session bounds the bytes.
+/// On a TLS error the alert for the peer is written (best effort) before it returns.
+pub(crate) async fn handshake<R: Runtime>(
+    reader: &mut R::Reader,
+    writer: &mut R::Writer,
+    session: &mut TlsSession,
+) -> Result<BytesMut, SessionError> {
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let mut plaintext = BytesMut::new();
+    let mut ciphertext = Vec::new();
+    loop {
+        session.pending_ciphertext(&mut ciphertext);
+        write_bytes::<R>(writer, &ciphertext).await.map_err(SessionError::Io)?;
+        ciphertext.clear();
+        if !session.is_handshaking() {
+            return Ok(plaintext);
+        }
+        buffer.clear();
+        buffer.reserve(READ_CHUNK);
+        if R::read(reader, &mut buffer).await.map_err(SessionError::Io)? == 0 {
+            return Err(SessionError::Closed);
+        }
+        if let Err(error) = session.receive(&buffer, &mut plaintext) {
+            session.pending_ciphertext(&mut ciphertext);
+            let _ = write_bytes::<R>(writer, &ciphertext).await;
+            return Err(error);
+        }
+    }
+}
+
+/// Writes all of `bytes` (no stall timer: the handshake's timeout bounds it).
+async fn write_bytes<R: Runtime>(writer: &mut R::Writer, bytes: &[u8]) -> io::Result<()> {
+    let mut pending = WriteQueue::new();
+    pending.push(bytes.to_vec());
+    while !pending.is_empty() {
+        core::future::poll_fn(|cx| {
+            pending.poll_write_some(cx, |cx, slices| R::poll_write_vectored(writer, cx, slices))
+        })
+        .await?;
+    }
+    Ok(())
+}
 
 /// Reads `reader` until EOF, an error, or `idle` without traffic either way (the writer's
 /// progress counts too), handing every chunk to the driver; then reports
@@ -44,8 +150,10 @@ pub(crate) async fn read_loop<R: Runtime>(
     activity: Arc<Activity>,
     outflow: Arc<Outflow>,
     idle: Option<Duration>,
+    tls: Option<Arc<TlsLink>>,
 ) {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let mut plaintext = BytesMut::new();
     // One idle timer for the connection's life, moved before each read.
     let mut idle_timer = idle.map(|idle| R::timer(deadline_in(idle)));
     loop {
@@ -74,7 +182,26 @@ pub(crate) async fn read_loop<R: Runtime>(
             Ok(0) => break,
             Ok(_) => {
                 activity.touch();
-                let data = buffer.split().freeze();
+                let data = match &tls {
+                    None => buffer.split().freeze(),
+                    Some(link) => {
+                        let decrypted = link.decrypt(&buffer, &mut plaintext);
+                        buffer.clear();
+                        match decrypted {
+                            Ok(peer_closed) if plaintext.is_empty() => {
+                                if peer_closed {
+                                    break;
+                                }
+                                continue;
+                            }
+                            Ok(_) => plaintext.split().freeze(),
+                            Err(error) => {
+                                tracing::debug!(conn = conn.0, %error, "TLS read failed");
+                                break;
+                            }
+                        }
+                    }
+                };
                 let permit = outflow.read_permit();
                 if events.send(IoEvent::Received { conn, data, permit }).await.is_err() {
                     return; // the driver is gone
@@ -98,17 +225,50 @@ pub(crate) async fn write_loop<R: Runtime>(
     events: Sender<IoEvent<R>>,
     activity: Arc<Activity>,
     outflow: Arc<Outflow>,
+    tls: Option<(Arc<TlsLink>, Receiver<()>)>,
 ) {
     let mut pending = WriteQueue::new();
     // One stall timer for the connection's life, moved before each write.
     let mut stall_timer = R::timer(deadline_in(outflow.limits().write_stall));
+    let mut batch = Vec::new();
     let result = loop {
-        let Ok(first) = queue.recv().await else { break Ok(()) };
-        pending.push(first);
-        while pending.len() < MAX_GATHER {
-            match queue.try_recv() {
-                Ok(chunk) => pending.push(chunk),
-                Err(_) => break,
+        match &tls {
+            None => {
+                let Ok(first) = queue.recv().await else { break Ok(()) };
+                pending.push(first);
+                while pending.len() < MAX_GATHER {
+                    match queue.try_recv() {
+                        Ok(chunk) => pending.push(chunk),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some((link, wakes)) => {
+                // A chunk from the driver, or the reader's wake-up (the session has bytes
+                // to send of its own).
+                let next = async { queue.recv().await.ok() }
+                    .or(async {
+                        let _ = wakes.recv().await;
+                        Some(Vec::new())
+                    })
+                    .await;
+                let Some(first) = next else { break Ok(()) };
+                batch.push(first);
+                while batch.len() < MAX_GATHER {
+                    match queue.try_recv() {
+                        Ok(chunk) => batch.push(chunk),
+                        Err(_) => break,
+                    }
+                }
+                let plain: usize = batch.iter().map(Vec::len).sum();
+                let ciphertext = link.encrypt(&batch);
+                batch.clear();
+                // The driver counted the plaintext; the socket takes the ciphertext.
+                match ciphertext.len().checked_sub(plain) {
+                    Some(overhead) => outflow.grow(overhead),
+                    None => outflow.written(plain - ciphertext.len()),
+                }
+                pending.push(ciphertext);
             }
         }
         let written =
@@ -119,6 +279,19 @@ pub(crate) async fn write_loop<R: Runtime>(
     };
     match result {
         Ok(()) => {
+            if let Some((link, _)) = &tls {
+                let close_notify = link.close();
+                outflow.grow(close_notify.len());
+                pending.push(close_notify);
+                let written = write_all::<R>(
+                    &mut writer,
+                    &mut pending,
+                    &mut stall_timer,
+                    &outflow,
+                    &activity,
+                );
+                let _ = written.or(elapsed::<R, _>(CLOSE_GRACE, Ok(()))).await;
+            }
             let _ = R::shutdown(&mut writer).or(elapsed::<R, _>(CLOSE_GRACE, Ok(()))).await;
         }
         Err(error) => tracing::debug!(conn = conn.0, %error, "write failed"),
@@ -244,6 +417,33 @@ mod tests {
             }
         }
         (written, Ok(()))
+    }
+
+    #[test]
+    fn an_alert_owed_after_a_read_wakes_the_writer_which_sends_it_without_a_driver_chunk() {
+        use crate::tls::tests::{Ca, pair, pump};
+        let ca = Ca::new();
+        let (mut server, mut client) =
+            pair(&ca.config_for_id("a:1"), &ca.config_for_id("b:1"), "a:1");
+        pump(&mut server, &mut client, 1000);
+        let (link, wakes) = TlsLink::new(server.session);
+        let mut record = Vec::new();
+        client.session.send(b"hello", &mut record);
+        let mut plaintext = BytesMut::new();
+        assert!(!link.decrypt(&record, &mut plaintext).expect("a good record"));
+        assert_eq!(&plaintext[..], b"hello");
+        assert!(wakes.try_recv().is_err(), "nothing of its own to send");
+        // A record tampered with in flight: the session owes the peer an alert.
+        let mut tampered = Vec::new();
+        client.session.send(b"again", &mut tampered);
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(link.decrypt(&tampered, &mut plaintext).is_err());
+        assert!(wakes.try_recv().is_ok(), "the reader woke the writer");
+        let alert = link.encrypt(&[]);
+        assert!(!alert.is_empty(), "the writer sends the session's own record");
+        let refused = client.session.receive(&alert, &mut client.received);
+        assert!(refused.is_err(), "the peer reads the alert: {refused:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::front::Front;
 use crate::handle::Shared;
 use crate::source::SharedSource;
 use herdcache_proto::Instant;
-use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult, Output};
+use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult, Output, PeerIdentity};
 
 /// What a driver does with the runtime: the IO half of the node's outputs. `Conn` is what it keeps per
 /// connection (its writer's queue, its tasks).
@@ -222,16 +222,21 @@ impl<C, S: Clone> DriverCore<C, S> {
     }
 
     /// A connection was accepted (`peer` `None`) or dialled: `make` starts its IO under the
-    /// new id; the front is told.
-    pub fn open(&mut self, peer: Option<Bytes>, make: impl FnOnce(ConnId) -> C) -> ConnId {
+    /// new id; the front is told, with the identity the transport authenticated (TLS: the
+    /// names of the peer's verified certificate; plain TCP: `None`).
+    pub fn open(
+        &mut self,
+        peer: Option<Bytes>,
+        peer_identity: Option<PeerIdentity>,
+        make: impl FnOnce(ConnId) -> C,
+    ) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.conns.insert(conn, ConnEntry { io: make(conn), closing: false });
-        // Plain TCP authenticates nothing: no transport identity (TLS will pass its peer's).
         let nonce = self.nonces.next();
         match peer {
-            Some(peer) => self.feed(Input::Connected { conn, peer, nonce, peer_identity: None }),
-            None => self.feed(Input::Accepted { conn, nonce, peer_identity: None }),
+            Some(peer) => self.feed(Input::Connected { conn, peer, nonce, peer_identity }),
+            None => self.feed(Input::Accepted { conn, nonce, peer_identity }),
         }
         conn
     }
@@ -386,7 +391,7 @@ mod tests {
     fn garbage_closes_the_connection_once_and_nothing_is_sent_after_the_close() {
         let (mut core, mut io) =
             (driver(), Recorder { refuse_above: usize::MAX, ..Default::default() });
-        let conn = core.open(None, |id| id);
+        let conn = core.open(None, None, |id| id);
         core.received(conn, &[0xff; 64]);
         core.execute_outputs(&mut io);
         assert!(!io.transmitted.is_empty(), "an error frame for the peer");
@@ -404,7 +409,7 @@ mod tests {
     #[test]
     fn a_transmit_the_send_buffer_refuses_drops_the_connection_at_once() {
         let (mut core, mut io) = (driver(), Recorder::default());
-        let conn = core.open(None, |id| id);
+        let conn = core.open(None, None, |id| id);
         core.received(conn, &[0xff; 64]);
         core.execute_outputs(&mut io);
         assert_eq!(io.transmitted.len(), 1, "the error frame was refused");

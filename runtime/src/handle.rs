@@ -1,6 +1,8 @@
 //! The user's side of a running node: the handle every async runtime crate hands out, and the
 //! state it shares with the node's driver.
 
+use crate::inbound::{TransportGuard, TransportStats};
+use crate::tls::TlsConfig;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -32,6 +34,7 @@ pub struct Shared<S = SharedSource> {
     node_id: String,
     local_addr: SocketAddr,
     discovery: Option<DiscoveryTask>,
+    transport: Arc<TransportGuard>,
 }
 
 impl<S> fmt::Debug for Shared<S> {
@@ -50,8 +53,17 @@ impl<S> Shared<S> {
         node_id: String,
         local_addr: SocketAddr,
         discovery: Option<DiscoveryTask>,
+        transport: TransportGuard,
     ) -> Self {
-        Shared { front, sources: RwLock::new(sources), node_id, local_addr, discovery }
+        let (sources, transport) = (RwLock::new(sources), Arc::new(transport));
+        Shared { front, sources, node_id, local_addr, discovery, transport }
+    }
+
+    /// What the node's transport guards before the core hears of a connection: the inbound
+    /// cap, TLS, their counters.
+    #[must_use]
+    pub fn transport(&self) -> &Arc<TransportGuard> {
+        &self.transport
     }
 
     /// What the discovery provider reported last (`None`: the node has none).
@@ -437,6 +449,20 @@ impl Handle {
     #[must_use]
     pub fn security_stats(&self) -> herdcache_proto::SecurityStats {
         self.front().security_stats()
+    }
+
+    /// The transport's counters: inbound connections open and refused over the cap, failed
+    /// TLS handshakes.
+    #[must_use]
+    pub fn transport_stats(&self) -> TransportStats {
+        self.shared().transport.stats()
+    }
+
+    /// The TLS configuration between peers (`None`: plain TCP); call
+    /// [`TlsConfig::reload`] on it to re-read its files (on SIGHUP, say).
+    #[must_use]
+    pub fn tls(&self) -> Option<TlsConfig> {
+        self.shared().transport.tls().cloned()
     }
 
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.

@@ -27,6 +27,11 @@
 //! - Transport pieces: [`WriteQueue`] (partial vectored writes), [`Activity`] (idle timeout),
 //!   and the send-buffer policy every driver applies ([`SendBuffer`] as configured,
 //!   [`SendLimits`] as applied, [`Outflow`] for a reader and a writer on tasks of their own).
+//! - [`tls`]: mutual TLS between peers ([`tls::TlsConfig`], reloaded without a restart; one
+//!   sans-IO [`tls::TlsSession`] both drivers feed), and [`TransportGuard`]: what a node's
+//!   transport checks before the core hears of a connection (the inbound connection cap,
+//!   which counts connections in their handshake; failed handshakes), with its
+//!   [`TransportStats`].
 //! - The driver's bookkeeping: [`DriverCore`] keeps the connection table and the timer's
 //!   deadline, feeds the front and executes its outputs through a [`DriverIo`] (the async
 //!   driver's, or herdcache-mio's event loop).
@@ -47,7 +52,10 @@
 //!   driver, at most [`READ_AHEAD`] chunks ahead of what the driver fed to the node; EOF, an
 //!   error or the idle timeout ends it) and a writer task (gathers the queued
 //!   chunks into vectored writes; after a close it flushes and shuts the socket down). One
-//!   accept task. TCP_NODELAY on every socket.
+//!   accept task, which closes a connection over the inbound cap at once. TCP_NODELAY on
+//!   every socket. With TLS, a job per new connection runs its handshake (bounded by the
+//!   handshake timeout) before the core is told; then the reader decrypts and the writer
+//!   encrypts (see `connection.rs`).
 //! - **Jobs**: one task per data-source call ([`DataSource::fetch`]), per dial (bounded by
 //!   `NodeConfig::connect_timeout`) and per closing connection's grace period; each reports
 //!   on the event channel, and a kill cancels those in progress. A panicking source fails its
@@ -94,14 +102,17 @@ pub mod discovery;
 mod driver;
 pub mod front;
 mod handle;
+mod inbound;
 mod members;
 mod rt;
 mod setup;
 mod source;
+pub mod tls;
 mod transport;
 
 pub use driver::{DriverCore, DriverIo, Turn};
 pub use handle::{Control, GetFuture, Handle, KeyspaceHandle, Shared};
+pub use inbound::{DEFAULT_MAX_INBOUND, InboundSlot, TransportGuard, TransportStats};
 pub use members::{Member, Members, Subscription};
 pub use rt::Runtime;
 pub use setup::{Assembled, Builder, Node, Setup, Start, StartError, Starting, unix_now};

@@ -84,7 +84,12 @@ impl Members {
 
 fn member_of(info: MemberInfo, is_self: bool, now: Instant) -> Member {
     let id = String::from_utf8_lossy(&info.id).into_owned();
-    let address = id.strip_prefix("http://").unwrap_or(&id).trim_end_matches('/').into();
+    let address = id
+        .strip_prefix("http://")
+        .or_else(|| id.strip_prefix("https://"))
+        .unwrap_or(&id)
+        .trim_end_matches('/')
+        .into();
     Member {
         id,
         address,

@@ -1,5 +1,7 @@
 //! Setting a node up: the builder every runtime crate offers, and what it assembles.
 
+use crate::inbound::{DEFAULT_MAX_INBOUND, TransportGuard};
+use crate::tls::TlsConfig;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -72,6 +74,8 @@ pub struct Setup<S = SharedSource> {
     groupcache: bool,
     clock: Option<Clock>,
     discovery: Option<Box<dyn Discovery>>,
+    tls: Option<TlsConfig>,
+    max_inbound: usize,
 }
 
 impl<S> fmt::Debug for Setup<S> {
@@ -88,6 +92,8 @@ impl<S> fmt::Debug for Setup<S> {
             .field("groupcache", &self.groupcache)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
             .field("discovery", &self.discovery.as_ref().map(|provider| provider.kind()))
+            .field("tls", &self.tls)
+            .field("max_inbound", &self.max_inbound)
             .finish_non_exhaustive()
     }
 }
@@ -131,7 +137,19 @@ impl<S> Setup<S> {
             groupcache: false,
             clock: None,
             discovery: None,
+            tls: None,
+            max_inbound: DEFAULT_MAX_INBOUND,
         }
+    }
+
+    /// Sets TLS between peers ([`Builder::tls`]).
+    pub fn set_tls(&mut self, tls: TlsConfig) {
+        self.tls = Some(tls);
+    }
+
+    /// Sets the inbound connection cap ([`Builder::max_inbound_connections`]).
+    pub fn set_max_inbound(&mut self, max: usize) {
+        self.max_inbound = max;
     }
 
     /// The address to bind the listener to.
@@ -201,8 +219,8 @@ impl<S> Setup<S> {
     }
 
     /// Builds the node once the listener is bound at `local_addr`: the configuration (node
-    /// id: the advertised address, else `local_addr`, as a base URL `http://{local_addr}` in
-    /// groupcache mode; the cluster label; the keyspaces; groupcache's protocol and ring when
+    /// id: the advertised address, else `local_addr`, as a base URL `http://{local_addr}`
+    /// (`https://` with TLS) in groupcache mode; the cluster label; the keyspaces; groupcache's protocol and ring when
     /// asked; the wall-clock time now; then the caller's adjustments in order), the front (which calls
     /// `wake` when it has work for the driver) with the initial member list, and the table of
     /// sources; then starts the discovery provider's thread, if there is one.
@@ -219,6 +237,8 @@ impl<S> Setup<S> {
         let node_id = match (self.advertise, self.groupcache) {
             (Some(advertised), _) => advertised,
             (None, false) => local_addr.to_string(),
+            // Under TLS a groupcache peer is reached at an https base URL.
+            (None, true) if self.tls.is_some() => format!("https://{local_addr}"),
             (None, true) => format!("http://{local_addr}"),
         };
         let mut config = NodeConfig::new(Bytes::from(node_id.clone()), self.cluster);
@@ -254,7 +274,9 @@ impl<S> Setup<S> {
             ),
             None => None,
         };
-        let shared = Arc::new(Shared::new(front, sources, node_id, local_addr, discovery));
+        let transport = TransportGuard::new(self.tls, self.max_inbound);
+        let shared =
+            Arc::new(Shared::new(front, sources, node_id, local_addr, discovery, transport));
         Ok(Assembled {
             shared,
             connect_timeout,
@@ -450,6 +472,27 @@ impl<R: Start> Builder<R> {
     #[must_use]
     pub fn send_buffer(mut self, buffer: SendBuffer) -> Self {
         self.setup.set_send_buffer(buffer);
+        self
+    }
+
+    /// Mutual TLS between peers (see [`crate::tls`]): every peer connection, accepted or
+    /// dialled, runs a TLS handshake first; each side's certificate must chain to `tls`'s
+    /// CA, and its names must admit the node id it speaks for. Off by default (plain TCP).
+    /// [`Handle::tls`](crate::Handle::tls) returns it, for reloads.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.setup.set_tls(tls);
+        self
+    }
+
+    /// At most `max` inbound peer connections open at once, those in their TLS handshake
+    /// included (default [`DEFAULT_MAX_INBOUND`](crate::DEFAULT_MAX_INBOUND)); over it a new
+    /// connection is accepted and closed at once, counted
+    /// ([`TransportStats::inbound_refused`](crate::TransportStats)) and logged at most once a
+    /// second. Plain TCP and TLS alike.
+    #[must_use]
+    pub fn max_inbound_connections(mut self, max: usize) -> Self {
+        self.setup.set_max_inbound(max);
         self
     }
 

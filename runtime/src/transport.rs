@@ -224,6 +224,12 @@ impl Outflow {
         true
     }
 
+    /// Counts `bytes` more queued for the socket that the driver did not queue itself (a TLS
+    /// record's overhead, an alert): past any cap, since they go with what was admitted.
+    pub fn grow(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+    }
+
     /// Counts `bytes` the socket took; wakes a paused reader at the low-water mark.
     pub fn written(&self, bytes: usize) {
         let left = self.queued.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
@@ -514,6 +520,17 @@ mod tests {
         assert!(outflow.poll_may_read(&mut cx).is_ready());
         assert!(outflow.queue(80), "back to 120 queued");
         assert!(outflow.poll_may_read(&mut cx).is_pending(), "above the mark again");
+    }
+
+    #[test]
+    fn ciphertext_overhead_is_counted_until_the_socket_takes_it() {
+        let outflow = Outflow::new(limits());
+        assert!(outflow.queue(100), "the driver counts plaintext");
+        outflow.grow(29); // the TLS record's overhead, added by the writer
+        assert_eq!(outflow.queued(), 129);
+        assert!(!outflow.queue(1000 - 128), "the overhead counts against the hard cap");
+        outflow.written(129);
+        assert_eq!(outflow.queued(), 0, "every byte the socket took is uncounted");
     }
 
     #[test]

@@ -26,11 +26,13 @@ use herdcache_proto::http::{HttpLimits, ResponseDecoder};
 use herdcache_proto::{Entry, Error, Instant, KeyspaceConfig, MemberState, Path};
 use herdcache_runtime::discovery::StaticList;
 use herdcache_runtime::front::Clock;
+use herdcache_runtime::tls::TlsConfig;
 use herdcache_runtime::{
     Builder, DataSource, Handle, Members, Start, StartError, Starting, Subscription, blocking,
     source_fn,
 };
 
+use crate::certs::{NodeCert, TestPki};
 use crate::peer_wire;
 
 /// The keyspace of the API tests.
@@ -1089,6 +1091,14 @@ macro_rules! api_tests {
             members_and_subscription_follow_a_kill,
             a_slow_subscriber_gets_the_latest_snapshot,
             static_discovery_sets_and_replaces_the_members,
+            a_tls_cluster_serves_remote_gets,
+            a_node_with_a_certificate_from_another_ca_cannot_join,
+            a_certificate_for_another_id_cannot_claim_it,
+            a_plaintext_client_on_a_tls_port_is_closed_fast,
+            a_silent_client_is_closed_at_the_handshake_timeout,
+            connections_over_the_inbound_cap_are_closed_at_once,
+            a_rotated_certificate_is_used_by_new_connections,
+            a_tls_groupcache_ring_serves_and_binds_the_dialled_url,
         );
     };
     (@each $runtime:ty, $block_on:expr; $($name:ident,)*) => {
@@ -1099,4 +1109,412 @@ macro_rules! api_tests {
             }
         )*
     };
+}
+
+// ---------------------------------------------------------------------------------------
+// Mutual TLS between peers (herdcache_runtime::tls): the same bodies on every runtime.
+
+/// A TLS configuration from `pki` for `cert`.
+fn tls_config(pki: &TestPki, cert: &NodeCert) -> TlsConfig {
+    TlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes(), pki.ca_pem().as_bytes())
+        .expect("a valid TLS configuration")
+}
+
+/// A loopback address with a port free a moment ago, for a node whose id must be known
+/// before it starts (its certificate names it).
+fn free_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound")
+}
+
+/// A node with TLS `tls`, on `listen` (port 0 when `None`), advertising `advertise` if set.
+async fn start_tls_node<R: Start<Started: Started>>(
+    source: Counting,
+    tls: TlsConfig,
+    listen: Option<std::net::SocketAddr>,
+    advertise: Option<String>,
+    tune: impl FnOnce(Builder<R>) -> Builder<R>,
+) -> Handle {
+    let mut builder = Builder::<R>::new()
+        .cluster("test")
+        .tls(tls)
+        .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source)
+        .config(|config| config.peer_timeout = Duration::from_secs(10));
+    if let Some(listen) = listen {
+        builder = builder.listen(listen);
+    }
+    if let Some(advertise) = advertise {
+        builder = builder.advertise(advertise);
+    }
+    tune(builder).start().into_handle().await.expect("node starts")
+}
+
+/// Gets `keys` from `node` and returns their paths (asserting the values).
+async fn paths_of(node: &Handle, keys: &[String]) -> Vec<Path> {
+    let mut paths = Vec::new();
+    for key in keys {
+        let value = within("get", node.get_value(KEYSPACE, key)).await.expect("a value");
+        assert_eq!(value.bytes, Bytes::from(format!("v:{key}")));
+        paths.push(value.path);
+    }
+    paths
+}
+
+/// Waits until `condition` holds (a counter the other side of a connection updates).
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    within(what, async {
+        while !condition() {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Reads `stream` until the node closes it; how long that took.
+async fn time_to_close(stream: &mut TcpStream) -> Duration {
+    let started = std::time::Instant::now();
+    within("the node closes the connection", async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Three nodes with mutual TLS (certificates naming 127.0.0.1, so every id on it) serve
+/// each other's keys: one load per key at its owner, peer fetches elsewhere.
+pub async fn a_tls_cluster_serves_remote_gets<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let sources: Vec<Counting> = (0..3).map(|_| Counting::default()).collect();
+    let mut nodes = Vec::new();
+    for source in &sources {
+        let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"]));
+        nodes.push(start_tls_node::<R>(source.clone(), tls, None, None, |b| b).await);
+    }
+    let ids: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(ids.clone());
+        assert!(node.tls().is_some(), "the handle hands out its TLS configuration");
+    }
+    let calls = || sources.iter().map(Counting::calls).collect::<Vec<_>>();
+    let keys: Vec<String> = (0..30).map(herdcache_workload::key).collect();
+    let mut fetched = 0;
+    for key in &keys {
+        let before = calls();
+        let mut paths = Vec::new();
+        for node in &nodes {
+            paths.extend(paths_of(node, std::slice::from_ref(key)).await);
+        }
+        let loaded: Vec<usize> = (0..3).filter(|&i| calls()[i] != before[i]).collect();
+        assert_eq!(loaded.len(), 1, "{key}: one node loaded it once: {paths:?}");
+        let owner = loaded[0];
+        for (i, path) in paths.iter().enumerate() {
+            let expected: &[Path] =
+                if i == owner { &[Path::Load, Path::LocalHit] } else { &[Path::PeerFetch] };
+            assert!(expected.contains(path), "{key} from node {i} (owner {owner}): {paths:?}");
+        }
+        fetched += paths.iter().filter(|path| **path == Path::PeerFetch).count();
+    }
+    assert_eq!(fetched, 2 * keys.len(), "every non-owner fetched over TLS");
+    for node in &nodes {
+        assert_eq!(node.transport_stats().tls_handshake_failures, 0);
+        assert_eq!(node.security_stats().refused_unauthenticated, 0);
+    }
+    stop_all(nodes).await;
+}
+
+/// A node whose certificate comes from another CA cannot join: every handshake between it
+/// and the members fails (counted), it loads every key itself, and the members never serve
+/// it nor fetch from it.
+pub async fn a_node_with_a_certificate_from_another_ca_cannot_join<R: Start<Started: Started>>() {
+    let (pki, rogue_pki) = (TestPki::new(), TestPki::new());
+    let member_source = Counting::default();
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"]));
+        members.push(start_tls_node::<R>(member_source.clone(), tls, None, None, |b| b).await);
+    }
+    let rogue_source = Counting::default();
+    let rogue_tls = tls_config(&rogue_pki, &rogue_pki.node_with_names(&["127.0.0.1"]));
+    let rogue = start_tls_node::<R>(rogue_source.clone(), rogue_tls, None, None, |b| b).await;
+    let mut ids: Vec<String> = members.iter().map(|node| node.node_id().to_owned()).collect();
+    ids.push(rogue.node_id().to_owned());
+    for node in members.iter().chain([&rogue]) {
+        node.set_peers(ids.clone());
+    }
+    let keys: Vec<String> = (0..40).map(|i| format!("rogue-{i}")).collect();
+    let paths = paths_of(&rogue, &keys).await;
+    assert!(paths.iter().all(|path| *path == Path::Load), "the rogue fetched nothing: {paths:?}");
+    assert_eq!(rogue_source.calls(), keys.len());
+    let member_paths = paths_of(&members[0], &keys).await;
+    assert!(!member_paths.is_empty());
+    let served: u64 =
+        members.iter().map(|m| m.keyspace_stats(KEYSPACE).expect("ks").server_requests).sum();
+    assert_eq!(rogue_source.calls(), keys.len(), "the members fetched nothing from the rogue");
+    eventually("the members count the rogue's failed handshakes", || {
+        members.iter().map(|m| m.transport_stats().tls_handshake_failures).sum::<u64>() > 0
+    })
+    .await;
+    let rogue_peer_errors = rogue.keyspace_stats(KEYSPACE).expect("ks").peer_errors;
+    assert!(rogue_peer_errors > 0, "the rogue tried the members");
+    // What the members served, they served each other (the rogue's gets never reached them).
+    let member_fetches = member_paths.iter().filter(|p| **p == Path::PeerFetch).count() as u64;
+    assert!(served <= member_fetches, "served {served}, fetched among members {member_fetches}");
+    within("stop", rogue.stop()).await;
+    stop_all(members).await;
+}
+
+/// A node with a valid certificate for one id cannot speak for another: as a dialler that
+/// claims a member's id in its hello it is refused, and a node it is dialled as (at an
+/// address its certificate does not name) is closed before a byte is sent.
+pub async fn a_certificate_for_another_id_cannot_claim_it<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let (a_addr, b_addr, m_addr) = (free_addr(), free_addr(), free_addr());
+    let (a_id, b_id, m_id) = (a_addr.to_string(), b_addr.to_string(), m_addr.to_string());
+    let b_source = Counting::default();
+    let b_tls = tls_config(&pki, &pki.node_for_id(&b_id));
+    let b = start_tls_node::<R>(b_source.clone(), b_tls, Some(b_addr), None, |b| b).await;
+    // The impostor listens at its own address with a valid certificate for that id, and
+    // claims to be "a" (a member that is not running).
+    let impostor_source = Counting::default();
+    let impostor_tls = tls_config(&pki, &pki.node_for_id(&m_id));
+    let impostor = start_tls_node::<R>(
+        impostor_source.clone(),
+        impostor_tls,
+        Some(m_addr),
+        Some(a_id.clone()),
+        |b| b,
+    )
+    .await;
+    b.set_peers([a_id.clone(), b_id.clone()]);
+    impostor.set_peers([a_id.clone(), b_id.clone()]);
+    let keys: Vec<String> = (0..40).map(|i| format!("claim-{i}")).collect();
+    let paths = paths_of(&impostor, &keys).await;
+    assert!(paths.iter().all(|p| *p == Path::Load), "b never answered the impostor: {paths:?}");
+    let refused = b.security_stats().refused_unauthenticated;
+    assert!(refused > 0, "b refused the hello claiming {a_id} under a certificate for {m_id}");
+    assert_eq!(b.keyspace_stats(KEYSPACE).expect("ks").server_requests, 0);
+
+    // b dials the impostor's address as if it were a member "m": the certificate names m_id,
+    // and that is fine; dialled as "a" (at m's address) it is not.
+    let before = b.security_stats().refused_unauthenticated;
+    let b_source_before = b_source.calls();
+    b.set_peers([b_id.clone(), format!("localhost:{}", m_addr.port())]);
+    let keys: Vec<String> = (0..40).map(|i| format!("dial-{i}")).collect();
+    let paths = paths_of(&b, &keys).await;
+    assert!(paths.iter().all(|p| *p == Path::Load), "b fetched nothing from m: {paths:?}");
+    assert_eq!(b_source.calls() - b_source_before, keys.len());
+    assert!(
+        b.security_stats().refused_unauthenticated > before,
+        "b closed its connection to a server whose certificate does not name localhost:PORT"
+    );
+    within("stop", impostor.stop()).await;
+    within("stop", b.stop()).await;
+}
+
+/// A plaintext client on a TLS peer port (a native hello) is closed at its first bytes, not
+/// after the handshake timeout; counted.
+pub async fn a_plaintext_client_on_a_tls_port_is_closed_fast<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"]))
+        .handshake_timeout(Duration::from_secs(30));
+    let node = start_tls_node::<R>(Counting::default(), tls, None, None, |b| b).await;
+    let hello = herdcache_proto::Message::Hello {
+        protocol_version: u16::from(herdcache_proto::PROTOCOL_VERSION),
+        cluster: Bytes::from_static(b"test"),
+        node_id: Bytes::from_static(b"127.0.0.1:1"),
+        nonce: None,
+    };
+    let mut bytes = Vec::new();
+    hello.encode(0, &mut bytes, &herdcache_proto::WireLimits::default()).expect("a frame");
+    let mut client = TcpStream::connect(node.local_addr()).await.expect("connects");
+    client.write_all(&bytes).await.expect("written");
+    let took = time_to_close(&mut client).await;
+    assert!(took < Duration::from_secs(5), "closed at the first bytes, not by a timer: {took:?}");
+    let stats = node.transport_stats();
+    assert_eq!(stats.tls_handshake_failures, 1, "{stats:?}");
+    let value = within("get", node.get_value(KEYSPACE, "k")).await.expect("serves on");
+    assert_eq!(value.bytes, Bytes::from_static(b"v:k"));
+    within("stop", node.stop()).await;
+}
+
+/// A client that connects and says nothing is closed at the handshake timeout.
+pub async fn a_silent_client_is_closed_at_the_handshake_timeout<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let timeout = Duration::from_millis(300);
+    let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"])).handshake_timeout(timeout);
+    let node = start_tls_node::<R>(Counting::default(), tls, None, None, |b| b).await;
+    let mut client = TcpStream::connect(node.local_addr()).await.expect("connects");
+    let took = time_to_close(&mut client).await;
+    assert!(took >= timeout.mul_f32(0.8), "not before the timeout: {took:?}");
+    assert!(took < Duration::from_secs(10), "closed by the handshake timeout: {took:?}");
+    assert_eq!(node.transport_stats().tls_handshake_failures, 1);
+    within("stop", node.stop()).await;
+}
+
+/// Over the inbound cap (connections in their handshake count) a new connection is closed
+/// at once and counted; the node serves on, and a place freed is taken again.
+pub async fn connections_over_the_inbound_cap_are_closed_at_once<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"]))
+        .handshake_timeout(Duration::from_secs(60));
+    let cap = 4;
+    let node = start_tls_node::<R>(Counting::default(), tls, None, None, |b| {
+        b.max_inbound_connections(cap)
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..cap {
+        silent.push(TcpStream::connect(node.local_addr()).await.expect("connects"));
+    }
+    // The node has taken them all once it refuses the next.
+    let mut refused = 0;
+    for _ in 0..3 {
+        let mut extra = TcpStream::connect(node.local_addr()).await.expect("connects");
+        let took = time_to_close(&mut extra).await;
+        assert!(took < Duration::from_secs(5), "closed at once: {took:?}");
+        refused += 1;
+    }
+    let stats = node.transport_stats();
+    assert_eq!(stats.inbound_refused, refused, "{stats:?}");
+    assert_eq!(stats.inbound_open, cap as u64, "{stats:?}");
+    assert_eq!(stats.tls_handshake_failures, 0, "the silent ones are still in their handshake");
+    let value = within("get", node.get_value(KEYSPACE, "k")).await.expect("serves on");
+    assert_eq!(value.bytes, Bytes::from_static(b"v:k"));
+    // One leaves: its place is taken by a new connection (which then waits in its handshake).
+    drop(silent.pop());
+    within("the place is freed", async {
+        while node.transport_stats().inbound_open >= cap as u64 {
+            Timer::after(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut fresh = TcpStream::connect(node.local_addr()).await.expect("connects");
+    let quiet = async {
+        Timer::after(Duration::from_millis(300)).await;
+        true
+    };
+    let closed = async {
+        let mut buffer = [0u8; 16];
+        let _ = fresh.read(&mut buffer).await;
+        false
+    };
+    assert!(quiet.or(closed).await, "admitted: not closed at once");
+    assert_eq!(node.transport_stats().inbound_refused, refused);
+    within("stop", node.stop()).await;
+}
+
+/// Rotation without a restart: the node's files are rewritten with a certificate from a new
+/// CA; new connections use them (peers of the old CA are refused, peers of the new one are
+/// served) while the node keeps running, found by the check on change (no reload call).
+pub async fn a_rotated_certificate_is_used_by_new_connections<R: Start<Started: Started>>() {
+    let (old_pki, new_pki) = (TestPki::new(), TestPki::new());
+    let dir = std::env::temp_dir().join(format!(
+        "herdcache-rotation-{}-{}",
+        std::process::id(),
+        std::any::type_name::<R>().len() ^ (free_addr().port() as usize)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let files =
+        old_pki.node_with_names(&["127.0.0.1"]).write_to(&old_pki, &dir, "a").expect("written");
+    let tls = TlsConfig::from_files(&files.cert, &files.key, &files.ca).expect("loads");
+    let a_source = Counting::default();
+    let a = start_tls_node::<R>(a_source.clone(), tls, None, None, |b| b).await;
+    let old_tls = tls_config(&old_pki, &old_pki.node_with_names(&["127.0.0.1"]));
+    let old_peer = start_tls_node::<R>(Counting::default(), old_tls, None, None, |b| b).await;
+    let pair = [a.node_id().to_owned(), old_peer.node_id().to_owned()];
+    a.set_peers(pair.clone());
+    old_peer.set_peers(pair);
+    let keys: Vec<String> = (0..40).map(|i| format!("before-{i}")).collect();
+    let paths = paths_of(&old_peer, &keys).await;
+    assert!(paths.contains(&Path::PeerFetch), "the old CA works before: {paths:?}");
+
+    new_pki.node_with_names(&["127.0.0.1"]).write_to(&new_pki, &dir, "a").expect("rewritten");
+    Timer::after(herdcache_runtime::tls::FILE_CHECK_INTERVAL + Duration::from_millis(200)).await;
+    let new_tls = tls_config(&new_pki, &new_pki.node_with_names(&["127.0.0.1"]));
+    let new_peer = start_tls_node::<R>(Counting::default(), new_tls, None, None, |b| b).await;
+    let pair = [a.node_id().to_owned(), new_peer.node_id().to_owned()];
+    a.set_peers(pair.clone());
+    new_peer.set_peers(pair);
+    let keys: Vec<String> = (0..40).map(|i| format!("after-{i}")).collect();
+    let paths = paths_of(&new_peer, &keys).await;
+    assert!(paths.contains(&Path::PeerFetch), "the new CA is in force: {paths:?}");
+    let failures_before = a.transport_stats().tls_handshake_failures;
+    // A fresh node of the old CA is refused now.
+    let stale_tls = tls_config(&old_pki, &old_pki.node_with_names(&["127.0.0.1"]));
+    let stale = start_tls_node::<R>(Counting::default(), stale_tls, None, None, |b| b).await;
+    stale.set_peers([a.node_id().to_owned(), stale.node_id().to_owned()]);
+    let keys: Vec<String> = (0..40).map(|i| format!("stale-{i}")).collect();
+    let paths = paths_of(&stale, &keys).await;
+    assert!(paths.iter().all(|p| *p == Path::Load), "the old CA is refused: {paths:?}");
+    // The refusing side counts when it read the alert: maybe after the stale node moved on.
+    eventually("a counts the refused handshakes", || {
+        a.transport_stats().tls_handshake_failures > failures_before
+    })
+    .await;
+    assert_eq!(a.tls().expect("tls").reload().ok(), Some(false), "already in force");
+    for node in [stale, new_peer, old_peer, a] {
+        within("stop", node.stop()).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// groupcache compatibility under TLS: nodes named by `https://` base URLs serve each other
+/// (one load per key), and a node dialled at a URL its certificate does not name is closed
+/// before a request is sent (counted), its keys loaded locally.
+pub async fn a_tls_groupcache_ring_serves_and_binds_the_dialled_url<R: Start<Started: Started>>() {
+    let pki = TestPki::new();
+    let source = Counting::default();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let tls = tls_config(&pki, &pki.node_with_names(&["127.0.0.1"]));
+        let node = Builder::<R>::new()
+            .groupcache_compat()
+            .tls(tls)
+            .keyspace(KeyspaceConfig::new(KEYSPACE, 16 << 20), source.clone())
+            .config(|config| config.peer_timeout = Duration::from_secs(10))
+            .start()
+            .into_handle()
+            .await
+            .expect("node starts");
+        assert!(node.node_id().starts_with("https://127.0.0.1:"), "{}", node.node_id());
+        nodes.push(node);
+    }
+    let urls: Vec<String> = nodes.iter().map(|node| node.node_id().to_owned()).collect();
+    for node in &nodes {
+        node.set_peers(urls.clone());
+    }
+    let keys: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        let before = source.calls();
+        let mut paths = Vec::new();
+        for node in &nodes {
+            let value = within("get", node.get_value(KEYSPACE, key)).await.expect("v");
+            paths.push(value.path);
+        }
+        assert_eq!(source.calls() - before, 1, "{key}: one load in the ring: {paths:?}");
+        let fetched = paths.iter().filter(|path| **path == Path::PeerFetch).count();
+        assert_eq!(fetched, 2, "{key}: the two others fetched it over TLS: {paths:?}");
+    }
+
+    // Named as `localhost`, which the certificates (127.0.0.1 only) do not name.
+    let renamed: Vec<String> =
+        urls.iter().map(|url| url.replace("127.0.0.1", "localhost")).collect();
+    let lonely = &nodes[0];
+    lonely.set_peers([urls[0].clone(), renamed[1].clone(), renamed[2].clone()]);
+    let before = source.calls();
+    let keys: Vec<String> = (0..30).map(|i| format!("renamed-{i}")).collect();
+    for key in &keys {
+        let value = within("get", lonely.get_value(KEYSPACE, key)).await.expect("a value");
+        assert_eq!(value.path, Path::Load, "{key}: loaded locally");
+    }
+    // (The ring change also prefetches the hot keys node 0 now owns: loads beyond these.)
+    assert!(source.calls() - before >= keys.len());
+    assert!(lonely.security_stats().refused_unauthenticated > 0, "dialled URLs not admitted");
+    stop_all(nodes).await;
 }

@@ -30,6 +30,10 @@
 //! `/get?key=K` (`group.Get`: 200 with the value, 500 with the error text), `/stats`
 //! ([`GoStats`]), `PUT /peers` (a comma-separated list of base URLs: `pool.Set`).
 //!
+//! With [`GoPeerSpec::tls`] the peer protocol is HTTPS with mutual TLS (the base URL is
+//! `https://`; `HTTPPool` is given a transport with the peer's certificate and the CA) and the
+//! other three move to a plain HTTP listener of their own on loopback.
+//!
 //! A peer never outlives the test process: its stdin is a pipe from this process, and it exits
 //! when that reaches EOF, which this process's death (even by SIGKILL) causes. The Go build is
 //! bounded in time ([`GO_BUILD_TIMEOUT`]) and uses `$GOCACHE`, else `target/go-build-cache`,
@@ -82,6 +86,28 @@ pub struct GoPeerSpec {
     /// How long one request to another peer may take, body included (default 10 s); then
     /// groupcache counts a peer error and loads locally.
     pub peer_timeout: Duration,
+    /// Mutual TLS between peers (default none): the base URL is then `https://`, and the
+    /// test's own calls ([`GoPeer::get`], [`GoPeer::stats`], [`GoPeer::set_peers`]) go to a
+    /// plain HTTP listener of their own on loopback.
+    pub tls: Option<GoPeerTls>,
+}
+
+/// A Go peer's certificate, key and CA (PEM files): it presents the certificate as a server
+/// and as a client, requires clients' certificates, and trusts only the CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoPeerTls {
+    /// The peer's certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that other peers' certificates must chain to.
+    pub ca: PathBuf,
+}
+
+impl From<&crate::certs::CertFiles> for GoPeerTls {
+    fn from(files: &crate::certs::CertFiles) -> Self {
+        GoPeerTls { cert: files.cert.clone(), key: files.key.clone(), ca: files.ca.clone() }
+    }
 }
 
 impl GoPeerSpec {
@@ -94,6 +120,7 @@ impl GoPeerSpec {
             group: KEYSPACE.to_owned(),
             cache_bytes: KEYSPACE_BYTES,
             peer_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -318,6 +345,8 @@ impl std::error::Error for GoGetError {}
 #[derive(Debug)]
 pub struct GoPeer {
     base_url: String,
+    /// Where the test's own calls go: the base URL, or with TLS a plain listener of its own.
+    control_url: String,
     child: Child,
     /// The write end of the peer's stdin, held and never written: closed by this process's
     /// exit or death, which ends the peer.
@@ -333,10 +362,21 @@ impl GoPeer {
     /// process is killed then).
     pub async fn start(spec: &GoPeerSpec) -> io::Result<GoPeer> {
         let binary = gcpeer_binary().map_err(|why| io::Error::new(io::ErrorKind::NotFound, why))?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["-listen", "127.0.0.1:0", "-origin", &spec.origin, "-group", &spec.group])
             .args(["-cache-bytes", &spec.cache_bytes.to_string(), "-peers", &spec.peers.join(",")])
-            .args(["-peer-timeout", &format!("{}ms", spec.peer_timeout.as_millis().max(1))])
+            .args(["-peer-timeout", &format!("{}ms", spec.peer_timeout.as_millis().max(1))]);
+        if let Some(tls) = &spec.tls {
+            command
+                .arg("-tls-cert")
+                .arg(&tls.cert)
+                .arg("-tls-key")
+                .arg(&tls.key)
+                .arg("-tls-ca")
+                .arg(&tls.ca);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -344,20 +384,22 @@ impl GoPeer {
             .spawn()?;
         let parent_alive = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
-        let base_url = match tokio::time::timeout(READY_TIMEOUT, ready_line(stdout)).await {
-            Ok(Ok(base_url)) => base_url,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("gcpeer printed no ready line within {READY_TIMEOUT:?}"),
-                ));
-            }
-        };
-        Ok(GoPeer { base_url, child, _parent_alive: parent_alive })
+        let (base_url, control_url) =
+            match tokio::time::timeout(READY_TIMEOUT, ready_line(stdout)).await {
+                Ok(Ok(urls)) => urls,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("gcpeer printed no ready line within {READY_TIMEOUT:?}"),
+                    ));
+                }
+            };
+        Ok(GoPeer { base_url, control_url, child, _parent_alive: parent_alive })
     }
 
-    /// Its base URL, `http://127.0.0.1:PORT`: its name in a groupcache ring.
+    /// Its base URL, `http://127.0.0.1:PORT` (`https://` with TLS): its name in a groupcache
+    /// ring.
     #[must_use]
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -369,7 +411,7 @@ impl GoPeer {
     /// [`GoGetError::Status`] when the peer answers anything but 200, [`GoGetError::Io`] when
     /// it does not answer.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Bytes, GoGetError> {
-        let url = format!("{}/get?key={}", self.base_url, escape(key.as_ref()));
+        let url = format!("{}/get?key={}", self.control_url, escape(key.as_ref()));
         let answer = http::get(&url).await.map_err(GoGetError::Io)?;
         if answer.status == StatusCode::OK {
             Ok(answer.body)
@@ -383,7 +425,7 @@ impl GoPeer {
     /// # Errors
     /// No answer, or an answer that is not the stats JSON.
     pub async fn stats(&self) -> io::Result<GoStats> {
-        let answer = http::get(&format!("{}/stats", self.base_url)).await?;
+        let answer = http::get(&format!("{}/stats", self.control_url)).await?;
         if answer.status != StatusCode::OK {
             return Err(io::Error::other(format!("/stats: {}: {}", answer.status, answer.text())));
         }
@@ -396,7 +438,8 @@ impl GoPeer {
     /// No answer, or a refusal.
     pub async fn set_peers(&self, peers: &[impl AsRef<str>]) -> io::Result<()> {
         let list = peers.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",");
-        let answer = http::request(Method::PUT, &format!("{}/peers", self.base_url), list).await?;
+        let answer =
+            http::request(Method::PUT, &format!("{}/peers", self.control_url), list).await?;
         if answer.status == StatusCode::NO_CONTENT {
             Ok(())
         } else {
@@ -436,20 +479,24 @@ impl Drop for GoPeer {
     }
 }
 
-/// Reads `ready <base URL>` from the peer's stdout, then keeps draining it on a task so that
-/// the pipe never fills.
-async fn ready_line(stdout: ChildStdout) -> io::Result<String> {
+/// Reads `ready <base URL>` (with TLS `ready <base URL> control <control URL>`) from the
+/// peer's stdout, then keeps draining it on a task so that the pipe never fills; returns both
+/// URLs (the same without TLS).
+async fn ready_line(stdout: ChildStdout) -> io::Result<(String, String)> {
     let mut lines = BufReader::new(stdout).lines();
     let line = lines.next_line().await?.ok_or_else(|| {
         io::Error::new(io::ErrorKind::UnexpectedEof, "gcpeer exited before it was ready")
     })?;
-    let base_url = line
+    let urls = line
         .strip_prefix("ready ")
         .ok_or_else(|| io::Error::other(format!("gcpeer: unexpected first line {line:?}")))?
-        .trim()
-        .to_owned();
+        .trim();
+    let (base_url, control_url) = match urls.split_once(" control ") {
+        Some((base, control)) => (base.to_owned(), control.to_owned()),
+        None => (urls.to_owned(), urls.to_owned()),
+    };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(base_url)
+    Ok((base_url, control_url))
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub mod transport;
 
 pub use dnsmasq::{DNSMASQ, Dnsmasq, LOCAL_TTL, SrvTarget, dnsmasq_available};
 pub use go_peer::{
-    DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoStats, READY_TIMEOUT,
+    DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoPeerTls, GoStats, READY_TIMEOUT,
     go_peers_available,
 };
 pub use harness::{

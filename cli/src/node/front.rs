@@ -11,8 +11,12 @@
 //!   and the cache figures (`bytes`, `items`, `evictions`, `expirations`, `max_bytes`, and per
 //!   tier under `main_cache` and `hot_cache`); `quorate` at the top: whether at least the
 //!   minimum member count is up; `security`: peers refused at the hello for want of the
-//!   cluster secret (`refused_unauthenticated`) and peer writes, drops, clears and goodbyes
-//!   refused because their connection is not a current member's (`refused_unauthorized`).
+//!   cluster secret (`refused_unauthenticated`), peer writes, drops, clears and goodbyes
+//!   refused because their connection is not a current member's (`refused_unauthorized`),
+//!   peer TLS handshakes that failed (`tls_handshake_failures`: a certificate from another
+//!   CA or none, plaintext, a timeout), and accepted peer
+//!   connections open now and closed over `--max-peer-connections`
+//!   (`peer_connections_open`, `peer_connections_refused`).
 //! - With a bearer token (`--http-token-file`), PUT and DELETE need `Authorization: Bearer
 //!   TOKEN` (and reads too with `--http-token-for-reads`; `/v1/ready` never does): 401 with
 //!   `WWW-Authenticate: Bearer` without it or with another token.
@@ -30,9 +34,15 @@
 //! 503 circuit open / overloaded / owner unavailable / shutting down / too many connections,
 //! 504 timed out.
 //!
+//! With a certificate (`--http-tls-cert`, `--http-tls-key`) every connection is TLS (HTTP/1.1
+//! inside): a client that starts with anything but a TLS handshake is closed at once, and one
+//! that starts like a plain HTTP request is first answered 400. The certificate in use is the
+//! one current at each handshake ([`super::tls::FrontCert`]).
+//!
 //! Clients are bounded, so that slow or hostile ones cannot hold the node: at most
 //! `max_connections` are open at once (one more is answered 503 and closed at once, unread);
-//! each has the client timeout to send a request's headers (an idle keep-alive connection
+//! each has the client timeout to finish its TLS handshake (a connection in handshake holds its
+//! place under the cap), to send a request's headers (an idle keep-alive connection
 //! too), again to send a body, and again to take an answer once its socket is full. A PUT
 //! whose declared length is over the largest value is answered 413 before any of its body is
 //! read (no `100 Continue`); a chunked one when it crosses the limit. Answers that leave a
@@ -60,6 +70,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 
 use crate::units::parse_duration;
 
@@ -158,10 +169,11 @@ impl Connections {
 
 /// Serves the front end on `listener` until `stop` turns true; then accepts no more
 /// connections (those open finish their request and close: wait for them with
-/// [`Connections::all_closed`]).
+/// [`Connections::all_closed`]). With `tls`, every connection is TLS first.
 pub(crate) async fn serve(
     listener: TcpListener,
     front: Front,
+    tls: Option<TlsAcceptor>,
     connections: Connections,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -186,19 +198,143 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(stream, Arc::clone(&front), permit, stop.clone()));
+        let front = Arc::clone(&front);
+        let stop = stop.clone();
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    let _open = permit;
+                    serve_connection(stream, front, stop).await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The permit is held from the accept on: connections in handshake count
+                    // against the cap too.
+                    let _open = permit;
+                    serve_tls_connection(stream, acceptor, front, stop).await;
+                });
+            }
+        }
     }
 }
 
-/// Serves one connection until the client closes it, breaks a time limit, or `stop` turns
-/// true (then the request in progress finishes first); holds `permit` until then.
-async fn serve_connection(
+/// What a client that speaks plain HTTP to the TLS front end is told before it is closed.
+const PLAIN_HTTP_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 42\r\nconnection: close\r\n\r\n\
+this front end speaks HTTPS: use https://\n";
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Serves one TLS connection: the handshake (within the client timeout, and given up when
+/// `stop` turns true), then HTTP as [`serve_connection`]. A client that sends anything but a
+/// TLS handshake is closed at once: one that starts like a plain HTTP request is first told
+/// to use https.
+async fn serve_tls_connection(
     stream: TcpStream,
+    acceptor: TlsAcceptor,
     front: Arc<Front>,
-    permit: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _open = permit;
+    let timeout = front.client_timeout;
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_owned(), |addr| addr.to_string());
+    let handshake = async {
+        let mut first = [0_u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return Err("closed before the handshake".to_owned()),
+            Ok(_) if first[0] == TLS_HANDSHAKE_RECORD => {}
+            Ok(_) if first[0].is_ascii_uppercase() => {
+                refuse_plain_http(&stream, timeout).await;
+                return Err("plain HTTP on the TLS front end (answered 400)".to_owned());
+            }
+            Ok(_) => return Err("not a TLS handshake".to_owned()),
+            Err(error) => return Err(error.to_string()),
+        }
+        acceptor.accept(stream).await.map_err(|error| error.to_string())
+    };
+    let tls = tokio::select! {
+        done = tokio::time::timeout(timeout, handshake) => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(why)) => {
+                HANDSHAKE_FAILURES.log(format_args!("with {peer} failed: {why}"));
+                return;
+            }
+            Err(_) => {
+                HANDSHAKE_FAILURES.log(format_args!("with {peer} took over {timeout:?}: closed"));
+                return;
+            }
+        },
+        () = until_stopped(&mut stop) => return,
+    };
+    serve_connection(tls, front, stop).await;
+}
+
+/// The log of failed front-end handshakes: at most one line a second, so that a flood of bad
+/// connections cannot flood stderr; a line says how many went unsaid since the last.
+static HANDSHAKE_FAILURES: RateLimitedLog = RateLimitedLog::new();
+
+/// A log that writes at most one line a second and counts the rest.
+#[derive(Debug)]
+struct RateLimitedLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimitedLog {
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    const fn new() -> Self {
+        RateLimitedLog { state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// Writes `what` unless a line went out less than a second ago (then counts it).
+    fn log(&self, what: std::fmt::Arguments<'_>) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, unsaid) = &mut *state;
+        if last.is_some_and(|last| last.elapsed() < Self::INTERVAL) {
+            *unsaid += 1;
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let more = std::mem::take(unsaid);
+        if more == 0 {
+            eprintln!("herdcache node: front-end TLS handshake {what}");
+        } else {
+            eprintln!(
+                "herdcache node: front-end TLS handshake {what} (and {more} more failed since)"
+            );
+        }
+    }
+}
+
+/// Answers a plain HTTP request on the TLS port with [`PLAIN_HTTP_TO_TLS`] and closes. What
+/// arrived is read first, so that the close does not reset the connection (and lose the
+/// answer) for unread bytes; all of it within `limit`.
+async fn refuse_plain_http(stream: &TcpStream, limit: Duration) {
+    let answer = async {
+        let mut sink = [0_u8; 4096];
+        let _ = stream.try_read(&mut sink);
+        let mut written = 0;
+        while written < PLAIN_HTTP_TO_TLS.len() {
+            stream.writable().await?;
+            match stream.try_write(&PLAIN_HTTP_TO_TLS[written..]) {
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    let _ = tokio::time::timeout(limit, answer).await;
+}
+
+/// Serves one connection until the client closes it, breaks a time limit, or `stop` turns
+/// true (then the request in progress finishes first).
+async fn serve_connection<S>(stream: S, front: Arc<Front>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timeout = front.client_timeout;
     let service = service_fn(move |request| {
         let front = Arc::clone(&front);
@@ -505,7 +641,7 @@ impl Front {
     }
 
     /// The stats document: `{"node": id, "quorate": bool, "keyspaces": {name: {...}},
-    /// "security": {"refused_unauthenticated": n, "refused_unauthorized": n}}`.
+    /// "security": {"refused_unauthenticated": n, "refused_unauthorized": n, ...}}`.
     fn stats(&self) -> Json {
         let configs = self.node.keyspaces();
         let keyspaces: serde_json::Map<String, Json> = self
@@ -522,6 +658,7 @@ impl Front {
             .collect();
         let quorate = self.node.members().quorate;
         let security = self.node.security_stats();
+        let transport = self.node.transport_stats();
         json!({
             "node": self.node.node_id(),
             "quorate": quorate,
@@ -529,6 +666,9 @@ impl Front {
             "security": {
                 "refused_unauthenticated": security.refused_unauthenticated,
                 "refused_unauthorized": security.refused_unauthorized,
+                "tls_handshake_failures": transport.tls_handshake_failures,
+                "peer_connections_open": transport.inbound_open,
+                "peer_connections_refused": transport.inbound_refused,
             },
         })
     }

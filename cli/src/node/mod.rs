@@ -14,6 +14,12 @@
 //! `--stop-timeout`), then the process exits 0. A second SIGINT or SIGTERM during that exits
 //! at once with status 1.
 //!
+//! With `--tls-cert`, `--tls-key` and `--tls-ca` every peer connection is mutual TLS and each
+//! peer is only the id its certificate names (`herdcache_runtime::tls`). SIGHUP re-reads the
+//! TLS certificates, keys and CA (`--tls-*`, `--http-tls-*`), as a change of their files does
+//! (checked every second): a bad new file keeps the configuration in force, and says why on
+//! stderr. Connections already open keep their session.
+//!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
 //! needs `--advertise`. The front end's PUT and DELETE need a bearer token only with
 //! `--http-token-file`: it binds to loopback unless `--http` says otherwise
@@ -21,19 +27,24 @@
 
 mod front;
 mod source;
+mod tls;
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use herdcache_proto::{LivenessConfig, MIN_CLUSTER_SECRET_LEN, WireLimits};
+use herdcache_runtime::DEFAULT_MAX_INBOUND;
 use herdcache_runtime::discovery::{DiscoveryOptions, DiscoverySpec};
+use herdcache_runtime::tls::{TlsConfig, TlsError};
 use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::units::{parse_duration, parse_positive_duration, parse_size};
 pub(crate) use source::SourceSpec;
@@ -66,6 +77,18 @@ Examples:
       --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
   curl http://127.0.0.1:7002/v1/members               # who is alive, suspect, down
 
+  # Mutual TLS between peers: each certificate names its member (SAN URI:herdcache://ID, or
+  # IP:/DNS: of its host) and chains to ca.crt; --cluster-secret-file may be given as well.
+  # The files are re-read when they change and on SIGHUP (kill -HUP PID):
+  herdcache node --listen 10.0.0.5:7001 --peers 10.0.0.5:7001,10.0.0.6:7001 \\
+      --tls-cert node.crt --tls-key node.key --tls-ca ca.crt \\
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+  # A member of a Go groupcache ring over https (Go's HTTPPool given a TLS transport):
+  herdcache node --listen 10.0.0.7:8003 --groupcache-compat --tls-cert node.crt \\
+      --tls-key node.key --tls-ca ca.crt \\
+      --peers https://10.0.0.5:8001,https://10.0.0.6:8002,https://10.0.0.7:8003 \\
+      --keyspace items --source 'http://127.0.0.1:8080/items/{key}'
+
   # Two keyspaces with a source each, and a demo keyspace that echoes:
   herdcache node --listen 0.0.0.0:7001 --advertise 10.0.0.5:7001 --http 127.0.0.1:8001 \\
       --peers 10.0.0.5:7001,10.0.0.6:7001 \\
@@ -91,10 +114,17 @@ Front end (--http):
   Keyspace and key are percent-decoded path segments, neither empty (400); the key is the
   rest of the path. Over --http-max-connections a connection is answered 503 and closed.
   Without --http-token-file the front end has no authentication: it listens on loopback
-  unless --http says otherwise.
+  unless --http says otherwise. With --http-tls-cert and --http-tls-key it speaks HTTPS only
+  (plain HTTP is answered 400 and closed):
+  herdcache node ... --http 0.0.0.0:7002 --http-tls-cert front.crt --http-tls-key front.key \\
+      --http-token-file /etc/herdcache/token
+  curl --cacert ca.crt -H \"Authorization: Bearer $(cat /etc/herdcache/token)\" \\
+      -X PUT --data-binary @v.json https://cache-0.internal:7002/v1/items/42
 
 SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
-progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.";
+progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.
+SIGHUP: re-read the TLS certificate, key and CA files of --tls-* and --http-tls-* (also done
+when they change); a bad file keeps the configuration in force (logged).";
 
 /// The flags of `herdcache node`.
 #[derive(Args, Debug, Clone)]
@@ -153,8 +183,8 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
 
-    /// How long an HTTP client may take to send a request's headers (or idle between
-    /// requests), to send a PUT's body (then 408), and to take an answer once its socket is
+    /// How long an HTTP client may take to finish a TLS handshake (with --http-tls-cert), to
+    /// send a request's headers (or idle between requests), to send a PUT's body (then 408), and to take an answer once its socket is
     /// full; then its connection is closed.
     #[arg(long, value_name = "DURATION", default_value = "10s",
           value_parser = parse_positive_duration)]
@@ -198,12 +228,45 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) cluster_secret_file: Option<std::path::PathBuf>,
 
+    /// This node's certificate for mutual TLS between peers (PEM, its chain; with --tls-key
+    /// and --tls-ca). It must name this node's id: a URI SAN herdcache://ID names that id
+    /// exactly, a DNS or IP SAN HOST names every id HOST:PORT (with --groupcache-compat the
+    /// id is the base URL's host:port, and peers are https:// URLs). Every peer connection
+    /// is then TLS, both sides' certificates must chain to --tls-ca, and a peer is only ever
+    /// the id its certificate names. The files are re-read when they change and on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+
+    /// The CA certificates (PEM) that every peer's certificate must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+
+    /// The most peer connections accepted and open at once, those in their TLS handshake
+    /// included; one more is closed at once (counted in /v1/stats).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_INBOUND as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) max_peer_connections: u64,
+
     /// A file holding the front end's bearer token (at least 16 visible ASCII characters; one
     /// trailing newline is ignored): PUT and DELETE then need `Authorization: Bearer TOKEN`
     /// (else 401). Without TLS on the front end the token crosses the network in clear: keep
     /// the front end on loopback or a trusted network.
     #[arg(long, value_name = "PATH")]
     pub(crate) http_token_file: Option<std::path::PathBuf>,
+
+    /// Serve the front end over TLS with the certificate chain in this PEM file (with
+    /// --http-tls-key). Plain HTTP to it is answered 400 and closed. The files are re-read
+    /// when they change and on SIGHUP; a bad new file keeps the old certificate (logged).
+    #[arg(long, value_name = "PATH", requires = "http_tls_key")]
+    pub(crate) http_tls_cert: Option<std::path::PathBuf>,
+
+    /// The front end's private key (PEM: PKCS#8, PKCS#1 or SEC1), with --http-tls-cert.
+    #[arg(long, value_name = "PATH", requires = "http_tls_cert")]
+    pub(crate) http_tls_key: Option<std::path::PathBuf>,
 
     /// With --http-token-file: reads need the token too (GET of values, /v1/stats,
     /// /v1/members); /v1/ready stays open for health checks.
@@ -294,6 +357,10 @@ pub(crate) enum NodeError {
     Http(SocketAddr, io::Error),
     /// A signal handler could not be installed.
     Signal(io::Error),
+    /// The front end's certificate or key cannot be used.
+    Tls(&'static str, tls::CertError),
+    /// The peers' certificate, key or CA cannot be used.
+    PeerTls(TlsError),
 }
 
 impl fmt::Display for NodeError {
@@ -303,6 +370,8 @@ impl fmt::Display for NodeError {
             NodeError::Start(error) => write!(f, "the node did not start: {error}"),
             NodeError::Http(addr, error) => write!(f, "cannot bind the front end {addr}: {error}"),
             NodeError::Signal(error) => write!(f, "cannot install the signal handlers: {error}"),
+            NodeError::Tls(flags, error) => write!(f, "{flags}: {error}"),
+            NodeError::PeerTls(error) => write!(f, "{PEER_TLS}: {error}"),
         }
     }
 }
@@ -427,6 +496,90 @@ fn check_dialable(args: &NodeArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// The flags of the front end's certificate, as errors name them.
+const FRONT_TLS: &str = "--http-tls-cert/--http-tls-key";
+
+/// How often the certificate files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a SIGHUP or a change of its files reloads: the front end's certificate and the
+/// peers' TLS configuration.
+#[derive(Clone, Debug)]
+struct Reloads {
+    front_cert: Option<Arc<tls::FrontCert>>,
+    peer_tls: Option<TlsConfig>,
+    /// The files of `peer_tls`.
+    peer_files: Vec<std::path::PathBuf>,
+}
+
+impl Reloads {
+    /// Reloads everything, logging what happened and why (`cause`).
+    fn reload(&self, cause: &str) {
+        if let Some(cert) = &self.front_cert {
+            reload_front_cert(cert, cause);
+        }
+        if let Some(peer_tls) = &self.peer_tls {
+            reload_peer_tls(peer_tls, cause, true);
+        }
+    }
+
+    /// Polls the files every [`WATCH_INTERVAL`] and reloads what changed; for ever. (The
+    /// peers' TLS also looks at its files when a connection starts: this reloads it when no
+    /// connection does, and says so.)
+    async fn watch_files(self) {
+        let mut front = self.front_cert.as_ref().map(|cert| tls::FileWatch::new(cert.files()));
+        let mut peer = tls::FileWatch::new(self.peer_files.iter().map(|path| path.as_path()));
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let (Some(cert), Some(watch)) = (&self.front_cert, &mut front)
+                && watch.changed()
+            {
+                reload_front_cert(cert, "a file changed");
+            }
+            if let Some(peer_tls) = &self.peer_tls
+                && peer.changed()
+            {
+                reload_peer_tls(peer_tls, "a file changed", false);
+            }
+        }
+    }
+}
+
+/// Reloads the peers' TLS files; says when nothing changed only if `say_unchanged` (a file
+/// watch may find them already reloaded by a connection that started).
+fn reload_peer_tls(peer_tls: &TlsConfig, cause: &str, say_unchanged: bool) {
+    match peer_tls.reload() {
+        Ok(true) => {
+            eprintln!("herdcache node: {cause}: reloaded the peers' TLS certificate, key and CA")
+        }
+        Ok(false) if say_unchanged => {
+            eprintln!("herdcache node: {cause}: the peers' TLS files are unchanged (in force)");
+        }
+        Ok(false) => {}
+        Err(error) => eprintln!(
+            "herdcache node: {cause}: the peers' TLS files were not reloaded, the current ones \
+             stay: {error}"
+        ),
+    }
+}
+
+fn reload_front_cert(cert: &tls::FrontCert, cause: &str) {
+    let [cert_file, key_file] = cert.files();
+    match cert.reload() {
+        Ok(()) => eprintln!(
+            "herdcache node: {cause}: reloaded the front end's certificate ({}, {})",
+            cert_file.display(),
+            key_file.display()
+        ),
+        Err(error) => eprintln!(
+            "herdcache node: {cause}: the front end's certificate was not reloaded, the \
+             current one stays: {error}"
+        ),
+    }
+}
+
 /// The next SIGTERM or SIGINT, by name.
 async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static str {
     tokio::select! {
@@ -435,14 +588,46 @@ async fn next_signal(terminate: &mut Signal, interrupt: &mut Signal) -> &'static
     }
 }
 
-/// Switches the builder to Go groupcache's protocol and ring.
+/// Switches the builder to Go groupcache's protocol and ring. Peers are `http://` base URLs,
+/// or `https://` ones with TLS (`--tls-*`): one scheme for the whole ring.
 fn groupcache_compat(builder: Builder, args: &NodeArgs) -> Result<Builder, NodeError> {
-    if let Some(peer) = args.peers.iter().find(|peer| !peer.starts_with("http://")) {
-        return Err(NodeError::Usage(format!(
-            "--groupcache-compat: peers are base URLs (http://host:port), not {peer:?}"
-        )));
+    let tls = args.tls_cert.is_some();
+    let scheme = if tls { "https://" } else { "http://" };
+    if let Some(peer) = args.peers.iter().find(|peer| !peer.starts_with(scheme)) {
+        let why = if tls {
+            "with --tls-cert every peer is https://host:port"
+        } else if peer.starts_with("https://") {
+            "https:// peers need --tls-cert, --tls-key and --tls-ca"
+        } else {
+            "peers are base URLs (http://host:port)"
+        };
+        return Err(NodeError::Usage(format!("--groupcache-compat: {why}, not {peer:?}")));
     }
     Ok(builder.groupcache_compat())
+}
+
+/// The flags of the peers' TLS, as errors name them.
+const PEER_TLS: &str = "--tls-cert/--tls-key/--tls-ca";
+
+/// The peers' TLS configuration from `--tls-cert`, `--tls-key` and `--tls-ca`: all three or
+/// none.
+fn peer_tls(args: &NodeArgs) -> Result<Option<TlsConfig>, NodeError> {
+    let given =
+        [("--tls-cert", &args.tls_cert), ("--tls-key", &args.tls_key), ("--tls-ca", &args.tls_ca)];
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            TlsConfig::from_files(cert, key, ca).map(Some).map_err(NodeError::PeerTls)
+        }
+        (None, None, None) => Ok(None),
+        _ => {
+            let missing: Vec<&str> =
+                given.iter().filter(|(_, path)| path.is_none()).map(|(flag, _)| *flag).collect();
+            Err(NodeError::Usage(format!(
+                "--tls-cert, --tls-key and --tls-ca go together: {} missing",
+                missing.join(" and ")
+            )))
+        }
+    }
 }
 
 /// The liveness settings of `--down-after` and `--min-members`: suspect after half of
@@ -519,10 +704,17 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         let config = keyspace.config(args.origin_timeout);
         builder = source.add_to(builder, config, args.origin_timeout, max_value);
     }
+    let peer_tls = peer_tls(&args)?;
+    if let Some(tls) = &peer_tls {
+        builder = builder.tls(tls.clone());
+    }
+    builder = builder
+        .max_inbound_connections(usize::try_from(args.max_peer_connections).unwrap_or(usize::MAX));
+    // A groupcache peer is named by its base URL: https:// with TLS (also the default id).
+    let scheme = if peer_tls.is_some() { "https://" } else { "http://" };
     if let Some(advertise) = &args.advertise {
-        // A groupcache peer is named by its base URL.
-        let compat_url = args.groupcache_compat && !advertise.starts_with("http://");
-        let advertise = if compat_url { format!("http://{advertise}") } else { advertise.clone() };
+        let compat_url = args.groupcache_compat && !advertise.contains("://");
+        let advertise = if compat_url { format!("{scheme}{advertise}") } else { advertise.clone() };
         builder = builder.advertise(advertise);
     }
     if args.groupcache_compat {
@@ -532,9 +724,25 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         builder = with_discovery(builder, &args, spec)?;
     }
 
-    // Signals first, so that a stop that comes during start-up is not lost.
+    let front_cert = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            tls::FrontCert::load(cert, key).map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
+        )),
+        _ => None,
+    };
+    let acceptor = match &front_cert {
+        Some(cert) => Some(TlsAcceptor::from(
+            tls::FrontCert::server_config(cert)
+                .map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
+        )),
+        None => None,
+    };
+
+    // Signals first, so that a stop that comes during start-up is not lost (and a SIGHUP
+    // does not kill the process, its default).
     let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(NodeError::Signal)?;
 
     let listener = TcpListener::bind(http).await.map_err(|error| NodeError::Http(http, error))?;
     let http = listener.local_addr().map_err(|error| NodeError::Http(http, error))?;
@@ -547,7 +755,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         client_timeout: args.http_client_timeout,
         token,
     };
-    let front_end = tokio::spawn(front::serve(listener, front, connections.clone(), stopped));
+    let front_end =
+        tokio::spawn(front::serve(listener, front, acceptor, connections.clone(), stopped));
+    let peer_files = [&args.tls_cert, &args.tls_key, &args.tls_ca];
+    let peer_files = peer_files.into_iter().flatten().cloned().collect();
+    let reloads = Reloads { front_cert, peer_tls, peer_files };
+    let watcher = tokio::spawn(reloads.clone().watch_files());
     println!(
         "herdcache node ready: id={} listen={} http={http}",
         node.node_id(),
@@ -562,7 +775,13 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
         );
     }
 
-    let signal = next_signal(&mut terminate, &mut interrupt).await;
+    let signal = loop {
+        tokio::select! {
+            signal = next_signal(&mut terminate, &mut interrupt) => break signal,
+            _ = hangup.recv() => reloads.reload("SIGHUP"),
+        }
+    };
+    watcher.abort();
     eprintln!("herdcache node: {signal}: leaving the cluster (again to exit at once)");
     let stop_timeout = args.stop_timeout;
     let leave = async move {

@@ -54,6 +54,13 @@ pub struct StderrText {
     closed: bool,
 }
 
+impl StderrText {
+    /// What arrived so far.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 impl Stderr {
     /// Reads `pipe` on a thread of its own until it closes.
     pub fn capture(pipe: impl Read + Send + 'static) -> Stderr {

@@ -173,17 +173,24 @@ pub struct PeerUrl {
 }
 
 impl PeerUrl {
-    /// Parses `http://host[:port][/path]` (the port defaults to 80).
+    /// Parses `http://host[:port][/path]` (the port defaults to 80) or
+    /// `https://host[:port][/path]` (443; the driver runs TLS under it).
     ///
     /// # Errors
     /// [`GroupcacheError::BadPeerUrl`] for another scheme, an empty host, user info, a port
     /// that is not a number, or characters a request line cannot carry.
     pub fn parse(url: &Bytes) -> Result<PeerUrl, GroupcacheError> {
-        let scheme = b"http://";
         let bad = GroupcacheError::BadPeerUrl;
-        if url.len() < scheme.len() || !url[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        let starts_with = |scheme: &[u8]| {
+            url.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+        };
+        let (scheme, default_port): (&[u8], &[u8]) = if starts_with(b"http://") {
+            (b"http://", b":80")
+        } else if starts_with(b"https://") {
+            (b"https://", b":443")
+        } else {
             return Err(bad);
-        }
+        };
         if !url.iter().all(|&byte| byte > b' ' && byte < 0x7f) {
             return Err(bad);
         }
@@ -218,7 +225,7 @@ impl PeerUrl {
             None => {
                 let mut address = Vec::with_capacity(host.len() + 3);
                 address.extend_from_slice(host);
-                address.extend_from_slice(b":80");
+                address.extend_from_slice(default_port);
                 Bytes::from(address)
             }
         };

@@ -124,8 +124,13 @@ fn peer_urls_parse_as_go_builds_its_requests() {
     out.clear();
     prefixed.encode_get(b"g", b"", &mut out);
     assert!(out.starts_with(b"GET /app/_groupcache/g/ HTTP/1.1\r\n"));
+    let https = PeerUrl::parse(&Bytes::from_static(b"https://cache")).unwrap();
+    assert_eq!(&https.address()[..], b"cache:443", "https: TLS below, port 443 by default");
+    let https = PeerUrl::parse(&Bytes::from_static(b"HTTPS://10.0.0.1:8443")).unwrap();
+    assert_eq!(&https.address()[..], b"10.0.0.1:8443");
     for bad in [
-        &b"https://a:1"[..],
+        &b"ftp://a:1"[..],
+        b"https://",
         b"http://",
         b"http://:80",
         b"http://u@h:1",

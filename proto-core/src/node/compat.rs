@@ -74,8 +74,10 @@ impl Codec {
     pub(super) fn new(config: &NodeConfig, outbound: bool) -> Codec {
         let limits = config.groupcache.limits;
         match (config.peer_protocol, outbound) {
+            // Until the handshake completes, no frame larger than a handshake's
+            // (`Node::complete_handshake` raises the limit).
             (PeerProtocol::Native, _) => {
-                Codec::Native(crate::wire::FrameDecoder::new(config.limits))
+                Codec::Native(crate::wire::FrameDecoder::new(config.limits.for_handshake()))
             }
             (PeerProtocol::GroupcacheHttp, false) => Codec::HttpServer(HttpServing {
                 decoder: RequestDecoder::new(limits),

@@ -158,8 +158,8 @@ impl Node {
             self.refuse(conn, ErrorCode::ClusterMismatch);
             return;
         }
-        // A transport that authenticated the peer (TLS) names the only id it may claim.
-        if state.transport_identity.as_ref().is_some_and(|identity| *identity != node_id) {
+        // A transport that authenticated the peer (TLS) names the only ids it may claim.
+        if state.transport_identity.as_ref().is_some_and(|identity| !identity.admits(&node_id)) {
             self.refuse_unauthenticated(conn);
             return;
         }
@@ -251,6 +251,9 @@ impl Node {
         state.hello_received = true;
         state.peer = Some(node_id.clone());
         state.identity = Some(node_id.clone());
+        if let Some(decoder) = state.codec.native_mut() {
+            decoder.set_limits(self.config.limits);
+        }
         let outbound = state.outbound;
         self.timers.cancel(Timer::Hello(conn));
         let secret = self.config.cluster_secret.is_some();
@@ -305,6 +308,19 @@ impl Node {
     }
 
     /// Sends an error frame and closes the connection (a malformed frame or a hello mismatch).
+    /// A connection this node dialled reached a peer whose transport identity does not
+    /// admit the id dialled: closed before a byte is sent (no hello, no request), counted and
+    /// reported; the attempt fails as a dead connection does.
+    pub(super) fn refuse_dialled_identity(&mut self, conn: ConnId, peer: &Bytes) {
+        self.security.refused_unauthenticated += 1;
+        let reason = ErrorCode::Unauthenticated;
+        self.outputs.push_back(Output::Event(Event::ConnectionRefused { conn, reason }));
+        let now = self.clock.latest();
+        self.outputs.push_back(Output::Close { conn });
+        self.on_conn_closed(now, conn);
+        self.on_connect_failed(now, peer);
+    }
+
     pub(super) fn refuse(&mut self, conn: ConnId, reason: ErrorCode) {
         let message = Message::Error(ReplyError { code: reason, message: Bytes::new() });
         self.send_frame(conn, 0, &message);

@@ -36,9 +36,9 @@ pub(super) struct Conn {
     pub(super) identity: Option<Bytes>,
     /// This connection's hello nonce, from the driver.
     pub(super) nonce: [u8; 16],
-    /// The peer's identity as the transport authenticated it (a TLS certificate's node id),
-    /// which the hello's id must equal.
-    pub(super) transport_identity: Option<Bytes>,
+    /// The peer's identity as the transport authenticated it (a TLS certificate's names),
+    /// which must admit the hello's id.
+    pub(super) transport_identity: Option<crate::PeerIdentity>,
     /// With a cluster secret: the peer's hello was accepted and its proof is awaited.
     pub(super) awaiting_proof: Option<AwaitedProof>,
     /// Bytes for the next [`Output::Transmit`].

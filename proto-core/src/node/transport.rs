@@ -32,7 +32,7 @@ impl Node {
         conn: ConnId,
         peer: Option<Bytes>,
         outbound: bool,
-        (nonce, transport_identity): ([u8; 16], Option<Bytes>),
+        (nonce, transport_identity): ([u8; 16], Option<crate::PeerIdentity>),
     ) {
         let has_hello = self.config.peer_protocol.has_hello();
         if has_hello {
@@ -57,9 +57,19 @@ impl Node {
         conn: ConnId,
         peer: Bytes,
         nonce: [u8; 16],
-        peer_identity: Option<Bytes>,
+        peer_identity: Option<crate::PeerIdentity>,
     ) {
+        // The transport authenticated someone: it must be the peer this node dialled.
+        let wrong_peer =
+            peer_identity.as_ref().is_some_and(|identity| match self.config.peer_protocol {
+                PeerProtocol::Native => !identity.admits(&peer),
+                PeerProtocol::GroupcacheHttp => !identity.admits_base_url(&peer),
+            });
         self.open_conn(conn, Some(peer.clone()), true, (nonce, peer_identity));
+        if wrong_peer {
+            self.refuse_dialled_identity(conn, &peer);
+            return;
+        }
         if self.config.peer_protocol == PeerProtocol::Native && self.config.cluster_secret.is_some()
         {
             let hello = self.hello(conn);

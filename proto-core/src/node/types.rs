@@ -304,11 +304,14 @@ pub enum Input<'a> {
         /// secret](super::NodeConfig::cluster_secret), where a nonce that repeats or can be
         /// guessed would let a recorded proof be replayed; never reuse one.
         nonce: [u8; 16],
-        /// The peer's identity as the transport authenticated it (for TLS, the node id its
-        /// certificate names), or `None` on a transport that authenticates nothing (plain
-        /// TCP). When set, the peer's hello must carry exactly this node id, or the
-        /// connection is refused ([`ErrorCode::Unauthenticated`](crate::ErrorCode)).
-        peer_identity: Option<Bytes>,
+        /// The peer's identity as the transport authenticated it (for TLS, the names its
+        /// verified certificate carries), or `None` on a transport that authenticates
+        /// nothing (plain TCP). When set, it must admit `peer` (the id dialled; for
+        /// groupcache peers, the base URL's authority) or the connection is closed at once,
+        /// and the peer's hello must carry an id it admits
+        /// ([`PeerIdentity::admits`](crate::PeerIdentity::admits)); either refusal counts in
+        /// [`SecurityStats::refused_unauthenticated`].
+        peer_identity: Option<crate::PeerIdentity>,
     },
     /// An outbound connection asked for by [`Output::Connect`] could not be opened.
     ConnectFailed {
@@ -321,9 +324,10 @@ pub enum Input<'a> {
         conn: ConnId,
         /// As in [`Input::Connected`]: this connection's fresh hello nonce.
         nonce: [u8; 16],
-        /// As in [`Input::Connected`]: the identity the transport authenticated, which the
-        /// hello's node id must equal.
-        peer_identity: Option<Bytes>,
+        /// As in [`Input::Connected`]: the identity the transport authenticated, which must
+        /// admit the hello's node id (groupcache peers send no hello: any peer the transport
+        /// authenticated is served).
+        peer_identity: Option<crate::PeerIdentity>,
     },
     /// Bytes arrived on a connection (any split: the node reassembles frames).
     Received {
@@ -481,7 +485,8 @@ impl core::error::Error for InputError {}
 pub struct SecurityStats {
     /// Connections refused at the hello: no proof of the cluster secret, a wrong one, one for
     /// other nonces (a replay), or a hello id that is not the transport's authenticated
-    /// identity.
+    /// identity, or (on a connection this node dialled) a transport identity that does not
+    /// admit the id dialled.
     pub refused_unauthenticated: u64,
     /// Peer requests refused because the connection's node id is not a current member:
     /// writes, drops of hot copies, keyspace clears and goodbyes.

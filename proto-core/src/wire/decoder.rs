@@ -75,6 +75,12 @@ impl FrameDecoder {
         &self.limits
     }
 
+    /// Enforces `limits` from now on (the frames still buffered included): a node raises
+    /// them from [`WireLimits::for_handshake`] to its own once a peer's handshake completes.
+    pub fn set_limits(&mut self, limits: WireLimits) {
+        self.limits = limits;
+    }
+
     /// Bytes received and not yet returned as frames.
     #[must_use]
     pub fn buffered(&self) -> usize {

@@ -120,6 +120,26 @@ impl WireLimits {
     pub fn max_frame_len(&self) -> usize {
         usize::try_from(u64::from(self.max_frame) + LENGTH_PREFIX_LEN as u64).unwrap_or(usize::MAX)
     }
+
+    /// These limits for a connection whose handshake is not complete: `max_frame` cut down
+    /// to the largest frame a handshake can carry under them — a hello (two labels and a
+    /// nonce), a proof, or an error (a code and a message). So a peer that has not said who
+    /// it is cannot make a node buffer a frame of the full limit (64 MiB by default); the
+    /// node raises the limit once the handshake completes.
+    #[must_use]
+    pub fn for_handshake(&self) -> WireLimits {
+        // The header after the length field, then: the version, the two length-prefixed
+        // labels, a nonce; or an error's code and its length-prefixed message; or a proof.
+        const HELLO_FIXED: u64 = 2 + 4 + 4 + 16;
+        const ERROR_FIXED: u64 = 1 + 4;
+        const PROOF: u64 = 32;
+        let header = (FRAME_HEADER_LEN - LENGTH_PREFIX_LEN) as u64;
+        let hello = HELLO_FIXED + 2 * u64::from(self.max_label);
+        let error = ERROR_FIXED + u64::from(self.max_message);
+        let largest = header + hello.max(error).max(PROOF);
+        let max_frame = u32::try_from(largest).unwrap_or(u32::MAX).min(self.max_frame);
+        WireLimits { max_frame, ..*self }
+    }
 }
 
 impl Default for WireLimits {

@@ -842,3 +842,43 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn the_handshake_limit_admits_the_largest_hello_proof_and_error_and_nothing_larger() {
+    let limits = WireLimits::default();
+    let handshake = limits.for_handshake();
+    let label = Bytes::from(vec![b'x'; limits.max_label as usize]);
+    let largest = [
+        Message::Hello {
+            protocol_version: 1,
+            cluster: label.clone(),
+            node_id: label,
+            nonce: Some([7; 16]),
+        },
+        Message::HelloProof { mac: [9; 32] },
+        Message::Error(ReplyError {
+            code: ErrorCode::ClusterMismatch,
+            message: Bytes::from(vec![b'm'; limits.max_message as usize]),
+        }),
+    ];
+    let mut longest = 0;
+    for message in &largest {
+        let mut encoded = Vec::new();
+        message.encode(0, &mut encoded, &limits).unwrap();
+        longest = longest.max(encoded.len());
+        let mut decoder = FrameDecoder::new(handshake);
+        decoder.push(&encoded).unwrap();
+        assert_eq!(decoder.next_frame().unwrap().map(|(_, got)| got).as_ref(), Some(message));
+    }
+    assert_eq!(handshake.max_frame_len(), longest, "the bound is the largest, not more");
+    assert!(handshake.max_frame < limits.max_frame);
+
+    // One byte over is refused by its length prefix alone, before any body is buffered.
+    let mut decoder = FrameDecoder::new(handshake);
+    let over = handshake.max_frame + 1;
+    assert!(matches!(decoder.push(&over.to_be_bytes()), Err(WireError::FrameTooLarge { .. })));
+    // Raised limits apply to what follows.
+    let mut decoder = FrameDecoder::new(handshake);
+    decoder.set_limits(limits);
+    decoder.push(&over.to_be_bytes()).unwrap();
+}

@@ -223,6 +223,18 @@ impl Handle {
         self.node.security_stats()
     }
 
+    /// The transport's counters (see the async handle's `transport_stats`).
+    #[must_use]
+    pub fn transport_stats(&self) -> crate::TransportStats {
+        self.node.transport_stats()
+    }
+
+    /// The TLS configuration between peers, for reloads (see the async handle's `tls`).
+    #[must_use]
+    pub fn tls(&self) -> Option<crate::tls::TlsConfig> {
+        self.node.tls()
+    }
+
     /// A handle on one keyspace, whose `get` skips the keyspace lookup: the fast hit path.
     #[must_use]
     pub fn keyspace(&self, name: impl AsRef<[u8]>) -> Option<KeyspaceHandle> {

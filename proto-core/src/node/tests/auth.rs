@@ -7,6 +7,7 @@ use crate::node::SecurityStats;
 use crate::node::auth::{Role, Transcript};
 use crate::sim::KEYSPACE;
 use crate::wire::{FrameDecoder, FrameKind, Message, PutEntry, WireLimits};
+use crate::{PeerIdentity, PeerName};
 use alloc::vec;
 
 const SECRET: &[u8] = b"sixteen byte key!";
@@ -360,7 +361,7 @@ fn a_hello_id_other_than_the_transport_identity_is_refused() {
     for secret in [None, Some(SECRET)] {
         let mut n = member_b(secret);
         let conn = ConnId(1);
-        let identity = Some(b(b"a"));
+        let identity = Some(PeerIdentity::for_id(b(b"a")));
         n.handle_input(
             Instant::ZERO,
             Input::Accepted { conn, nonce: NODE_NONCE, peer_identity: identity.clone() },
@@ -388,6 +389,53 @@ fn a_hello_id_other_than_the_transport_identity_is_refused() {
         }
         assert!(outputs.contains(&Output::Event(Event::PeerUp { peer: b(b"a") })), "{outputs:?}");
     }
+}
+
+#[test]
+fn a_hello_id_that_the_certificates_dns_name_does_not_admit_is_refused() {
+    let mut n = member_b(None);
+    let identity = PeerIdentity::new(vec![PeerName::Dns(b(b"a"))]);
+    let conn = ConnId(1);
+    let accepted = Input::Accepted { conn, nonce: NODE_NONCE, peer_identity: Some(identity) };
+    n.handle_input(Instant::ZERO, accepted).unwrap();
+    // "a" is a member too, but a DNS name admits only its host (and ports on it).
+    let outputs = send(&mut n, conn, 0, &hello(b"ab", None));
+    assert!(refused_with(&outputs, conn, ErrorCode::Unauthenticated), "{outputs:?}");
+    assert_eq!(n.security_stats().refused_unauthenticated, 1);
+}
+
+#[test]
+fn a_dialled_peer_whose_certificate_names_another_id_is_closed_before_a_byte_is_sent() {
+    let mut n = member_b(None);
+    let get =
+        Input::Get { request: RequestId(1), keyspace: b(KEYSPACE), key: b(b"k"), timeout: None };
+    n.handle_input(Instant::ZERO, get).unwrap();
+    drain(&mut n);
+    // "b" dialled "a"; the transport authenticated a certificate for "z".
+    let dialled = ConnId(3);
+    let impostor = Some(PeerIdentity::for_id(b(b"z")));
+    let connected =
+        Input::Connected { conn: dialled, peer: b(b"a"), nonce: [6; 16], peer_identity: impostor };
+    n.handle_input(Instant::ZERO, connected).unwrap();
+    let outputs = drain(&mut n);
+    assert!(frames_on(&outputs, dialled).is_empty(), "no hello, no call: {outputs:?}");
+    assert!(outputs.contains(&Output::Close { conn: dialled }), "{outputs:?}");
+    assert!(outputs.contains(&Output::Event(Event::ConnectionRefused {
+        conn: dialled,
+        reason: ErrorCode::Unauthenticated
+    })));
+    assert_eq!(n.security_stats().refused_unauthenticated, 1);
+    assert!(n.links.link_mut(b"a").is_none_or(|link| link.conn.is_none()), "not a link");
+
+    // The certificate of "a" is taken: the hello and the queued call go out.
+    let honest = ConnId(4);
+    let identity = Some(PeerIdentity::for_id(b(b"a")));
+    let connected =
+        Input::Connected { conn: honest, peer: b(b"a"), nonce: [7; 16], peer_identity: identity };
+    n.handle_input(Instant::ZERO, connected).unwrap();
+    let sent = frames_on(&drain(&mut n), honest);
+    assert!(matches!(sent.first(), Some((0, Message::Hello { .. }))), "{sent:?}");
+    assert_eq!(n.security_stats().refused_unauthenticated, 1);
 }
 
 #[test]
@@ -507,5 +555,34 @@ fn a_member_taken_off_the_list_loses_its_write_rights_on_its_open_connection() {
         drain(&mut n);
         let answer = request(&mut n, conn, 3, &put(b"k3", b"v"));
         assert!(answer.contains(&(3, Message::Ack(Ok(())))), "{answer:?}");
+    }
+}
+
+#[test]
+fn before_its_handshake_a_peer_cannot_make_the_node_buffer_a_frame_larger_than_a_hello() {
+    let over = WireLimits::default().for_handshake().max_frame + 1;
+    for secret in [None, Some(SECRET)] {
+        let mut n = member_b(secret);
+        let conn = ConnId(1);
+        let accepted = Input::Accepted { conn, nonce: NODE_NONCE, peer_identity: None };
+        n.handle_input(Instant::ZERO, accepted).unwrap();
+        drain(&mut n);
+        // The length prefix alone of a frame one byte over a handshake's is refused.
+        let data = over.to_be_bytes();
+        n.handle_input(Instant::ZERO, Input::Received { conn, data: &data }).unwrap();
+        assert!(closed(&drain(&mut n), conn), "secret {secret:?}: closed at the prefix");
+    }
+    // Once the handshake completed, the node's own limits apply: a put far larger is taken.
+    for secret in [None, Some(SECRET)] {
+        let mut n = member_b(secret);
+        let conn = ConnId(2);
+        handshake(&mut n, conn, b"a", secret);
+        let value = Bytes::from(vec![7; over as usize * 64]);
+        let entry = PutEntry { key: b(b"k"), value, expires_at: None };
+        let frames = request(&mut n, conn, 5, &Message::Put { keyspace: b(KEYSPACE), entry });
+        assert!(
+            frames.contains(&(5, Message::Ack(Ok(())))),
+            "secret {secret:?}: the put is taken: {frames:?}"
+        );
     }
 }

@@ -11,7 +11,15 @@
 //	/stats                      the group's Stats and cache stats as JSON (snake_case names)
 //	/peers                      PUT or POST a comma-separated list of base URLs: pool.Set
 //
-// Once listening it prints "ready <base URL>" on stdout. It exits when its stdin reaches EOF:
+// With -tls-cert, -tls-key and -tls-ca the peer protocol is HTTPS with mutual TLS: the
+// listener asks every client for a certificate signed by the CA (and refuses one without),
+// and requests to other peers present this peer's certificate and trust only the CA (Go
+// checks that a peer's certificate names its URL's host). The base URL is then https://, and
+// /get, /stats and /peers move to a plain HTTP listener of their own on loopback (-control),
+// so that a test drives the peer without a certificate.
+//
+// Once listening it prints "ready <base URL>" on stdout, or with TLS
+// "ready <base URL> control <control URL>". It exits when its stdin reaches EOF:
 // its parent holds the other end of a pipe, so the parent's death (even SIGKILL) ends it too.
 // Requests to other peers (HTTPPool's client) give up after -peer-timeout, body included.
 // Built in GOPATH mode:
@@ -21,6 +29,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -49,18 +59,30 @@ func main() {
 	origin := flag.String("origin", "", "origin URL template: {key} is replaced by the percent-encoded key (required)")
 	timeout := flag.Duration("origin-timeout", 10*time.Second, "timeout of one origin request")
 	peerTimeout := flag.Duration("peer-timeout", 10*time.Second, "timeout of one request to another peer, body included")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate for mutual TLS between peers (with -tls-key and -tls-ca)")
+	tlsKey := flag.String("tls-key", "", "PEM private key of -tls-cert")
+	tlsCA := flag.String("tls-ca", "", "PEM CA certificate that peers' certificates must chain to")
+	control := flag.String("control", "127.0.0.1:0", "with TLS: address of the plain HTTP listener for /get, /stats, /peers")
 	flag.Parse()
 	if !strings.Contains(*origin, "{key}") {
 		log.Fatalf("gcpeer: -origin must be a URL template containing {key}, got %q", *origin)
 	}
 
+	mutualTLS, err := loadTLS(*tlsCert, *tlsKey, *tlsCA)
+	if err != nil {
+		log.Fatalf("gcpeer: %v", err)
+	}
 	listener, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatalf("gcpeer: listen: %v", err)
 	}
+	scheme := "http://"
+	if mutualTLS != nil {
+		scheme = "https://"
+	}
 	base := *self
 	if base == "" {
-		base = "http://" + listener.Addr().String()
+		base = scheme + listener.Addr().String()
 	}
 
 	go exitOnStdinEOF()
@@ -68,7 +90,17 @@ func main() {
 	pool := groupcache.NewHTTPPoolOpts(base, nil)
 	// Before Set: each peer's getter copies the transport. The default one has no timeout,
 	// so a peer that accepts and never answers would hold a fetch for ever.
-	transport := deadlineTransport{base: http.DefaultTransport, timeout: *peerTimeout}
+	var peerTransport http.RoundTripper = http.DefaultTransport
+	if mutualTLS != nil {
+		clientTransport := http.DefaultTransport.(*http.Transport).Clone()
+		clientTransport.TLSClientConfig = &tls.Config{
+			Certificates: mutualTLS.Certificates,
+			RootCAs:      mutualTLS.ClientCAs,
+			MinVersion:   tls.VersionTLS12,
+		}
+		peerTransport = clientTransport
+	}
+	transport := deadlineTransport{base: peerTransport, timeout: *peerTimeout}
 	pool.Transport = func(context.Context) http.RoundTripper { return transport }
 	pool.Set(peerList(*peers, base)...)
 	client := &http.Client{Timeout: *timeout}
@@ -81,8 +113,12 @@ func main() {
 			return dest.SetBytes(value)
 		}))
 
-	mux := http.NewServeMux()
-	mux.Handle("/_groupcache/", pool)
+	peerMux := http.NewServeMux()
+	peerMux.Handle("/_groupcache/", pool)
+	mux := peerMux
+	if mutualTLS != nil {
+		mux = http.NewServeMux()
+	}
 	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
 		key, ok := r.URL.Query()["key"]
 		if !ok || len(key) != 1 {
@@ -115,9 +151,48 @@ func main() {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
-	fmt.Printf("ready %s\n", base)
+	if mutualTLS == nil {
+		fmt.Printf("ready %s\n", base)
+		os.Stdout.Sync()
+		log.Fatal(http.Serve(listener, mux))
+	}
+	controlListener, err := net.Listen("tcp", *control)
+	if err != nil {
+		log.Fatalf("gcpeer: listen -control: %v", err)
+	}
+	go func() { log.Fatal(http.Serve(controlListener, mux)) }()
+	fmt.Printf("ready %s control http://%s\n", base, controlListener.Addr())
 	os.Stdout.Sync()
-	log.Fatal(http.Serve(listener, mux))
+	log.Fatal(http.Serve(tls.NewListener(listener, mutualTLS), peerMux))
+}
+
+// loadTLS is the server side of mutual TLS from the three files (nil when none is given):
+// this peer's certificate, and clients' certificates required and verified against the CA.
+func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" && caFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("-tls-cert, -tls-key and -tls-ca go together")
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert/-tls-key: %v", err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-ca: %v", err)
+	}
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("-tls-ca %s: no PEM certificate", caFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    cas,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
 }
 
 // exitOnStdinEOF reads stdin to its end, then exits the process.
