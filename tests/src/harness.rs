@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::{Error, KeyspaceStats, NodeConfig, Ring, RingScheme, Value};
+use herdcache_runtime::tls::TlsConfig;
 use herdcache_runtime::{Handle, SendBuffer};
 
 use crate::source::Source;
@@ -43,6 +44,10 @@ pub struct NodeSpec {
     pub tune: fn(&mut NodeConfig),
     /// The send-buffer limits of its connections.
     pub send_buffer: SendBuffer,
+    /// Mutual TLS between peers (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
+    /// The inbound connection cap (`None`: the default).
+    pub max_inbound: Option<usize>,
 }
 
 impl fmt::Debug for NodeSpec {
@@ -246,6 +251,8 @@ impl Cluster {
                 source: Arc::clone(&source),
                 tune,
                 send_buffer,
+                tls: None,
+                max_inbound: None,
             };
             let node = within(Duration::from_secs(10), "start", runtime.start(node_spec))
                 .await
@@ -384,6 +391,8 @@ impl Cluster {
             source: Arc::clone(&source),
             tune: self.tune,
             send_buffer: self.send_buffer,
+            tls: None,
+            max_inbound: None,
         };
         let mut attempt = 0;
         let node = loop {

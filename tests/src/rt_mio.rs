@@ -62,6 +62,14 @@ impl Runtime for Mio {
                     Some(advertise) => builder.advertise(advertise),
                     None => builder,
                 };
+                let builder = match spec.tls {
+                    Some(tls) => builder.tls(tls),
+                    None => builder,
+                };
+                let builder = match spec.max_inbound {
+                    Some(max) => builder.max_inbound_connections(max),
+                    None => builder,
+                };
                 let started = builder.start();
                 drop(answer.send(started));
             });

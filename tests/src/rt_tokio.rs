@@ -57,6 +57,14 @@ impl Runtime for Tokio {
                 Some(advertise) => builder.advertise(advertise),
                 None => builder,
             };
+            let builder = match spec.tls {
+                Some(tls) => builder.tls(tls),
+                None => builder,
+            };
+            let builder = match spec.max_inbound {
+                Some(max) => builder.max_inbound_connections(max),
+                None => builder,
+            };
             let started = runtime.spawn(builder.start()).await;
             let handle = match started {
                 Ok(Ok(handle)) => handle,

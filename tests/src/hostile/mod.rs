@@ -41,6 +41,7 @@
 mod attacks;
 pub mod capture;
 pub mod proxy;
+mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,9 +55,12 @@ use herdcache_proto::{MemberState, NodeConfig, Ring, RingScheme};
 use herdcache_runtime::SendBuffer;
 
 pub use attacks::*;
+pub use tls::*;
 
+use crate::certs::TestPki;
 use crate::harness::{NodeSpec, Runtime, TestNode, default_tune, within};
 use crate::source::{Source, value_of};
+use herdcache_runtime::tls::TlsConfig;
 use proxy::{Fault, Proxy, ProxyListener};
 
 /// The members' cluster secret.
@@ -109,9 +113,26 @@ pub const CLOSE_SLACK: Duration = Duration::from_secs(3);
 /// and no hot mirroring, so that a member keeps fetching its peers' keys over the wire all
 /// through an attack.
 pub fn secured(config: &mut NodeConfig) {
-    default_tune(config);
+    unmirrored(config);
     config.cluster_secret = Some(Bytes::from_static(SECRET));
+}
+
+/// The suite's defaults without hot mirroring (and without a secret: TLS binds the ids).
+pub fn unmirrored(config: &mut NodeConfig) {
+    default_tune(config);
     config.hot_threshold_per_second = 1e12;
+}
+
+/// How the members of a [`Fixture`] authenticate each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP and the cluster secret.
+    Secret,
+    /// Mutual TLS, each certificate naming its member's id exactly (`herdcache://ID`), the
+    /// handshake timeout [`HELLO_TIMEOUT`]; no cluster secret.
+    Tls,
+    /// Plain TCP and the cluster secret, with this inbound connection cap on every member.
+    Capped(usize),
 }
 
 /// The process's resident set, in bytes (`VmRSS` of `/proc/self/status`).
@@ -159,24 +180,45 @@ pub struct Fixture {
     ids: Vec<String>,
     background: Arc<Vec<String>>,
     kept: Vec<(String, Bytes)>,
+    pki: TestPki,
 }
 
 impl Fixture {
     /// Starts the members, gives each the member list, and warms them: every background key
     /// loaded once (by its owner) and every kept key written.
     pub async fn start(runtime: &'static dyn Runtime) -> Fixture {
+        Fixture::start_with(runtime, Transport::Secret).await
+    }
+
+    /// [`Fixture::start`] with members that authenticate each other as `transport` says.
+    pub async fn start_with(runtime: &'static dyn Runtime, transport: Transport) -> Fixture {
+        let pki = TestPki::new();
         let version = Arc::new(AtomicU64::new(0));
         let mut members = Vec::new();
         for _ in 0..MEMBERS {
             let listener = ProxyListener::bind().await.expect("a proxy port");
             let source = Source::new(Duration::ZERO, Arc::clone(&version));
+            let id = listener.addr().to_string();
+            let tls = (transport == Transport::Tls).then(|| {
+                let cert = pki.node_for_id(&id);
+                let (cert, key) = (cert.cert_pem.as_bytes(), cert.key_pem.as_bytes());
+                TlsConfig::from_pem(cert, key, pki.ca_pem().as_bytes())
+                    .expect("a member's TLS configuration")
+                    .handshake_timeout(HELLO_TIMEOUT)
+            });
+            let max_inbound = match transport {
+                Transport::Capped(cap) => Some(cap),
+                Transport::Secret | Transport::Tls => None,
+            };
             let spec = NodeSpec {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                advertise: Some(listener.addr().to_string()),
+                advertise: Some(id),
                 peers: Vec::new(),
                 source: Arc::clone(&source),
-                tune: secured,
+                tune: if transport == Transport::Tls { unmirrored } else { secured },
                 send_buffer: SendBuffer::default(),
+                tls,
+                max_inbound,
             };
             let node = within(Duration::from_secs(10), "start", runtime.start(spec))
                 .await
@@ -189,7 +231,7 @@ impl Fixture {
             member.node.set_peers(&ids);
         }
         let background = Arc::new((0..BACKGROUND_KEYS).map(|i| format!("bg-{i}")).collect());
-        let mut fixture = Fixture { runtime, members, ids, background, kept: Vec::new() };
+        let mut fixture = Fixture { runtime, members, ids, background, kept: Vec::new(), pki };
         // The same number owned by every member.
         let mut owned = [0; MEMBERS];
         for n in 0.. {
@@ -224,6 +266,12 @@ impl Fixture {
         for key in self.background.iter() {
             assert_eq!(self.loads_of(key), 1, "{key} loaded once, by its owner, in warm-up");
         }
+    }
+
+    /// The authority that issued the members' certificates (used with [`Transport::Tls`]).
+    #[must_use]
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
     }
 
     /// The runtime the members run on.
@@ -601,7 +649,20 @@ macro_rules! hostile_tests {
             garbage_after_the_handshake,
             an_impostor_claiming_a_members_id,
             a_forged_leaving,
+            slowloris_on_the_tls_handshake,
+            garbage_and_plaintext_before_the_tls_handshake,
+            garbage_after_the_tls_handshake,
+            a_certificate_for_another_id,
+            connections_over_the_inbound_cap,
         );
+        /// Fails today: a TLS session counts every byte of the read that completes the
+        /// server's handshake as a handshake byte, so a client's burst right after its
+        /// Finished is refused as "more than 65536 bytes before the handshake completed".
+        #[test]
+        #[ignore = "fails until the TLS session stops counting bytes after the handshake"]
+        fn a_burst_right_after_the_tls_handshake() {
+            $crate::hostile::run($crate::hostile::a_burst_right_after_the_tls_handshake($runtime));
+        }
         /// Fails today: a node buffers a whole frame of the frame limit (64 MiB) for a peer
         /// that has not said hello (issue 12: "limits apply before a handshake completes").
         #[test]
