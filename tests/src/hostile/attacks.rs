@@ -539,11 +539,11 @@ pub async fn a_forged_leaving(runtime: &'static dyn Runtime) {
     fixture.shutdown().await;
 }
 
-/// Frames of the largest size the limits allow, declared and sent in full before any hello,
-/// on a few connections at once: the node must not buffer a whole frame for a peer that has
-/// not even said who it is (the limits apply before the handshake completes). The peak of
-/// the resident set is what is bounded here: a buffer of the frame limit is returned to the
-/// system when it is freed.
+/// Frames of the largest size the limits allow (64 MiB), declared and sent in full before any
+/// hello, on a few connections at once: the node must not buffer a whole frame for a peer
+/// that has not even said who it is (before the handshake only a handshake's frame size is
+/// accepted): each is refused at once. The peak of the resident set is what is bounded here:
+/// a buffer of the frame limit is returned to the system when it is freed.
 pub async fn largest_frames_before_the_hello(runtime: &'static dyn Runtime) {
     let fixture = Fixture::start(runtime).await;
     let target = fixture.listen_addr(TARGET);
@@ -567,7 +567,7 @@ pub async fn largest_frames_before_the_hello(runtime: &'static dyn Runtime) {
                     }
                     let mut buffer = [0u8; 1024];
                     loop {
-                        let left = HELLO_BOUND.checked_sub(started.elapsed())?;
+                        let left = REFUSAL_BOUND.checked_sub(started.elapsed())?;
                         match tokio::time::timeout(left, stream.read(&mut buffer)).await {
                             Ok(Ok(0) | Err(_)) => return Some((started.elapsed(), sent.is_ok())),
                             Ok(Ok(_)) => {}
