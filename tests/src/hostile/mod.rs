@@ -184,6 +184,9 @@ pub struct Fixture {
     background: Arc<Vec<String>>,
     kept: Vec<(String, Bytes)>,
     pki: TestPki,
+    /// Each member's member-view version once warm: a change since means some member saw
+    /// another suspect or down.
+    warm_views: Vec<u64>,
 }
 
 impl Fixture {
@@ -234,7 +237,15 @@ impl Fixture {
             member.node.set_peers(&ids);
         }
         let background = Arc::new((0..BACKGROUND_KEYS).map(|i| format!("bg-{i}")).collect());
-        let mut fixture = Fixture { runtime, members, ids, background, kept: Vec::new(), pki };
+        let mut fixture = Fixture {
+            runtime,
+            members,
+            ids,
+            background,
+            kept: Vec::new(),
+            pki,
+            warm_views: Vec::new(),
+        };
         // The same number owned by every member.
         let mut owned = [0; MEMBERS];
         for n in 0.. {
@@ -249,7 +260,19 @@ impl Fixture {
             }
         }
         fixture.warm().await;
+        fixture.warm_views = fixture.views();
         fixture
+    }
+
+    /// Each member's member-view version now.
+    fn views(&self) -> Vec<u64> {
+        self.members.iter().map(|member| member.node.handle().members().version).collect()
+    }
+
+    /// Whether no member's view of the members changed since the warm-up.
+    #[must_use]
+    pub fn views_unchanged(&self) -> bool {
+        self.views() == self.warm_views
     }
 
     async fn warm(&self) {
