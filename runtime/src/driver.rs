@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use crate::front::Front;
 use crate::handle::Shared;
+use crate::log_throttle::LogThrottle;
 use crate::source::SharedSource;
 use herdcache_proto::Instant;
 use herdcache_proto::{ConnId, Event, Input, LoadId, LoadResult, Output, PeerIdentity};
@@ -42,28 +43,52 @@ pub trait DriverIo<S = SharedSource> {
     /// which cuts a writer whose peer does not read.
     fn close(&mut self, id: ConnId, conn: &mut Self::Conn, grace: bool);
 
-    /// Something observers may want to know: by default the same log record on every runtime.
+    /// Something observers may want to know (the driver has logged it already: see
+    /// [`EventLog`]). Nothing by default.
     fn event(&mut self, node: &str, event: &Event) {
-        log_event(node, event);
+        let _ = (node, event);
     }
 }
 
-/// The log record of a node's event, the same on every runtime: a drain at info, refused
-/// connections and requests at warn (with the reason), everything else at debug.
-pub(crate) fn log_event(node: &str, event: &Event) {
-    match event {
-        Event::Drained => tracing::info!(node, "drained"),
-        Event::ConnectionRefused { conn, reason } => {
-            tracing::warn!(node, conn = conn.0, ?reason, "connection refused");
+/// The log records of a node's events, the same on every runtime: a drain at info, refused
+/// connections and requests at warn with the reason — at most one of each kind a second,
+/// the next one saying how many were held back (a flood of refusals is counted in the
+/// stats, not written line by line) — and everything else at debug.
+#[derive(Debug, Default)]
+struct EventLog {
+    refused_connections: LogThrottle,
+    refused_requests: LogThrottle,
+}
+
+impl EventLog {
+    fn record(&mut self, node: &str, event: &Event) {
+        match event {
+            Event::Drained => tracing::info!(node, "drained"),
+            Event::ConnectionRefused { conn, reason } => {
+                if let Some(held_back) = self.refused_connections.admit(std::time::Instant::now()) {
+                    tracing::warn!(node, conn = conn.0, ?reason, held_back, "connection refused");
+                }
+            }
+            Event::RequestRefused { conn, peer, frame, reason } => {
+                if let Some(held_back) = self.refused_requests.admit(std::time::Instant::now()) {
+                    let peer = alloc::string::String::from_utf8_lossy(peer);
+                    tracing::warn!(
+                        node,
+                        conn = conn.0,
+                        %peer,
+                        ?frame,
+                        ?reason,
+                        held_back,
+                        "peer request refused"
+                    );
+                }
+            }
+            Event::PeerUp { peer } => {
+                let peer = alloc::string::String::from_utf8_lossy(peer);
+                tracing::debug!(node, %peer, "peer up");
+            }
+            other => tracing::debug!(node, event = ?other, "event"),
         }
-        Event::RequestRefused { conn, peer, frame, reason } => {
-            let peer = alloc::string::String::from_utf8_lossy(peer);
-            tracing::warn!(node, conn = conn.0, %peer, ?frame, ?reason, "peer request refused");
-        }
-        Event::PeerUp { peer } => {
-            tracing::debug!(node, peer = %alloc::string::String::from_utf8_lossy(peer), "peer up");
-        }
-        other => tracing::debug!(node, event = ?other, "event"),
     }
 }
 
@@ -101,6 +126,7 @@ pub struct DriverCore<C, S = SharedSource> {
     armed_at: Option<Instant>,
     /// Each connection's hello nonce.
     nonces: Nonces,
+    log: EventLog,
 }
 
 /// Fresh, unpredictable hello nonces (the cluster secret's proofs cover them, so one that
@@ -145,6 +171,7 @@ impl<C, S: Clone> DriverCore<C, S> {
             drained: false,
             armed_at: None,
             nonces: Nonces::new(),
+            log: EventLog::default(),
         }
     }
 
@@ -214,6 +241,7 @@ impl<C, S: Clone> DriverCore<C, S> {
             }
             Output::Event(event) => {
                 self.drained |= event == Event::Drained;
+                self.log.record(self.shared.node_id(), &event);
                 io.event(self.shared.node_id(), &event);
             }
             // The front answers its callers itself and never queues a reply.

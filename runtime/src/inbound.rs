@@ -3,23 +3,26 @@
 //! configuration, and the counters and rate-limited logs of what was turned away.
 //!
 //! Contract: a driver asks [`TransportGuard::admit`] for every accepted socket before it does
-//! anything else with it; `None` means close it at once (counted, and logged at most once a
-//! second). The [`InboundSlot`] it gets otherwise stays with the connection (its handshake
+//! anything else with it; `None` means close it at once (counted, and logged at most ten a
+//! second: [`crate::log_throttle`]). The [`InboundSlot`] it gets otherwise stays with the connection (its handshake
 //! task, then its entry in the driver's table) and frees the place when dropped. A failed TLS
-//! handshake is reported to [`TransportGuard::handshake_failed`] (counted, logged at most once
-//! a second with its reason).
+//! handshake is reported to [`TransportGuard::handshake_failed`] (counted, logged at most ten a
+//! second with its reason).
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::log_throttle::LogThrottle;
 use crate::tls::{SessionError, TlsConfig};
+
+/// [`TransportGuard`]'s log throttles.
+const CAP_REACHED: usize = 0;
+const HANDSHAKE_FAILED: usize = 1;
 
 /// Default [`Builder::max_inbound_connections`](crate::Builder::max_inbound_connections).
 pub const DEFAULT_MAX_INBOUND: usize = 4096;
-/// The least time between two log records of one kind of refusal.
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters of the node's transport since it started (see [`crate::Handle::transport_stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,8 +44,8 @@ pub struct TransportGuard {
     inbound: AtomicUsize,
     refused: AtomicU64,
     handshake_failures: AtomicU64,
-    /// When a refusal and a handshake failure were last logged.
-    last_logs: Mutex<[Option<Instant>; 2]>,
+    /// The log throttles of refusals over the cap and of handshake failures.
+    logs: Mutex<[LogThrottle; 2]>,
 }
 
 /// One admitted inbound connection's place under the cap; dropping it frees the place.
@@ -65,7 +68,7 @@ impl TransportGuard {
             inbound: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
-            last_logs: Mutex::new([None; 2]),
+            logs: Mutex::new(Default::default()),
         }
     }
 
@@ -82,10 +85,11 @@ impl TransportGuard {
         // Only the accepting task or loop adds, so the check and the add cannot race.
         if self.inbound.load(Ordering::Acquire) >= self.max_inbound {
             let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            if self.may_log(0) {
+            if let Some(held_back) = self.may_log(CAP_REACHED) {
                 tracing::warn!(
                     max = self.max_inbound,
                     refused,
+                    held_back,
                     "inbound connection cap reached: closing new connections"
                 );
             }
@@ -98,8 +102,14 @@ impl TransportGuard {
     /// A TLS handshake with `peer` (an address or a node id) failed with `error`.
     pub fn handshake_failed(&self, peer: &dyn core::fmt::Display, error: &SessionError) {
         let failures = self.handshake_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.may_log(1) {
-            tracing::warn!(%peer, %error, failures, "TLS handshake failed: connection closed");
+        if let Some(held_back) = self.may_log(HANDSHAKE_FAILED) {
+            tracing::warn!(
+                %peer,
+                %error,
+                failures,
+                held_back,
+                "TLS handshake failed: connection closed"
+            );
         }
     }
 
@@ -113,16 +123,10 @@ impl TransportGuard {
         }
     }
 
-    /// Whether a record of kind `which` may be logged now (at most one per [`LOG_INTERVAL`]).
-    fn may_log(&self, which: usize) -> bool {
-        let mut last = self.last_logs.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let Some(slot) = last.get_mut(which) else { return false };
-        if slot.is_some_and(|at| now.duration_since(at) < LOG_INTERVAL) {
-            return false;
-        }
-        *slot = Some(now);
-        true
+    /// Whether a record of kind `which` may be logged now, and how many were held back.
+    fn may_log(&self, which: usize) -> Option<u64> {
+        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        logs.get_mut(which)?.admit(Instant::now())
     }
 }
 

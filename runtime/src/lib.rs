@@ -104,6 +104,7 @@ mod driver;
 pub mod front;
 mod handle;
 mod inbound;
+mod log_throttle;
 mod members;
 mod rt;
 mod setup;

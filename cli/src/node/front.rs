@@ -13,6 +13,7 @@
 //!   minimum member count is up; `security`: peers refused at the hello for want of the
 //!   cluster secret (`refused_unauthenticated`), peer writes, drops, clears and goodbyes
 //!   refused because their connection is not a current member's (`refused_unauthorized`),
+//!   peer connections closed for not finishing their hello in time (`hello_timeouts`),
 //!   peer TLS handshakes that failed (`tls_handshake_failures`: a certificate from another
 //!   CA or none, plaintext, a timeout), and accepted peer
 //!   connections open now and closed over `--max-peer-connections`
@@ -666,6 +667,7 @@ impl Front {
             "security": {
                 "refused_unauthenticated": security.refused_unauthenticated,
                 "refused_unauthorized": security.refused_unauthorized,
+                "hello_timeouts": security.hello_timeouts,
                 "tls_handshake_failures": transport.tls_handshake_failures,
                 "peer_connections_open": transport.inbound_open,
                 "peer_connections_refused": transport.inbound_refused,

@@ -327,7 +327,7 @@ impl Node {
                 Timer::Load(id) => self.on_load_timeout(now, id),
                 Timer::StartLoad(id) => self.on_load_start_due(now, id),
                 Timer::Connect(attempt) => self.on_connect_timeout(now, attempt),
-                Timer::Hello(conn) => self.on_hello_timeout(now, conn),
+                Timer::Hello(conn) => self.on_hello_timeout(conn),
                 Timer::Parse(conn) => backlogged.push(conn),
                 Timer::Heartbeat => self.on_heartbeat(now),
                 Timer::HandoffEnd => self.on_handoff_end(now),

@@ -22,7 +22,7 @@ use super::timers::Timer;
 use super::{ConnId, Node, Output, PeerProtocol};
 use crate::cache::Tier;
 use crate::time::{Duration, Instant};
-use crate::wire::Message;
+use crate::wire::{ErrorCode, Message};
 
 impl Node {
     /// A new connection's state, and its hello timer when the protocol has a hello. `security`
@@ -132,10 +132,12 @@ impl Node {
     }
 
     /// A connection's hello did not arrive in time: it is closed.
-    pub(super) fn on_hello_timeout(&mut self, now: Instant, conn: ConnId) {
+    pub(super) fn on_hello_timeout(&mut self, conn: ConnId) {
         if self.links.get(conn).is_some_and(|state| !state.hello_received) {
-            self.outputs.push_back(Output::Close { conn });
-            self.on_conn_closed(now, conn);
+            // Counted and reported like any refusal, so a slowloris shows in the stats and
+            // the logs; an honest peer that was merely slow reads why.
+            self.security.hello_timeouts += 1;
+            self.refuse(conn, ErrorCode::TimedOut);
         }
     }
 

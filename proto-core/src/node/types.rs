@@ -491,4 +491,7 @@ pub struct SecurityStats {
     /// Peer requests refused because the connection's node id is not a current member:
     /// writes, drops of hot copies, keyspace clears and goodbyes.
     pub refused_unauthorized: u64,
+    /// Connections closed because the peer did not complete its hello (and, with a cluster
+    /// secret, its proof) within the hello timeout: slow or silent peers, slowloris.
+    pub hello_timeouts: u64,
 }

@@ -23,7 +23,7 @@
 //!   [`DEFAULT_HANDSHAKE_TIMEOUT`]), reading at most [`MAX_HANDSHAKE_BYTES`]; the node's
 //!   inbound connection cap (`Builder::max_inbound_connections`) counts connections in
 //!   their handshake. A plaintext client fails at its first bytes (not a TLS record). A failed
-//!   handshake closes the socket, is logged (at most once a second) and counted
+//!   handshake closes the socket, is logged (at most ten a second) and counted
 //!   ([`TransportStats::tls_handshake_failures`](crate::TransportStats)).
 //! - **Reload.** [`TlsConfig::reload`] re-reads the files; a connection starting at least a
 //!   second after the last look also compares the files' modification times, lengths, inodes

@@ -257,6 +257,7 @@ pub async fn slowloris_on_the_peer_port(runtime: &'static dyn Runtime) {
     let target = fixture.listen_addr(TARGET);
     let connections = 200;
     let drip = encode(&[(0, hello(CLUSTER, STRANGER, Some([1; 16])))]);
+    let before = fixture.node(TARGET).handle().security_stats();
     let observed = under_attack(&fixture, async {
         let attackers: Vec<_> = (0..connections)
             .map(|i| {
@@ -276,6 +277,10 @@ pub async fn slowloris_on_the_peer_port(runtime: &'static dyn Runtime) {
         )
     })
     .await;
+    let after = fixture.node(TARGET).handle().security_stats();
+    assert_eq!(after.hello_timeouts - before.hello_timeouts, connections, "each one counted");
+    let logged = observed.mark.warnings_with(&["connection refused", "TimedOut"]);
+    assert!(!logged.is_empty(), "the hello timeouts logged with their reason");
     observed.assert_and_report(
         &fixture,
         "slowloris on the peer port (1 byte/s, silent)",

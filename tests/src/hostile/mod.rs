@@ -31,10 +31,6 @@
 //!     --test hostile_mio -- --nocapture 2>&1 | grep '^hostile |'
 //! ```
 //!
-//! # What an attack on the peer port cannot show
-//! A connection closed by the hello timeout (slowloris, held connections) is neither counted
-//! nor logged by the nodes today: those tests assert the close and its timing only.
-//!
 //! # How it runs
 //! The test body runs on a tokio runtime of its own ([`drive`](crate::drive)) whatever the
 //! nodes' runtime: the nodes run on their own executors and threads, the [`proxy`] and the

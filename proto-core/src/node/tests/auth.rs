@@ -586,3 +586,28 @@ fn before_its_handshake_a_peer_cannot_make_the_node_buffer_a_frame_larger_than_a
         );
     }
 }
+
+#[test]
+fn a_peer_that_does_not_finish_its_hello_in_time_is_refused_counted_and_reported() {
+    for secret in [None, Some(SECRET)] {
+        let mut n = member_b(secret);
+        let (silent, half) = (ConnId(1), ConnId(2));
+        for conn in [silent, half] {
+            let accepted = Input::Accepted { conn, nonce: NODE_NONCE, peer_identity: None };
+            n.handle_input(Instant::ZERO, accepted).unwrap();
+        }
+        // One says nothing; the other sends half a hello.
+        let mut data = Vec::new();
+        hello(b"a", secret.map(|_| [1; 16])).encode(0, &mut data, &WireLimits::default()).unwrap();
+        let half_hello = &data[..data.len() / 2];
+        n.handle_input(Instant::ZERO, Input::Received { conn: half, data: half_hello }).unwrap();
+        drain(&mut n);
+        let hello_by = Instant::ZERO + NodeConfig::new("b", "c").connect_timeout;
+        n.handle_timeout(hello_by + core::time::Duration::from_millis(1));
+        let outputs = drain(&mut n);
+        for conn in [silent, half] {
+            assert!(refused_with(&outputs, conn, ErrorCode::TimedOut), "{conn:?}: {outputs:?}");
+        }
+        assert_eq!(n.security_stats().hello_timeouts, 2, "secret {secret:?}");
+    }
+}
