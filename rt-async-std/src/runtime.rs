@@ -23,6 +23,9 @@ use herdcache_runtime::{READ_CHUNK, Runtime};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncStd;
 
+/// The size of a connection's first read scratch (see [`AsyncStd`]'s `read`).
+const FIRST_SCRATCH: usize = 2 << 10;
+
 /// The reading half of a connection: the stream (async-net's streams are shared handles)
 /// and the buffer reads land in before they are appended to the driver's chunk.
 #[derive(Debug)]
@@ -84,15 +87,20 @@ impl Runtime for AsyncStd {
 
     fn split(stream: TcpStream) -> io::Result<(TcpReader, TcpStream)> {
         stream.set_nodelay(true)?;
-        let reader = TcpReader { stream: stream.clone(), scratch: vec![0; READ_CHUNK].into() };
+        let reader = TcpReader { stream: stream.clone(), scratch: vec![0; FIRST_SCRATCH].into() };
         Ok((reader, stream))
     }
 
     /// Reads into the reader's scratch buffer and appends exactly the bytes read (async-io
-    /// reads into initialised memory only).
+    /// reads into initialised memory only). The scratch starts small and doubles, up to
+    /// [`READ_CHUNK`], each time a read fills it: a connection that sends little (or nothing:
+    /// one held open before its hello) costs a few KiB, not a whole chunk.
     async fn read<'a>(reader: &'a mut TcpReader, buffer: &'a mut BytesMut) -> io::Result<usize> {
         let read = reader.stream.read(&mut reader.scratch).await?;
         buffer.extend_from_slice(&reader.scratch[..read]);
+        if read == reader.scratch.len() && read < READ_CHUNK {
+            reader.scratch = vec![0; (read * 2).min(READ_CHUNK)].into();
+        }
         Ok(read)
     }
 
