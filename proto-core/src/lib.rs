@@ -136,6 +136,7 @@ mod ring;
 #[cfg(any(test, feature = "_sim"))]
 #[doc(hidden)]
 pub mod sim;
+pub mod sp;
 mod time;
 mod wire;
 
