@@ -33,6 +33,8 @@
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
 //! - [`etcd::EtcdServer`] runs a real etcd (Debian's etcd-server) on free loopback ports for
 //!   the discovery tests; like the Go peers, it never skips in CI.
+//! - [`nanocat::Nanocat`] runs nanomsg's `nanocat` (Debian's nanomsg-utils) as the SP peer of
+//!   the survey-protocol interop tests; it never skips in CI either.
 //!
 //! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
 //! data source wraps [`Source`], sleeping on the runtime's own timer; its node is a
@@ -48,6 +50,7 @@ pub mod etcd;
 mod go_peer;
 mod harness;
 pub mod http;
+pub mod nanocat;
 mod origin;
 mod rt_async_std;
 mod rt_mio;

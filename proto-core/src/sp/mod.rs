@@ -162,6 +162,8 @@ impl fmt::Display for SpError {
     }
 }
 
+impl core::error::Error for SpError {}
+
 /// The most hops a backtrace may carry (nng's and nanomsg's default TTL).
 pub const MAX_HOPS: usize = 8;
 
