@@ -1,6 +1,7 @@
 //! The survey server (`herdcache discovery`): SURVEYOR and PUB sockets around the sans-IO
 //! [`Surveyor`].
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -40,12 +41,25 @@ impl Default for SurveyServerConfig {
     }
 }
 
+/// Called with the members each time the server publishes a new list.
+type PublishHook = Box<dyn FnMut(&[&str]) + Send>;
+
 /// A bound survey server; [`SurveyServer::run`] serves until its shutdown future resolves.
-#[derive(Debug)]
 pub struct SurveyServer {
     config: SurveyServerConfig,
     survey: TcpListener,
     publish: TcpListener,
+    on_publish: Option<PublishHook>,
+}
+
+impl core::fmt::Debug for SurveyServer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SurveyServer")
+            .field("config", &self.config)
+            .field("survey", &self.survey)
+            .field("publish", &self.publish)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts a connection against a cap while it lives.
@@ -79,7 +93,15 @@ impl SurveyServer {
             config,
             survey: TcpListener::bind(survey).await?,
             publish: TcpListener::bind(publish).await?,
+            on_publish: None,
         })
+    }
+
+    /// Calls `hook` with the members each time a new list is published (for a log line).
+    #[must_use]
+    pub fn on_publish(mut self, hook: impl FnMut(&[&str]) + Send + 'static) -> SurveyServer {
+        self.on_publish = Some(Box::new(hook));
+        self
     }
 
     /// The SURVEYOR socket's address.
@@ -101,7 +123,7 @@ impl SurveyServer {
     /// Serves on the caller's tokio runtime until `shutdown` resolves; connections' tasks end
     /// with it.
     pub async fn run(self, shutdown: impl core::future::Future<Output = ()>) {
-        let SurveyServer { config, survey, publish } = self;
+        let SurveyServer { config, survey, publish, mut on_publish } = self;
         let epoch = std::time::Instant::now();
         let now = move || {
             Instant::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
@@ -126,6 +148,9 @@ impl SurveyServer {
                     SurveyorOutput::Publish(message) => {
                         let members: Vec<&str> = surveyor.members().collect();
                         tracing::info!(?members, "survey server: publishing the member list");
+                        if let Some(hook) = &mut on_publish {
+                            hook(&members);
+                        }
                         list.send_replace(Some(message));
                     }
                 }
