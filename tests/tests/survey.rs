@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdcache_proto::sp::SurveyorConfig;
+use herdcache_proto::sp::{SpLimits, SpProtocol, SurveyorConfig, encode_handshake};
 use herdcache_proto::{KeyspaceConfig, MemberState};
 use herdcache_runtime::discovery::{SurveyDiscovery, SurveyServer, SurveyServerConfig};
 use herdcache_tests::etcd::{Timeline, wait_until};
@@ -39,13 +39,17 @@ fn loopback(port: u16) -> SocketAddr {
 /// Our survey server on free loopback ports, polling fast; it stops when the test's runtime
 /// ends. Returns the SURVEYOR and PUB addresses.
 async fn start_server() -> (SocketAddr, SocketAddr) {
+    start_server_with(SurveyServerConfig::default()).await
+}
+
+async fn start_server_with(config: SurveyServerConfig) -> (SocketAddr, SocketAddr) {
     let config = SurveyServerConfig {
         surveyor: SurveyorConfig {
             poll_time: Duration::from_millis(500),
             survey_time: Duration::from_millis(300),
-            ..SurveyorConfig::default()
+            ..config.surveyor
         },
-        ..SurveyServerConfig::default()
+        ..config
     };
     let server = SurveyServer::bind(loopback(0), loopback(0), config).await.expect("binds");
     let addresses = (server.survey_addr().expect("bound"), server.publish_addr().expect("bound"));
@@ -193,10 +197,8 @@ fn nanocat_surveyor_surveys_our_provider_and_the_node_answers_its_id() {
         ]);
         let node = SurveyNode::start(survey, nowhere).await;
         let id = node.id();
-        let took = wait_until(CONVERGE, "the node's answer", || {
-            surveyor.lines().iter().any(|line| *line == id)
-        })
-        .await;
+        let took =
+            wait_until(CONVERGE, "the node's answer", || surveyor.lines().contains(&id)).await;
         log.note(format!("nanocat SURVEYOR got our node's id {id} after {took:?}"));
         quote("nanocat SURVEYOR", &surveyor);
         let status = node.handle.discovery().expect("a provider");
@@ -289,5 +291,65 @@ fn three_nodes_and_our_server_find_each_other_and_a_killed_node_drops() {
         })
         .await;
         log.note(format!("killed {killed_id}: dropped from the published list after {took:?}"));
+    });
+}
+
+/// Reads until the server closes the connection (or `limit` passes: a failure); what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 256];
+    within(limit, "the server closes the connection", async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    received
+}
+
+#[test]
+fn the_server_closes_a_subscriber_past_its_cap_and_a_peer_that_breaks_the_limits() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    drive(async {
+        let config = SurveyServerConfig {
+            surveyor: SurveyorConfig {
+                limits: SpLimits { max_message: 1024 },
+                ..SurveyorConfig::default()
+            },
+            max_subscribers: 1,
+            ..SurveyServerConfig::default()
+        };
+        let (survey, publish) = start_server_with(config).await;
+        // The first subscriber is served (its handshake is answered and it stays open)...
+        let mut first = TcpStream::connect(publish).await.expect("connects");
+        first.write_all(&encode_handshake(SpProtocol::SUB)).await.expect("handshake");
+        let mut handshake = [0u8; 8];
+        within(Duration::from_secs(5), "the PUB handshake", async {
+            use tokio::io::AsyncReadExt;
+            first.read_exact(&mut handshake).await.expect("the server's handshake");
+        })
+        .await;
+        assert_eq!(handshake, encode_handshake(SpProtocol::PUB));
+        // ...the second is over the cap: closed at once, without a handshake.
+        let mut second = TcpStream::connect(publish).await.expect("connects");
+        assert_eq!(read_until_closed(&mut second, Duration::from_secs(5)).await, b"");
+
+        // A respondent announcing a message over the limit is closed.
+        let mut flood = TcpStream::connect(survey).await.expect("connects");
+        flood.write_all(&encode_handshake(SpProtocol::RESPONDENT)).await.expect("handshake");
+        flood.write_all(&u64::MAX.to_be_bytes()).await.expect("a huge length");
+        let received = read_until_closed(&mut flood, Duration::from_secs(5)).await;
+        assert!(received.starts_with(&encode_handshake(SpProtocol::SURVEYOR)), "{received:?}");
+
+        // A peer of the wrong protocol (a SUB dialing the SURVEYOR) is closed too.
+        let mut wrong = TcpStream::connect(survey).await.expect("connects");
+        wrong.write_all(&encode_handshake(SpProtocol::SUB)).await.expect("handshake");
+        let received = read_until_closed(&mut wrong, Duration::from_secs(5)).await;
+        assert!(received.starts_with(&encode_handshake(SpProtocol::SURVEYOR)), "{received:?}");
     });
 }

@@ -94,11 +94,27 @@ impl SpDecoder {
             }
         }
         self.buffer.extend_from_slice(data);
+        if self.peer.is_none() && self.buffer.len() >= SP_HANDSHAKE_LEN {
+            // The handshake (checked above) is consumed here, so that `peer` says at once
+            // whether it completed; a length prefix behind it in the same push is checked too.
+            let handshake = self.buffer.split_to(SP_HANDSHAKE_LEN);
+            self.peer = Some(SpProtocol(u16::from_be_bytes([handshake[4], handshake[5]])));
+            let front = self.buffer.len().min(SP_LENGTH_PREFIX_LEN);
+            let head: [u8; SP_LENGTH_PREFIX_LEN] = {
+                let mut head = [0u8; SP_LENGTH_PREFIX_LEN];
+                head[..front].copy_from_slice(&self.buffer[..front]);
+                head
+            };
+            if let Err(error) = self.check_head(&head[..front]) {
+                return Err(self.fail(error));
+            }
+        }
         Ok(())
     }
 
     /// The next complete message (header and body), or `Ok(None)` when more bytes are needed.
-    /// The peer's handshake is consumed on the way and is no message.
+    /// The peer's handshake is no message: [`SpDecoder::push`] consumes it as soon as its 8
+    /// bytes are in.
     ///
     /// # Errors
     /// As [`SpDecoder::push`], for a prefix that became visible after a drain. The decoder has
@@ -107,36 +123,29 @@ impl SpDecoder {
         if let Some(error) = self.failed {
             return Err(error);
         }
-        loop {
-            let head_len = self.buffer.len().min(SP_LENGTH_PREFIX_LEN);
-            let head: [u8; SP_LENGTH_PREFIX_LEN] = {
-                let mut head = [0u8; SP_LENGTH_PREFIX_LEN];
-                head[..head_len].copy_from_slice(&self.buffer[..head_len]);
-                head
-            };
-            if let Err(error) = self.check_head(&head[..head_len]) {
-                return Err(self.fail(error));
-            }
-            if head_len < SP_LENGTH_PREFIX_LEN {
-                return Ok(None);
-            }
-            if self.peer.is_none() {
-                let _ = self.buffer.split_to(SP_HANDSHAKE_LEN);
-                self.peer = Some(SpProtocol(u16::from_be_bytes([head[4], head[5]])));
-                continue;
-            }
-            // check_head bounded it by max_message, a usize.
-            let len = usize::try_from(u64::from_be_bytes(head)).unwrap_or(usize::MAX);
-            if self.buffer.len() - SP_LENGTH_PREFIX_LEN < len {
-                return Ok(None);
-            }
-            let _ = self.buffer.split_to(SP_LENGTH_PREFIX_LEN);
-            let message = self.buffer.split_to(len).freeze();
-            if self.buffer.is_empty() {
-                self.buffer = BytesMut::new();
-            }
-            return Ok(Some(message));
+        let head_len = self.buffer.len().min(SP_LENGTH_PREFIX_LEN);
+        let head: [u8; SP_LENGTH_PREFIX_LEN] = {
+            let mut head = [0u8; SP_LENGTH_PREFIX_LEN];
+            head[..head_len].copy_from_slice(&self.buffer[..head_len]);
+            head
+        };
+        if let Err(error) = self.check_head(&head[..head_len]) {
+            return Err(self.fail(error));
         }
+        if head_len < SP_LENGTH_PREFIX_LEN || self.peer.is_none() {
+            return Ok(None);
+        }
+        // check_head bounded it by max_message, a usize.
+        let len = usize::try_from(u64::from_be_bytes(head)).unwrap_or(usize::MAX);
+        if self.buffer.len() - SP_LENGTH_PREFIX_LEN < len {
+            return Ok(None);
+        }
+        let _ = self.buffer.split_to(SP_LENGTH_PREFIX_LEN);
+        let message = self.buffer.split_to(len).freeze();
+        if self.buffer.is_empty() {
+            self.buffer = BytesMut::new();
+        }
+        Ok(Some(message))
     }
 
     /// Checks the front 8-byte prefix, complete or not: the handshake before one was read,

@@ -24,27 +24,22 @@ pub(super) fn protocol_error(error: herdcache_proto::sp::SpError) -> io::Error {
 impl SpConnection {
     /// Sends our handshake and reads the peer's, within `timeout`.
     pub(super) async fn open(
-        mut stream: TcpStream,
+        stream: TcpStream,
         ours: SpProtocol,
         limits: SpLimits,
         timeout: Duration,
     ) -> io::Result<SpConnection> {
         let _ = stream.set_nodelay(true);
         let mut connection = SpConnection {
+            stream,
             decoder: SpDecoder::new(ours, limits),
             read_buffer: alloc::vec![0u8; 4096].into_boxed_slice(),
-            stream: {
-                stream.write_all(&encode_handshake(ours)).await?;
-                stream
-            },
         };
         let handshake = async {
+            connection.stream.write_all(&encode_handshake(ours)).await?;
+            // Messages may follow the handshake in the same read: they stay buffered.
             while connection.decoder.peer().is_none() {
-                if let Some(message) = connection.read_more().await? {
-                    // Only a handshake can come first; a message means it completed.
-                    let _ = message;
-                    break;
-                }
+                connection.read_once().await?;
             }
             Ok::<(), io::Error>(())
         };
@@ -57,27 +52,25 @@ impl SpConnection {
         Ok(connection)
     }
 
-    /// Reads once and feeds the decoder; returns a message if the bytes completed one (only
-    /// used for the handshake, where none can).
-    async fn read_more(&mut self) -> io::Result<Option<Bytes>> {
-        if let Some(message) = self.decoder.next_message().map_err(protocol_error)? {
-            return Ok(Some(message));
-        }
+    /// Reads once and feeds the decoder (which consumes the peer's handshake when complete).
+    async fn read_once(&mut self) -> io::Result<()> {
         let read = self.stream.read(&mut self.read_buffer).await?;
         if read == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed"));
         }
         self.decoder.push(&self.read_buffer[..read]).map_err(protocol_error)?;
-        Ok(self.decoder.next_message().map_err(protocol_error)?)
+        Ok(())
     }
 
     /// The next message; an error when the peer closed or broke the protocol. Cancel-safe:
     /// its only await is a read, whose bytes are fed to the decoder before anything else.
     pub(super) async fn recv(&mut self) -> io::Result<Bytes> {
         loop {
-            if let Some(message) = self.read_more().await? {
+            // Drained to `None` before every read, so a push never finds the decoder full.
+            if let Some(message) = self.decoder.next_message().map_err(protocol_error)? {
                 return Ok(message);
             }
+            self.read_once().await?;
         }
     }
 
