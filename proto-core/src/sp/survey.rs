@@ -1,6 +1,6 @@
 //! The survey header and the survey server's decisions (gopherdiscovery's server).
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -159,7 +159,7 @@ pub struct Surveyor {
     next_survey: Instant,
     members: BTreeSet<String>,
     published: Option<Bytes>,
-    outputs: Vec<SurveyorOutput>,
+    outputs: VecDeque<SurveyorOutput>,
     dropped: u64,
 }
 
@@ -175,7 +175,7 @@ impl Surveyor {
             next_survey: now,
             members: BTreeSet::new(),
             published: None,
-            outputs: Vec::new(),
+            outputs: VecDeque::new(),
             dropped: 0,
         }
     }
@@ -200,7 +200,7 @@ impl Surveyor {
             let mut message = Vec::new();
             encode_message(&[&id.get().to_be_bytes()], &self.config.limits, &mut message)
                 .expect("a 4-byte survey fits any limit");
-            self.outputs.push(SurveyorOutput::Survey(Bytes::from(message)));
+            self.outputs.push_back(SurveyorOutput::Survey(Bytes::from(message)));
         }
     }
 
@@ -250,13 +250,13 @@ impl Surveyor {
             .expect("the list was cut to the limit");
         let message = Bytes::from(message);
         self.published = Some(message.clone());
-        self.outputs.push(SurveyorOutput::Publish(message));
+        self.outputs.push_back(SurveyorOutput::Publish(message));
     }
 
     /// The next thing to send.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<SurveyorOutput> {
-        if self.outputs.is_empty() { None } else { Some(self.outputs.remove(0)) }
+        self.outputs.pop_front()
     }
 
     /// When [`Surveyor::handle_timeout`] is next due.

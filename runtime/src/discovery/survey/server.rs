@@ -17,6 +17,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::conn::SpConnection;
 
+/// How long the server waits after a failed accept before accepting again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 /// The survey server's settings beyond the [`SurveyorConfig`].
 #[derive(Clone, Copy, Debug)]
 pub struct SurveyServerConfig {
@@ -165,6 +168,10 @@ impl SurveyServer {
                     let _ = surveyor.handle_answer(now(), &answer);
                 }
                 accepted = survey.accept() => {
+                    if accepted.is_err() {
+                        // Out of descriptors, say: do not spin on the listener.
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
                     if let Ok((stream, _)) = accepted
                         && let Some(slot) = Slot::take(&respondents, config.max_respondents)
                     {
@@ -177,6 +184,9 @@ impl SurveyServer {
                     }
                 }
                 accepted = publish.accept() => {
+                    if accepted.is_err() {
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
                     if let Ok((stream, _)) = accepted
                         && let Some(slot) = Slot::take(&subscribers, config.max_subscribers)
                     {
