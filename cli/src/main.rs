@@ -15,6 +15,7 @@
 mod demo;
 mod discovery;
 mod histogram;
+mod logging;
 mod node;
 mod source;
 mod table;
@@ -56,8 +57,14 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args).await.map_err(|error| error.to_string()),
-        Command::Node(args) => node::run(*args).await.map_err(|error| error.to_string()),
-        Command::Discovery(args) => discovery::run(args).await,
+        Command::Node(args) => {
+            logging::init(args.log_level.as_deref());
+            node::run(*args).await.map_err(|error| error.to_string())
+        }
+        Command::Discovery(args) => {
+            logging::init(None);
+            discovery::run(args).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

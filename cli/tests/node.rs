@@ -20,13 +20,7 @@ fn echo_ring_serves_get_put_delete_from_every_node_and_leaves_on_sigterm() {
     let nodes = ring(3, &["--keyspace", "ks:8MiB", "--keyspace", "other", "--source", "echo:v-"]);
     drive(async {
         let keys: Vec<Vec<u8>> = (0..30).map(|i| format!("key-{i}").into_bytes()).collect();
-        for key in &keys {
-            for node in &nodes {
-                let answer = node.get("ks", key).await;
-                assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-                assert_eq!(answer.body, [b"v-".as_slice(), key].concat());
-            }
-        }
+        assert_echo_gets(&nodes, &keys).await;
         let awkward = "a b+c/d%e ü".as_bytes();
         for node in &nodes {
             assert_eq!(node.get("ks", awkward).await.body, [b"v-".as_slice(), awkward].concat());

@@ -34,13 +34,6 @@ fn member_ids(members: &Json) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether `members` shows `id` connected.
-fn connected(members: &Json, id: &str) -> bool {
-    members["members"]
-        .as_array()
-        .is_some_and(|list| list.iter().any(|m| m["id"] == id && m["connected"] == true))
-}
-
 fn start(listen: SocketAddr, peers: &[SocketAddr], secret: Option<&PathBuf>) -> NodeProcess {
     let path = secret.map(|path| path.display().to_string());
     let mut flags = vec!["--keyspace", "ks", "--source", "echo:v-"];
@@ -124,21 +117,8 @@ fn a_secret_file_that_is_missing_or_too_short_stops_the_node_with_the_reason() {
     let missing = short.with_file_name("no-such-file");
     for (path, reason) in [(&short, "fewer than 16"), (&missing, "cannot read it")] {
         let path = path.display().to_string();
-        let output = run_to_exit(&[
-            "node",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--keyspace",
-            "ks",
-            "--source",
-            "echo:",
-            "--cluster-secret-file",
-            &path,
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let (code, stderr) = start_refused(&["--cluster-secret-file", &path]);
+        assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains(reason) && stderr.contains("--cluster-secret-file"), "{stderr}");
     }
 }

@@ -28,7 +28,8 @@
 //!   and the send-buffer policy every driver applies ([`SendBuffer`] as configured,
 //!   [`SendLimits`] as applied, [`Outflow`] for a reader and a writer on tasks of their own).
 //! - [`tls`]: mutual TLS between peers ([`tls::TlsConfig`], reloaded without a restart; one
-//!   sans-IO [`tls::TlsSession`] both drivers feed), and [`TransportGuard`]: what a node's
+//!   sans-IO [`tls::TlsSession`] both drivers feed; [`tls::ServerCert`], the same loader for
+//!   an HTTPS front end's certificate), and [`TransportGuard`]: what a node's
 //!   transport checks before the core hears of a connection (the inbound connection cap,
 //!   which counts connections in their handshake; failed handshakes), with its
 //!   [`TransportStats`].

@@ -33,6 +33,7 @@ use herdcache_runtime::{
 };
 
 use crate::certs::{NodeCert, TestPki};
+use crate::peer_wire;
 
 /// The keyspace of the API tests.
 const KEYSPACE: &str = "ks";
@@ -723,59 +724,16 @@ pub async fn a_peer_of_another_cluster_is_refused<R: Start<Started: Started>>() 
     stop_all(nodes).await;
 }
 
-/// Speaks the native wire on a raw TCP connection to `addr`: sends `frames` (request id,
-/// message) and returns every frame the node sends back until it closes the connection or
-/// goes quiet for a moment.
-async fn raw_exchange(
-    addr: std::net::SocketAddr,
-    frames: &[(u64, herdcache_proto::Message)],
-) -> (Vec<(u64, herdcache_proto::Message)>, bool) {
-    use herdcache_proto::{FrameDecoder, WireLimits};
-    let limits = WireLimits::default();
-    let mut stream = TcpStream::connect(addr).await.expect("connects");
-    let mut bytes = Vec::new();
-    for (id, message) in frames {
-        message.encode(*id, &mut bytes, &limits).expect("a frame within the limits");
-    }
-    stream.write_all(&bytes).await.expect("written");
-    let mut decoder = FrameDecoder::new(limits);
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let closed = loop {
-        let read = async { Some(stream.read(&mut buffer).await) };
-        let quiet = async {
-            Timer::after(Duration::from_millis(500)).await;
-            None
-        };
-        match read.or(quiet).await {
-            None => break false,
-            Some(Ok(0) | Err(_)) => break true,
-            Some(Ok(n)) => {
-                decoder.push(&buffer[..n]).expect("the node's frames decode");
-                while let Some((header, message)) = decoder.next_frame().expect("a frame") {
-                    received.push((header.request_id, message));
-                }
-            }
-        }
-    };
-    (received, closed)
-}
-
 /// A raw TCP peer that says the cluster's label under an id no member has: its put, clear and
 /// goodbye are answered `Unauthorized` and change nothing; counted on the node.
 pub async fn a_non_member_on_the_peer_port_cannot_write_clear_or_say_goodbye<
     R: Start<Started: Started>,
 >() {
-    use herdcache_proto::{ErrorCode, Message, PROTOCOL_VERSION, PutEntry};
+    use herdcache_proto::{ErrorCode, Message, PutEntry};
     let source = Counting::new(Duration::ZERO);
     let nodes = start_cluster::<R>(2, &source).await;
     let kept = within("get", nodes[0].get(KEYSPACE, "kept")).await.expect("a value");
-    let hello = Message::Hello {
-        protocol_version: u16::from(PROTOCOL_VERSION),
-        cluster: Bytes::from_static(b"test"),
-        node_id: Bytes::from_static(b"127.0.0.1:9"),
-        nonce: None,
-    };
+    let hello = peer_wire::hello("test", "127.0.0.1:9", None);
     let put = Message::Put {
         keyspace: Bytes::from_static(KEYSPACE.as_bytes()),
         entry: PutEntry {
@@ -787,7 +745,8 @@ pub async fn a_non_member_on_the_peer_port_cannot_write_clear_or_say_goodbye<
     let clear = Message::ClearKeyspace { keyspace: Bytes::from_static(KEYSPACE.as_bytes()) };
     let frames = [(0, hello), (1, put), (2, clear), (3, Message::Leaving)];
     let (answers, _) =
-        within("the impostor's answers", raw_exchange(nodes[0].local_addr(), &frames)).await;
+        within("the impostor's answers", peer_wire::raw_exchange(nodes[0].local_addr(), &frames))
+            .await;
     for id in 1..=3 {
         let refused = answers.iter().any(|(got, message)| {
             *got == id
@@ -811,7 +770,7 @@ pub async fn a_non_member_on_the_peer_port_cannot_write_clear_or_say_goodbye<
 pub async fn an_impostor_without_the_cluster_secret_is_refused_at_the_hello<
     R: Start<Started: Started>,
 >() {
-    use herdcache_proto::{ErrorCode, Message, PROTOCOL_VERSION, PutEntry};
+    use herdcache_proto::{ErrorCode, Message, PutEntry};
     let source = Counting::new(Duration::ZERO);
     let mut nodes = Vec::new();
     for _ in 0..2 {
@@ -837,12 +796,7 @@ pub async fn an_impostor_without_the_cluster_secret_is_refused_at_the_hello<
             Ok(Bytes::from(format!("v:{key}")))
         );
     }
-    let hello = Message::Hello {
-        protocol_version: u16::from(PROTOCOL_VERSION),
-        cluster: Bytes::from_static(b"test"),
-        node_id: Bytes::from(ids[1].clone()),
-        nonce: Some([7; 16]),
-    };
+    let hello = peer_wire::hello("test", &ids[1], Some([7; 16]));
     let put = Message::Put {
         keyspace: Bytes::from_static(KEYSPACE.as_bytes()),
         entry: PutEntry {
@@ -854,7 +808,8 @@ pub async fn an_impostor_without_the_cluster_secret_is_refused_at_the_hello<
     let frames =
         [(0, hello), (0, Message::HelloProof { mac: [0; 32] }), (1, put), (2, Message::Leaving)];
     let (answers, closed) =
-        within("the impostor's answers", raw_exchange(nodes[0].local_addr(), &frames)).await;
+        within("the impostor's answers", peer_wire::raw_exchange(nodes[0].local_addr(), &frames))
+            .await;
     assert!(closed, "the node closed the connection: {answers:?}");
     let refused = answers.iter().any(|(_, message)| {
         matches!(message, Message::Error(error) if error.code == ErrorCode::Unauthenticated)

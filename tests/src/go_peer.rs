@@ -194,6 +194,24 @@ pub fn go_peers_available() -> bool {
     }
 }
 
+/// The first key `key-N` that `owner` owns on Go groupcache's ring over the base URLs
+/// `urls` (what a test fetches to reach a chosen peer).
+///
+/// # Panics
+/// When `urls` make no ring, or `owner` is not among them.
+#[must_use]
+pub fn key_owned_by(urls: &[&str], owner: &str) -> String {
+    let ring = herdcache_proto::Ring::with_peers(
+        herdcache_proto::RingScheme::GROUPCACHE,
+        urls.iter().copied(),
+    )
+    .expect("a ring");
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| ring.owner(key.as_bytes()) == Some(&owner))
+        .expect("every member owns some key")
+}
+
 /// Whether the tests run in CI: `CI` is set to anything but empty, `0` or `false` (CI
 /// services set `true`, `1`, `yes` or their name).
 #[must_use]

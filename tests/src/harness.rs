@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herdcache_proto::{Error, KeyspaceStats, NodeConfig, Ring, RingScheme, Value};
+use herdcache_runtime::tls::TlsConfig;
 use herdcache_runtime::{Handle, SendBuffer};
 
 use crate::source::Source;
@@ -32,6 +33,9 @@ pub const KEYSPACE_BYTES: u64 = 64 << 20;
 pub struct NodeSpec {
     /// The address to listen on (`127.0.0.1:0` for a fresh node, the old address for a restart).
     pub listen: SocketAddr,
+    /// The address peers reach it at, which is its node id (`None`: the bound address). The
+    /// hostile suite puts a proxy there.
+    pub advertise: Option<String>,
     /// Every member's advertised address, this node's own included when known.
     pub peers: Vec<String>,
     /// The data source of [`KEYSPACE`].
@@ -40,12 +44,17 @@ pub struct NodeSpec {
     pub tune: fn(&mut NodeConfig),
     /// The send-buffer limits of its connections.
     pub send_buffer: SendBuffer,
+    /// Mutual TLS between peers (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
+    /// The inbound connection cap (`None`: the default).
+    pub max_inbound: Option<usize>,
 }
 
 impl fmt::Debug for NodeSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeSpec")
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("peers", &self.peers)
             .finish_non_exhaustive()
     }
@@ -237,10 +246,13 @@ impl Cluster {
             let source = Source::new(delay, Arc::clone(&version));
             let node_spec = NodeSpec {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                advertise: None,
                 peers: Vec::new(),
                 source: Arc::clone(&source),
                 tune,
                 send_buffer,
+                tls: None,
+                max_inbound: None,
             };
             let node = within(Duration::from_secs(10), "start", runtime.start(node_spec))
                 .await
@@ -374,10 +386,13 @@ impl Cluster {
         let source = Source::new(self.delay, Arc::clone(&self.version));
         let spec = NodeSpec {
             listen: member.addr,
+            advertise: None,
             peers: self.ids(),
             source: Arc::clone(&source),
             tune: self.tune,
             send_buffer: self.send_buffer,
+            tls: None,
+            max_inbound: None,
         };
         let mut attempt = 0;
         let node = loop {

@@ -14,6 +14,13 @@
 //! - [`api`] holds the runtime crates' API tests (one node or a few, the whole `Handle`
 //!   API), one executor-neutral body each, run per runtime crate and per executor by
 //!   [`api_tests!`].
+//! - [`peer_wire`] is a test's own end of the native peer protocol (raw frames, a hello in
+//!   any name, the dialler's side of the cluster secret's handshake), for tests that play a
+//!   peer the nodes should not trust.
+//! - [`hostile`] is the hostile-network suite: attacks (a fault-injecting proxy between
+//!   members, slowloris, connection floods, garbage, impostors, forged goodbyes) on a
+//!   3-node cluster with a cluster secret while it serves gets, one body each, run per
+//!   runtime by [`hostile_tests!`] (`tests/hostile_<runtime>.rs`).
 //! - [`scenarios`] are the bodies; [`scenario_tests!`] turns them into `#[test]`s for one
 //!   way of building a cluster, as `tests/tokio.rs` does.
 //! - [`certs`] is a throwaway certificate authority issuing node certificates for the TLS
@@ -49,9 +56,11 @@ mod dnsmasq;
 pub mod etcd;
 mod go_peer;
 mod harness;
+pub mod hostile;
 pub mod http;
 pub mod nanocat;
 mod origin;
+pub mod peer_wire;
 mod rt_async_std;
 mod rt_mio;
 mod rt_tokio;
@@ -62,7 +71,7 @@ pub mod transport;
 pub use dnsmasq::{DNSMASQ, Dnsmasq, LOCAL_TTL, SrvTarget, dnsmasq_available};
 pub use go_peer::{
     DEBIAN_GOCODE, GoCacheStats, GoGetError, GoPeer, GoPeerSpec, GoPeerTls, GoStats, READY_TIMEOUT,
-    go_peers_available,
+    go_peers_available, key_owned_by,
 };
 pub use harness::{
     BoxFuture, CLUSTER, Cluster, ClusterSpec, Down, KEYSPACE, KEYSPACE_BYTES, NodeSpec, Runtime,

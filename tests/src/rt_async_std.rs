@@ -48,6 +48,18 @@ impl Runtime for AsyncStd {
             .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), AsyncIoSource(spec.source))
             .config(spec.tune)
             .send_buffer(spec.send_buffer);
+        let builder = match spec.advertise {
+            Some(advertise) => builder.advertise(advertise),
+            None => builder,
+        };
+        let builder = match spec.tls {
+            Some(tls) => builder.tls(tls),
+            None => builder,
+        };
+        let builder = match spec.max_inbound {
+            Some(max) => builder.max_inbound_connections(max),
+            None => builder,
+        };
         Box::pin(async move {
             match builder.start().await {
                 Ok(handle) => Ok(Arc::new(TestNode::new(handle))),

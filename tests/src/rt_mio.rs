@@ -51,14 +51,26 @@ impl Runtime for Mio {
             .name("mio-start".into())
             .stack_size(START_STACK)
             .spawn(move || {
-                let started = Node::builder()
+                let builder = Node::builder()
                     .cluster(CLUSTER)
                     .listen(spec.listen)
                     .peers(spec.peers)
                     .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), MioSource(spec.source))
                     .config(spec.tune)
-                    .send_buffer(spec.send_buffer)
-                    .start();
+                    .send_buffer(spec.send_buffer);
+                let builder = match spec.advertise {
+                    Some(advertise) => builder.advertise(advertise),
+                    None => builder,
+                };
+                let builder = match spec.tls {
+                    Some(tls) => builder.tls(tls),
+                    None => builder,
+                };
+                let builder = match spec.max_inbound {
+                    Some(max) => builder.max_inbound_connections(max),
+                    None => builder,
+                };
+                let started = builder.start();
                 drop(answer.send(started));
             });
         Box::pin(async move {

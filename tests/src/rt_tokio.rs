@@ -53,6 +53,18 @@ impl Runtime for Tokio {
                 .keyspace(KeyspaceConfig::new(KEYSPACE, KEYSPACE_BYTES), TokioSource(spec.source))
                 .config(spec.tune)
                 .send_buffer(spec.send_buffer);
+            let builder = match spec.advertise {
+                Some(advertise) => builder.advertise(advertise),
+                None => builder,
+            };
+            let builder = match spec.tls {
+                Some(tls) => builder.tls(tls),
+                None => builder,
+            };
+            let builder = match spec.max_inbound {
+                Some(max) => builder.max_inbound_connections(max),
+                None => builder,
+            };
             let started = runtime.spawn(builder.start()).await;
             let handle = match started {
                 Ok(Ok(handle)) => handle,

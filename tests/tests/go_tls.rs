@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use herdcache_proto::{Ring, RingScheme};
 use herdcache_tests::certs::TestPki;
 use herdcache_tests::{
-    GoPeer, GoPeerSpec, GoPeerTls, Origin, drive, go_peers_available, origin_value, within,
+    GoPeer, GoPeerSpec, GoPeerTls, Origin, drive, go_peers_available, key_owned_by, origin_value,
+    within,
 };
 
 /// A fresh directory for one test's files.
@@ -29,15 +29,6 @@ async fn tls_peer(origin: &Origin, tag: &str, pki: &TestPki, dir: &std::path::Pa
     spec.tls = Some(GoPeerTls::from(&files));
     spec.peer_timeout = Duration::from_secs(5);
     GoPeer::start(&spec).await.expect("a Go peer with TLS starts")
-}
-
-/// The first key of the form `key-N` that `owner` owns on the groupcache ring over `urls`.
-fn key_owned_by(urls: &[&str], owner: &str) -> String {
-    let ring = Ring::with_peers(RingScheme::GROUPCACHE, urls.iter().copied()).expect("a ring");
-    (0..)
-        .map(|i| format!("key-{i}"))
-        .find(|key| ring.owner(key.as_bytes()) == Some(&owner))
-        .expect("every member owns some key")
 }
 
 #[test]

@@ -37,7 +37,7 @@
 //! With a certificate (`--http-tls-cert`, `--http-tls-key`) every connection is TLS (HTTP/1.1
 //! inside): a client that starts with anything but a TLS handshake is closed at once, and one
 //! that starts like a plain HTTP request is first answered 400. The certificate in use is the
-//! one current at each handshake ([`super::tls::FrontCert`]).
+//! one in force at each handshake (`herdcache_runtime::tls::ServerCert`).
 //!
 //! Clients are bounded, so that slow or hostile ones cannot hold the node: at most
 //! `max_connections` are open at once (one more is answered 503 and closed at once, unread);

@@ -20,6 +20,10 @@
 //! (checked every second): a bad new file keeps the configuration in force, and says why on
 //! stderr. Connections already open keep their session.
 //!
+//! The runtime's `tracing` records go to stderr (`crate::logging`: `--log-level`, else
+//! `RUST_LOG`, else warnings of herdcache's crates), beside the node's own lines; stdout holds
+//! only the ready line.
+//!
 //! The node's id is the address peers dial, so an unspecified `--listen` IP (`0.0.0.0`, `::`)
 //! needs `--advertise`. The front end's PUT and DELETE need a bearer token only with
 //! `--http-token-file`: it binds to loopback unless `--http` says otherwise
@@ -27,19 +31,17 @@
 
 mod front;
 mod source;
-mod tls;
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use herdcache_proto::{LivenessConfig, MIN_CLUSTER_SECRET_LEN, WireLimits};
 use herdcache_runtime::DEFAULT_MAX_INBOUND;
 use herdcache_runtime::discovery::{DiscoveryOptions, DiscoverySpec};
-use herdcache_runtime::tls::{TlsConfig, TlsError};
+use herdcache_runtime::tls::{ServerCert, TlsConfig, TlsError};
 use herdcache_tokio::{Builder, KeyspaceConfig, Node, StartError};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -130,7 +132,11 @@ Front end (--http):
 SIGINT or SIGTERM: graceful leave (peers are told, work in progress finishes, answers in
 progress are written), then exit 0. A second SIGINT or SIGTERM: exit at once, status 1.
 SIGHUP: re-read the TLS certificate, key and CA files of --tls-* and --http-tls-* (also done
-when they change); a bad file keeps the configuration in force (logged).";
+when they change); a bad file keeps the configuration in force (logged).
+
+Logs go to stderr: what the node refuses and why (peer connections, TLS handshakes, the
+connection cap), discovery trouble; warnings by default, more with --log-level info or
+RUST_LOG (e.g. RUST_LOG=herdcache_runtime=debug). stdout has only the ready line.";
 
 /// The flags of `herdcache node`.
 #[derive(Args, Debug, Clone)]
@@ -292,6 +298,13 @@ pub(crate) struct NodeArgs {
     /// what is left is closed.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) stop_timeout: Duration,
+
+    /// What the node logs on stderr (refused peer connections and why, failed TLS handshakes,
+    /// the connection cap, discovery trouble, ...): a level for herdcache's crates (error,
+    /// warn, info, debug, trace), or a RUST_LOG-style filter (herdcache_runtime=debug,warn).
+    /// [default: $RUST_LOG, else warn for herdcache's crates and error for others]
+    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::parse_log_level)]
+    pub(crate) log_level: Option<String>,
 }
 
 /// A `--keyspace` value.
@@ -365,10 +378,9 @@ pub(crate) enum NodeError {
     Http(SocketAddr, io::Error),
     /// A signal handler could not be installed.
     Signal(io::Error),
-    /// The front end's certificate or key cannot be used.
-    Tls(&'static str, tls::CertError),
-    /// The peers' certificate, key or CA cannot be used.
-    PeerTls(TlsError),
+    /// The front end's certificate or key, or the peers' certificate, key or CA, cannot be
+    /// used (the flags, and why).
+    Tls(&'static str, TlsError),
 }
 
 impl fmt::Display for NodeError {
@@ -379,7 +391,6 @@ impl fmt::Display for NodeError {
             NodeError::Http(addr, error) => write!(f, "cannot bind the front end {addr}: {error}"),
             NodeError::Signal(error) => write!(f, "cannot install the signal handlers: {error}"),
             NodeError::Tls(flags, error) => write!(f, "{flags}: {error}"),
-            NodeError::PeerTls(error) => write!(f, "{PEER_TLS}: {error}"),
         }
     }
 }
@@ -511,54 +522,47 @@ const FRONT_TLS: &str = "--http-tls-cert/--http-tls-key";
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a SIGHUP or a change of its files reloads: the front end's certificate and the
-/// peers' TLS configuration.
+/// peers' TLS configuration (both loaded and watched by `herdcache_runtime::tls`).
 #[derive(Clone, Debug)]
 struct Reloads {
-    front_cert: Option<Arc<tls::FrontCert>>,
+    front_cert: Option<ServerCert>,
     peer_tls: Option<TlsConfig>,
-    /// The files of `peer_tls`.
-    peer_files: Vec<std::path::PathBuf>,
 }
 
 impl Reloads {
     /// Reloads everything, logging what happened and why (`cause`).
     fn reload(&self, cause: &str) {
         if let Some(cert) = &self.front_cert {
-            reload_front_cert(cert, cause);
+            report_front_cert(cert, cause, cert.reload(), true);
         }
         if let Some(peer_tls) = &self.peer_tls {
-            reload_peer_tls(peer_tls, cause, true);
+            report_peer_tls(cause, peer_tls.reload(), true);
         }
     }
 
-    /// Polls the files every [`WATCH_INTERVAL`] and reloads what changed; for ever. (The
-    /// peers' TLS also looks at its files when a connection starts: this reloads it when no
+    /// Looks at the files every [`WATCH_INTERVAL`] and reloads what changed; for ever. (Both
+    /// also look at their files when a connection starts: this reloads them when no
     /// connection does, and says so.)
     async fn watch_files(self) {
-        let mut front = self.front_cert.as_ref().map(|cert| tls::FileWatch::new(cert.files()));
-        let mut peer = tls::FileWatch::new(self.peer_files.iter().map(|path| path.as_path()));
         let mut ticks = tokio::time::interval(WATCH_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cause = "a file changed";
         loop {
             ticks.tick().await;
-            if let (Some(cert), Some(watch)) = (&self.front_cert, &mut front)
-                && watch.changed()
-            {
-                reload_front_cert(cert, "a file changed");
+            if let Some(cert) = &self.front_cert {
+                report_front_cert(cert, cause, cert.reload_if_changed(), false);
             }
-            if let Some(peer_tls) = &self.peer_tls
-                && peer.changed()
-            {
-                reload_peer_tls(peer_tls, "a file changed", false);
+            if let Some(peer_tls) = &self.peer_tls {
+                report_peer_tls(cause, peer_tls.reload_if_changed(), false);
             }
         }
     }
 }
 
-/// Reloads the peers' TLS files; says when nothing changed only if `say_unchanged` (a file
-/// watch may find them already reloaded by a connection that started).
-fn reload_peer_tls(peer_tls: &TlsConfig, cause: &str, say_unchanged: bool) {
-    match peer_tls.reload() {
+/// Says what a reload of the peers' TLS files did; when nothing changed only if
+/// `say_unchanged` (a file watch may find them already reloaded by a connection that started).
+fn report_peer_tls(cause: &str, reloaded: Result<bool, TlsError>, say_unchanged: bool) {
+    match reloaded {
         Ok(true) => {
             eprintln!("herdcache node: {cause}: reloaded the peers' TLS certificate, key and CA")
         }
@@ -573,14 +577,23 @@ fn reload_peer_tls(peer_tls: &TlsConfig, cause: &str, say_unchanged: bool) {
     }
 }
 
-fn reload_front_cert(cert: &tls::FrontCert, cause: &str) {
-    let [cert_file, key_file] = cert.files();
-    match cert.reload() {
-        Ok(()) => eprintln!(
-            "herdcache node: {cause}: reloaded the front end's certificate ({}, {})",
-            cert_file.display(),
-            key_file.display()
+/// Says what a reload of the front end's certificate did, as [`report_peer_tls`].
+fn report_front_cert(
+    cert: &ServerCert,
+    cause: &str,
+    reloaded: Result<bool, TlsError>,
+    say_unchanged: bool,
+) {
+    let (cert_file, key_file) = cert.files();
+    let files = format!("{}, {}", cert_file.display(), key_file.display());
+    match reloaded {
+        Ok(true) => {
+            eprintln!("herdcache node: {cause}: reloaded the front end's certificate ({files})")
+        }
+        Ok(false) if say_unchanged => eprintln!(
+            "herdcache node: {cause}: the front end's certificate is unchanged (in force: {files})"
         ),
+        Ok(false) => {}
         Err(error) => eprintln!(
             "herdcache node: {cause}: the front end's certificate was not reloaded, the \
              current one stays: {error}"
@@ -623,9 +636,9 @@ fn peer_tls(args: &NodeArgs) -> Result<Option<TlsConfig>, NodeError> {
     let given =
         [("--tls-cert", &args.tls_cert), ("--tls-key", &args.tls_key), ("--tls-ca", &args.tls_ca)];
     match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => {
-            TlsConfig::from_files(cert, key, ca).map(Some).map_err(NodeError::PeerTls)
-        }
+        (Some(cert), Some(key), Some(ca)) => TlsConfig::from_files(cert, key, ca)
+            .map(Some)
+            .map_err(|error| NodeError::Tls(PEER_TLS, error)),
         (None, None, None) => Ok(None),
         _ => {
             let missing: Vec<&str> =
@@ -733,18 +746,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     }
 
     let front_cert = match (&args.http_tls_cert, &args.http_tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(
-            tls::FrontCert::load(cert, key).map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
-        )),
+        (Some(cert), Some(key)) => Some(
+            ServerCert::from_files(cert, key).map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
+        ),
         _ => None,
     };
-    let acceptor = match &front_cert {
-        Some(cert) => Some(TlsAcceptor::from(
-            tls::FrontCert::server_config(cert)
-                .map_err(|error| NodeError::Tls(FRONT_TLS, error))?,
-        )),
-        None => None,
-    };
+    let acceptor = front_cert.as_ref().map(|cert| TlsAcceptor::from(cert.server_config()));
 
     // Signals first, so that a stop that comes during start-up is not lost (and a SIGHUP
     // does not kill the process, its default).
@@ -765,9 +772,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), NodeError> {
     };
     let front_end =
         tokio::spawn(front::serve(listener, front, acceptor, connections.clone(), stopped));
-    let peer_files = [&args.tls_cert, &args.tls_key, &args.tls_ca];
-    let peer_files = peer_files.into_iter().flatten().cloned().collect();
-    let reloads = Reloads { front_cert, peer_tls, peer_files };
+    let reloads = Reloads { front_cert, peer_tls };
     let watcher = tokio::spawn(reloads.clone().watch_files());
     println!(
         "herdcache node ready: id={} listen={} http={http}",

@@ -403,3 +403,43 @@ pub async fn until_all(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Whether `members` (a `/v1/members` document) shows `id` connected.
+pub fn connected(members: &serde_json::Value, id: &str) -> bool {
+    members["members"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|m| m["id"] == id && m["connected"] == true))
+}
+
+/// Waits (at most 20 s) until `a` and `b` each show the other connected.
+pub async fn until_connected(a: &NodeProcess, b: &NodeProcess) {
+    until_all(&[a, b], Duration::from_secs(20), "a and b connected", |node, members| {
+        let other = if node.id == a.id { &b.id } else { &a.id };
+        connected(members, other)
+    })
+    .await;
+}
+
+/// Gets every key of keyspace `ks` through every node of `nodes`, whose source is `echo:v-`:
+/// each answers 200 with `v-KEY`.
+pub async fn assert_echo_gets<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeProcess> + Clone,
+    keys: &[Vec<u8>],
+) {
+    for key in keys {
+        for node in nodes.clone() {
+            let answer = node.get("ks", key).await;
+            assert_eq!(answer.status, StatusCode::OK, "{} {}", node.id, answer.text());
+            assert_eq!(answer.body, [b"v-".as_slice(), key].concat());
+        }
+    }
+}
+
+/// Runs `herdcache node` on free loopback ports with keyspace `ks` from `echo:` and `extra`
+/// flags, expecting it to stop at start: its exit code and stderr.
+pub fn start_refused(extra: &[&str]) -> (Option<i32>, String) {
+    let base =
+        ["node", "--listen=127.0.0.1:0", "--http=127.0.0.1:0", "--keyspace=ks", "--source=echo:"];
+    let output = run_to_exit(&[&base[..], extra].concat());
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}

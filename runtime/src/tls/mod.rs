@@ -2,7 +2,9 @@
 //! ([`TlsConfig`]: a certificate, its key, the cluster's CA; reloaded without a restart) and
 //! one sans-IO session type ([`TlsSession`]: ciphertext in, plaintext out and back) that the
 //! shared async connection loop and herdcache-mio's event loop drive over their sockets.
-//! rustls with the `ring` provider; TLS 1.3 and 1.2.
+//! Also [`ServerCert`]: a certificate and key without a CA, for an HTTPS front end (such as
+//! `herdcache node`'s), loaded and reloaded by the same code. rustls with the `ring`
+//! provider; TLS 1.3 and 1.2.
 //!
 //! Contract:
 //! - **Both sides authenticate.** An accepted peer must present a client certificate that
@@ -24,13 +26,17 @@
 //!   handshake closes the socket, is logged (at most once a second) and counted
 //!   ([`TransportStats::tls_handshake_failures`](crate::TransportStats)).
 //! - **Reload.** [`TlsConfig::reload`] re-reads the files; a connection starting at least a
-//!   second after the last look also compares the files' modification times and lengths and
-//!   reloads on a change, so a rotated certificate or CA is used without a restart or a
-//!   signal. A file that does not load keeps the old configuration (and is logged). Open
-//!   connections keep their session; new ones use the new certificate, key and CA.
+//!   second after the last look also compares the files' modification times, lengths, inodes
+//!   and devices (a rename over a file, as Kubernetes' secret volumes do, changes the inode)
+//!   and reloads on a change, so a rotated certificate or CA is used without a restart or a
+//!   signal; [`TlsConfig::reload_if_changed`] does the same look at once. A file that does
+//!   not load keeps the old configuration (and is logged). Open connections keep their
+//!   session; new ones use the new certificate, key and CA.
 //! - No session resumption (tickets or ids): every connection verifies the current chain.
 
+mod files;
 mod san;
+mod server_cert;
 mod session;
 mod verify;
 
@@ -39,17 +45,17 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock};
-use std::time::{Instant, SystemTime};
+use std::sync::{PoisonError, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, ServerConfig};
+
+use files::{FileWatch, Input, certified_key, ring_provider};
 
 pub use herdcache_proto::{PeerIdentity, PeerName};
+pub use server_cert::ServerCert;
 #[cfg(test)]
 use session::sni;
 pub use session::{SessionError, TlsSession};
@@ -81,7 +87,14 @@ pub enum TlsError {
         /// What is wrong.
         reason: String,
     },
-    /// The key does not match the certificate, or rustls refused the configuration.
+    /// The key is not the certificate's.
+    Mismatch {
+        /// The certificate's file, or `certificate PEM`.
+        cert: String,
+        /// The key's file, or `key PEM`.
+        key: String,
+    },
+    /// rustls refused the configuration.
     Config {
         /// What is wrong.
         reason: String,
@@ -91,8 +104,13 @@ pub enum TlsError {
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            TlsError::Read { path, error } => {
+                write!(f, "{}: cannot read it: {error}", path.display())
+            }
             TlsError::Invalid { input, reason } => write!(f, "{input}: {reason}"),
+            TlsError::Mismatch { cert, key } => {
+                write!(f, "{key} is not the key of the certificate in {cert}")
+            }
             TlsError::Config { reason } => write!(f, "TLS configuration: {reason}"),
         }
     }
@@ -119,29 +137,17 @@ pub struct TlsConfig {
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsConfig")
-            .field("files", &self.shared.files)
+            .field("files", &self.shared.watch.as_ref().map(FileWatch::paths))
             .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// Where the PEM files are.
-#[derive(Clone, Debug)]
-struct Files {
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-/// What a file looked like when it was last loaded (modification time and length).
-type Stamp = Option<(SystemTime, u64)>;
-
 struct Shared {
     provider: Arc<CryptoProvider>,
-    files: Option<Files>,
+    /// The certificate, key and CA files (none for PEM bytes).
+    watch: Option<FileWatch>,
     loaded: RwLock<Arc<Loaded>>,
-    /// When the files were last compared, and their stamps then.
-    checked: Mutex<(Instant, [Stamp; 3])>,
 }
 
 /// One loaded configuration: what connections starting now use.
@@ -150,8 +156,6 @@ pub(crate) struct Loaded {
     pub(crate) server: Arc<ServerConfig>,
     /// For dialled peer connections: our certificate, the CA-only server verifier.
     pub(crate) client: Arc<ClientConfig>,
-    /// The certificate and key (for the HTTP front's resolver).
-    certified: Arc<CertifiedKey>,
     /// The PEM bytes, to tell whether a reload changed anything.
     pem: [Vec<u8>; 3],
 }
@@ -169,15 +173,11 @@ impl TlsConfig {
         key: impl AsRef<Path>,
         ca: impl AsRef<Path>,
     ) -> Result<TlsConfig, TlsError> {
-        let files = Files {
-            cert: cert.as_ref().to_path_buf(),
-            key: key.as_ref().to_path_buf(),
-            ca: ca.as_ref().to_path_buf(),
-        };
+        let paths = [cert.as_ref(), key.as_ref(), ca.as_ref()].map(Path::to_path_buf);
         let provider = ring_provider();
-        let stamps = files.stamps();
-        let loaded = files.load(&provider)?;
-        Ok(TlsConfig::new(provider, Some(files), loaded, stamps))
+        let watch = FileWatch::new(paths.into());
+        let loaded = Loaded::from_files(&provider, &watch)?;
+        Ok(TlsConfig::new(provider, Some(watch), loaded))
     }
 
     /// The same from PEM bytes (nothing to reload).
@@ -187,26 +187,16 @@ impl TlsConfig {
     pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<TlsConfig, TlsError> {
         let provider = ring_provider();
         let inputs = [
-            ("certificate PEM".to_owned(), cert.to_vec()),
-            ("key PEM".to_owned(), key.to_vec()),
-            ("CA PEM".to_owned(), ca.to_vec()),
+            Input::bytes("certificate PEM", cert),
+            Input::bytes("key PEM", key),
+            Input::bytes("CA PEM", ca),
         ];
         let loaded = Loaded::from_pem(&provider, inputs)?;
-        Ok(TlsConfig::new(provider, None, loaded, [None; 3]))
+        Ok(TlsConfig::new(provider, None, loaded))
     }
 
-    fn new(
-        provider: Arc<CryptoProvider>,
-        files: Option<Files>,
-        loaded: Loaded,
-        stamps: [Stamp; 3],
-    ) -> TlsConfig {
-        let shared = Shared {
-            provider,
-            files,
-            loaded: RwLock::new(Arc::new(loaded)),
-            checked: Mutex::new((Instant::now(), stamps)),
-        };
+    fn new(provider: Arc<CryptoProvider>, watch: Option<FileWatch>, loaded: Loaded) -> TlsConfig {
+        let shared = Shared { provider, watch, loaded: RwLock::new(Arc::new(loaded)) };
         TlsConfig { shared: Arc::new(shared), handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT }
     }
 
@@ -230,11 +220,9 @@ impl TlsConfig {
     /// # Errors
     /// As [`TlsConfig::from_files`]; the configuration in force stays.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let Some(files) = &self.shared.files else { return Ok(false) };
-        let stamps = files.stamps();
-        let loaded = files.load(&self.shared.provider)?;
-        let mut checked = self.shared.checked.lock().unwrap_or_else(PoisonError::into_inner);
-        *checked = (Instant::now(), stamps);
+        let Some(watch) = &self.shared.watch else { return Ok(false) };
+        watch.look();
+        let loaded = Loaded::from_files(&self.shared.provider, watch)?;
         let mut current = self.shared.loaded.write().unwrap_or_else(PoisonError::into_inner);
         if current.pem == loaded.pem {
             return Ok(false);
@@ -243,41 +231,31 @@ impl TlsConfig {
         Ok(true)
     }
 
-    /// A rustls server configuration for an HTTP front end: this node's certificate (it
-    /// follows reloads), no client certificates asked.
-    #[must_use]
-    pub fn http_server_config(&self) -> Arc<ServerConfig> {
-        let resolver = Arc::new(ReloadingCert(self.clone()));
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&self.shared.provider))
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default protocol versions");
-        let mut config = builder.with_no_client_auth().with_cert_resolver(resolver);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
+    /// Looks at the files now and reloads them if one changed since the last look (by this
+    /// call or by a connection that started): `Ok(false)` when none did, or they hold the
+    /// configuration in force. Files that do not load are tried again when they change again
+    /// (or on [`TlsConfig::reload`]).
+    ///
+    /// # Errors
+    /// As [`TlsConfig::reload`].
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        match &self.shared.watch {
+            Some(watch) if watch.changed(false) => self.reload(),
+            _ => Ok(false),
+        }
     }
 
     /// What a connection starting now uses: the loaded configuration, after a look at the
     /// files when the last one is [`FILE_CHECK_INTERVAL`] old (a change reloads them).
     pub(crate) fn current(&self) -> Arc<Loaded> {
-        if let Some(files) = &self.shared.files {
-            let changed = {
-                let mut checked =
-                    self.shared.checked.lock().unwrap_or_else(PoisonError::into_inner);
-                if checked.0.elapsed() < FILE_CHECK_INTERVAL {
-                    false
-                } else {
-                    let stamps = files.stamps();
-                    checked.0 = Instant::now();
-                    stamps != checked.1
-                }
-            };
-            if changed {
-                match self.reload() {
-                    Ok(true) => tracing::info!("TLS certificate, key or CA reloaded"),
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "TLS files changed but do not load: kept the old");
-                    }
+        if let Some(watch) = &self.shared.watch
+            && watch.changed(true)
+        {
+            match self.reload() {
+                Ok(true) => tracing::info!("TLS certificate, key or CA reloaded"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "TLS files changed but do not load: kept the old");
                 }
             }
         }
@@ -285,65 +263,18 @@ impl TlsConfig {
     }
 }
 
-impl Files {
-    fn stamps(&self) -> [Stamp; 3] {
-        [&self.cert, &self.key, &self.ca].map(|path| {
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
-        })
-    }
-
-    fn load(&self, provider: &Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|error| TlsError::Read { path: path.clone(), error })
-        };
-        let inputs = [
-            (self.cert.display().to_string(), read(&self.cert)?),
-            (self.key.display().to_string(), read(&self.key)?),
-            (self.ca.display().to_string(), read(&self.ca)?),
-        ];
-        Loaded::from_pem(provider, inputs)
-    }
-}
-
-/// rustls' ring provider (the project's choice: aws-lc's build is heavy on 2-core CI). rustls
-/// 0.23.48 deprecates it for want of post-quantum key exchange, which only aws-lc has.
-#[allow(deprecated, reason = "ring is the chosen provider; it lacks only post-quantum kx")]
-fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn invalid(input: &str, reason: impl fmt::Display) -> TlsError {
-    TlsError::Invalid { input: input.to_owned(), reason: reason.to_string() }
-}
-
 impl Loaded {
-    /// `[(name, bytes)]` of the certificate chain, the key and the CA.
-    fn from_pem(
-        provider: &Arc<CryptoProvider>,
-        inputs: [(String, Vec<u8>); 3],
-    ) -> Result<Loaded, TlsError> {
-        let [(cert_name, cert), (key_name, key), (ca_name, ca)] = inputs;
-        let chain = CertificateDer::pem_slice_iter(&cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| invalid(&cert_name, error))?;
-        if chain.is_empty() {
-            return Err(invalid(&cert_name, "no CERTIFICATE section"));
-        }
-        let private_key =
-            PrivateKeyDer::from_pem_slice(&key).map_err(|error| invalid(&key_name, error))?;
-        let mut roots = RootCertStore::empty();
-        for ca_cert in CertificateDer::pem_slice_iter(&ca) {
-            let ca_cert = ca_cert.map_err(|error| invalid(&ca_name, error))?;
-            roots.add(ca_cert).map_err(|error| invalid(&ca_name, error))?;
-        }
-        if roots.is_empty() {
-            return Err(invalid(&ca_name, "no CERTIFICATE section"));
-        }
-        let certified = CertifiedKey::from_der(chain, private_key, provider).map_err(|error| {
-            TlsError::Config { reason: format!("{key_name} does not fit {cert_name}: {error}") }
-        })?;
-        let certified = Arc::new(certified);
+    /// The certificate chain, key and CA of `watch`'s files.
+    fn from_files(provider: &Arc<CryptoProvider>, watch: &FileWatch) -> Result<Loaded, TlsError> {
+        let [cert, key, ca] = watch.paths() else { unreachable!("three files are watched") };
+        Loaded::from_pem(provider, [Input::read(cert)?, Input::read(key)?, Input::read(ca)?])
+    }
+
+    /// From the certificate chain, the key and the CA.
+    fn from_pem(provider: &Arc<CryptoProvider>, inputs: [Input; 3]) -> Result<Loaded, TlsError> {
+        let [cert, key, ca] = inputs;
+        let certified = Arc::new(certified_key(provider, &cert, &key)?);
+        let roots = ca.ca_roots()?;
         let roots = Arc::new(roots);
         let config_error = |error: rustls::Error| TlsError::Config { reason: error.to_string() };
 
@@ -372,8 +303,7 @@ impl Loaded {
         Ok(Loaded {
             server: Arc::new(server),
             client: Arc::new(client),
-            certified,
-            pem: [cert, key, ca],
+            pem: [cert.bytes, key.bytes, ca.bytes],
         })
     }
 }
@@ -399,22 +329,6 @@ impl rustls::client::ResolvesClientCert for FixedCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// The certificate in force (after a look at the files), for the HTTP front's server
-/// configuration.
-struct ReloadingCert(TlsConfig);
-
-impl fmt::Debug for ReloadingCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ReloadingCert")
-    }
-}
-
-impl rustls::server::ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0.current().certified))
     }
 }
 

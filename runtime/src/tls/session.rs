@@ -121,14 +121,20 @@ impl TlsSession {
         mut ciphertext: &[u8],
         plaintext: &mut BytesMut,
     ) -> Result<(), SessionError> {
-        if self.conn.is_handshaking() {
-            self.handshake_bytes = self.handshake_bytes.saturating_add(ciphertext.len());
-            if self.handshake_bytes > MAX_HANDSHAKE_BYTES {
-                return Err(SessionError::HandshakeTooLarge);
-            }
-        }
         while !ciphertext.is_empty() {
+            // Only what rustls takes while the handshake is under way counts against its
+            // budget: a peer's frames right behind its Finished, in the same read, are not
+            // handshake bytes (a dialler flushing the calls it queued while connecting).
+            // rustls takes at most one buffer's worth per call, so the budget still bounds
+            // what is held before the handshake completes.
+            let handshaking = self.conn.is_handshaking();
             let taken = self.conn.read_tls(&mut ciphertext).map_err(SessionError::Io)?;
+            if handshaking {
+                self.handshake_bytes = self.handshake_bytes.saturating_add(taken);
+                if self.handshake_bytes > MAX_HANDSHAKE_BYTES {
+                    return Err(SessionError::HandshakeTooLarge);
+                }
+            }
             let state = self.conn.process_new_packets().map_err(SessionError::Tls)?;
             self.drain_plaintext(plaintext)?;
             if state.peer_has_closed() {

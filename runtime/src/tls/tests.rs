@@ -165,15 +165,45 @@ fn garbage_and_a_plaintext_hello_fail_at_the_first_bytes() {
 fn more_than_the_handshake_budget_before_it_completes_fails() {
     let ca = Ca::new();
     let mut server = End::new(TlsSession::accept(&ca.config_for_id("a:1")).unwrap());
-    // A record header announcing a handshake message, then a long body, in small pieces.
+    // Well-formed handshake records carrying one client hello of the largest size a
+    // handshake message may announce (64 KiB), in 1000-byte fragments. Either bound ends it
+    // before the budget is passed: rustls' own message buffer (which fills first for one
+    // message) or the session's budget (which also counts every record of a flight).
     let mut failed = None;
-    for _ in 0..(MAX_HANDSHAKE_BYTES / 1000 + 2) {
-        if let Err(error) = server.session.receive(&[0x16; 1000], &mut server.received) {
+    for record in 0..(MAX_HANDSHAKE_BYTES / 1000 + 2) {
+        let mut bytes = vec![0x16, 0x03, 0x01, 0x03, 0xe8];
+        let mut fragment = vec![0_u8; 1000];
+        if record == 0 {
+            fragment[..4].copy_from_slice(&[0x01, 0x00, 0xff, 0xff]);
+        }
+        bytes.extend(fragment);
+        if let Err(error) = server.session.receive(&bytes, &mut server.received) {
             failed = Some(error);
             break;
         }
     }
-    assert!(failed.is_some(), "bounded before the handshake");
+    let bounded = match &failed {
+        Some(SessionError::HandshakeTooLarge) => true,
+        Some(SessionError::Io(error)) => error.to_string().contains("message buffer full"),
+        _ => false,
+    };
+    assert!(bounded, "bounded before the handshake: {failed:?}");
+}
+
+#[test]
+fn frames_right_behind_the_peers_finished_are_not_handshake_bytes() {
+    let ca = Ca::new();
+    let (mut server, mut client) = pair(&ca.config_for_id("a:1"), &ca.config_for_id("b:1"), "a:1");
+    assert!(deliver(&mut client, &mut server, usize::MAX), "the client's hello");
+    assert!(deliver(&mut server, &mut client, usize::MAX), "the server's flight");
+    assert!(!client.session.is_handshaking() && server.session.is_handshaking());
+    // The client's last flight and, in the same read, twice the handshake budget of data.
+    let burst: Vec<u8> = (0..2 * MAX_HANDSHAKE_BYTES + 1).map(|i| i as u8).collect();
+    let mut flight = Vec::new();
+    client.session.send(&burst, &mut flight);
+    server.session.receive(&flight, &mut server.received).expect("taken whole");
+    assert!(!server.session.is_handshaking());
+    assert_eq!(&server.received[..], &burst[..]);
 }
 
 #[test]
@@ -282,26 +312,53 @@ fn bad_inputs_name_what_is_wrong() {
     assert!(error.to_string().contains("CA PEM"), "{error}");
     let error =
         TlsConfig::from_pem(cert.as_bytes(), other_key.as_bytes(), ca.pem.as_bytes()).unwrap_err();
-    assert!(matches!(error, TlsError::Config { .. }), "{error}");
+    assert!(matches!(error, TlsError::Mismatch { .. }), "{error}");
     let missing =
         TlsConfig::from_files("/nonexistent/a.crt", "/nonexistent/a.key", "/x").unwrap_err();
     assert!(missing.to_string().contains("/nonexistent/a.crt"), "{missing}");
 }
 
+/// A node's certificate, key and CA files in a directory of the test's own, removed on drop.
+struct NodeFiles {
+    dir: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ca: std::path::PathBuf,
+}
+
+impl NodeFiles {
+    fn new(test: &str) -> NodeFiles {
+        let dir = std::env::temp_dir().join(format!("herdcache-tls-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key, ca) = (dir.join("n.crt"), dir.join("n.key"), dir.join("ca.crt"));
+        NodeFiles { dir, cert, key, ca }
+    }
+
+    /// Writes a certificate for `id` issued by `ca`, its key, and `ca`'s certificate.
+    fn write(&self, ca: &Ca, id: &str) {
+        let (cert, key) = ca.issue(vec![uri(id)], false);
+        std::fs::write(&self.cert, cert).unwrap();
+        std::fs::write(&self.key, key).unwrap();
+        std::fs::write(&self.ca, &ca.pem).unwrap();
+    }
+
+    fn config(&self) -> TlsConfig {
+        TlsConfig::from_files(&self.cert, &self.key, &self.ca).unwrap()
+    }
+}
+
+impl Drop for NodeFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn a_reload_takes_new_files_for_new_sessions_and_keeps_the_old_on_a_bad_file() {
-    let dir = std::env::temp_dir().join(format!("herdcache-tls-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path, ca_path) = (dir.join("n.crt"), dir.join("n.key"), dir.join("ca.crt"));
+    let files = NodeFiles::new("reload");
     let (old_ca, new_ca) = (Ca::new(), Ca::new());
-    let write = |ca: &Ca, id: &str| {
-        let (cert, key) = ca.issue(vec![uri(id)], false);
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
-        std::fs::write(&ca_path, &ca.pem).unwrap();
-    };
-    write(&old_ca, "a:1");
-    let config = TlsConfig::from_files(&cert_path, &key_path, &ca_path).unwrap();
+    files.write(&old_ca, "a:1");
+    let config = files.config();
     assert!(!config.reload().unwrap(), "nothing changed");
     let old_peer = old_ca.config_for_id("b:1");
     let new_peer = new_ca.config_for_id("b:1");
@@ -316,7 +373,7 @@ fn a_reload_takes_new_files_for_new_sessions_and_keeps_the_old_on_a_bad_file() {
     let (mut open_server, mut open_client) = pair(&config, &old_peer, "a:1");
     pump(&mut open_server, &mut open_client, 1000);
 
-    write(&new_ca, "a:1");
+    files.write(&new_ca, "a:1");
     assert!(config.reload().unwrap(), "the files changed");
     assert!(handshake(&config, &new_peer), "the new CA is in force");
     assert!(!handshake(&config, &old_peer), "the old CA is gone");
@@ -325,80 +382,108 @@ fn a_reload_takes_new_files_for_new_sessions_and_keeps_the_old_on_a_bad_file() {
     open_server.session.receive(&out, &mut open_server.received).unwrap();
     assert_eq!(&open_server.received[..], b"still here");
 
-    std::fs::write(&key_path, b"not a key").unwrap();
+    std::fs::write(&files.key, b"not a key").unwrap();
     assert!(config.reload().is_err(), "a bad key is an error");
     assert!(handshake(&config, &new_peer), "and the old configuration stays");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_changed_file_is_picked_up_by_a_new_connection_without_a_reload_call() {
-    let dir = std::env::temp_dir().join(format!("herdcache-tls-watch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path, ca_path) = (dir.join("n.crt"), dir.join("n.key"), dir.join("ca.crt"));
+    let files = NodeFiles::new("watch");
     let (old_ca, new_ca) = (Ca::new(), Ca::new());
-    let write = |ca: &Ca| {
-        let (cert, key) = ca.issue(vec![uri("a:1")], false);
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
-        std::fs::write(&ca_path, &ca.pem).unwrap();
-    };
-    write(&old_ca);
-    let config = TlsConfig::from_files(&cert_path, &key_path, &ca_path).unwrap();
-    write(&new_ca);
+    files.write(&old_ca, "a:1");
+    let config = files.config();
+    files.write(&new_ca, "a:1");
     std::thread::sleep(FILE_CHECK_INTERVAL + Duration::from_millis(100));
     let new_peer = new_ca.config_for_id("b:1");
     let (mut server, mut client) = pair(&config, &new_peer, "a:1");
     pump(&mut server, &mut client, 1000);
     assert!(server.error.is_none() && client.error.is_none(), "{:?}", server.error);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn the_http_server_config_serves_the_certificate_in_force_without_asking_for_one() {
-    let dir = std::env::temp_dir().join(format!("herdcache-tls-http-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path, ca_path) = (dir.join("n.crt"), dir.join("n.key"), dir.join("ca.crt"));
+fn reload_if_changed_reloads_once_per_change_and_sees_a_rename_over_a_file() {
+    let files = NodeFiles::new("if-changed");
     let (old_ca, new_ca) = (Ca::new(), Ca::new());
-    let write = |ca: &Ca| {
-        let (cert, key) = ca.issue(vec![uri("a:1")], false);
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
-        std::fs::write(&ca_path, &ca.pem).unwrap();
-    };
-    write(&old_ca);
-    let config = TlsConfig::from_files(&cert_path, &key_path, &ca_path).unwrap();
-    let http = config.http_server_config();
-    assert!(http.alpn_protocols.contains(&b"http/1.1".to_vec()));
-    // A client that trusts `ca` and has no certificate of its own (an HTTP client).
-    let handshake = |ca: &Ca| {
-        let roots = {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
-                roots.add(cert.unwrap()).unwrap();
-            }
-            Arc::new(roots)
-        };
-        let provider = ring_provider();
-        let client = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verify::ChainVerifier::new(
-                roots, &provider,
-            )))
-            .with_no_client_auth();
-        let client = rustls::ClientConnection::new(Arc::new(client), sni(b"a:1")).unwrap();
-        let server = rustls::ServerConnection::new(Arc::clone(&http)).unwrap();
-        let mut server = End::new(TlsSession::new(rustls::Connection::Server(server)));
-        let mut client = End::new(TlsSession::new(rustls::Connection::Client(client)));
-        pump(&mut server, &mut client, 1000);
-        server.error.is_none() && client.error.is_none() && !server.session.is_handshaking()
-    };
-    assert!(handshake(&old_ca), "no client certificate asked");
-    write(&new_ca);
-    assert!(config.reload().unwrap());
-    assert!(handshake(&new_ca), "the same server config serves the reloaded certificate");
-    assert!(!handshake(&old_ca));
-    let _ = std::fs::remove_dir_all(&dir);
+    files.write(&old_ca, "a:1");
+    let config = files.config();
+    assert!(!config.reload_if_changed().unwrap(), "nothing changed");
+    files.write(&new_ca, "a:1");
+    assert!(config.reload_if_changed().unwrap(), "the files changed");
+    assert!(!config.reload_if_changed().unwrap(), "seen once");
+    // The same bytes renamed over the CA file: a new inode, looked at, nothing new loaded.
+    let replacement = files.dir.join("replacement");
+    std::fs::write(&replacement, &new_ca.pem).unwrap();
+    std::fs::rename(&replacement, &files.ca).unwrap();
+    assert!(files_changed(&config), "the rename is seen");
+    // A bad key: an error once, then nothing until it changes again.
+    std::fs::write(&files.key, b"not a key").unwrap();
+    assert!(config.reload_if_changed().is_err());
+    assert!(!config.reload_if_changed().unwrap());
+}
+
+/// Whether `config`'s watch sees a change (and remembers the look).
+fn files_changed(config: &TlsConfig) -> bool {
+    config.shared.watch.as_ref().is_some_and(|watch| watch.changed(false))
+}
+
+/// Whether a client trusting `ca`, with no certificate of its own (an HTTP client), completes
+/// a handshake with `server`.
+fn http_handshake(server: &Arc<ServerConfig>, ca: &Ca) -> bool {
+    let roots = files::Input::bytes("CA PEM", ca.pem.as_bytes()).ca_roots().unwrap();
+    let provider = files::ring_provider();
+    let verifier = verify::ChainVerifier::new(Arc::new(roots), &provider);
+    let mut client = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let client = rustls::ClientConnection::new(Arc::new(client), sni(b"a:1")).unwrap();
+    let server = rustls::ServerConnection::new(Arc::clone(server)).unwrap();
+    let mut server = End::new(TlsSession::new(rustls::Connection::Server(server)));
+    let mut client = End::new(TlsSession::new(rustls::Connection::Client(client)));
+    pump(&mut server, &mut client, 1000);
+    server.error.is_none() && client.error.is_none() && !server.session.is_handshaking()
+}
+
+#[test]
+fn a_server_cert_serves_the_pair_in_force_without_asking_for_a_client_certificate() {
+    let files = NodeFiles::new("server-cert");
+    let (old_ca, new_ca) = (Ca::new(), Ca::new());
+    files.write(&old_ca, "a:1");
+    let cert = ServerCert::from_files(&files.cert, &files.key).unwrap();
+    let http = cert.server_config();
+    assert_eq!(http.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    assert!(http_handshake(&http, &old_ca), "no client certificate asked");
+    files.write(&new_ca, "a:1");
+    assert!(cert.reload().unwrap());
+    assert!(!cert.reload().unwrap(), "the same pair again");
+    assert!(http_handshake(&http, &new_ca), "the same config serves the new pair");
+    assert!(!http_handshake(&http, &old_ca));
+
+    // Another certificate with the old key: refused, the pair in force stays.
+    let (other_cert, other_key) = old_ca.issue(vec![uri("a:1")], false);
+    std::fs::write(&files.cert, &other_cert).unwrap();
+    let refused = cert.reload().unwrap_err();
+    assert!(matches!(refused, TlsError::Mismatch { .. }), "{refused}");
+    assert!(refused.to_string().contains("n.key is not the key of the certificate in"));
+    assert!(http_handshake(&http, &new_ca));
+    // Its key too: taken, at the next handshake a second after the last look.
+    std::fs::write(&files.key, &other_key).unwrap();
+    std::thread::sleep(FILE_CHECK_INTERVAL + Duration::from_millis(100));
+    assert!(http_handshake(&http, &old_ca), "the change was picked up");
+    assert!(!cert.reload_if_changed().unwrap(), "already reloaded");
+
+    std::fs::write(&files.key, "not a key").unwrap();
+    let refused = cert.reload().unwrap_err();
+    assert!(refused.to_string().contains("n.key: no usable PEM private key"), "{refused}");
+    let missing = files.dir.join("missing.crt");
+    let refused = ServerCert::from_files(&missing, &files.key).unwrap_err();
+    assert!(refused.to_string().contains("missing.crt: cannot read it"), "{refused}");
+    std::fs::write(&files.cert, "").unwrap();
+    let refused = ServerCert::from_files(&files.cert, &files.key).unwrap_err();
+    assert!(refused.to_string().contains("n.crt: no usable PEM certificate"), "{refused}");
+    assert_eq!(cert.files(), (files.cert.as_path(), files.key.as_path()));
 }
