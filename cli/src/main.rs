@@ -8,8 +8,12 @@
 //!
 //! `herdcache node` runs one long-lived cluster member fronting an HTTP origin (or an `echo:`
 //! source), with an HTTP front end for programs not written in Rust.
+//!
+//! `herdcache discovery` runs a survey server speaking gopherdiscovery's protocol, for nodes
+//! started with `--discovery survey://HOST:PORT?publish=HOST:PORT`.
 
 mod demo;
+mod discovery;
 mod histogram;
 mod logging;
 mod node;
@@ -41,6 +45,11 @@ enum Command {
     /// (GET/PUT/DELETE /v1/{keyspace}/{key}, GET /v1/stats, GET /v1/members); members from
     /// --peers or --discovery. `herdcache node --help` for examples.
     Node(Box<node::NodeArgs>),
+    /// Runs a survey server speaking gopherdiscovery's protocol (nanomsg SP over TCP) until
+    /// SIGINT or SIGTERM: surveys every --poll-time on --survey, collects member ids for
+    /// --survey-time, publishes the list (ids joined by `|`) on --publish when it changed;
+    /// nodes join with --discovery survey://HOST:PORT?publish=HOST:PORT.
+    Discovery(discovery::DiscoveryArgs),
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +60,10 @@ async fn main() -> ExitCode {
         Command::Node(args) => {
             logging::init(args.log_level.as_deref());
             node::run(*args).await.map_err(|error| error.to_string())
+        }
+        Command::Discovery(args) => {
+            logging::init(None);
+            discovery::run(args).await
         }
     };
     match outcome {

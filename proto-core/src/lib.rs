@@ -7,6 +7,10 @@
 //! [`Limiter`], and the [`HotKeys`] tracker. The runtime crates (tokio, async-std/smol, mio)
 //! only move bytes and read clocks: they feed [`Input`]s and carry out [`Output`]s.
 //!
+//! Beside the native protocol, two foreign ones: Go groupcache's HTTP ([`groupcache`],
+//! [`http`]) and nanomsg's scalability protocols as gopherdiscovery's survey protocol uses
+//! them ([`sp`]: the SP/TCP codec and the survey server's [`sp::Surveyor`]).
+//!
 //! ## Contract
 //! - **No IO, no clock, no threads, no randomness of its own.** Time is an argument
 //!   ([`Instant`], microseconds since an epoch the driver picks); seeds come from the caller.
@@ -136,6 +140,7 @@ mod ring;
 #[cfg(any(test, feature = "_sim"))]
 #[doc(hidden)]
 pub mod sim;
+pub mod sp;
 mod time;
 mod wire;
 

@@ -40,6 +40,8 @@
 //! - [`http`] is a small bounded HTTP/1.1 client for their front ends.
 //! - [`etcd::EtcdServer`] runs a real etcd (Debian's etcd-server) on free loopback ports for
 //!   the discovery tests; like the Go peers, it never skips in CI.
+//! - [`nanocat::Nanocat`] runs nanomsg's `nanocat` (Debian's nanomsg-utils) as the SP peer of
+//!   the survey-protocol interop tests; it never skips in CI either.
 //!
 //! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
 //! data source wraps [`Source`], sleeping on the runtime's own timer; its node is a
@@ -56,6 +58,7 @@ mod go_peer;
 mod harness;
 pub mod hostile;
 pub mod http;
+pub mod nanocat;
 mod origin;
 pub mod peer_wire;
 mod rt_async_std;

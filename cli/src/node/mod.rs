@@ -79,6 +79,12 @@ Examples:
       --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
   curl http://127.0.0.1:7002/v1/members               # who is alive, suspect, down
 
+  # Or through a gopherdiscovery survey server (herdcache discovery, or gopherdiscovery's):
+  herdcache discovery --survey tcp://127.0.0.1:40007 --publish tcp://127.0.0.1:40008 &
+  herdcache node --listen 127.0.0.1:7001 \
+      --discovery 'survey://127.0.0.1:40007?publish=127.0.0.1:40008' \
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+
   # Mutual TLS between peers: each certificate names its member (SAN URI:herdcache://ID, or
   # IP:/DNS: of its host) and chains to ca.crt; --cluster-secret-file may be given as well.
   # The files are re-read when they change and on SIGHUP (kill -HUP PID):
@@ -159,7 +165,9 @@ pub(crate) struct NodeArgs {
     /// static:A,B | dns:NAME:PORT (the A/AAAA records of NAME, each at PORT) |
     /// srv:_service._proto.NAME (SRV records: target:port) | etcd://HOST:PORT/PREFIX (more
     /// endpoints comma-separated before the /; registers PREFIX/ID under a lease, watches
-    /// PREFIX/). Every member's --advertise must be what the others discover it as.
+    /// PREFIX/) | survey://HOST:PORT?publish=HOST:PORT (a gopherdiscovery survey server such
+    /// as `herdcache discovery`: answers its surveys with the node's id, follows the list it
+    /// publishes). Every member's --advertise must be what the others discover it as.
     #[arg(long, value_name = "SPEC", conflicts_with = "peers")]
     pub(crate) discovery: Option<DiscoverySpec>,
 

@@ -13,6 +13,9 @@
 //!   records, re-resolved at the records' TTL within bounds (a Kubernetes headless service).
 //! - `EtcdDiscovery` (feature `etcd`): the node registers itself under a lease, lists the
 //!   prefix, and watches it.
+//! - `SurveyDiscovery` (feature `survey`): gopherdiscovery's survey protocol; the node answers
+//!   a survey server's surveys with its id and follows the list it publishes. The server is
+//!   `SurveyServer` (`herdcache discovery`).
 //!
 //! Contract of a provider's `run`:
 //! - It reports complete lists ([`DiscoveryContext::set_members`]), never deltas; a list
@@ -35,6 +38,8 @@ mod dns;
 mod etcd;
 mod spec;
 mod static_list;
+#[cfg(feature = "survey")]
+mod survey;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -57,6 +62,8 @@ pub use etcd::{
 };
 pub use spec::{DiscoveryOptions, DiscoverySpec, DiscoverySpecError};
 pub use static_list::{StaticList, StaticListUpdater};
+#[cfg(feature = "survey")]
+pub use survey::{SurveyDiscovery, SurveyServer, SurveyServerConfig};
 
 /// A source of the cluster's member list. See the module docs for the contract of `run`.
 pub trait Discovery: Send + 'static {

@@ -1,5 +1,6 @@
 //! The one-line form of a discovery provider, as `herdcache node --discovery` takes it:
-//! `static:A,B` | `dns:NAME:PORT` | `srv:_service._proto.NAME` | `etcd://HOST:PORT[,HOST:PORT]/PREFIX`.
+//! `static:A,B` | `dns:NAME:PORT` | `srv:_service._proto.NAME` | `etcd://HOST:PORT[,HOST:PORT]/PREFIX`
+//! | `survey://HOST:PORT?publish=HOST:PORT`.
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
@@ -35,6 +36,15 @@ pub enum DiscoverySpec {
         /// The key prefix of this cluster (without a trailing `/`).
         prefix: String,
     },
+    /// `survey://HOST:PORT?publish=HOST:PORT`: answer the surveys of a gopherdiscovery
+    /// server's SURVEYOR socket at the first address, follow the list its PUB socket at the
+    /// second publishes.
+    Survey {
+        /// The SURVEYOR address (`host:port`).
+        survey: String,
+        /// The PUB address (`host:port`).
+        publish: String,
+    },
 }
 
 /// Why a `--discovery` value was refused.
@@ -59,7 +69,8 @@ impl fmt::Display for DiscoverySpecError {
             DiscoverySpecError::UnknownKind(value) => write!(
                 f,
                 "unknown discovery {value:?}: expected static:A,B | dns:NAME:PORT | \
-                 srv:_service._proto.NAME | etcd://HOST:PORT/PREFIX"
+                 srv:_service._proto.NAME | etcd://HOST:PORT/PREFIX | \
+                 survey://HOST:PORT?publish=HOST:PORT"
             ),
             DiscoverySpecError::Malformed { kind, reason } => {
                 write!(f, "discovery {kind}: {reason}")
@@ -144,6 +155,21 @@ impl FromStr for DiscoverySpec {
             }
             return Ok(DiscoverySpec::Etcd { endpoints, prefix: alloc::format!("/{prefix}") });
         }
+        if let Some(rest) = value.strip_prefix("survey://") {
+            let expected = "expected survey://HOST:PORT?publish=HOST:PORT";
+            let (survey, query) =
+                rest.split_once('?').ok_or_else(|| malformed("survey", expected))?;
+            let publish = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("publish="))
+                .ok_or_else(|| malformed("survey", expected))?;
+            check_host_port("survey", survey)?;
+            check_host_port("survey", publish)?;
+            return Ok(DiscoverySpec::Survey {
+                survey: survey.to_string(),
+                publish: publish.to_string(),
+            });
+        }
         Err(DiscoverySpecError::UnknownKind(value.to_string()))
     }
 }
@@ -194,6 +220,12 @@ impl DiscoverySpec {
             }
             #[cfg(not(feature = "etcd"))]
             DiscoverySpec::Etcd { .. } => Err(DiscoverySpecError::NotBuilt("etcd")),
+            #[cfg(feature = "survey")]
+            DiscoverySpec::Survey { survey, publish } => {
+                Ok(Box::new(super::SurveyDiscovery::new(survey, publish)))
+            }
+            #[cfg(not(feature = "survey"))]
+            DiscoverySpec::Survey { .. } => Err(DiscoverySpecError::NotBuilt("survey")),
         }
     }
 }
@@ -234,6 +266,21 @@ mod tests {
                 prefix: "/herdcache/prod".into(),
             })
         );
+        assert_eq!(
+            "survey://127.0.0.1:40007?publish=127.0.0.1:40008".parse(),
+            Ok(DiscoverySpec::Survey {
+                survey: "127.0.0.1:40007".into(),
+                publish: "127.0.0.1:40008".into(),
+            })
+        );
+    }
+
+    #[cfg(feature = "survey")]
+    #[test]
+    fn a_survey_value_builds_the_survey_provider() {
+        let spec: DiscoverySpec =
+            "survey://127.0.0.1:40007?publish=127.0.0.1:40008".parse().expect("a spec");
+        assert_eq!(spec.provider().expect("built with `survey`").kind(), "survey");
     }
 
     #[cfg(feature = "etcd")]
@@ -257,6 +304,10 @@ mod tests {
             "etcd://127.0.0.1:2379/",
             "etcd://127.0.0.1/prefix",
             "etcd://:2379/prefix",
+            "survey://127.0.0.1:40007",
+            "survey://127.0.0.1:40007?pub=127.0.0.1:40008",
+            "survey://127.0.0.1?publish=127.0.0.1:40008",
+            "survey://127.0.0.1:40007?publish=127.0.0.1:0",
         ] {
             let error = bad.parse::<DiscoverySpec>().unwrap_err();
             assert!(matches!(error, DiscoverySpecError::Malformed { .. }), "{bad}: {error:?}");
