@@ -16,6 +16,8 @@
 //! - `SurveyDiscovery` (feature `survey`): gopherdiscovery's survey protocol; the node answers
 //!   a survey server's surveys with its id and follows the list it publishes. The server is
 //!   `SurveyServer` (`herdcache discovery`).
+//! - `NatsDiscovery` (feature `nats`): members announce themselves on a NATS subject, answer
+//!   membership queries, and announce their leave (distcache's protocol).
 //!
 //! Contract of a provider's `run`:
 //! - It reports complete lists ([`DiscoveryContext::set_members`]), never deltas; a list
@@ -28,14 +30,16 @@
 //!   graceful stop) it first withdraws this node from its source where it registered it, so
 //!   that the others drop it at once; on [`StopKind::Abort`] (a kill) it returns without a
 //!   word, as a crashed process would.
-//! - It may block its thread, or run a small async runtime on it (the `dns` and `etcd`
-//!   providers run a current-thread tokio runtime, because their client crates need tokio;
+//! - It may block its thread, or run a small async runtime on it (the `dns`, `etcd`,
+//!   `survey` and `nats` providers run a current-thread tokio runtime, because their client crates need tokio;
 //!   the node's own runtime may be any).
 
 #[cfg(feature = "dns")]
 mod dns;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "nats")]
+mod nats;
 mod spec;
 mod static_list;
 #[cfg(feature = "survey")]
@@ -59,6 +63,11 @@ pub use dns::{DEFAULT_QUERY_TIMEOUT, DEFAULT_TTL_BOUNDS, DnsDiscovery};
 #[cfg(feature = "etcd")]
 pub use etcd::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_RETRY_FIRST, DEFAULT_RETRY_MAX, EtcdDiscovery,
+};
+#[cfg(feature = "nats")]
+pub use nats::{
+    DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_NATS_CALL_TIMEOUT, LIVENESS_PERIODS, MAX_ID, MAX_MEMBERS,
+    NatsDiscovery, SUBSCRIPTION_CAPACITY,
 };
 pub use spec::{DiscoveryOptions, DiscoverySpec, DiscoverySpecError};
 pub use static_list::{StaticList, StaticListUpdater};

@@ -1,6 +1,6 @@
 //! The one-line form of a discovery provider, as `herdcache node --discovery` takes it:
 //! `static:A,B` | `dns:NAME:PORT` | `srv:_service._proto.NAME` | `etcd://HOST:PORT[,HOST:PORT]/PREFIX`
-//! | `survey://HOST:PORT?publish=HOST:PORT`.
+//! | `survey://HOST:PORT?publish=HOST:PORT` | `nats://HOST:PORT/SUBJECT`.
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
@@ -45,6 +45,14 @@ pub enum DiscoverySpec {
         /// The PUB address (`host:port`).
         publish: String,
     },
+    /// `nats://HOST:PORT/SUBJECT`: announce on `SUBJECT` through the NATS server, answer
+    /// and send membership queries on `SUBJECT.members`.
+    Nats {
+        /// The NATS server (`host:port`).
+        server: String,
+        /// The announcement subject.
+        subject: String,
+    },
 }
 
 /// Why a `--discovery` value was refused.
@@ -70,7 +78,7 @@ impl fmt::Display for DiscoverySpecError {
                 f,
                 "unknown discovery {value:?}: expected static:A,B | dns:NAME:PORT | \
                  srv:_service._proto.NAME | etcd://HOST:PORT/PREFIX | \
-                 survey://HOST:PORT?publish=HOST:PORT"
+                 survey://HOST:PORT?publish=HOST:PORT | nats://HOST:PORT/SUBJECT"
             ),
             DiscoverySpecError::Malformed { kind, reason } => {
                 write!(f, "discovery {kind}: {reason}")
@@ -170,6 +178,31 @@ impl FromStr for DiscoverySpec {
                 publish: publish.to_string(),
             });
         }
+        if let Some(rest) = value.strip_prefix("nats://") {
+            let (server, subject) = rest
+                .split_once('/')
+                .ok_or_else(|| malformed("nats", "expected nats://HOST:PORT/SUBJECT"))?;
+            check_host_port("nats", server)?;
+            // A subject is dot-separated tokens without spaces or wildcards.
+            let valid = !subject.is_empty()
+                && subject.split('.').all(|token| {
+                    !token.is_empty()
+                        && !token.contains(['*', '>'])
+                        && !token.chars().any(char::is_whitespace)
+                });
+            if !valid {
+                return Err(malformed(
+                    "nats",
+                    alloc::format!(
+                        "{subject:?} is not a NATS subject (tokens split by `.`, no wildcards or spaces)"
+                    ),
+                ));
+            }
+            return Ok(DiscoverySpec::Nats {
+                server: server.to_string(),
+                subject: subject.to_string(),
+            });
+        }
         Err(DiscoverySpecError::UnknownKind(value.to_string()))
     }
 }
@@ -226,6 +259,12 @@ impl DiscoverySpec {
             }
             #[cfg(not(feature = "survey"))]
             DiscoverySpec::Survey { .. } => Err(DiscoverySpecError::NotBuilt("survey")),
+            #[cfg(feature = "nats")]
+            DiscoverySpec::Nats { server, subject } => {
+                Ok(Box::new(super::NatsDiscovery::new(server, subject)))
+            }
+            #[cfg(not(feature = "nats"))]
+            DiscoverySpec::Nats { .. } => Err(DiscoverySpecError::NotBuilt("nats")),
         }
     }
 }
@@ -283,6 +322,20 @@ mod tests {
         assert_eq!(spec.provider().expect("built with `survey`").kind(), "survey");
     }
 
+    #[cfg(feature = "nats")]
+    #[test]
+    fn a_nats_value_builds_the_nats_provider() {
+        let spec: DiscoverySpec = "nats://127.0.0.1:4222/herdcache.prod".parse().expect("a spec");
+        assert_eq!(
+            spec,
+            DiscoverySpec::Nats {
+                server: "127.0.0.1:4222".into(),
+                subject: "herdcache.prod".into()
+            }
+        );
+        assert_eq!(spec.provider().expect("built with `nats`").kind(), "nats");
+    }
+
     #[cfg(feature = "etcd")]
     #[test]
     fn an_etcd_value_builds_the_etcd_provider() {
@@ -308,6 +361,12 @@ mod tests {
             "survey://127.0.0.1:40007?pub=127.0.0.1:40008",
             "survey://127.0.0.1?publish=127.0.0.1:40008",
             "survey://127.0.0.1:40007?publish=127.0.0.1:0",
+            "nats://127.0.0.1:4222",
+            "nats://127.0.0.1:4222/",
+            "nats://127.0.0.1/herdcache",
+            "nats://127.0.0.1:4222/herd.*",
+            "nats://127.0.0.1:4222/herd..cache",
+            "nats://127.0.0.1:4222/herd cache",
         ] {
             let error = bad.parse::<DiscoverySpec>().unwrap_err();
             assert!(matches!(error, DiscoverySpecError::Malformed { .. }), "{bad}: {error:?}");
