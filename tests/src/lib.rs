@@ -42,6 +42,9 @@
 //!   the discovery tests; like the Go peers, it never skips in CI.
 //! - [`nanocat::Nanocat`] runs nanomsg's `nanocat` (Debian's nanomsg-utils) as the SP peer of
 //!   the survey-protocol interop tests; it never skips in CI either.
+//! - [`nats::NatsServer`] runs a real nats-server (Debian's) on a free loopback port for the
+//!   NATS discovery tests, stopped and restarted on the same port as an outage; it never
+//!   skips in CI either.
 //!
 //! Adding a runtime crate: implement [`Runtime`] for it in a module beside `rt_tokio` (its
 //! data source wraps [`Source`], sleeping on the runtime's own timer; its node is a
@@ -59,6 +62,7 @@ mod harness;
 pub mod hostile;
 pub mod http;
 pub mod nanocat;
+pub mod nats;
 mod origin;
 pub mod peer_wire;
 mod rt_async_std;
