@@ -22,8 +22,9 @@ const KEYSPACE: &str = "nats-test";
 const SUBJECT: &str = "herdcache.in-process";
 /// How long nodes may take to see each other after they start.
 const CONVERGE: Duration = Duration::from_secs(10);
-/// Beyond the liveness window: the expiry runs on the announcement tick.
-const EXPIRY_SLACK: Duration = Duration::from_secs(2);
+/// Beyond the liveness window: the expiry runs every quarter announcement period, and the
+/// status is polled every 20 ms.
+const EXPIRY_SLACK: Duration = Duration::from_millis(750);
 
 fn liveness_window() -> Duration {
     DEFAULT_ANNOUNCE_INTERVAL * LIVENESS_PERIODS

@@ -85,6 +85,11 @@ Examples:
       --discovery 'survey://127.0.0.1:40007?publish=127.0.0.1:40008' \
       --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
 
+  # Or through NATS (each node announces itself on the subject every second, answers
+  # membership queries on SUBJECT.members, and announces its leave on SIGTERM):
+  herdcache node --listen 127.0.0.1:7001 --discovery nats://127.0.0.1:4222/herdcache.prod \
+      --keyspace items:256MiB:5m --source 'http://127.0.0.1:8080/items/{key}'
+
   # Mutual TLS between peers: each certificate names its member (SAN URI:herdcache://ID, or
   # IP:/DNS: of its host) and chains to ca.crt; --cluster-secret-file may be given as well.
   # The files are re-read when they change and on SIGHUP (kill -HUP PID):
@@ -167,7 +172,10 @@ pub(crate) struct NodeArgs {
     /// endpoints comma-separated before the /; registers PREFIX/ID under a lease, watches
     /// PREFIX/) | survey://HOST:PORT?publish=HOST:PORT (a gopherdiscovery survey server such
     /// as `herdcache discovery`: answers its surveys with the node's id, follows the list it
-    /// publishes). Every member's --advertise must be what the others discover it as.
+    /// publishes) | nats://HOST:PORT/SUBJECT (announces the node on SUBJECT every second,
+    /// answers and sends membership queries on SUBJECT.members, announces its leave on a
+    /// graceful stop; a member not heard for 3 s is dropped). Every member's --advertise must
+    /// be what the others discover it as.
     #[arg(long, value_name = "SPEC", conflicts_with = "peers")]
     pub(crate) discovery: Option<DiscoverySpec>,
 
@@ -908,6 +916,8 @@ mod tests {
         let with = |extra: &[&str]| args(&[&base[..], extra].concat());
         let parsed = with(&["--discovery=etcd://127.0.0.1:2379/herdcache"]).expect("valid");
         assert!(matches!(parsed.discovery, Some(DiscoverySpec::Etcd { .. })));
+        let parsed = with(&["--discovery=nats://127.0.0.1:4222/herdcache.prod"]).expect("valid");
+        assert!(matches!(parsed.discovery, Some(DiscoverySpec::Nats { .. })));
         assert!(with(&["--discovery=static:a:1", "--peers=a:1"]).is_err(), "both lists");
         assert!(with(&["--dns-server=127.0.0.1:53"]).is_err(), "a server without discovery");
         let bad = with(&["--discovery=dns:cache"]).expect_err("no port");

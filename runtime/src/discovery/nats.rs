@@ -12,8 +12,8 @@
 //!   adds every answer to its list.
 //! - **Members** are the ids heard from (joins and answers) within the liveness window,
 //!   [`LIVENESS_PERIODS`] announcement periods, plus this node's own id. A member killed
-//!   without a word drops out of the list when the window passes (liveness in the core takes
-//!   it off the ring sooner).
+//!   without a word drops out of the list when the window passes (checked every quarter
+//!   period; liveness in the core takes it off the ring sooner).
 //! - **Bounded**: an id longer than [`MAX_ID`] bytes, not UTF-8, or a message that is not
 //!   `join ID` / `leave ID` is ignored with a logged reason; each subscription buffers at most
 //!   [`SUBSCRIPTION_CAPACITY`] messages (the client drops the excess and reports a slow
@@ -302,6 +302,8 @@ impl Member<'_> {
         let context = self.context;
         let mut tick = tokio::time::interval(self.config.announce_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(self.config.announce_interval / 4);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The client may have connected before the callback's first event was read.
         if self.client.connection_state() == async_nats::connection::State::Connected {
             self.on_connected().await;
@@ -330,9 +332,13 @@ impl Member<'_> {
                 _ = tick.tick() => {
                     if self.connected {
                         self.announce().await;
-                        if self.view.expire(Instant::now(), self.config.liveness_window()) {
-                            self.report();
-                        }
+                    }
+                }
+                // Expiry runs more often than announcements, so an id leaves the list at most
+                // a quarter period after its window.
+                _ = sweep.tick() => {
+                    if self.connected && self.view.expire(Instant::now(), self.config.liveness_window()) {
+                        self.report();
                     }
                 }
             }
