@@ -44,7 +44,7 @@ pub trait DriverIo<S = SharedSource> {
     fn close(&mut self, id: ConnId, conn: &mut Self::Conn, grace: bool);
 
     /// Something observers may want to know (the driver has logged it already: see
-    /// [`EventLog`]). Nothing by default.
+    /// `EventLog`). Nothing by default.
     fn event(&mut self, node: &str, event: &Event) {
         let _ = (node, event);
     }
